@@ -1,0 +1,149 @@
+"""The `chestaid` command line: parses arguments and calls the library; errors are one line, no traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from chestaid.errors import ChestaidError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Chest X-ray classifiers that support triage (they do not diagnose).")
+synth_app = typer.Typer(no_args_is_help=True, help="Write synthetic data in the real NIH or Kaggle layout.")
+app.add_typer(synth_app, name="synth")
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def parse_fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1) > 1e-6:
+        fail(f"--fractions must be three numbers summing to 1 (train,val,test), got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+@synth_app.command("nih")
+def synth_nih_cmd(out: Path, n: Annotated[int, typer.Option("--n", min=1)] = 2000,
+                  size: Annotated[int, typer.Option("--size", min=32)] = 256,
+                  seed: int = 0, enrich: Annotated[bool, typer.Option(help="oversample rarer findings")] = True,
+                  per_folder: Annotated[int, typer.Option(min=1)] = 10_000) -> None:
+    """NIH layout: Data_Entry_2017.csv, images_001/images/*.png, BBox_List_2017.csv, split lists."""
+    from chestaid.data.synthetic import synth_nih
+
+    synth_nih(out, n, size, seed, enrich, per_folder)
+    console.print(f"wrote {n} synthetic NIH-layout images to {out}")
+
+
+@synth_app.command("pneumonia")
+def synth_pneumonia_cmd(out: Path, n: Annotated[int, typer.Option("--n", min=8)] = 1500,
+                        size: Annotated[int, typer.Option("--size", min=32)] = 256, seed: int = 0) -> None:
+    """Kaggle layout: train|val|test/NORMAL|PNEUMONIA/*.jpeg."""
+    from chestaid.data.synthetic import synth_pneumonia
+
+    synth_pneumonia(out, n, size, seed)
+    console.print(f"wrote {n} synthetic pneumonia-layout images to {out}")
+
+
+@app.command()
+def prepare(root: Path, out: Annotated[Path, typer.Option("--out")],
+            size: Annotated[int, typer.Option(min=32, max=2048)] = 256,
+            workers: Annotated[Optional[int], typer.Option(min=1)] = None,
+            fractions: Annotated[str, typer.Option(help="train,val,test when no official lists")] = "0.72,0.08,0.20",
+            seed: int = 0) -> None:
+    """Decode every image once into a resumable uint8 cache with the patient-level split table.
+
+    Exit 0 when at least one image was cached (unreadable files are listed), 1 when none could be read."""
+    from chestaid.data.cache import prepare as run_prepare
+
+    report = run_prepare(root, out, size, workers, parse_fractions(fractions), seed)
+    console.print(f"cache {report.cache}: {report.cached}/{report.total} images cached "
+                  f"({report.decoded_now} decoded in this run)")
+    if report.ages_clipped:
+        console.print(f"note: {report.ages_clipped} ages over 100 were clipped to 100")
+    if report.skipped:
+        err.print(f"[yellow]warning:[/] {len(report.skipped)} file(s) skipped (listed in {out / 'skipped.csv'}):")
+        for path, reason in report.skipped[:20]:
+            err.print(f"  {path}: {reason}", highlight=False)
+        if len(report.skipped) > 20:
+            err.print(f"  ... and {len(report.skipped) - 20} more")
+    if report.cached == 0:
+        fail("no image could be read", code=1)
+
+
+@app.command()
+def stats(path: Annotated[Path, typer.Argument(help="NIH CSV, NIH or Kaggle root, or a cache")],
+          as_json: Annotated[bool, typer.Option("--json")] = False,
+          plot: Annotated[Optional[Path], typer.Option("--plot", help="folder for the figures")] = None,
+          balance: Annotated[str, typer.Option(help="also show a recipe's effect on the train part")] = "none",
+          seed: int = 0) -> None:
+    """Label frequencies, patients, and age/sex/view distributions."""
+    from chestaid.data.balance import balance as run_balance, distribution
+    from chestaid.data.cache import source_or_cache
+    from chestaid.data.splits import assign_splits
+    from chestaid.data.stats import plot_metadata, summarise
+
+    data = source_or_cache(path)
+    table, labels = data.table, data.task.labels
+    summary = summarise(table, labels, getattr(data, "ages_clipped", 0))
+    balanced = None
+    if balance != "none":
+        split = table["split"] if set(table["split"]) <= {"train", "val", "test"} else assign_splits(table, labels)
+        balanced = run_balance(table[split == "train"], labels, balance, seed)
+        summary["balance"] = {"recipe": balance, "train_before": distribution(table[split == "train"], labels)
+                              .to_dict(), "train_after": distribution(balanced, labels).to_dict()}
+    if plot is not None:
+        summary["plots"] = [str(p) for p in plot_metadata(table, labels, plot, balanced)]
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, default=int) + "\n")
+        return
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    console.print(f"{summary['images']:,} images, {summary['patients']:,} patients")
+    table = Table("label", "images", "frequency")
+    for name, count in summary["labels"].items():
+        table.add_row(name, f"{count:,}", f"{summary['label_frequency'][name]:.4f}")
+    console.print(table)
+    age = summary["age"]
+    console.print(f"age: mean {age['mean']}, median {age['median']}, range {age['min']}–{age['max']} "
+                  f"({age['clipped_over_100']} clipped at 100)")
+    console.print(f"sex: {summary['sex']}   view: {summary['view']}")
+    if "balance" in summary:
+        bal = Table("label", "train before", "train after", title=f"balancing recipe {summary['balance']['recipe']}")
+        for name, before in summary["balance"]["train_before"].items():
+            bal.add_row(name, f"{before:,}", f"{summary['balance']['train_after'].get(name, 0):,}")
+        console.print(bal)
+    for p in summary.get("plots", []):
+        console.print(f"figure: {p}")
+
+
+def main() -> None:
+    """Entry point: library errors become one red line and exit code 2."""
+    try:
+        app()
+    except ChestaidError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; run the same command again to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The data layer: sources, splits, balancing, the image decoder, the cache, datasets, synthetic data."""

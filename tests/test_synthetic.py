@@ -1,0 +1,51 @@
+"""Synthetic data: the exact NIH and Kaggle layouts, boxes that hold the planted findings."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from chestaid.data.sources import read_boxes, read_source
+from chestaid.data.synthetic import sample_nih_rows
+from chestaid.tasks import NIH_FINDINGS
+
+
+def test_nih_layout_files_and_boxes(nih_root):
+    names = {p.name for p in nih_root.iterdir()}
+    assert {"Data_Entry_2017.csv", "BBox_List_2017.csv", "train_val_list.txt", "test_list.txt",
+            "images_001"} <= names
+    assert (nih_root / "BBox_List_2017.csv").read_text().splitlines()[0] == "Image Index,Finding Label,Bbox [x,y,w,h],,,"
+    table = read_source(nih_root).table.set_index("image_id")
+    boxes = read_boxes(nih_root / "BBox_List_2017.csv")
+    assert len(boxes) > 0
+    planted = boxes.groupby("image_id")["finding"].apply(set)
+    for image_id, row in table.iterrows():
+        assert planted.get(image_id, set()) == {f for f in NIH_FINDINGS if row[f]}
+    assert (boxes[["x", "y"]] >= 0).all().all() and ((boxes["x"] + boxes["w"]) <= 64.01).all()
+    assert "Infiltrate" in (nih_root / "BBox_List_2017.csv").read_text() or not table["Infiltration"].any()
+
+
+def test_split_lists_are_patient_disjoint(nih_root):
+    table = read_source(nih_root).table
+    test = set(table.loc[table["split"] == "test", "patient_id"])
+    trainval = set(table.loc[table["split"] == "trainval", "patient_id"])
+    assert test and trainval and not test & trainval
+
+
+def test_sampling_keeps_real_metadata_and_is_deterministic(real_csv):
+    real = pd.read_csv(real_csv).set_index("Image Index")
+    rows = sample_nih_rows(300, seed=4)
+    assert rows.equals(sample_nih_rows(300, seed=4)) and len(rows) == 300
+    for col in ("Finding Labels", "Patient Age", "Patient Gender", "View Position"):
+        assert (real.loc[rows["Image Index"], col].to_numpy() == rows[col].to_numpy()).all()
+    assert (rows["Finding Labels"] != "No Finding").mean() > 0.5  # enriched towards findings
+
+
+def test_kaggle_layout_names_and_sizes(kaggle_root):
+    from PIL import Image
+
+    for split in ("train", "val", "test"):
+        for cls in ("NORMAL", "PNEUMONIA"):
+            assert any((kaggle_root / split / cls).glob("*.jpeg"))
+    first = next((kaggle_root / "train" / "PNEUMONIA").glob("person*_*_*.jpeg"))
+    width, height = Image.open(first).size
+    assert height == 64 and 64 <= width <= 90
