@@ -101,9 +101,10 @@ def stats(path: Annotated[Path, typer.Argument(help="NIH CSV, NIH or Kaggle root
     balanced = None
     if balance != "none":
         split = table["split"] if set(table["split"]) <= {"train", "val", "test"} else assign_splits(table, labels)
-        balanced = run_balance(table[split == "train"], labels, balance, seed)
-        summary["balance"] = {"recipe": balance, "train_before": distribution(table[split == "train"], labels)
-                              .to_dict(), "train_after": distribution(balanced, labels).to_dict()}
+        train = table[split == "train"]
+        balanced = (train, run_balance(train, labels, balance, seed))
+        summary["balance"] = {"recipe": balance, "train_before": distribution(train, labels).to_dict(),
+                              "train_after": distribution(balanced[1], labels).to_dict()}
     if plot is not None:
         summary["plots"] = [str(p) for p in plot_metadata(table, labels, plot, balanced)]
     if as_json:

@@ -31,8 +31,9 @@ def _r(value: float) -> float | None:
 
 
 def plot_metadata(table: pd.DataFrame, labels: tuple[str, ...], out: str | Path,
-                  balanced: pd.DataFrame | None = None) -> list[Path]:
-    """Write label_distribution.png (before/after balancing when given), age_histogram.png, sex_proportion.png."""
+                  balanced: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> list[Path]:
+    """Write label_distribution.png, age_histogram.png and sex_proportion.png. With `balanced` = (train rows
+    before, train rows after a recipe), the label figure compares the train part before and after."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,14 +42,14 @@ def plot_metadata(table: pd.DataFrame, labels: tuple[str, ...], out: str | Path,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    before = distribution(table, labels)
+    before = distribution(table if balanced is None else balanced[0], labels)
     fig, ax = plt.subplots(figsize=(9, 4.5))
     y = np.arange(len(before))
     if balanced is None:
         ax.barh(y, before.to_numpy(), color="#4C72B0")
     else:
-        after = distribution(balanced, labels).reindex(before.index).fillna(0)
-        ax.barh(y - 0.2, before.to_numpy(), height=0.4, label="before balancing", color="#4C72B0")
+        after = distribution(balanced[1], labels).reindex(before.index).fillna(0)
+        ax.barh(y - 0.2, before.to_numpy(), height=0.4, label="train, before balancing", color="#4C72B0")
         ax.barh(y + 0.2, after.to_numpy(), height=0.4, label="after balancing (train)", color="#DD8452")
         ax.legend()
     ax.set_yticks(y, before.index)
