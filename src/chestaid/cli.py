@@ -134,6 +134,26 @@ def _print_summary(summary: dict) -> None:
         console.print(f"figure: {p}")
 
 
+@app.command()
+def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML config (configs/*.yaml)")] = None,
+          data: Annotated[Optional[Path], typer.Option("--data", help="a cache, or an NIH/Kaggle root")] = None,
+          out: Annotated[Optional[Path], typer.Option("--out", help="the run directory to create")] = None,
+          overrides: Annotated[Optional[list[str]], typer.Option("--set", help="key=value, e.g. train.lr=3e-4")] = None,
+          resume: Annotated[Optional[Path], typer.Option("--resume", help="continue this run from last.ckpt")] = None
+          ) -> None:
+    """Train a model into a run directory (config.yaml, model.safetensors, checkpoints/, train_log.csv)."""
+    from chestaid.config import load_config
+    from chestaid.train import train as run_train
+
+    if resume is not None:
+        paths = run_train(load_config(None), None, resume, resume=True)
+    else:
+        if out is None:
+            fail("--out RUN is required (or --resume RUN)")
+        paths = run_train(load_config(config, overrides or []), data, out)
+    console.print(f"run {paths.root}: weights {paths.weights}, per-epoch log {paths.train_log}")
+
+
 def main() -> None:
     """Entry point: library errors become one red line and exit code 2."""
     try:

@@ -17,12 +17,22 @@ class CacheDataset(Dataset):
     def __init__(self, cache: Cache, split: str | None = None, rows: pd.DataFrame | None = None) -> None:
         if rows is None:
             rows = cache.table if split is None else cache.table[cache.table["split"] == split]
-        self.images = cache.images
+        self.images_path = cache.root / "images.npy"
+        self._images: np.ndarray | None = None
         self.rows = rows.reset_index(drop=True)
         self.index = self.rows["row"].to_numpy()
         self.flip = self.rows["flip"].to_numpy().astype(bool) if "flip" in self.rows else np.zeros(len(rows), bool)
         self.tabular = torch.from_numpy(patient_info(self.rows))
         self.targets = torch.from_numpy(self.rows[list(cache.task.labels)].to_numpy(dtype=np.float32))
+
+    @property
+    def images(self) -> np.ndarray:
+        if self._images is None:  # opened per process: a memmap must not be pickled into workers
+            self._images = np.load(self.images_path, mmap_mode="r")
+        return self._images
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_images": None}
 
     def __len__(self) -> int:
         return len(self.index)

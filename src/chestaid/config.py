@@ -1,0 +1,128 @@
+"""A run's configuration: pydantic models, YAML in and out, and `--set key=value` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from chestaid.errors import ChestaidError
+from chestaid.fileio import write_text
+from chestaid.tasks import TASKS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentSettings(Strict):
+    """Train augmentation (SPEC A7 defaults; seed 003 uses crop 1.0, rotate 5, blur 0, jitter 0.1)."""
+
+    crop: float = Field(0.9, gt=0.5, le=1.0)
+    rotate_deg: float = Field(7.0, ge=0, le=45)
+    translate: float = Field(0.06, ge=0, le=0.3)
+    blur_p: float = Field(0.4, ge=0, le=1)
+    blur_sigma: tuple[float, float] = (0.2, 1.5)
+    brightness: float = Field(0.0, ge=0, le=0.5)
+    contrast: float = Field(0.0, ge=0, le=0.5)
+
+
+class DataConfig(Strict):
+    path: str | None = None
+    image_size: int = Field(224, ge=32, le=1024)
+    cache_size: int = Field(256, ge=32, le=2048, description="used when `train` must build a cache")
+    balance: Literal["none", "seed000"] = "none"
+    batch_size: int = Field(32, ge=1)
+    num_workers: int = Field(2, ge=0)
+    augment: AugmentSettings = AugmentSettings()
+
+
+class ModelConfig(Strict):
+    weights: str = "imagenet"
+    fpn: bool = True
+    tabular: bool = True
+    freeze_blocks: int = Field(0, ge=0, le=5)
+    hidden: list[int] = [128]
+    dropout: float = Field(0.3, ge=0, lt=1)
+
+
+class LossConfig(Strict):
+    pos_weight: Literal["log", "ratio", "none"] | float = "log"
+    overrides: dict[str, float] = {}
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(15, ge=1)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    plateau_patience: int = Field(2, ge=0)
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    monitor: Literal["macro_f1", "auroc", "precision", "loss"] = "macro_f1"
+    early_stopping_patience: int | None = Field(None, ge=1)
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
+    channels_last: bool = True
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    strategy: str = "auto"
+    checkpoint_every_n_steps: int = Field(200, ge=0, description="mid-epoch last.ckpt; 0 = epoch ends only")
+    limit_train_batches: int | float = 1.0
+    seed: int = 0
+
+
+class RunConfig(Strict):
+    task: Literal["nih", "pneumonia"] = "nih"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _check_overrides(self) -> "RunConfig":
+        unknown = sorted(set(self.loss.overrides) - set(TASKS[self.task].labels))
+        if unknown:
+            raise ValueError(f"loss.overrides names unknown finding(s) {unknown} for task {self.task!r}")
+        return self
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ChestaidError(f"--set {key}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config (or the defaults) and apply 'a.b=value' overrides (values parsed as YAML)."""
+    tree: dict = {}
+    if path is not None:
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as e:
+            raise ChestaidError(f"{path}: cannot read config ({e.strerror or e})") from None
+        except yaml.YAMLError as e:
+            raise ChestaidError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(tree, dict):
+            raise ChestaidError(f"{path}: a config must be a mapping of sections")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ChestaidError(f"--set expects key=value, got {item!r}")
+        _set_dotted(tree, key.strip(), yaml.safe_load(value))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        if first["type"] == "extra_forbidden":
+            raise ChestaidError(f"{path or 'config'}: unknown key '{where}'") from None
+        raise ChestaidError(f"{path or 'config'}: {where}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

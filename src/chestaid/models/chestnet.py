@@ -1,0 +1,79 @@
+"""ChestNet: DenseNet-121 → (FPN over c3, c4, c5) → pooled image features ⊕ patient vector → logits.
+
+SPEC A8–A11 (seed 000): FPN on, tabular on, 14 outputs. SPEC B3 (seed 003): FPN off, tabular off, 1 output,
+early blocks frozen — then the model is DenseNet-121 with its classifier replaced by one logit.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
+from torchvision.ops import FeaturePyramidNetwork
+
+from chestaid.models.backbone import freeze_blocks, load_densenet
+
+# c3: after denseblock2 (512 ch, stride 8); c4: after denseblock3 (1024 ch, stride 16); c5: final (1024, /32)
+LEVELS = {"features.denseblock2": "c3", "features.denseblock3": "c4", "features.norm5": "c5"}
+LEVEL_CHANNELS = (512, 1024, 1024)
+
+
+class ChestNet(nn.Module):
+    """Image [B,3,H,W] (+ patient vector [B,3]) → logits [B, num_outputs]."""
+
+    def __init__(self, num_outputs: int = 14, fpn: bool = True, tabular: bool = True, weights: str = "none",
+                 freeze: int = 0, hidden: tuple[int, ...] = (128,), dropout: float = 0.3,
+                 fpn_channels: int = 256) -> None:
+        super().__init__()
+        self.use_fpn, self.use_tabular = fpn, tabular
+        densenet = load_densenet(weights)
+        self._frozen = freeze_blocks(densenet.features, freeze)
+        nodes = LEVELS if fpn else {"features.norm5": "c5"}
+        self.backbone = create_feature_extractor(densenet, return_nodes=nodes)
+        if fpn:
+            self.fpn = FeaturePyramidNetwork(list(LEVEL_CHANNELS), fpn_channels)
+            self.project = nn.Sequential(nn.Linear(3 * fpn_channels, 256), nn.ReLU(inplace=True))
+            image_dim = 256
+        else:
+            image_dim = LEVEL_CHANNELS[-1]
+        self.tabular = nn.Sequential(nn.Linear(3, 8), nn.ReLU(inplace=True)) if tabular else None
+        layers: list[nn.Module] = []
+        width = image_dim + (8 if tabular else 0)
+        for size in hidden:
+            layers += [nn.Dropout(dropout), nn.Linear(width, size), nn.ReLU(inplace=True)]
+            width = size
+        layers += [nn.Dropout(dropout), nn.Linear(width, num_outputs)]
+        self.head = nn.Sequential(*layers)
+
+    def levels(self, image: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        """The backbone levels (c3, c4, c5; c5 after the final ReLU), then P3–P5 when the FPN is on."""
+        feats = self.backbone(image)
+        feats["c5"] = torch.relu(feats["c5"])
+        if not self.use_fpn:
+            return OrderedDict(feats)
+        pyramid = self.fpn(OrderedDict((k, feats[k]) for k in ("c3", "c4", "c5")))
+        return OrderedDict(zip(("p3", "p4", "p5"), pyramid.values()))
+
+    def forward(self, image: torch.Tensor, tabular: torch.Tensor | None = None) -> torch.Tensor:
+        levels = self.levels(image)
+        pooled = torch.cat([torch.flatten(nn.functional.adaptive_avg_pool2d(v, 1), 1) for v in levels.values()], 1)
+        features = self.project(pooled) if self.use_fpn else pooled
+        if self.tabular is not None:
+            if tabular is None:
+                raise ValueError("this model fuses patient data: pass tabular [B,3]")
+            features = torch.cat([features, self.tabular(tabular.to(features.dtype))], 1)
+        return self.head(features)
+
+    def train(self, mode: bool = True) -> "ChestNet":
+        super().train(mode)
+        for module in self._frozen:  # frozen blocks keep their BatchNorm statistics
+            module.eval()
+        return self
+
+
+def build_model(cfg, num_outputs: int) -> ChestNet:
+    """A ChestNet from a ModelConfig (config.py)."""
+    return ChestNet(num_outputs=num_outputs, fpn=cfg.fpn, tabular=cfg.tabular, weights=cfg.weights,
+                    freeze=cfg.freeze_blocks, hidden=tuple(cfg.hidden), dropout=cfg.dropout)

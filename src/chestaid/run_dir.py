@@ -1,0 +1,70 @@
+"""The run directory: where each file lives, weights in safetensors, and atomic Lightning checkpoints.
+
+RUN/config.yaml, RUN/model.safetensors, RUN/checkpoints/{last,best}.ckpt, RUN/train_log.csv, RUN/steps.csv
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from chestaid.config import RunConfig, load_config
+from chestaid.errors import ChestaidError
+from chestaid.fileio import atomic_write
+from chestaid.models.chestnet import ChestNet, build_model
+from chestaid.tasks import get_task
+
+
+class RunPaths:
+    """Names of the files of a run directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.config = self.root / "config.yaml"
+        self.weights = self.root / "model.safetensors"
+        self.checkpoints = self.root / "checkpoints"
+        self.last = self.checkpoints / "last.ckpt"
+        self.best = self.checkpoints / "best.ckpt"
+        self.train_log = self.root / "train_log.csv"
+        self.steps = self.root / "steps.csv"
+
+
+def save_weights(model: torch.nn.Module, path: str | Path, task: str) -> None:
+    """Weights only, as safetensors (safe to load from strangers), written atomically."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    data = save(state, metadata={"format": "chestaid", "task": task})
+    atomic_write(path, lambda f: f.write(data))
+
+
+def load_model(run: str | Path, map_location: str = "cpu") -> tuple[RunConfig, ChestNet]:
+    """Rebuild a run's model from config.yaml + model.safetensors alone (no network, no checkpoint)."""
+    from safetensors.torch import load_file
+
+    paths = RunPaths(run)
+    if not paths.config.is_file() or not paths.weights.is_file():
+        raise ChestaidError(f"{paths.root}: not a finished chestaid run (needs config.yaml and model.safetensors)")
+    cfg = load_config(paths.config)
+    model = build_model(cfg.model.model_copy(update={"weights": "none"}), get_task(cfg.task).num_outputs)
+    try:
+        state = load_file(str(paths.weights), device=map_location)
+    except Exception as e:
+        raise ChestaidError(f"{paths.weights}: cannot be read ({e})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ChestaidError(f"{paths.weights}: does not match config.yaml ({len(missing)} missing, "
+                            f"{len(unexpected)} unexpected tensors)")
+    return cfg, model.eval()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary file and renamed: a kill never leaves a torn .ckpt."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()))

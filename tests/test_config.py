@@ -1,0 +1,48 @@
+"""Run configs: the shipped YAML files validate; unknown keys and bad values are clear one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chestaid.config import load_config, save_config
+from chestaid.errors import ChestaidError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_shipped_configs_validate(name):
+    cfg = load_config(CONFIGS / name)
+    assert cfg.task in ("nih", "pneumonia")
+
+
+def test_seed_configs_hold_the_seed_settings():
+    nih = load_config(CONFIGS / "nih_densenet_fpn.yaml")
+    assert (nih.data.batch_size, nih.train.lr, nih.train.plateau_patience, nih.train.plateau_factor) == (160, 1e-3, 2, 0.5)
+    assert nih.loss.overrides == {"Pneumonia": 4.5, "Fibrosis": 3.8, "Consolidation": 4.3}
+    assert nih.model.fpn and nih.model.tabular and nih.data.balance == "seed000"
+    pneu = load_config(CONFIGS / "pneumonia_densenet.yaml")
+    assert pneu.train.optimizer == "adamw" and pneu.train.monitor == "auroc" and pneu.train.early_stopping_patience
+    assert not pneu.model.fpn and not pneu.model.tabular and pneu.model.freeze_blocks > 0
+
+
+def test_set_overrides_and_round_trip(tmp_path):
+    cfg = load_config(CONFIGS / "demo.yaml", ["train.lr=3e-4", "data.batch_size=8", "model.hidden=[64, 32]"])
+    assert cfg.train.lr == 3e-4 and cfg.data.batch_size == 8 and cfg.model.hidden == [64, 32]
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.lrr=1"], "unknown key 'train.lrr'"),
+    (["train.lr=abc"], "train.lr"),
+    (["train.optimizer=sgd"], "train.optimizer"),
+    (["loss.overrides={Pnemonia: 2}"], "unknown finding"),
+    (["nonsense"], "key=value"),
+])
+def test_bad_config_is_a_clear_error(overrides, message):
+    with pytest.raises(ChestaidError, match=message) as info:
+        load_config(CONFIGS / "demo.yaml", overrides)
+    assert "\n" not in str(info.value)

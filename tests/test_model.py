@@ -1,0 +1,84 @@
+"""ChestNet: shapes, FPN levels, switches, frozen blocks, weights files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models import densenet121
+
+from chestaid.errors import ChestaidError
+from chestaid.models.backbone import load_densenet
+from chestaid.models.chestnet import ChestNet
+
+
+@pytest.fixture(scope="module")
+def net() -> ChestNet:
+    torch.manual_seed(0)
+    return ChestNet(num_outputs=14).eval()
+
+
+@pytest.mark.parametrize("size", [64, 128, 224])
+def test_output_and_fpn_level_shapes(net, size):
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert net(x, torch.rand(2, 3)).shape == (2, 14)
+        levels = net.levels(x)
+    assert list(levels) == ["p3", "p4", "p5"]
+    assert [tuple(v.shape) for v in levels.values()] == [(2, 256, size // s, size // s) for s in (8, 16, 32)]
+
+
+def test_backbone_levels_are_the_spec_ones(net):
+    with torch.no_grad():
+        feats = net.backbone(torch.randn(1, 3, 64, 64))
+    assert [(k, v.shape[1], 64 // v.shape[-1]) for k, v in feats.items()] == [
+        ("c3", 512, 8), ("c4", 1024, 16), ("c5", 1024, 32)]
+
+
+def test_tabular_switch_changes_the_head_and_matters(net):
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = net(x, torch.zeros(2, 3)), net(x, torch.ones(2, 3))
+    assert not torch.allclose(a, b)  # the patient vector reaches the logits
+    with pytest.raises(ValueError, match="tabular"):
+        net(x)
+    plain = ChestNet(num_outputs=1, fpn=False, tabular=False, hidden=()).eval()
+    assert plain.tabular is None and not hasattr(plain, "fpn")
+    assert plain.head[-1].in_features == 1024  # DenseNet-121 with its classifier replaced by one logit
+    with torch.no_grad():
+        assert plain(x).shape == (2, 1)
+
+
+def test_frozen_blocks_do_not_train():
+    model = ChestNet(num_outputs=1, fpn=False, tabular=False, freeze=3, hidden=())
+    features = model.backbone.features
+    for name in ("conv0", "norm0", "denseblock1", "transition1", "denseblock2", "transition2"):
+        assert all(not p.requires_grad for p in getattr(features, name).parameters()), name
+    assert all(p.requires_grad for p in features.denseblock3.parameters())
+    model.train()
+    frozen_bn, live_bn = features.norm0, features.denseblock3.denselayer1.norm1
+    frozen_before, live_before = frozen_bn.running_mean.clone(), live_bn.running_mean.clone()
+    model(torch.randn(4, 3, 64, 64) * 3 + 1)
+    assert torch.equal(frozen_before, frozen_bn.running_mean)  # frozen BatchNorm keeps its statistics
+    assert not torch.equal(live_before, live_bn.running_mean)
+
+
+def test_local_weights_file(tmp_path):
+    torch.manual_seed(1)
+    reference = densenet121(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "densenet.pth")
+    model = ChestNet(num_outputs=3, weights=str(tmp_path / "densenet.pth"))
+    assert torch.equal(model.backbone.features.conv0.weight, reference.features.conv0.weight)
+    with pytest.raises(ChestaidError, match="not found"):
+        ChestNet(weights=str(tmp_path / "missing.pth"))
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ChestaidError, match="no DenseNet"):
+        ChestNet(weights=str(tmp_path / "other.pth"))
+
+
+def test_imagenet_weights_load_or_fail_with_one_clear_message():
+    try:
+        model = load_densenet("imagenet")
+    except ChestaidError as e:  # no network here: a one-line message saying what to do
+        assert "ImageNet weights" in str(e) and "model.weights" in str(e) and "\n" not in str(e)
+    else:
+        assert model.features.conv0.weight.abs().sum() > 0

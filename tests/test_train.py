@@ -1,0 +1,104 @@
+"""Training end to end on tiny synthetic data: the run directory, reloading, SIGKILL then --resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from chestaid.config import load_config
+from chestaid.data.cache import prepare
+from chestaid.errors import ChestaidError
+from chestaid.run_dir import RunPaths, load_model, save_weights
+from chestaid.train import train
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TINY = ["data.image_size=64", "data.batch_size=16", "train.epochs=2", "train.checkpoint_every_n_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def nih_cache(nih_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cache") / "nih64"
+    prepare(nih_root, out, size=64, workers=2, fractions=(0.6, 0.2, 0.2))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(nih_cache, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(load_config(CONFIGS / "demo.yaml", TINY), nih_cache, run)
+    return RunPaths(run)
+
+
+def test_run_directory_holds_the_expected_files(tiny_run):
+    for path in (tiny_run.config, tiny_run.weights, tiny_run.last, tiny_run.best, tiny_run.train_log, tiny_run.steps):
+        assert path.is_file() and path.stat().st_size > 0, path
+    log = pd.read_csv(tiny_run.train_log)
+    assert list(log["epoch"]) == [0, 1]
+    for column in ("train_loss", "val_loss", "precision_mean", "recall_mean", "f1_mean", "macro_f1", "auroc_mean"):
+        assert np.isfinite(log[column]).all(), column
+    steps = pd.read_csv(tiny_run.steps)
+    assert list(steps["step"]) == list(range(1, len(steps) + 1)) and (steps["step_seconds"] > 0).all()
+
+
+def test_config_and_safetensors_alone_rebuild_the_model_bit_identically(tiny_run, tmp_path):
+    cfg, model = load_model(tiny_run.root)
+    stored = load_file(str(tiny_run.weights))
+    assert all(torch.equal(stored[k], v) for k, v in model.state_dict().items())
+    save_weights(model, tmp_path / "again.safetensors", cfg.task)
+    again = load_file(str(tmp_path / "again.safetensors"))
+    assert stored.keys() == again.keys() and all(torch.equal(stored[k], again[k]) for k in stored)
+    x, tab = torch.randn(2, 3, 64, 64), torch.rand(2, 3)
+    with torch.no_grad():
+        assert torch.equal(model(x, tab), load_model(tiny_run.root)[1](x, tab))
+
+
+def test_best_weights_match_best_checkpoint(tiny_run):
+    best = torch.load(tiny_run.best, map_location="cpu", weights_only=False)["state_dict"]
+    weights = load_file(str(tiny_run.weights))
+    assert all(torch.equal(best["model." + k], v) for k, v in weights.items())
+
+
+def test_an_existing_run_is_never_overwritten(tiny_run, nih_cache):
+    with pytest.raises(ChestaidError, match="already holds a run"):
+        train(load_config(CONFIGS / "demo.yaml", TINY), nih_cache, tiny_run.root)
+
+
+def test_sigkill_mid_epoch_then_resume_finishes(nih_cache, tmp_path):
+    run = tmp_path / "killed"
+    sets = [f"--set={s}" for s in ["data.image_size=64", "data.batch_size=8", "train.epochs=3",
+                                   "train.checkpoint_every_n_steps=1"]]
+    cmd = [sys.executable, "-m", "chestaid.cli", "train", "--config", str(CONFIGS / "demo.yaml"),
+           "--data", str(nih_cache), "--out", str(run), *sets]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    paths = RunPaths(run)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:  # kill in epoch 1, between two steps
+        if paths.train_log.is_file() and len(pd.read_csv(paths.train_log)) >= 1 and \
+                len(pd.read_csv(paths.steps)) >= 12:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(paths.last, map_location="cpu", weights_only=False)["global_step"]
+    assert killed_at >= 1
+    result = subprocess.run([sys.executable, "-m", "chestaid.cli", "train", "--resume", str(run)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = pd.read_csv(paths.train_log)
+    assert list(log["epoch"]) == [0, 1, 2]
+    steps = pd.read_csv(paths.steps)
+    assert steps["step"].is_monotonic_increasing and steps["step"].iloc[0] == 1
+    assert torch.load(paths.last, map_location="cpu", weights_only=False)["global_step"] > killed_at
+    load_model(run)
+    assert not list(run.rglob("*.tmp"))
