@@ -153,6 +153,8 @@ def train(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool
             raise ChestaidError(f"{paths.root}: no config.yaml; nothing to resume")
         cfg = load_config(paths.config)
         data = cfg.data.path
+        for stale in paths.root.rglob(".*.tmp"):  # half-written temporaries of a killed run; originals are intact
+            stale.unlink()
     elif paths.config.exists():
         raise ChestaidError(f"{paths.root}: already holds a run; use --resume {paths.root} or another --out")
     if data is None:
