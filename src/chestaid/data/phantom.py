@@ -144,7 +144,7 @@ def _infiltration(cv, rng, an) -> Box:
     r = rng.uniform(0.09, 0.12)
     region = cv.ellipse(cx, cy, r, r * 1.3, soft=0.3)
     streaks = gaussian_filter(rng.normal(0, 1, cv.img.shape).astype(np.float32), (0.6, 2.5))
-    cv.add(region * (0.5 + np.clip(streaks, 0, None)), 0.09)
+    cv.add(region * (0.5 + np.clip(streaks, 0, None)), 0.12)
     return _box(cx, cy, r * 1.1, r * 1.4)
 
 
@@ -258,10 +258,15 @@ def _effusion(cv: Canvas, rng: np.random.Generator, an: Anatomy) -> Box:
 
 
 def render(findings: set[str], size: int, rng: np.random.Generator, female: bool = False,
-           ap_view: bool = False, width: int | None = None) -> tuple[np.ndarray, dict[str, Box]]:
-    """One radiograph (uint8, size × width) and the normalised box of each planted finding."""
+           ap_view: bool = False, width: int | None = None,
+           severity: dict[str, float] | None = None) -> tuple[np.ndarray, dict[str, Box]]:
+    """One radiograph (uint8, size × width) and the normalised box of each planted finding.
+
+    `severity` scales a finding's drawn contrast (1 = full; Cardiomegaly and Emphysema change the anatomy
+    and are always full)."""
     cv = Canvas(WORK)
     an = _draw_anatomy(cv, rng, female, ap_view, "Cardiomegaly" in findings, "Emphysema" in findings)
+    severity = severity or {}
     boxes: dict[str, Box] = {}
     if "Cardiomegaly" in findings:
         hx, hy, hrx, hry = an.heart
@@ -269,7 +274,10 @@ def render(findings: set[str], size: int, rng: np.random.Generator, female: bool
     for name in sorted(findings):
         draw = _effusion if name == "Effusion" else DRAW[name]
         if draw is not None:
+            before = cv.img.copy() if name in severity else None
             boxes[name] = draw(cv, rng, an)
+            if before is not None:
+                cv.img = before + severity[name] * (cv.img - before)
     img = gaussian_filter(cv.img, 0.6)
     img = np.clip(img * rng.uniform(0.9, 1.1) + rng.uniform(-0.03, 0.03), 0, 1) ** rng.uniform(0.85, 1.15)
     out = Image.fromarray((img * 255).astype(np.uint8)).resize((width or size, size), Image.Resampling.BICUBIC)

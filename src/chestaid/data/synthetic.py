@@ -116,16 +116,24 @@ def synth_nih(out: str | Path, n: int, size: int = 256, seed: int = 0, enrich: b
     return out
 
 
+DISTRACTORS = ("Nodule", "Cardiomegaly", "Atelectasis", "Pleural_Thickening", "Effusion", "Mass")
+
+
 def _render_kaggle(job: tuple[int, int, str, int, int, str]) -> None:
+    """Bacterial pneumonia: lobar consolidation or patchy opacity; viral: patchy plus streaky haze. Lesion
+    contrast varies (faint cases exist) and a third of all images, NORMAL ones too, carry another finding."""
     index, target, kind, size, seed, path = job
     rng = np.random.default_rng([seed, index])
     width = int(size * rng.uniform(1.0, 1.4))
-    findings = set()
+    findings: set[str] = set()
     if target:
         findings = {"Consolidation"} if kind == "bacteria" and rng.random() < 0.5 else {"Pneumonia"}
         if kind == "virus":
             findings.add("Infiltration")
-    pixels, _ = render(findings, size, rng, female=bool(rng.random() < 0.5), width=width)
+    if rng.random() < 0.35:
+        findings.add(str(rng.choice(DISTRACTORS)))
+    severity = {name: float(rng.uniform(0.35, 1.0)) for name in findings}
+    pixels, _ = render(findings, size, rng, female=bool(rng.random() < 0.5), width=width, severity=severity)
     Image.fromarray(pixels).save(path, quality=90)
 
 
