@@ -49,14 +49,17 @@ def run_naive(paths: list[str], size: int) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def run_cached(cache_dir: Path, size: int, batch: int, epochs: int) -> float:
+def run_cached(cache_dir: Path, size: int, batch: int, epochs: int, device: str = "cpu", workers: int = 0) -> float:
     dataset = CacheDataset(Cache.open(cache_dir))
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
+                        pin_memory=device == "cuda", persistent_workers=workers > 0)
     count, start = 0, time.perf_counter()
     for _ in range(epochs):
         for images, _, _ in loader:
-            train_transform(images, size)
+            train_transform(images.to(device, non_blocking=True), size)
             count += len(images)
+    if device == "cuda":
+        torch.cuda.synchronize()
     return count / (time.perf_counter() - start)
 
 
@@ -76,7 +79,12 @@ def main() -> None:
         run_naive(paths[:5], args.size)  # warm-up
         naive = run_naive(paths, args.size)
         cached = run_cached(Path(tmp) / "cache", args.size, args.batch, epochs=3)
-    write_result("data_pipeline", {
+        gpu = {}
+        if torch.cuda.is_available():  # the same batches, augmented on the GPU, loaded by 8 workers
+            run_cached(Path(tmp) / "cache", args.size, 256, epochs=1, device="cuda", workers=8)
+            gpu["cached_batched_gpu_augment_images_per_s"] = round(
+                run_cached(Path(tmp) / "cache", args.size, 256, epochs=10, device="cuda", workers=8), 1)
+    write_result("data_pipeline_gpu" if gpu else "data_pipeline", {**gpu,
         "images": len(paths), "source_size": "1024x1024 PNG", "cache_size": args.cache_size, "input_size": args.size,
         "naive_images_per_s": round(naive, 1), "cached_batched_images_per_s": round(cached, 1),
         "speedup": round(cached / naive, 1),

@@ -7,6 +7,7 @@ with positives and negatives in val), decisions at 0.5. Validation thresholds ar
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -27,6 +28,9 @@ from chestaid.models.chestnet import build_model
 from chestaid.run_dir import AtomicCheckpointIO, RunPaths
 from chestaid.run_log import RunLog
 from chestaid.tasks import get_task
+
+# Augmentation lives in the module's on_after_batch_transfer on purpose (it runs on the training device).
+warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
 
 MONITORS = {"macro_f1": ("val/macro_f1", "max"), "auroc": ("val/auroc", "max"),
             "precision": ("val/precision", "max"), "loss": ("val/loss", "min")}

@@ -23,7 +23,7 @@ class CacheDataset(Dataset):
         self.index = self.rows["row"].to_numpy()
         self.flip = self.rows["flip"].to_numpy().astype(bool) if "flip" in self.rows else np.zeros(len(rows), bool)
         self.tabular = torch.from_numpy(patient_info(self.rows))
-        self.targets = torch.from_numpy(self.rows[list(cache.task.labels)].to_numpy(dtype=np.float32))
+        self.targets = torch.tensor(self.rows[list(cache.task.labels)].to_numpy(dtype=np.float32))
 
     @property
     def images(self) -> np.ndarray:
