@@ -24,3 +24,44 @@ def kaggle_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_csv() -> Path:
     return REAL_NIH / "Data_Entry_2017_v2020.csv.gz"
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TINY = ["data.image_size=64", "data.batch_size=16", "train.epochs=2", "train.checkpoint_every_n_steps=2"]
+
+
+@pytest.fixture(scope="session")
+def nih_cache(nih_root, tmp_path_factory) -> Path:
+    from chestaid.data.cache import prepare
+
+    out = tmp_path_factory.mktemp("cache") / "nih64"
+    prepare(nih_root, out, size=64, workers=2, fractions=(0.6, 0.2, 0.2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(nih_cache, tmp_path_factory):
+    """A 2-epoch NIH run at 64 px: mechanics only, it has not learned much."""
+    from chestaid.config import load_config
+    from chestaid.run_dir import RunPaths
+    from chestaid.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(load_config(CONFIGS / "demo.yaml", TINY), nih_cache, run)
+    return RunPaths(run)
+
+
+@pytest.fixture(scope="session")
+def pneumonia_run(tmp_path_factory):
+    """A pneumonia run on 400 synthetic images at 64 px that has learned (validation ROC-AUC ≈ 0.9)."""
+    from chestaid.config import load_config
+    from chestaid.data.cache import prepare
+    from chestaid.run_dir import RunPaths
+    from chestaid.train import train
+
+    tmp = tmp_path_factory.mktemp("pneumonia")
+    root = synth_pneumonia(tmp / "kaggle", n=400, size=64, seed=11, workers=2)
+    prepare(root, tmp / "cache", size=64, workers=2, fractions=(0.6, 0.25, 0.15))
+    train(load_config(CONFIGS / "demo_pneumonia.yaml", ["data.image_size=64", "train.epochs=6"]), tmp / "cache",
+          tmp / "run")
+    return RunPaths(tmp / "run")

@@ -21,22 +21,7 @@ from chestaid.errors import ChestaidError
 from chestaid.run_dir import RunPaths, load_model, save_weights
 from chestaid.train import train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY = ["data.image_size=64", "data.batch_size=16", "train.epochs=2", "train.checkpoint_every_n_steps=2"]
-
-
-@pytest.fixture(scope="module")
-def nih_cache(nih_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cache") / "nih64"
-    prepare(nih_root, out, size=64, workers=2, fractions=(0.6, 0.2, 0.2))
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_run(nih_cache, tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "tiny"
-    train(load_config(CONFIGS / "demo.yaml", TINY), nih_cache, run)
-    return RunPaths(run)
+from conftest import CONFIGS, TINY
 
 
 def test_run_directory_holds_the_expected_files(tiny_run):
@@ -104,18 +89,14 @@ def test_sigkill_mid_epoch_then_resume_finishes(nih_cache, tmp_path):
     assert not list(run.rglob("*.tmp"))
 
 
-def test_pneumonia_model_learns_on_tiny_synthetic_data(tmp_path):
+def test_pneumonia_model_learns_on_tiny_synthetic_data(pneumonia_run):
     from sklearn.metrics import roc_auc_score
 
     from chestaid.data.cache import Cache
-    from chestaid.data.synthetic import synth_pneumonia
     from chestaid.predictor import Predictor
 
-    root = synth_pneumonia(tmp_path / "kaggle", n=400, size=64, seed=11, workers=2)
-    prepare(root, tmp_path / "cache", size=64, workers=2, fractions=(0.6, 0.25, 0.15))
-    cfg = load_config(CONFIGS / "demo_pneumonia.yaml", ["data.image_size=64", "train.epochs=6"])
-    train(cfg, tmp_path / "cache", tmp_path / "run")
-    logits, rows = Predictor.load(tmp_path / "run").predict_cache(Cache.open(tmp_path / "cache"), "val")
+    predictor = Predictor.load(pneumonia_run.root, raw=True)
+    logits, rows = predictor.predict_cache(Cache.open(predictor.cfg.data.path), "val")
     auroc = roc_auc_score(rows["Pneumonia"], logits[:, 0])
     assert auroc >= 0.8, f"validation ROC-AUC {auroc:.3f}; an untrained model scores about 0.6 here"
-    assert np.nanmax(pd.read_csv(tmp_path / "run" / "train_log.csv")["auroc_mean"]) >= 0.8
+    assert np.nanmax(pd.read_csv(pneumonia_run.train_log)["auroc_mean"]) >= 0.8

@@ -154,6 +154,66 @@ def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML 
     console.print(f"run {paths.root}: weights {paths.weights}, per-epoch log {paths.train_log}")
 
 
+def _parse_params(items: list[str]) -> dict[str, float]:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            params[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            fail(f"--param expects name=number (e.g. target=0.9), got {item!r}")
+    return params
+
+
+@app.command()
+def evaluate(run: Path, split: Annotated[str, typer.Option(help="test, or val (the val_report part)")] = "test",
+             data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None) -> None:
+    """Every metric on the test split, plots and RUN/report.html (fits calibration and thresholds on validation
+    first when the run has none)."""
+    from chestaid.evaluate.evaluation import evaluate_run
+
+    if split not in ("test", "val"):
+        fail(f"--split must be test or val, got {split!r}")
+    result = evaluate_run(run, split, data)
+    summary = result["summary"]
+    keys = ("roc_auc", "pr_auc", "brier", "ece", "sensitivity", "specificity", "ppv", "npv") \
+        if "roc_auc" in summary else ("roc_auc_macro", "pr_auc_macro", "f1_macro", "exact_match_ratio", "ece_mean")
+    console.print(f"{result['split']}: " + ", ".join(
+        f"{k} {summary[k]:.3f}" for k in keys if isinstance(summary.get(k), float)))
+    console.print(f"metrics in {Path(run) / 'metrics'}, figures in {Path(run) / 'plots'}, report {result['report']}")
+
+
+@app.command()
+def calibrate(run: Path, cohort: Annotated[Optional[Path], typer.Option(
+                  help="a local labelled cohort (NIH or Kaggle layout) to recalibrate on, without retraining")] = None,
+              data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None,
+              calib_fraction: Annotated[float, typer.Option(min=0.1, max=0.9)] = 0.5, seed: int = 0,
+              bins: Annotated[int, typer.Option(min=2, max=100)] = 15) -> None:
+    """Fit temperature, Platt and isotonic calibrators per finding on `calib`, keep the best ECE on `val_report`,
+    and refit the thresholds on the calibrated scores. Weights are never touched."""
+    from chestaid.evaluate.evaluation import calibrate_run
+
+    result = calibrate_run(run, data, cohort, calib_fraction, seed, bins)
+    methods = {name: p["method"] for name, p in result["calibration"].items()}
+    console.print(f"calibrated on {result['fitted_on']} ({result['calib_images']} calib / "
+                  f"{result['val_report_images']} val_report images): {methods}")
+
+
+@app.command()
+def thresholds(run: Path, policy: Annotated[str, typer.Option(help="youden | f1-precision | seed000 | sensitivity")],
+               param: Annotated[Optional[list[str]], typer.Option(
+                   "--param", help="e.g. target=0.9 (sensitivity) or p_min=0.3 (f1-precision)")] = None,
+               data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None) -> None:
+    """Refit the decision thresholds on validation data (never test), without retraining."""
+    from chestaid.evaluate.evaluation import fit_thresholds
+
+    fitted = fit_thresholds(run, policy, _parse_params(param or []), data)
+    console.print(f"thresholds ({fitted.policy}, {fitted.params}): " +
+                  ", ".join(f"{k} {v:.3f}" for k, v in fitted.values.items()))
+
+
 def main() -> None:
     """Entry point: library errors become one red line and exit code 2."""
     try:

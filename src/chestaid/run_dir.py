@@ -30,6 +30,11 @@ class RunPaths:
         self.best = self.checkpoints / "best.ckpt"
         self.train_log = self.root / "train_log.csv"
         self.steps = self.root / "steps.csv"
+        self.calibration = self.root / "calibration.json"
+        self.thresholds = self.root / "thresholds.json"
+        self.metrics = self.root / "metrics"
+        self.plots = self.root / "plots"
+        self.report = self.root / "report.html"
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, task: str) -> None:

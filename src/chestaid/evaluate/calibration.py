@@ -1,0 +1,113 @@
+"""Post-hoc calibration per finding (SPEC B5, B6, C2): temperature scaling, Platt scaling, isotonic regression.
+
+Each calibrator maps a logit to a calibrated risk score. The choice per finding is the lowest ECE on
+`val_report` (ties broken by Brier); calibrators are fitted on `calib` only. Stored in RUN/calibration.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import expit
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss
+
+from chestaid.evaluate.metrics import ece
+from chestaid.fileio import write_json
+
+METHODS = ("identity", "temperature", "platt", "isotonic")
+# Isotonic regression overfits small sets (seed 003 saw it too): it becomes a few-step function whose steps
+# then make odd thresholds (e.g. exactly 1.0). It is offered only with this many positives and negatives.
+MIN_ISOTONIC_CLASS = 30
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The T > 0 minimising the binary NLL of sigmoid(logits / T) (searched on log T)."""
+    logits, y = np.asarray(logits, float), np.asarray(y, float)
+
+    def nll(log_t: float) -> float:
+        z = logits / np.exp(log_t)
+        return float(np.mean(np.logaddexp(0, z) - y * z))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-4, 4), method="bounded", options={"xatol": 1e-6}).x))
+
+
+def fit(method: str, logits: np.ndarray, y: np.ndarray) -> dict:
+    """Fit one calibrator on (logits, labels); returns its JSON-ready parameters."""
+    if method == "identity":
+        return {"method": "identity"}
+    if method == "temperature":
+        return {"method": "temperature", "temperature": fit_temperature(logits, y)}
+    if method == "platt":
+        model = LogisticRegression(C=1e6, max_iter=1000).fit(np.asarray(logits).reshape(-1, 1), y)
+        return {"method": "platt", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])}
+    if method == "isotonic":
+        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(expit(logits), y)
+        return {"method": "isotonic", "x": model.X_thresholds_.tolist(), "y": model.y_thresholds_.tolist()}
+    raise ValueError(f"unknown calibration method {method!r}; choose one of {METHODS}")
+
+
+def apply(params: dict, logits: np.ndarray) -> np.ndarray:
+    """Calibrated risk scores in [0, 1] from logits."""
+    logits = np.asarray(logits, dtype=float)
+    method = params["method"]
+    if method == "identity":
+        return expit(logits)
+    if method == "temperature":
+        return expit(logits / params["temperature"])
+    if method == "platt":
+        return expit(params["a"] * logits + params["b"])
+    if method == "isotonic":
+        return np.interp(expit(logits), params["x"], params["y"])
+    raise ValueError(f"unknown calibration method {method!r}")
+
+
+def choose(calib_logits: np.ndarray, calib_y: np.ndarray, report_logits: np.ndarray, report_y: np.ndarray,
+           bins: int = 15) -> tuple[dict, list[dict]]:
+    """Fit every method on calib, score each on val_report, keep the lowest ECE (then Brier).
+
+    A finding without both classes in calib keeps 'identity'; without both in val_report, 'temperature'
+    (one parameter, the least able to overfit) is kept when it could be fitted. Isotonic needs
+    MIN_ISOTONIC_CLASS positives and negatives in calib."""
+    candidates = []
+    positives = int(np.sum(calib_y))
+    both_in_calib = 0 < positives < len(calib_y)
+    methods = [m for m in METHODS if m != "isotonic" or min(positives, len(calib_y) - positives) >= MIN_ISOTONIC_CLASS]
+    for method in methods if both_in_calib else ("identity",):
+        params = fit(method, calib_logits, calib_y)
+        scores = apply(params, report_logits)
+        candidates.append({"method": method, "ece": ece(report_y, scores, bins),
+                           "brier": float(brier_score_loss(report_y, scores, labels=[0, 1])), "params": params})
+    if both_in_calib and not 0 < report_y.sum() < len(report_y):
+        best = next(c for c in candidates if c["method"] == "temperature")
+    else:
+        best = min(candidates, key=lambda c: (round(c["ece"], 12), c["brier"]))
+    return best["params"], [{k: v for k, v in c.items() if k != "params"} for c in candidates]
+
+
+class Calibration:
+    """Per-finding calibrators: logits [N, L] → calibrated risk scores [N, L]."""
+
+    def __init__(self, labels: tuple[str, ...], params: dict[str, dict], info: dict | None = None) -> None:
+        self.labels, self.params, self.info = labels, params, info or {}
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.asarray(logits, dtype=float).reshape(-1, len(self.labels))
+        return np.stack([apply(self.params[name], logits[:, i]) for i, name in enumerate(self.labels)], axis=1)
+
+    @classmethod
+    def identity(cls, labels: tuple[str, ...]) -> "Calibration":
+        return cls(labels, {name: {"method": "identity"} for name in labels}, {"note": "not calibrated"})
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, {**self.info, "findings": self.params})
+
+    @classmethod
+    def load(cls, path: str | Path, labels: tuple[str, ...]) -> "Calibration":
+        data = json.loads(Path(path).read_text())
+        params = data.pop("findings")
+        return cls(labels, {name: params[name] for name in labels}, data)

@@ -1,0 +1,205 @@
+"""Fit calibration and thresholds on validation data, then evaluate a run on its test split.
+
+The order is the guarantee of SPEC B8: `calibrate_run` and `fit_thresholds` read the validation split only
+(split by patient into `calib`, which fits, and `val_report`, which reports); `evaluate_run` fits them first
+when the run has none, and only then reads the test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+from chestaid.data.cache import Cache, prepare
+from chestaid.data.splits import stratified_group_split
+from chestaid.errors import ChestaidError
+from chestaid.evaluate import metrics as M
+from chestaid.evaluate.calibration import Calibration, choose
+from chestaid.evaluate.thresholds import DEFAULT_PARAMS, POLICIES, Thresholds
+from chestaid.fileio import write_json, write_text
+from chestaid.predictor import Predictor
+from chestaid.run_dir import RunPaths
+
+DEFAULT_POLICY = {"nih": "seed000", "pneumonia": "sensitivity"}
+
+
+@dataclass
+class Scores:
+    """Raw logits and labels of a set of rows."""
+
+    logits: np.ndarray
+    y: np.ndarray
+    rows: pd.DataFrame
+
+    def subset(self, mask: np.ndarray) -> "Scores":
+        return Scores(self.logits[mask], self.y[mask], self.rows[mask].reset_index(drop=True))
+
+
+def score_split(predictor: Predictor, cache: Cache, split: str | None) -> Scores:
+    logits, rows = predictor.predict_cache(cache, split)
+    return Scores(logits, rows[list(predictor.task.labels)].to_numpy(dtype=int), rows)
+
+
+def calib_mask(scores: Scores, fraction: float, seed: int) -> np.ndarray:
+    """True for the `calib` part of validation rows, False for `val_report`; patient-level and stratified."""
+    if len(scores.rows) < 4:
+        raise ChestaidError(f"only {len(scores.rows)} validation images: too few to calibrate")
+    parts = stratified_group_split(scores.rows["patient_id"].astype(str).to_numpy(), scores.y,
+                                   (fraction, 1 - fraction), seed)
+    return parts == 0
+
+
+def _open_cache(run: RunPaths, predictor: Predictor, data: str | Path | None) -> Cache:
+    cache = Cache.open(data or predictor.cfg.data.path)
+    if cache.task.name != predictor.task.name:
+        raise ChestaidError(f"{cache.root}: holds {cache.task.name!r} data, the run is {predictor.task.name!r}")
+    return cache
+
+
+def _cohort_cache(paths: RunPaths, predictor: Predictor, cohort: str | Path) -> Cache:
+    """A cache of the local cohort under RUN/cohort_cache, at the training cache's size (rebuilt per cohort)."""
+    import shutil
+
+    cache_dir = paths.root / "cohort_cache"
+    meta = cache_dir / "meta.json"
+    if meta.is_file() and Cache.open(cache_dir).meta.get("source") != str(Path(cohort).resolve()):
+        shutil.rmtree(cache_dir)
+    try:
+        size = int(Cache.open(predictor.cfg.data.path).meta["size"])
+    except ChestaidError:
+        size = predictor.cfg.data.cache_size
+    prepare(cohort, cache_dir, size=size)
+    return Cache.open(cache_dir)
+
+
+def validation_scores(run: str | Path, data: str | Path | None = None, cohort: str | Path | None = None,
+                      fraction: float = 0.5, seed: int = 0) -> tuple[Predictor, Scores, np.ndarray, dict]:
+    """Raw validation scores of a run (its val split, or a whole local cohort) and the calib mask."""
+    paths = RunPaths(run)
+    predictor = Predictor.load(run, raw=True)
+    if cohort is not None:
+        cache, split, source = _cohort_cache(paths, predictor, cohort), None, str(Path(cohort).resolve())
+    else:
+        cache, split = _open_cache(paths, predictor, data), "val"
+        source = str(cache.root)
+    scores = score_split(predictor, cache, split)
+    mask = calib_mask(scores, fraction, seed)
+    info = {"fitted_on": source, "split": split or "whole cohort", "calib_fraction": fraction, "seed": seed,
+            "calib_images": int(mask.sum()), "val_report_images": int((~mask).sum())}
+    return predictor, scores, mask, info
+
+
+def calibrate_run(run: str | Path, data=None, cohort=None, fraction: float = 0.5, seed: int = 0,
+                  bins: int = 15, policy: str | None = None, params: dict | None = None) -> dict:
+    """Fit and choose a calibrator per finding (calib → val_report), then refit the thresholds on calib."""
+    paths = RunPaths(run)
+    predictor, scores, mask, info = validation_scores(run, data, cohort, fraction, seed)
+    labels = predictor.task.labels
+    calib, report = scores.subset(mask), scores.subset(~mask)
+    chosen, table = {}, []
+    for i, name in enumerate(labels):
+        chosen[name], candidates = choose(calib.logits[:, i], calib.y[:, i], report.logits[:, i], report.y[:, i], bins)
+        table += [{"finding": name, **c, "chosen": c["method"] == chosen[name]["method"]} for c in candidates]
+    calibration = Calibration(labels, chosen, {**info, "ece_bins": bins, "selection": "lowest ECE on val_report"})
+    calibration.save(paths.calibration)
+    paths.metrics.mkdir(exist_ok=True)
+    write_text(paths.metrics / "calibration_candidates.csv", pd.DataFrame(table).to_csv(index=False))
+    old = Thresholds.load(paths.thresholds) if paths.thresholds.is_file() else None
+    policy = policy or (old.policy if old else DEFAULT_POLICY[predictor.task.name])
+    params = params if params is not None else (old.params if old and old.policy == policy else {})
+    _fit_and_save_thresholds(paths, labels, calibration(calib.logits), calib.y, policy, params, info)
+    return {"calibration": chosen, "candidates": table, **info}
+
+
+def _fit_and_save_thresholds(paths: RunPaths, labels, scores: np.ndarray, y: np.ndarray, policy: str,
+                             params: dict, info: dict) -> Thresholds:
+    if policy not in POLICIES:
+        raise ChestaidError(f"unknown threshold policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    unknown = set(params) - set(DEFAULT_PARAMS[policy])
+    if unknown:
+        raise ChestaidError(f"policy {policy} takes {sorted(DEFAULT_PARAMS[policy]) or 'no parameters'}, "
+                            f"not {sorted(unknown)}")
+    fitted = Thresholds.fit(policy, labels, y, scores, {"fitted_on": info["fitted_on"], "part": "calib",
+                                                          "images": int(len(y)), "score": "calibrated risk score"},
+                            **params)
+    fitted.save(paths.thresholds)
+    return fitted
+
+
+def fit_thresholds(run: str | Path, policy: str, params: dict, data=None) -> Thresholds:
+    """Refit thresholds without retraining, on the calib part of validation (same split as calibration)."""
+    paths = RunPaths(run)
+    calibration_info = Predictor.load(run).calibration.info
+    fraction, seed = calibration_info.get("calib_fraction", 0.5), calibration_info.get("seed", 0)
+    _, scores, mask, info = validation_scores(run, data, None, fraction, seed)
+    predictor = Predictor.load(run)  # with the run's calibration
+    calib = scores.subset(mask)
+    return _fit_and_save_thresholds(paths, predictor.task.labels, predictor.risk_scores(calib.logits), calib.y,
+                                    policy, params, info)
+
+
+def _calibration_rows(name: str, labels, logits: np.ndarray, y: np.ndarray, calibration: Calibration) -> list[dict]:
+    before, after = Calibration.identity(labels)(logits), calibration(logits)
+    rows = []
+    for i, finding in enumerate(labels):
+        row = {"set": name, "finding": finding, "method": calibration.params[finding]["method"],
+               "positives": int(y[:, i].sum()), "n": int(len(y))}
+        for tag, s in (("before", before[:, i]), ("after", after[:, i])):
+            defined = 0 < y[:, i].sum() < len(y)
+            row.update({f"ece_{tag}": M.ece(y[:, i], s), f"ece_equal_mass_{tag}": M.ece(y[:, i], s, strategy="quantile"),
+                        f"brier_{tag}": float(brier_score_loss(y[:, i], s, labels=[0, 1])),
+                        f"roc_auc_{tag}": float(roc_auc_score(y[:, i], s)) if defined else None,
+                        f"pr_auc_{tag}": float(average_precision_score(y[:, i], s)) if defined else None})
+        rows.append(row)
+    return rows
+
+
+def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None = None) -> dict:
+    """Every metric on `split` (test, or val = the val_report part), with calibration and thresholds fitted on
+    validation first when the run has none. Writes RUN/metrics/ and RUN/plots/ and returns the summary."""
+    from chestaid.evaluate.plots import write_plots
+
+    paths = RunPaths(run)
+    if not paths.calibration.is_file() or not paths.thresholds.is_file():
+        calibrate_run(run, data)
+    predictor = Predictor.load(run)
+    labels, calibration = predictor.task.labels, predictor.calibration
+    cache = _open_cache(paths, predictor, data)
+    val = score_split(predictor, cache, "val")
+    mask = calib_mask(val, calibration.info.get("calib_fraction", 0.5), calibration.info.get("seed", 0))
+    val_report = val.subset(~mask)
+    target = val_report if split == "val" else score_split(predictor, cache, split)  # test is read only now
+    scores = predictor.risk_scores(target.logits)
+    decisions = predictor.decisions(scores)
+    per_finding = M.per_class(target.y, scores, decisions, labels)
+    if predictor.task.num_outputs == 1:
+        summary = M.binary_summary(target.y[:, 0], scores[:, 0], predictor.thresholds.values[labels[0]])
+    else:
+        summary = M.multilabel_summary(target.y, scores, decisions)
+    calibration_table = _calibration_rows("val_report", labels, val_report.logits, val_report.y, calibration)
+    if split != "val":
+        calibration_table += _calibration_rows(split, labels, target.logits, target.y, calibration)
+    result = {"split": "val_report" if split == "val" else split, "task": predictor.task.name, "summary": summary,
+              "per_finding": per_finding, "calibration": calibration_table,
+              "thresholds": {"policy": predictor.thresholds.policy, "params": predictor.thresholds.params,
+                             "values": predictor.thresholds.values}}
+    name = result["split"]
+    paths.metrics.mkdir(exist_ok=True)
+    write_json(paths.metrics / f"{name}_metrics.json", result)
+    write_text(paths.metrics / f"{name}_per_finding.csv", pd.DataFrame(per_finding).to_csv(index=False))
+    write_text(paths.metrics / f"{name}_calibration.csv", pd.DataFrame(calibration_table).to_csv(index=False))
+    predictions = target.rows[["image_id", "patient_id"]].copy()
+    for i, finding in enumerate(labels):
+        predictions[f"{finding}_true"] = target.y[:, i]
+        predictions[f"{finding}_risk"] = np.round(scores[:, i], 6)
+        predictions[f"{finding}_decision"] = decisions[:, i]
+    write_text(paths.metrics / f"{name}_predictions.csv", predictions.to_csv(index=False))
+    result["plots"] = [str(p) for p in write_plots(paths, predictor, cache, target, scores, decisions, val_report)]
+    from chestaid.evaluate.report import build_report
+
+    result["report"] = str(build_report(paths.root, result))
+    return result
