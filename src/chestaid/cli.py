@@ -214,6 +214,72 @@ def thresholds(run: Path, policy: Annotated[str, typer.Option(help="youden | f1-
                   ", ".join(f"{k} {v:.3f}" for k, v in fitted.values.items()))
 
 
+@app.command()
+def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image files and/or folders")],
+            out: Annotated[Path, typer.Option("--out", help="the worklist CSV to write")] = Path("worklist.csv"),
+            cam: Annotated[Optional[Path], typer.Option("--cam", help="folder for one heat-map overlay per image")] = None,
+            cam_finding: Annotated[Optional[str], typer.Option(help="heat maps for this finding (default: each "
+                                                                     "image's top finding)")] = None,
+            device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+            batch_size: Annotated[int, typer.Option(min=1)] = 16,
+            age: Annotated[Optional[float], typer.Option(min=0, max=120)] = None,
+            sex: Annotated[Optional[str], typer.Option(help="M or F")] = None,
+            view: Annotated[Optional[str], typer.Option(help="PA or AP")] = None) -> None:
+    """Score PNG/JPEG/DICOM files into a worklist sorted by calibrated risk (highest first).
+
+    Unreadable files are listed with the reason and skipped. Exit 0 when at least one image was scored, 1 when
+    none could be read. Age/sex/view come from these options, else DICOM tags, else neutral defaults (the
+    worklist's `assumed` column says which)."""
+    from chestaid.worklist import predict_worklist
+
+    if sex is not None and sex.upper() not in ("M", "F"):
+        fail(f"--sex must be M or F, got {sex!r}")
+    if view is not None and view.upper() not in ("PA", "AP"):
+        fail(f"--view must be PA or AP, got {view!r}")
+    patient = {"age": age, "sex": sex.upper() if sex else None, "view": view.upper() if view else None}
+    result = predict_worklist(run, inputs, out, cam, cam_finding, device, batch_size, patient)
+    console.print(f"worklist {result.out}: {result.scored} image(s) sorted by risk" +
+                  (f", heat maps in {cam}" if cam else ""))
+    if result.skipped:
+        err.print(f"[yellow]warning:[/] {len(result.skipped)} file(s) skipped (listed in {result.skipped_csv}):")
+        for path, reason in result.skipped[:20]:
+            err.print(f"  {path}: {reason}", highlight=False)
+    if result.scored == 0:
+        fail("no image could be read", code=1)
+
+
+@app.command()
+def explain(run: Path, data: Annotated[Path, typer.Option("--data", help="an NIH-layout root with the images")],
+            boxes: Annotated[Optional[Path], typer.Option(help="box file (default: DATA/BBox_List_2017.csv)")] = None,
+            split: Annotated[str, typer.Option(help="test, val, train or all")] = "test",
+            target_layer: Annotated[Optional[list[str]], typer.Option(help="module name(s) for Grad-CAM")] = None,
+            threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="map threshold for IoBB")] = 0.5) -> None:
+    """Grad-CAM localisation against boxes: pointing game and IoBB > 0.1/0.25/0.5 per finding (RUN/explain/)."""
+    from chestaid.explain.localisation import score_boxes
+
+    table = score_boxes(run, data, boxes, split, target_layer, threshold)
+    from rich.table import Table
+
+    out = Table("finding", "boxes", "pointing game", "IoBB>0.1", "IoBB>0.25", "IoBB>0.5",
+                title="Grad-CAM localisation (qualitative explanations scored against boxes)")
+    for row in table.to_dict("records"):
+        out.add_row(row["finding"], str(row["boxes"]),
+                    *(f"{row[k]:.2f}" for k in ("pointing_game", "iobb>0.1", "iobb>0.25", "iobb>0.5")))
+    console.print(out)
+    console.print(f"tables and figure in {Path(run) / 'explain'}")
+
+
+@app.command()
+def serve(run: Path, host: Annotated[str, typer.Option(help="0.0.0.0 exposes the page to the network")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(min=1, max=65535)] = 7860,
+          device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu") -> None:
+    """The triage web page (and its HTTP API, e.g. gradio_client's /score)."""
+    from chestaid.serve.app import serve as run_serve
+
+    console.print(f"serving {run} on http://{host}:{port} (Ctrl+C to stop)")
+    run_serve(run, host, port, device)
+
+
 def main() -> None:
     """Entry point: library errors become one red line and exit code 2."""
     try:

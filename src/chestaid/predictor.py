@@ -5,6 +5,9 @@ Evaluation, `predict`, the web page and the API all score images through `Predic
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +19,49 @@ from chestaid.config import RunConfig
 from chestaid.data.augment import eval_transform
 from chestaid.data.cache import Cache
 from chestaid.data.dataset import CacheDataset
+from chestaid.data.images import DICOM_SUFFIXES, dicom_patient_info, read_grey, resize_square
+from chestaid.data.sources import patient_info
+from chestaid.errors import ImageDecodeError
 from chestaid.evaluate.calibration import Calibration
 from chestaid.evaluate.thresholds import Thresholds
 from chestaid.models.chestnet import ChestNet
 from chestaid.run_dir import RunPaths, load_model
 from chestaid.tasks import Task, get_task
+
+
+@dataclass
+class Scored:
+    """One image's result: per finding the raw score (sigmoid of the logit), the calibrated risk score and the
+    decision at the threshold; the patient data used and which of it was assumed."""
+
+    path: str
+    logits: np.ndarray
+    raw: np.ndarray
+    risk: np.ndarray
+    decisions: np.ndarray
+    patient: dict = field(default_factory=dict)
+    assumed: list[str] = field(default_factory=list)
+    image: np.ndarray | None = None  # the preprocessed uint8 image (cache size), for heat maps
+
+
+def patient_for(path: str | Path, given: dict | None = None) -> tuple[dict, list[str]]:
+    """Age/sex/view for an image: given values first, then DICOM tags, else neutral (documented) defaults."""
+    found = {"age": None, "sex": None, "view": None}
+    if Path(path).suffix.lower() in DICOM_SUFFIXES or _is_dicom(path):
+        found.update(dicom_patient_info(path))
+    for key, value in (given or {}).items():
+        if value not in (None, "", "unknown"):
+            found[key] = value
+    assumed = [key for key, value in found.items() if value is None]
+    return found, assumed
+
+
+def _is_dicom(path: str | Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
 
 
 class Predictor:
@@ -65,6 +106,53 @@ class Predictor:
             x = x.contiguous(memory_format=torch.channels_last)
         tab = tabular.to(self.device) if self.cfg.model.tabular else None
         return self.model(x, tab).float().cpu()
+
+    @property
+    def image_size(self) -> int:
+        """The size images are resized to before the evaluation transform: the training cache's size."""
+        return self.cfg.data.cache_size
+
+    def load_image(self, path: str | Path) -> np.ndarray:
+        """Decode any supported file and resize it exactly as the cache did (raises ImageDecodeError)."""
+        return resize_square(read_grey(path, draft_size=self.image_size), self.image_size)
+
+    def score_arrays(self, images: np.ndarray, tabular: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 [B,S,S] images + patient vectors [B,3] → (logits, calibrated risk scores, decisions)."""
+        logits = self.logits(torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1),
+                             torch.from_numpy(tabular)).numpy()
+        risk = self.risk_scores(logits)
+        return logits, risk, self.decisions(risk)
+
+    def score_files(self, paths: list[str | Path], batch_size: int = 16, patient: dict | None = None,
+                    keep_images: bool = False, progress=None) -> tuple[list[Scored], list[tuple[str, str]]]:
+        """Score files in batches. Returns the scored images and (file, reason) for each unreadable one."""
+        scored, failed = [], []
+        workers = min(8, os.cpu_count() or 1)
+
+        def load(path):
+            try:
+                return self.load_image(path), ""
+            except ImageDecodeError as e:
+                return None, e.reason
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for start in range(0, len(paths), batch_size):
+                batch = [str(p) for p in paths[start:start + batch_size]]
+                loaded = list(pool.map(load, batch))
+                good = [(p, img) for p, (img, _) in zip(batch, loaded) if img is not None]
+                failed += [(p, reason) for p, (img, reason) in zip(batch, loaded) if img is None]
+                if good:
+                    metas = [patient_for(p, patient) for p, _ in good]
+                    tabular = patient_info(pd.DataFrame({
+                        "age": [float(m["age"]) if m["age"] is not None else np.nan for m, _ in metas],
+                        "sex": [m["sex"] or "" for m, _ in metas], "view": [m["view"] or "" for m, _ in metas]}))
+                    logits, risk, decisions = self.score_arrays(np.stack([img for _, img in good]), tabular)
+                    for k, (p, img) in enumerate(good):
+                        scored.append(Scored(p, logits[k], 1 / (1 + np.exp(-logits[k])), risk[k], decisions[k],
+                                             metas[k][0], metas[k][1], img if keep_images else None))
+                if progress is not None:
+                    progress(len(batch))
+        return scored, failed
 
     def predict_cache(self, cache: Cache, split: str | None, batch_size: int = 64) -> tuple[np.ndarray, pd.DataFrame]:
         """Logits [N, labels] for one split of a cache, with the rows they belong to (targets included)."""

@@ -165,7 +165,8 @@ def train(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool
         raise ChestaidError("no data: pass --data ROOT_OR_CACHE")
     paths.root.mkdir(parents=True, exist_ok=True)
     cache = _open_cache(cfg, data, paths.root)
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(cache.root.resolve())})})
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={  # what inference must reproduce
+        "path": str(cache.root.resolve()), "cache_size": int(cache.meta["size"])})})
     save_config(cfg, paths.config)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     datamodule = CacheDataModule(cache, cfg)

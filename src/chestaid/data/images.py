@@ -138,3 +138,23 @@ def resize_square(grey: np.ndarray, size: int) -> np.ndarray:
         return grey
     img = Image.fromarray(grey)
     return np.asarray(img.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0), dtype=np.uint8)
+
+
+def dicom_patient_info(path: str | Path) -> dict[str, float | str | None]:
+    """Age (years), sex ('M'/'F') and view ('PA'/'AP') from DICOM tags; None where a tag is absent or odd."""
+    import re
+
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:
+        return {"age": None, "sex": None, "view": None}
+    match = re.match(r"^(\d{1,3})([YMWD]?)$", str(ds.get("PatientAge", "")).strip().upper())
+    age = None
+    if match:
+        divisor = {"Y": 1, "": 1, "M": 12, "W": 52, "D": 365}[match.group(2)]
+        age = min(int(match.group(1)) / divisor, 100.0)
+    sex = str(ds.get("PatientSex", "")).strip().upper()[:1]
+    view = str(ds.get("ViewPosition", "")).strip().upper()
+    return {"age": age, "sex": sex if sex in ("M", "F") else None, "view": view if view in ("PA", "AP") else None}

@@ -1,0 +1,1 @@
+"""Explanations: Grad-CAM heat maps per finding (qualitative, not lesion masks) and their localisation scores."""

@@ -1,0 +1,155 @@
+"""How well Grad-CAM maps point at annotated boxes (NIH box format), per finding.
+
+Pointing game: for an (image, finding) pair, is the map's maximum inside a box of that finding?
+IoBB (Wang et al. 2017): for a box, the share of the thresholded map (map ≥ `threshold`) that lies inside the
+box; we report the share of boxes whose IoBB exceeds 0.1, 0.25 and 0.5. Wang et al. drew boxes around the
+thresholded map first; here the thresholded map itself is used, which is the stricter reading.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from chestaid.data.cache import Cache
+from chestaid.data.images import read_grey, resize_square
+from chestaid.data.sources import find_box_file, read_boxes, read_source
+from chestaid.errors import ChestaidError, ImageDecodeError
+from chestaid.explain.gradcam import CamExplainer, overlay
+from chestaid.fileio import write_json, write_text
+from chestaid.predictor import Predictor, patient_for
+from chestaid.progress import track
+from chestaid.run_dir import RunPaths
+
+IOBB_LEVELS = (0.1, 0.25, 0.5)
+
+
+def _splits(predictor: Predictor, root: Path) -> pd.Series:
+    """image_id → split: the run's own cache when it can be opened, else the source's official lists."""
+    try:
+        table = Cache.open(predictor.cfg.data.path).table
+    except (ChestaidError, OSError):
+        table = read_source(root).table
+    return table.set_index("image_id")["split"]
+
+
+def score_boxes(run: str | Path, root: str | Path, boxes_file: str | Path | None = None, split: str = "test",
+                target_layers: list[str] | None = None, threshold: float = 0.5, batch_size: int = 16,
+                out: str | Path | None = None) -> pd.DataFrame:
+    """Score Grad-CAM localisation on every boxed image of `split` ('all' for every one); writes CSV, JSON and
+    a figure to RUN/explain/ (or `out`) and returns the per-finding table."""
+    predictor = Predictor.load(run)
+    root = Path(root)
+    if predictor.task.name != "nih":
+        raise ChestaidError("localisation needs the NIH box format and a 14-finding model")
+    boxes_file = boxes_file or find_box_file(root)
+    if boxes_file is None:
+        raise ChestaidError(f"{root}: no BBox_List_2017.csv; pass --boxes")
+    boxes = read_boxes(boxes_file)
+    source = read_source(root).table.set_index("image_id")
+    boxes = boxes[boxes["image_id"].isin(source.index[source["path"] != ""])]
+    if split != "all":
+        splits = _splits(predictor, root)
+        boxes = boxes[boxes["image_id"].map(splits).isin([split, "trainval" if split != "test" else "test"])]
+    if boxes.empty:
+        raise ChestaidError(f"no boxes for images of the {split!r} split under {root}")
+    explainer = CamExplainer(predictor, target_layers)
+    labels = list(predictor.task.labels)
+    pairs = boxes[["image_id", "finding"]].drop_duplicates().reset_index(drop=True)
+    size = predictor.image_size
+    rows, examples = [], []
+    for start in track(range(0, len(pairs), batch_size), (len(pairs) + batch_size - 1) // batch_size, "Grad-CAM"):
+        chunk = pairs.iloc[start:start + batch_size]
+        images, tabular, scales = [], [], []
+        for image_id in chunk["image_id"]:
+            path = source.at[image_id, "path"]
+            try:
+                grey = read_grey(path)
+            except ImageDecodeError:
+                grey = None
+            images.append(resize_square(grey, size) if grey is not None else np.zeros((size, size), np.uint8))
+            scales.append((size / grey.shape[1], size / grey.shape[0]) if grey is not None else None)
+            meta = source.loc[image_id]
+            given = {"age": meta["age"] if not pd.isna(meta["age"]) else None, "sex": meta["sex"] or None,
+                     "view": meta["view"] or None}
+            tabular.append(predictor_patient_vector(path, given))
+        maps = explainer.maps(np.stack(images), np.stack(tabular), [labels.index(f) for f in chunk["finding"]])
+        for (image_id, finding), cam, scale, image in zip(chunk.itertuples(index=False), maps, scales, images):
+            if scale is None:
+                continue
+            own = boxes[(boxes["image_id"] == image_id) & (boxes["finding"] == finding)]
+            rows += _score_pair(image_id, finding, cam, own, scale, threshold)
+            if len(examples) < 16 and finding not in {e[1] for e in examples[-4:]}:
+                examples.append((image_id, finding, image, cam, own, scale))
+    per_box = pd.DataFrame(rows)
+    table = _summarise(per_box)
+    out = Path(out) if out else RunPaths(run).root / "explain"
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "localisation_boxes.csv", per_box.to_csv(index=False))
+    write_text(out / "localisation.csv", table.to_csv(index=False))
+    write_json(out / "localisation.json", {"split": split, "threshold": threshold, "target_layers": explainer.layers,
+                                           "boxes_file": str(boxes_file), "findings": table.to_dict("records")})
+    _figure(examples, out / "localisation_examples.png")
+    return table
+
+
+def predictor_patient_vector(path: str, given: dict) -> np.ndarray:
+    from chestaid.data.sources import patient_info
+
+    meta, _ = patient_for(path, given)
+    return patient_info(pd.DataFrame({"age": [meta["age"] if meta["age"] is not None else np.nan],
+                                      "sex": [meta["sex"] or ""], "view": [meta["view"] or ""]}))[0]
+
+
+def _score_pair(image_id, finding, cam, own: pd.DataFrame, scale, threshold) -> list[dict]:
+    sx, sy = scale
+    y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    rects = [(bx * sx, by * sy, (bx + bw) * sx, (by + bh) * sy) for bx, by, bw, bh in own[["x", "y", "w", "h"]].to_numpy()]
+    hit = any(x0 <= x + 0.5 <= x1 and y0 <= y + 0.5 <= y1 for x0, y0, x1, y1 in rects)
+    mask = cam >= threshold
+    area = max(int(mask.sum()), 1)
+    rows = []
+    for x0, y0, x1, y1 in rects:
+        inside = mask[int(np.floor(y0)):int(np.ceil(y1)), int(np.floor(x0)):int(np.ceil(x1))].sum()
+        rows.append({"image_id": image_id, "finding": finding, "pointing_hit": hit, "iobb": float(inside / area)})
+    return rows
+
+
+def _summarise(per_box: pd.DataFrame) -> pd.DataFrame:
+    records = []
+    for finding, group in per_box.groupby("finding"):
+        pairs = group.drop_duplicates("image_id")
+        record = {"finding": finding, "images": len(pairs), "boxes": len(group),
+                  "pointing_game": float(pairs["pointing_hit"].mean())}
+        for level in IOBB_LEVELS:
+            record[f"iobb>{level}"] = float((group["iobb"] > level).mean())
+        records.append(record)
+    table = pd.DataFrame(records)
+    mean = {"finding": "mean", "images": int(table["images"].sum()), "boxes": int(table["boxes"].sum())}
+    mean.update({c: float(table[c].mean()) for c in table.columns if c not in mean})
+    return pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
+
+
+def _figure(examples, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    cols = 4
+    rows = max(1, int(np.ceil(len(examples) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (image_id, finding, image, cam, own, (sx, sy)) in zip(axes.ravel(), examples):
+        ax.imshow(overlay(image, cam, 0.45))
+        for bx, by, bw, bh in own[["x", "y", "w", "h"]].to_numpy():
+            ax.add_patch(Rectangle((bx * sx, by * sy), bw * sx, bh * sy, fill=False, edgecolor="white", lw=1.5))
+        ax.set_title(f"{finding}\n{image_id}", fontsize=8)
+    fig.suptitle("Grad-CAM (qualitative) with the annotated boxes in white", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""The triage web page (Gradio) and its HTTP API."""

@@ -1,0 +1,72 @@
+"""Grad-CAM maps and localisation scoring against NIH-format boxes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from chestaid.cli import app
+from chestaid.errors import ChestaidError
+from chestaid.explain.gradcam import CamExplainer, overlay, uncrop
+from chestaid.explain.localisation import _score_pair
+from chestaid.predictor import Predictor
+
+
+def test_maps_for_every_finding_of_both_models(tiny_run, pneumonia_run):
+    for run in (tiny_run.root, pneumonia_run.root):
+        predictor = Predictor.load(run)
+        explainer = CamExplainer(predictor)
+        size = predictor.image_size
+        images = np.random.default_rng(0).integers(0, 255, (3, size, size), dtype=np.uint8)
+        maps = explainer.maps(images, np.full((3, 3), 0.5, np.float32), [0, predictor.task.num_outputs - 1, 0])
+        assert maps.shape == (3, size, size) and maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    with pytest.raises(ChestaidError, match="unknown target layer"):
+        CamExplainer(Predictor.load(tiny_run.root), ["no.such.layer"])
+
+
+def test_uncrop_places_the_map_in_the_centre():
+    out = uncrop(np.ones((7, 7)), 100, 0.9)
+    assert out[:5].sum() == 0 and out[:, :5].sum() == 0 and out[50, 50] == pytest.approx(1.0)
+    assert out.sum() == pytest.approx(90 * 90, rel=0.01)
+
+
+def test_overlay_alpha():
+    grey = np.full((8, 8), 100, np.uint8)
+    cam = np.zeros((8, 8))
+    assert np.all(overlay(grey, cam, 0.0) == 100)
+    assert not np.all(overlay(grey, cam, 0.7) == 100)
+
+
+def test_pointing_game_and_iobb_by_hand():
+    import pandas as pd
+
+    cam = np.zeros((100, 100))
+    cam[20:30, 20:30] = 1.0  # the thresholded map is this 10×10 square
+    cam[25, 25] = 1.5
+    boxes = pd.DataFrame({"x": [15.0, 60.0], "y": [15.0, 60.0], "w": [10.0, 20.0], "h": [10.0, 20.0]})
+    rows = _score_pair("a.png", "Mass", cam / 1.5, boxes, (1.0, 1.0), threshold=0.5)
+    assert all(r["pointing_hit"] is False for r in rows)  # max at (25, 25) is outside both boxes
+    assert rows[0]["iobb"] == pytest.approx(25 / 100) and rows[1]["iobb"] == 0.0
+    # the same boxes on an image of 2/3 the size: box 0 becomes [22.5, 37.5]², holding the maximum (25, 25)
+    # and pixels 22..37 of the mask's 20..29: 8 × 8 of its 100
+    rows = _score_pair("a.png", "Mass", cam / 1.5, boxes, (1.5, 1.5), threshold=0.5)
+    assert rows[0]["pointing_hit"] is True and rows[0]["iobb"] == pytest.approx(64 / 100)
+
+
+def test_explain_command_writes_the_localisation_table(tiny_run, nih_root, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in (tiny_run.config, tiny_run.weights):
+        shutil.copy(f, run / f.name)
+    result = CliRunner().invoke(app, ["explain", str(run), "--data", str(nih_root), "--split", "all"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((run / "explain" / "localisation.json").read_text())
+    assert data["findings"][-1]["finding"] == "mean"
+    for row in data["findings"]:
+        assert 0 <= row["pointing_game"] <= 1 and row["iobb>0.5"] <= row["iobb>0.25"] <= row["iobb>0.1"]
+    assert (run / "explain" / "localisation_examples.png").stat().st_size > 10_000

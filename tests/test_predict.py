@@ -1,0 +1,69 @@
+"""`chestaid predict`: a worklist sorted by risk, bad files listed and skipped, DICOM metadata, heat maps."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from chestaid.cli import app
+from chestaid.data.images import read_grey
+from chestaid.predictor import Predictor, patient_for
+
+from test_images import _dicom
+
+
+def test_worklist_sorted_with_bad_files_listed(tiny_run, nih_root, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = sorted((nih_root / "images_001" / "images").glob("*.png"))[:6]
+    for f in good:
+        shutil.copy(f, folder / f.name)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "cut.png").write_bytes(good[0].read_bytes()[:200])
+    (folder / "notes.png").write_text("not an image")
+    (folder / "readme.txt").write_text("ignored: not an image suffix")
+    out = tmp_path / "worklist.csv"
+    result = CliRunner().invoke(app, ["predict", str(tiny_run.root), str(folder), "--out", str(out),
+                                      "--cam", str(tmp_path / "cams"), "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert len(table) == 6 and list(table["rank"]) == [1, 2, 3, 4, 5, 6]
+    assert table["risk"].is_monotonic_decreasing
+    np.testing.assert_allclose(table["risk"], table[[c for c in table if c.endswith("_risk")]].max(axis=1))
+    skipped = pd.read_csv(tmp_path / "worklist_skipped.csv").set_index("file")["reason"]
+    assert {p.split("/")[-1] for p in skipped.index} == {"empty.png", "cut.png", "notes.png"}
+    assert "3 file(s) skipped" in result.output
+    assert len(list((tmp_path / "cams").glob("*.png"))) == 6 and table["heat_map"].notna().all()
+
+
+def test_worklist_exit_1_when_nothing_readable(tiny_run, tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    result = CliRunner().invoke(app, ["predict", str(tiny_run.root), str(tmp_path / "empty.png"),
+                                      "--out", str(tmp_path / "w.csv")])
+    assert result.exit_code == 1 and "no image could be read" in result.output
+
+
+def test_same_scores_from_files_as_from_the_cache(tiny_run, nih_root):
+    predictor = Predictor.load(tiny_run.root)
+    from chestaid.data.cache import Cache
+
+    cache = Cache.open(predictor.cfg.data.path)
+    logits, rows = predictor.predict_cache(cache, "test")
+    paths = rows["path"].tolist()[:5]
+    given = [{"age": r.age, "sex": r.sex, "view": r.view} for r in rows.iloc[:5].itertuples()]
+    for k, (path, meta) in enumerate(zip(paths, given)):
+        scored, _ = predictor.score_files([path], patient=meta)
+        np.testing.assert_allclose(scored[0].logits, logits[k], atol=1e-4)
+
+
+def test_dicom_tags_fill_the_patient_vector(tmp_path, nih_root):
+    png = sorted((nih_root / "images_001" / "images").glob("*.png"))[0]
+    pixels = read_grey(png).astype(np.uint16) * 16
+    _dicom(tmp_path / "x.dcm", pixels, "MONOCHROME2", PatientAge="067Y", PatientSex="F", ViewPosition="AP")
+    meta, assumed = patient_for(tmp_path / "x.dcm")
+    assert meta == {"age": 67.0, "sex": "F", "view": "AP"} and assumed == []
+    meta, assumed = patient_for(png, {"age": 30})
+    assert meta["age"] == 30 and assumed == ["sex", "view"]
