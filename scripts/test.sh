@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command of the README: install chestaid with its test extras, make sure Debian's chromium is there
+# for the browser test (installed with apt-get when missing and we are root; otherwise that test is skipped),
+# then run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q -e ".[dev]"
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "note: chromium not found and not root: the browser test will be skipped" >&2
+    fi
+fi
+python -m pytest -q "$@"
