@@ -1,7 +1,8 @@
 """Inference latency and throughput of a trained-shape NIH model (DenseNet-121 + FPN + fusion), side by side.
 
-CPU: ms per image at batch 1 (eager fp32, channels_last) and images/s at batch 16. GPU (when present): images/s
-at batch 16 and 256 in fp32 and bf16 autocast + channels_last. Grad-CAM timings come with the explain module.
+CPU: ms per image at batch 1 (eager fp32 vs channels_last), score + Grad-CAM at batch 1, and `predict`'s
+images/s on 1024 px PNG files (decode + resize + score) at batch 16 against batch 1. GPU (when present):
+images/s at batch 16 and 256 in fp32 and bf16 autocast + channels_last.
 Writes benchmarks/results/inference[_gpu].json. Usage: python benchmarks/inference.py [--size 224]
 """
 
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -67,7 +70,45 @@ def main() -> None:
     results.update({"cpu_batch1_eager_ms_per_image": round(1000 / eager, 1),
                     "cpu_batch1_channels_last_ms_per_image": round(1000 / cl, 1),
                     "cpu_batch16_channels_last_images_per_s": round(batch16, 1)})
+    results.update(predictor_figures(model, args.size))
     write_result("inference", results, args.out)
+
+
+def predictor_figures(model: ChestNet, size: int) -> dict:
+    """Grad-CAM latency and `predict` throughput through the real Predictor on PNG files."""
+    import numpy as np
+
+    from chestaid.config import RunConfig
+    from chestaid.data.synthetic import synth_nih
+    from chestaid.explain.gradcam import CamExplainer
+    from chestaid.predictor import Predictor
+
+    cfg = RunConfig.model_validate({"data": {"image_size": size, "cache_size": 256}})
+    predictor = Predictor(cfg, model)
+    explainer = CamExplainer(predictor)
+    image = np.random.default_rng(0).integers(0, 256, (1, 256, 256), dtype=np.uint8)
+    tabular = np.full((1, 3), 0.5, np.float32)
+    for _ in range(2):
+        predictor.score_arrays(image, tabular)
+        explainer.maps(image, tabular, [0])
+    start = time.perf_counter()
+    for _ in range(5):
+        predictor.score_arrays(image, tabular)
+        explainer.maps(image, tabular, [0])
+    cam_ms = (time.perf_counter() - start) / 5 * 1000
+    with tempfile.TemporaryDirectory() as tmp:
+        root = synth_nih(Path(tmp) / "nih", n=64, size=1024, seed=0)
+        files = sorted(root.glob("images_*/images/*.png"))
+        timings = {}
+        for batch in (1, 16):
+            predictor.score_files(files[:batch], batch_size=batch)  # warm-up
+            start = time.perf_counter()
+            predictor.score_files(files, batch_size=batch)
+            timings[batch] = len(files) / (time.perf_counter() - start)
+    return {"cpu_batch1_score_plus_gradcam_ms_per_image": round(cam_ms, 1),
+            "predict_1024px_png_batch1_images_per_s": round(timings[1], 1),
+            "predict_1024px_png_batch16_images_per_s": round(timings[16], 1),
+            "predict_batch16_vs_batch1": round(timings[16] / timings[1], 2)}
 
 
 if __name__ == "__main__":

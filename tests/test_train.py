@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,6 @@ import torch
 from safetensors.torch import load_file
 
 from chestaid.config import load_config
-from chestaid.data.cache import prepare
 from chestaid.errors import ChestaidError
 from chestaid.run_dir import RunPaths, load_model, save_weights
 from chestaid.train import train

@@ -20,7 +20,7 @@ from chestaid.data.augment import eval_transform
 from chestaid.data.cache import Cache
 from chestaid.data.dataset import CacheDataset
 from chestaid.data.images import DICOM_SUFFIXES, dicom_patient_info, read_grey, resize_square
-from chestaid.data.sources import patient_info
+from chestaid.data.sources import patient_vectors
 from chestaid.errors import ImageDecodeError
 from chestaid.evaluate.calibration import Calibration
 from chestaid.evaluate.thresholds import Thresholds
@@ -41,6 +41,7 @@ class Scored:
     decisions: np.ndarray
     patient: dict = field(default_factory=dict)
     assumed: list[str] = field(default_factory=list)
+    tabular: np.ndarray | None = None  # the patient vector the model was given
     image: np.ndarray | None = None  # the preprocessed uint8 image (cache size), for heat maps
 
 
@@ -143,13 +144,11 @@ class Predictor:
                 failed += [(p, reason) for p, (img, reason) in zip(batch, loaded) if img is None]
                 if good:
                     metas = [patient_for(p, patient) for p, _ in good]
-                    tabular = patient_info(pd.DataFrame({
-                        "age": [float(m["age"]) if m["age"] is not None else np.nan for m, _ in metas],
-                        "sex": [m["sex"] or "" for m, _ in metas], "view": [m["view"] or "" for m, _ in metas]}))
+                    tabular = patient_vectors([m for m, _ in metas])
                     logits, risk, decisions = self.score_arrays(np.stack([img for _, img in good]), tabular)
                     for k, (p, img) in enumerate(good):
                         scored.append(Scored(p, logits[k], 1 / (1 + np.exp(-logits[k])), risk[k], decisions[k],
-                                             metas[k][0], metas[k][1], img if keep_images else None))
+                                             metas[k][0], metas[k][1], tabular[k], img if keep_images else None))
                 if progress is not None:
                     progress(len(batch))
         return scored, failed

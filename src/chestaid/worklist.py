@@ -97,17 +97,13 @@ def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path,
 
 def _write_cams(explainer, predictor: Predictor, scored: list[Scored], labels: list[str], cam_finding: str | None,
                 cam_dir: Path, batch_size: int, alpha: float, rows: list[dict]) -> None:
-    from chestaid.data.sources import patient_info
     from chestaid.explain.gradcam import overlay
 
     by_file = {row["file"]: row for row in rows[-len(scored):]}
     for start in range(0, len(scored), batch_size):
         part = scored[start:start + batch_size]
         findings = [labels.index(cam_finding) if cam_finding else int(np.argmax(s.risk)) for s in part]
-        tabular = patient_info(pd.DataFrame({
-            "age": [float(s.patient["age"]) if s.patient.get("age") is not None else np.nan for s in part],
-            "sex": [s.patient.get("sex") or "" for s in part], "view": [s.patient.get("view") or "" for s in part]}))
-        maps = explainer.maps(np.stack([s.image for s in part]), tabular, findings)
+        maps = explainer.maps(np.stack([s.image for s in part]), np.stack([s.tabular for s in part]), findings)
         for s, f, cam in zip(part, findings, maps):
             path = cam_dir / f"{Path(s.path).stem}_{labels[f]}.png"
             picture = Image.fromarray(overlay(s.image, cam, alpha))

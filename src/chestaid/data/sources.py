@@ -197,6 +197,13 @@ def read_kaggle(path: Path) -> Source:
     return Source(task=get_task("pneumonia"), table=table, root=root)
 
 
+def patient_vectors(metas: list[dict]) -> np.ndarray:
+    """patient_info for dicts {age, sex, view} in which unknown values are None."""
+    return patient_info(pd.DataFrame({
+        "age": [float(m["age"]) if m.get("age") is not None else np.nan for m in metas],
+        "sex": [m.get("sex") or "" for m in metas], "view": [m.get("view") or "" for m in metas]}))
+
+
 def patient_info(table: pd.DataFrame) -> np.ndarray:
     """The patient vector of SPEC A4: [age/100, sex (M=0, F=1), view (PA=0, AP=1)], float32.
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from chestaid.data.cache import Cache
 from chestaid.data.images import read_grey, resize_square
-from chestaid.data.sources import find_box_file, read_boxes, read_source
+from chestaid.data.sources import find_box_file, patient_vectors, read_boxes, read_source
 from chestaid.errors import ChestaidError, ImageDecodeError
 from chestaid.explain.gradcam import CamExplainer, overlay
 from chestaid.fileio import write_json, write_text
@@ -74,7 +74,7 @@ def score_boxes(run: str | Path, root: str | Path, boxes_file: str | Path | None
             meta = source.loc[image_id]
             given = {"age": meta["age"] if not pd.isna(meta["age"]) else None, "sex": meta["sex"] or None,
                      "view": meta["view"] or None}
-            tabular.append(predictor_patient_vector(path, given))
+            tabular.append(patient_vectors([patient_for(path, given)[0]])[0])
         maps = explainer.maps(np.stack(images), np.stack(tabular), [labels.index(f) for f in chunk["finding"]])
         for (image_id, finding), cam, scale, image in zip(chunk.itertuples(index=False), maps, scales, images):
             if scale is None:
@@ -93,14 +93,6 @@ def score_boxes(run: str | Path, root: str | Path, boxes_file: str | Path | None
                                            "boxes_file": str(boxes_file), "findings": table.to_dict("records")})
     _figure(examples, out / "localisation_examples.png")
     return table
-
-
-def predictor_patient_vector(path: str, given: dict) -> np.ndarray:
-    from chestaid.data.sources import patient_info
-
-    meta, _ = patient_for(path, given)
-    return patient_info(pd.DataFrame({"age": [meta["age"] if meta["age"] is not None else np.nan],
-                                      "sex": [meta["sex"] or ""], "view": [meta["view"] or ""]}))[0]
 
 
 def _score_pair(image_id, finding, cam, own: pd.DataFrame, scale, threshold) -> list[dict]:

@@ -76,11 +76,7 @@ def build_app(run: str | Path, device: str = "cpu") -> gr.Blocks:
         if failed:
             return (*empty, f"⚠ Could not read {Path(failed[0][0]).name}: {failed[0][1]}.")
         s: Scored = scored[0]
-        from chestaid.data.sources import patient_info
-
-        vector = patient_info(pd.DataFrame({"age": [float(s.patient["age"]) if s.patient["age"] is not None else np.nan],
-                                            "sex": [s.patient["sex"] or ""], "view": [s.patient["view"] or ""]}))[0]
-        state = {"image": s.image, "tabular": vector, "risk": s.risk, "cams": {}}
+        state = {"image": s.image, "tabular": s.tabular, "risk": s.risk, "cams": {}}
         top = labels[int(np.argmax(s.risk))]
         threshold = predictor.thresholds.values[top]
         score = float(s.risk[labels.index(top)])
