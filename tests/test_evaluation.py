@@ -121,6 +121,8 @@ def test_recalibration_on_a_local_cohort_keeps_the_weights(pneumonia_run, tmp_pa
     assert info["fitted_on"] == str(cohort.resolve()) and info["calib_images"] + info["val_report_images"] == 150
     assert json.loads(run.thresholds.read_text())["fitted_on"] == str(cohort.resolve())
     assert hashlib.sha256(run.weights.read_bytes()).hexdigest() == before
+    fit_thresholds(run.root, "youden", {})  # a later refit stays on the cohort the calibration came from
+    assert json.loads(run.thresholds.read_text())["fitted_on"] == str(cohort.resolve())
 
 
 def test_unknown_policy_is_a_clear_error(tiny_run, tmp_path):

@@ -7,6 +7,7 @@ when the run has none, and only then reads the test split.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,13 +134,14 @@ def _fit_and_save_thresholds(paths: RunPaths, labels, scores: np.ndarray, y: np.
 def fit_thresholds(run: str | Path, policy: str, params: dict, data=None) -> Thresholds:
     """Refit thresholds without retraining, on the calib part of validation (same split as calibration)."""
     paths = RunPaths(run)
-    calibration_info = Predictor.load(run).calibration.info
-    fraction, seed = calibration_info.get("calib_fraction", 0.5), calibration_info.get("seed", 0)
-    _, scores, mask, info = validation_scores(run, data, None, fraction, seed)
-    predictor = Predictor.load(run)  # with the run's calibration
+    info = json.loads(paths.calibration.read_text()) if paths.calibration.is_file() else {}
+    cohort = info["fitted_on"] if info.get("split") == "whole cohort" and data is None else None  # follow calibration
+    predictor, scores, mask, split_info = validation_scores(run, data, cohort, info.get("calib_fraction", 0.5),
+                                                            info.get("seed", 0))
+    labels = predictor.task.labels
+    calibration = Calibration.load(paths.calibration, labels) if info else Calibration.identity(labels)
     calib = scores.subset(mask)
-    return _fit_and_save_thresholds(paths, predictor.task.labels, predictor.risk_scores(calib.logits), calib.y,
-                                    policy, params, info)
+    return _fit_and_save_thresholds(paths, labels, calibration(calib.logits), calib.y, policy, params, split_info)
 
 
 def _calibration_rows(name: str, labels, logits: np.ndarray, y: np.ndarray, calibration: Calibration) -> list[dict]:
