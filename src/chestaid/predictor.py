@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import expit
 from torch.utils.data import DataLoader
 
 from chestaid.config import RunConfig
 from chestaid.data.augment import eval_transform
 from chestaid.data.cache import Cache
 from chestaid.data.dataset import CacheDataset
-from chestaid.data.images import DICOM_SUFFIXES, dicom_patient_info, read_grey, resize_square
+from chestaid.data.images import dicom_patient_info, is_dicom, read_grey, resize_square
 from chestaid.data.sources import patient_vectors
 from chestaid.errors import ImageDecodeError
 from chestaid.evaluate.calibration import Calibration
@@ -48,21 +49,13 @@ class Scored:
 def patient_for(path: str | Path, given: dict | None = None) -> tuple[dict, list[str]]:
     """Age/sex/view for an image: given values first, then DICOM tags, else neutral (documented) defaults."""
     found = {"age": None, "sex": None, "view": None}
-    if Path(path).suffix.lower() in DICOM_SUFFIXES or _is_dicom(path):
+    if is_dicom(path):
         found.update(dicom_patient_info(path))
     for key, value in (given or {}).items():
         if value not in (None, "", "unknown"):
             found[key] = value
     assumed = [key for key, value in found.items() if value is None]
     return found, assumed
-
-
-def _is_dicom(path: str | Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
 
 
 class Predictor:
@@ -147,7 +140,7 @@ class Predictor:
                     tabular = patient_vectors([m for m, _ in metas])
                     logits, risk, decisions = self.score_arrays(np.stack([img for _, img in good]), tabular)
                     for k, (p, img) in enumerate(good):
-                        scored.append(Scored(p, logits[k], 1 / (1 + np.exp(-logits[k])), risk[k], decisions[k],
+                        scored.append(Scored(p, logits[k], expit(logits[k]), risk[k], decisions[k],
                                              metas[k][0], metas[k][1], tabular[k], img if keep_images else None))
                 if progress is not None:
                     progress(len(batch))

@@ -70,8 +70,7 @@ class RunLog(Callback):
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "epoch_seconds": round(time.perf_counter() - self._epoch_start, 2), "best": bool(improved),
             "monitor": score})
-        self._write_logs(trainer)
-        self._save_last(trainer)
+        self._save_last(trainer)  # writes the logs, then last.ckpt
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._write_logs(trainer)

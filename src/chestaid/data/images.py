@@ -22,6 +22,20 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", *DICOM_SUFFIXES}
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit (MAX_PIXELS) before any pixel is decoded
 
 
+def _dicom_by_name_or_magic(path: Path, head: bytes) -> bool:
+    return head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES
+
+
+def is_dicom(path: str | Path) -> bool:
+    """A .dcm/.dicom name or the DICM magic at byte 128 (files from PACS often have no suffix)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return _dicom_by_name_or_magic(path, f.read(132))
+    except OSError:
+        return False
+
+
 def read_grey(path: str | Path, draft_size: int | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode an image file to a 2-D uint8 array (0 = black).
 
@@ -39,7 +53,7 @@ def read_grey(path: str | Path, draft_size: int | None = None, max_pixels: int =
         raise ImageDecodeError(path, f"cannot be opened ({e.strerror or e})") from None
     if not head:
         raise ImageDecodeError(path, "empty file (0 bytes)")
-    if head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES:
+    if _dicom_by_name_or_magic(path, head):
         return _read_dicom(path, max_pixels)
     return _read_pil(path, draft_size, max_pixels)
 

@@ -54,7 +54,7 @@ def calib_mask(scores: Scores, fraction: float, seed: int) -> np.ndarray:
     return parts == 0
 
 
-def _open_cache(run: RunPaths, predictor: Predictor, data: str | Path | None) -> Cache:
+def _open_cache(predictor: Predictor, data: str | Path | None) -> Cache:
     cache = Cache.open(data or predictor.cfg.data.path)
     if cache.task.name != predictor.task.name:
         raise ChestaidError(f"{cache.root}: holds {cache.task.name!r} data, the run is {predictor.task.name!r}")
@@ -85,7 +85,7 @@ def validation_scores(run: str | Path, data: str | Path | None = None, cohort: s
     if cohort is not None:
         cache, split, source = _cohort_cache(paths, predictor, cohort), None, str(Path(cohort).resolve())
     else:
-        cache, split = _open_cache(paths, predictor, data), "val"
+        cache, split = _open_cache(predictor, data), "val"
         source = str(cache.root)
     scores = score_split(predictor, cache, split)
     mask = calib_mask(scores, fraction, seed)
@@ -170,7 +170,7 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
         calibrate_run(run, data)
     predictor = Predictor.load(run)
     labels, calibration = predictor.task.labels, predictor.calibration
-    cache = _open_cache(paths, predictor, data)
+    cache = _open_cache(predictor, data)
     val = score_split(predictor, cache, "val")
     mask = calib_mask(val, calibration.info.get("calib_fraction", 0.5), calibration.info.get("seed", 0))
     val_report = val.subset(~mask)

@@ -68,7 +68,7 @@ def build_app(run: str | Path, device: str = "cpu") -> gr.Blocks:
         empty = (None, "", gr.update(), "", None, None, gr.update())
         if not file:
             return (*empty, "Upload a PNG, JPEG or DICOM chest X-ray first.")
-        given = {"age": age, "sex": None if sex == "unknown" else sex, "view": None if view == "unknown" else view}
+        given = {"age": age, "sex": sex, "view": view}  # patient_for treats "unknown" as not given
         try:
             scored, failed = predictor.score_files([file], patient=given if tabular else None, keep_images=True)
         except ChestaidError as e:
@@ -100,8 +100,7 @@ def build_app(run: str | Path, device: str = "cpu") -> gr.Blocks:
         return heat(state, finding, alpha) if state else None
 
     def score_api(file, age, sex, view) -> dict:
-        given = {"age": age, "sex": None if sex in (None, "unknown") else sex,
-                 "view": None if view in (None, "unknown") else view}
+        given = {"age": age, "sex": sex, "view": view}
         scored, failed = predictor.score_files([file], patient=given if tabular else None)
         if failed:
             return {"error": f"{Path(failed[0][0]).name}: {failed[0][1]}"}
