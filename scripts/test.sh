@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README: install chestaid with its test extras, make sure Debian's chromium is there
 # for the browser test (installed with apt-get when missing and we are root; otherwise that test is skipped),
-# then run the whole suite.
+# run the whole suite, then every code block of the README in a fresh copy (scripts/run_readme.py).
+# Arguments go to pytest and skip the README run (e.g. bash scripts/test.sh -k serve).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e ".[dev]"
@@ -13,3 +14,6 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 python -m pytest -q "$@"
+if [ "$#" -eq 0 ]; then
+    python scripts/run_readme.py
+fi

@@ -26,7 +26,7 @@ def real_csv() -> Path:
     return REAL_NIH / "Data_Entry_2017_v2020.csv.gz"
 
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "chestaid" / "configs"
 TINY = ["data.image_size=64", "data.batch_size=16", "train.epochs=2", "train.checkpoint_every_n_steps=2"]
 
 

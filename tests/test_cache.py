@@ -96,3 +96,15 @@ def test_dataset_returns_uint8_image_patient_vector_and_target(nih_root, tmp_pat
     flipped = CacheDataset(cache, rows=rows)
     assert np.array_equal(flipped[1][0].numpy()[0], cache.images[rows["row"].iloc[1]][:, ::-1])
     assert len(train) + len(CacheDataset(cache, "val")) + len(CacheDataset(cache, "test")) == 120
+
+
+def test_cache_records_whether_its_source_is_synthetic(nih_root, tmp_path):
+    from chestaid.data.cache import trained_on_synthetic
+    from chestaid.data.sources import SYNTHETIC_MARK
+
+    prepare(nih_root, tmp_path / "synthetic", size=32, workers=1)
+    assert trained_on_synthetic(tmp_path / "synthetic")
+    real = tmp_path / "unmarked"
+    shutil.copytree(nih_root, real, ignore=shutil.ignore_patterns(SYNTHETIC_MARK))
+    prepare(real, tmp_path / "real", size=32, workers=1)
+    assert not trained_on_synthetic(tmp_path / "real") and not trained_on_synthetic(None)

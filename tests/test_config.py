@@ -9,7 +9,7 @@ import pytest
 from chestaid.config import load_config, save_config
 from chestaid.errors import ChestaidError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "chestaid" / "configs"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
@@ -46,3 +46,11 @@ def test_bad_config_is_a_clear_error(overrides, message):
     with pytest.raises(ChestaidError, match=message) as info:
         load_config(CONFIGS / "demo.yaml", overrides)
     assert "\n" not in str(info.value)
+
+
+def test_bundled_config_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("demo") == load_config(CONFIGS / "demo.yaml")
+    assert load_config("nih_densenet_fpn.yaml").data.balance == "seed000"
+    with pytest.raises(ChestaidError, match="no_such_config"):
+        load_config("no_such_config")

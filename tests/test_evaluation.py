@@ -123,6 +123,10 @@ def test_recalibration_on_a_local_cohort_keeps_the_weights(pneumonia_run, tmp_pa
     assert hashlib.sha256(run.weights.read_bytes()).hexdigest() == before
     fit_thresholds(run.root, "youden", {})  # a later refit stays on the cohort the calibration came from
     assert json.loads(run.thresholds.read_text())["fitted_on"] == str(cohort.resolve())
+    result = evaluate_run(run.root)  # its val_report figures come from the cohort's val_report part too
+    assert result["calibration_fitted_on"] == str(cohort.resolve())
+    report = [r for r in result["calibration"] if r["set"] == "val_report"][0]
+    assert report["n"] == info["val_report_images"]
 
 
 def test_unknown_policy_is_a_clear_error(tiny_run, tmp_path):

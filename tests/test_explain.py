@@ -27,6 +27,21 @@ def test_maps_for_every_finding_of_both_models(tiny_run, pneumonia_run):
         CamExplainer(Predictor.load(tiny_run.root), ["no.such.layer"])
 
 
+def test_maps_through_frozen_blocks(tiny_run, nih_root):
+    """Seed 003 freezes the early blocks; the default FPN target (stride 4) lies inside them."""
+    from chestaid.data.images import read_grey, resize_square
+    from chestaid.models.backbone import freeze_blocks
+
+    predictor = Predictor.load(tiny_run.root)
+    files = sorted((nih_root / "images_001" / "images").glob("*.png"))[:3]
+    images = np.stack([resize_square(read_grey(f), predictor.image_size) for f in files])
+    tabular, findings = np.full((3, 3), 0.5, np.float32), [0, 4, 9]
+    before = CamExplainer(predictor).maps(images, tabular, findings)
+    freeze_blocks(predictor.model.backbone.features, 2)
+    after = CamExplainer(predictor).maps(images, tabular, findings)
+    assert before.max() > 0 and np.allclose(before, after, atol=1e-5)
+
+
 def test_uncrop_places_the_map_in_the_centre():
     out = uncrop(np.ones((7, 7)), 100, 0.9)
     assert out[:5].sum() == 0 and out[:, :5].sum() == 0 and out[50, 50] == pytest.approx(1.0)

@@ -5,44 +5,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from serving import free_port, serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("CHESTAID_SCREENSHOTS", Path(__file__).resolve().parents[1] / "tmp"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def server(request):
     run = request.getfixturevalue(request.param).root
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "chestaid.cli", "serve", str(run), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(proc.stdout.read())
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    port = free_port()
+    with serving([sys.executable, "-m", "chestaid.cli", "serve", str(run), "--port", str(port)], port) as url:
+        yield url
 
 
 @pytest.mark.parametrize("server", ["tiny_run"], indirect=True)

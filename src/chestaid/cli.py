@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -253,11 +254,13 @@ def explain(run: Path, data: Annotated[Path, typer.Option("--data", help="an NIH
             boxes: Annotated[Optional[Path], typer.Option(help="box file (default: DATA/BBox_List_2017.csv)")] = None,
             split: Annotated[str, typer.Option(help="test, val, train or all")] = "test",
             target_layer: Annotated[Optional[list[str]], typer.Option(help="module name(s) for Grad-CAM")] = None,
-            threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="map threshold for IoBB")] = 0.5) -> None:
+            threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="map threshold for IoBB")] = 0.5,
+            out: Annotated[Optional[Path], typer.Option(help="folder for the results (default RUN/explain)")] = None
+            ) -> None:
     """Grad-CAM localisation against boxes: pointing game and IoBB > 0.1/0.25/0.5 per finding (RUN/explain/)."""
     from chestaid.explain.localisation import score_boxes
 
-    table = score_boxes(run, data, boxes, split, target_layer, threshold)
+    table = score_boxes(run, data, boxes, split, target_layer, threshold, out=out)
     from rich.table import Table
 
     out = Table("finding", "boxes", "pointing game", "IoBB>0.1", "IoBB>0.25", "IoBB>0.5",
@@ -266,7 +269,7 @@ def explain(run: Path, data: Annotated[Path, typer.Option("--data", help="an NIH
         out.add_row(row["finding"], str(row["boxes"]),
                     *(f"{row[k]:.2f}" for k in ("pointing_game", "iobb>0.1", "iobb>0.25", "iobb>0.5")))
     console.print(out)
-    console.print(f"tables and figure in {Path(run) / 'explain'}")
+    console.print(f"tables and figure in {out or Path(run) / 'explain'}")
 
 
 @app.command()
@@ -278,6 +281,41 @@ def serve(run: Path, host: Annotated[str, typer.Option(help="0.0.0.0 exposes the
 
     console.print(f"serving {run} on http://{host}:{port} (Ctrl+C to stop)")
     run_serve(run, host, port, device)
+
+
+@app.command()
+def demo(task: Annotated[str, typer.Option(help="nih, pneumonia or both")] = "both",
+         out: Annotated[Path, typer.Option("--out", help="folder for data, caches and runs")] = Path("chestaid-demo"),
+         serve: Annotated[bool, typer.Option("--serve", help="start the web page on the (first) demo run")] = False,
+         force: Annotated[bool, typer.Option(
+             "--force", help="start over in OUT (removes only what a demo wrote)")] = False,
+         images: Annotated[Optional[int], typer.Option(min=200, help="images per task (default 3000 NIH, 1500 "
+                                                                     "pneumonia)")] = None,
+         size: Annotated[int, typer.Option(min=64, max=512, help="synthetic image size")] = 128,
+         epochs: Annotated[Optional[int], typer.Option(
+             min=1, help="override the demo configs' epochs")] = None) -> None:
+    """Everything end to end on built-in synthetic data: synth → prepare → train → calibrate + thresholds →
+    Grad-CAM localisation → evaluate → report.html. Interrupted? Run the same command again to resume."""
+    from chestaid.demo import TASKS, run_demo, summary
+
+    tasks = list(TASKS) if task == "both" else [task]
+    started = time.perf_counter()
+    run_demo(out, tasks, force, {t: images for t in tasks} if images else None, size, epochs)
+    console.rule("[bold]chestaid demo: done[/]", align="left")
+    console.print(f"synthetic data (phantoms, not radiographs) in {out}; {time.perf_counter() - started:.0f} s in this "
+                  "session")
+    for row in summary(out, tasks):
+        located = f", Grad-CAM pointing game {row['pointing_game']:.2f}" if "pointing_game" in row else ""
+        auroc = "test mean AUROC over findings" if row["task"] == "nih" else "test ROC-AUC"
+        console.print(f"  {row['task']}: {auroc} {row['test_auroc']:.3f}{located}\n"
+                      f"    run    {row['run']}\n    report {row['report']}", highlight=False)
+    first = Path(out) / tasks[0] / "run"
+    console.print(f"open the web page:  [bold]chestaid serve {first}[/]" +
+                  "".join(f"   (or chestaid serve {Path(out) / t / 'run'})" for t in tasks[1:]), highlight=False)
+    if serve:
+        from chestaid.serve.app import serve as run_serve
+
+        run_serve(first)
 
 
 def main() -> None:

@@ -97,10 +97,29 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+BUNDLED = Path(__file__).parent / "configs"
+
+
+def bundled_configs() -> list[str]:
+    """Names of the configs shipped with chestaid (usable as `--config NAME`)."""
+    return sorted(p.stem for p in BUNDLED.glob("*.yaml"))
+
+
+def resolve_config(path: str | Path) -> Path:
+    """A YAML file, or the name of a bundled config (`demo`, `nih_densenet_fpn`, ...)."""
+    given = Path(path)
+    bundled = BUNDLED / f"{given.stem}.yaml"
+    if not given.exists() and given.parent == Path(".") and bundled.is_file():
+        return bundled
+    return given
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML config (or the defaults) and apply 'a.b=value' overrides (values parsed as YAML)."""
+    """Read a YAML config (a file or a bundled name; None = the defaults) and apply 'a.b=value' overrides
+    (values parsed as YAML)."""
     tree: dict = {}
     if path is not None:
+        path = resolve_config(path)
         try:
             tree = yaml.safe_load(Path(path).read_text()) or {}
         except OSError as e:

@@ -35,6 +35,7 @@ class RunPaths:
         self.metrics = self.root / "metrics"
         self.plots = self.root / "plots"
         self.report = self.root / "report.html"
+        self.explain = self.root / "explain"
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, task: str) -> None:

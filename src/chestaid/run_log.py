@@ -79,7 +79,7 @@ class RunLog(Callback):
 
     def _save_last(self, trainer: L.Trainer) -> None:
         self._write_logs(trainer)
-        trainer.save_checkpoint(self.paths.last)
+        trainer.save_checkpoint(self.paths.last, weights_only=False)
 
     def _write_logs(self, trainer: L.Trainer) -> None:
         if not trainer.is_global_zero:

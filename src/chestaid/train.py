@@ -7,6 +7,7 @@ with positives and negatives in val), decisions at 0.5. Validation thresholds ar
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from chestaid.tasks import get_task
 
 # Augmentation lives in the module's on_after_batch_transfer on purpose (it runs on the training device).
 warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # lightning internals
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
 
 MONITORS = {"macro_f1": ("val/macro_f1", "max"), "auroc": ("val/auroc", "max"),
             "precision": ("val/precision", "max"), "loss": ("val/loss", "min")}
@@ -181,7 +184,8 @@ def train(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool
         max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
         strategy=cfg.train.strategy, precision=resolve_precision(cfg), callbacks=callbacks, logger=False,
         default_root_dir=paths.root, plugins=[AtomicCheckpointIO()], log_every_n_steps=1,
-        limit_train_batches=cfg.train.limit_train_batches, num_sanity_val_steps=0, enable_model_summary=False)
+        limit_train_batches=cfg.train.limit_train_batches if cfg.train.limit_train_batches != 1.0 else None,
+        num_sanity_val_steps=0, enable_model_summary=False)
     ckpt = paths.last if resume and paths.last.is_file() else None
     if resume and ckpt is None:
         raise ChestaidError(f"{paths.root}: no checkpoints/last.ckpt to resume from")

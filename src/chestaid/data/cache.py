@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from chestaid.data.images import read_grey, resize_square
-from chestaid.data.sources import Source, read_source
+from chestaid.data.sources import SYNTHETIC_MARK, Source, read_source
 from chestaid.data.splits import DEFAULT_FRACTIONS, assign_splits
 from chestaid.errors import ChestaidError, ImageDecodeError
 from chestaid.fileio import atomic_write, write_json, write_text
@@ -76,7 +76,7 @@ def prepare(root: str | Path, out: str | Path, size: int = 256, workers: int | N
     images_path, done_path = out / "images.npy", out / "done.npy"
     meta = {"task": source.task.name, "labels": list(source.task.labels), "size": size,
             "source": str(Path(root).resolve()), "fingerprint": fingerprint, "fractions": list(fractions),
-            "seed": seed, "images": len(table)}
+            "seed": seed, "images": len(table), "synthetic": (Path(root) / SYNTHETIC_MARK).is_file()}
     previous = _read_meta(out)
     if previous and previous.get("fingerprint") == fingerprint and images_path.exists() and done_path.exists():
         images = np.load(images_path, mmap_mode="r+")
@@ -136,6 +136,12 @@ def _save_done(path: Path, done: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, done)
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def trained_on_synthetic(cache: str | Path | None) -> bool:
+    """Whether a cache (a run's data.path) was built from `chestaid synth` phantoms."""
+    meta = _read_meta(Path(cache)) if cache else None
+    return bool(meta and meta.get("synthetic"))
 
 
 def _read_meta(out: Path) -> dict | None:

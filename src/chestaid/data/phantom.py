@@ -123,7 +123,7 @@ def _patches(cv, rng, cx, cy, spread, count, amp, size) -> None:
 def _pneumonia(cv, rng, an) -> Box:
     side = int(rng.integers(2))
     cx, cy = _point_in_lung(rng, an, side, (0.0, 0.5), (-0.3, 0.3))
-    _patches(cv, rng, cx, cy, 0.035, 9, 0.10, (0.02, 0.04))
+    _patches(cv, rng, cx, cy, 0.035, 9, 0.16, (0.02, 0.04))
     return _box(cx, cy, 0.09, 0.09)
 
 
@@ -143,8 +143,9 @@ def _infiltration(cv, rng, an) -> Box:
     cx, cy = _point_in_lung(rng, an, side, (-0.3, 0.3), (-0.2, 0.2))
     r = rng.uniform(0.09, 0.12)
     region = cv.ellipse(cx, cy, r, r * 1.3, soft=0.3)
-    streaks = gaussian_filter(rng.normal(0, 1, cv.img.shape).astype(np.float32), (0.6, 2.5))
-    cv.add(region * (0.5 + np.clip(streaks, 0, None)), 0.12)
+    streaks = gaussian_filter(rng.normal(0, 1, cv.img.shape).astype(np.float32), (1.5, 5.0))
+    streaks /= streaks.std() + 1e-6  # coarse enough to survive downsizing to the model's input
+    cv.add(region * (0.5 + np.clip(streaks, 0, 2)), 0.13)
     return _box(cx, cy, r * 1.1, r * 1.4)
 
 
@@ -209,10 +210,10 @@ def _fibrosis(cv, rng, an) -> Box:
     cx, cy, rx, ry = an.lungs[side]
     fx, fy = cx + (-0.35 if side == 0 else 0.35) * rx, cy - 0.35 * ry
     region = cv.ellipse(fx, fy, rx * 0.6, ry * 0.4, soft=0.3) * _lung_mask(cv, an, side)
-    period = 0.02
-    net = (np.abs(np.sin(np.pi * cv.x / period + rng.uniform(0, 6))) < 0.25) | \
-          (np.abs(np.sin(np.pi * cv.y / period + rng.uniform(0, 6))) < 0.25)
-    cv.add(region * (0.35 + net), 0.13)
+    period = 0.045  # reticular net, coarse enough to survive downsizing to the model's input
+    net = (np.abs(np.sin(np.pi * cv.x / period + rng.uniform(0, 6))) < 0.35) | \
+          (np.abs(np.sin(np.pi * cv.y / period + rng.uniform(0, 6))) < 0.35)
+    cv.add(region * (0.35 + net), 0.18)
     return _box(fx, fy, rx * 0.65, ry * 0.45)
 
 

@@ -24,6 +24,7 @@ NIH_CSV_NAMES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "Data_Entry
 BOX_NAMES = ("BBox_List_2017.csv", "BBox_List_2017.csv.gz")
 KAGGLE_CLASSES = {"NORMAL": 0, "PNEUMONIA": 1}
 TABLE_COLUMNS = ["image_id", "path", "patient_id", "age", "sex", "view", "split", "width", "height"]
+SYNTHETIC_MARK = "SYNTHETIC_DATA.txt"  # written by `chestaid synth`; prepare records it so reports can say so
 
 
 @dataclass

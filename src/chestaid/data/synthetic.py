@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from chestaid.data.phantom import render
+from chestaid.data.sources import SYNTHETIC_MARK
 from chestaid.data.splits import stratified_group_split
 from chestaid.errors import ChestaidError
 from chestaid.fileio import write_text
@@ -86,6 +87,9 @@ def _check_out(out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         raise ChestaidError(f"{out}: folder is not empty; choose a new folder for synthetic data")
     out.mkdir(parents=True, exist_ok=True)
+    write_text(out / SYNTHETIC_MARK, "Synthetic phantom radiographs drawn by `chestaid synth`: no real patient, "
+                                     "no real image. Models trained on them show that chestaid works, not how "
+                                     "well a model reads chest X-rays.\n")
 
 
 def synth_nih(out: str | Path, n: int, size: int = 256, seed: int = 0, enrich: bool = True,

@@ -131,13 +131,20 @@ def _fit_and_save_thresholds(paths: RunPaths, labels, scores: np.ndarray, y: np.
     return fitted
 
 
+def calibration_data(run: str | Path, data=None) -> tuple[dict, Predictor, Scores, np.ndarray, dict]:
+    """The validation data a run's calibration was fitted on (its val split, or the local cohort it was
+    recalibrated on), split into calib/val_report the same way: (calibration info, raw predictor, scores,
+    calib mask, split info)."""
+    paths = RunPaths(run)
+    info = json.loads(paths.calibration.read_text()) if paths.calibration.is_file() else {}
+    cohort = info["fitted_on"] if info.get("split") == "whole cohort" and data is None else None
+    return info, *validation_scores(run, data, cohort, info.get("calib_fraction", 0.5), info.get("seed", 0))
+
+
 def fit_thresholds(run: str | Path, policy: str, params: dict, data=None) -> Thresholds:
     """Refit thresholds without retraining, on the calib part of validation (same split as calibration)."""
     paths = RunPaths(run)
-    info = json.loads(paths.calibration.read_text()) if paths.calibration.is_file() else {}
-    cohort = info["fitted_on"] if info.get("split") == "whole cohort" and data is None else None  # follow calibration
-    predictor, scores, mask, split_info = validation_scores(run, data, cohort, info.get("calib_fraction", 0.5),
-                                                            info.get("seed", 0))
+    info, predictor, scores, mask, split_info = calibration_data(run, data)
     labels = predictor.task.labels
     calibration = Calibration.load(paths.calibration, labels) if info else Calibration.identity(labels)
     calib = scores.subset(mask)
@@ -171,8 +178,7 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
     predictor = Predictor.load(run)
     labels, calibration = predictor.task.labels, predictor.calibration
     cache = _open_cache(predictor, data)
-    val = score_split(predictor, cache, "val")
-    mask = calib_mask(val, calibration.info.get("calib_fraction", 0.5), calibration.info.get("seed", 0))
+    _, _, val, mask, _ = calibration_data(run, data)  # the run's val split, or the cohort it was recalibrated on
     val_report = val.subset(~mask)
     target = val_report if split == "val" else score_split(predictor, cache, split)  # test is read only now
     scores = predictor.risk_scores(target.logits)
@@ -187,6 +193,7 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
         calibration_table += _calibration_rows(split, labels, target.logits, target.y, calibration)
     result = {"split": "val_report" if split == "val" else split, "task": predictor.task.name, "summary": summary,
               "per_finding": per_finding, "calibration": calibration_table,
+              "calibration_fitted_on": calibration.info.get("fitted_on"),
               "thresholds": {"policy": predictor.thresholds.policy, "params": predictor.thresholds.params,
                              "values": predictor.thresholds.values}}
     name = result["split"]

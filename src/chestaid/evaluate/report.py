@@ -21,6 +21,9 @@ STATEMENTS = [
     "chestaid <b>supports triage and double-checking; it does not diagnose</b>. Every decision stays with a "
     "clinician.",
 ]
+SYNTHETIC = ("<b>Synthetic data</b>: this run was trained and evaluated on phantom images drawn by "
+             "<code>chestaid synth</code>. The figures show that each part works, not how well a model reads "
+             "real chest X-rays.")
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
@@ -36,6 +39,53 @@ def _img(path: Path, alt: str) -> str:
 
 def _table(frame: pd.DataFrame, digits: int = 3) -> str:
     return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", na_rep="–", border=0)
+
+
+def _synthetic_note(paths: RunPaths) -> list[str]:
+    from chestaid.config import load_config
+    from chestaid.data.cache import trained_on_synthetic
+
+    if paths.config.is_file() and trained_on_synthetic(load_config(paths.config).data.path):
+        return [SYNTHETIC]
+    return []
+
+
+def _glance(result: dict, calib_mean: pd.DataFrame, paths: RunPaths) -> str:
+    """The headline figures first: discrimination, calibration and (NIH) localisation."""
+    summary, split = result["summary"], result["split"]
+    if "roc_auc" in summary:
+        rows = [("ROC-AUC", summary["roc_auc"]), ("sensitivity at the operating point", summary["sensitivity"]),
+                ("specificity at the operating point", summary["specificity"])]
+    else:
+        rows = [("ROC-AUC, mean over findings", summary["roc_auc_macro"]),
+                ("macro F1 at the thresholds", summary["f1_macro"])]
+    ece = calib_mean[calib_mean["set"] == split]
+    if len(ece):
+        rows.append(("ECE raw → calibrated (mean over findings)",
+                     f"{ece['ece_before'].iloc[0]:.3f} → {ece['ece_after'].iloc[0]:.3f}"))
+    located = paths.explain / "localisation.json"
+    if located.is_file():
+        findings = json.loads(located.read_text())["findings"]
+        rows.append(("Grad-CAM pointing game, mean over findings",
+                     next(f["pointing_game"] for f in findings if f["finding"] == "mean")))
+    table = pd.DataFrame([{f"on {split}": name, "value": value} for name, value in rows])
+    return "<h2>At a glance</h2>" + _table(table, 3)
+
+
+def _localisation(paths: RunPaths) -> str:
+    """The Grad-CAM localisation section, when `chestaid explain` has scored the run against boxes."""
+    found = paths.explain / "localisation.json"
+    if not found.is_file():
+        return ""
+    result = json.loads(found.read_text())
+    table = pd.DataFrame(result["findings"])
+    examples = paths.explain / "localisation_examples.png"
+    return ("<h2>Grad-CAM localisation</h2><p>Heat maps are qualitative explanations. Scored against the "
+            f"annotated boxes of the <b>{html.escape(str(result['split']))}</b> split: pointing game (is the map's "
+            "maximum inside a box of that finding?) and the share of boxes whose IoBB with the map thresholded at "
+            f"{result['threshold']} exceeds 0.1, 0.25 and 0.5 (Wang et al. 2017). Target layer(s): "
+            f"<code>{html.escape(', '.join(result['target_layers']))}</code>.</p>" + _table(table, 2)
+            + (_img(examples, "localisation examples") if examples.is_file() else ""))
 
 
 def build_report(run: str | Path, result: dict) -> Path:
@@ -73,13 +123,8 @@ def build_report(run: str | Path, result: dict) -> Path:
     parts = [
         f"<h1>chestaid run report</h1><p class='muted'>{html.escape(str(paths.root.resolve()))} · task "
         f"<b>{result['task']}</b> · evaluated on <b>{result['split']}</b> · {time.strftime('%Y-%m-%d %H:%M')}</p>",
-        "<div class='warn'>" + "<br>".join(STATEMENTS) + "</div>",
-        "<h2>Data</h2><p>Label distribution (train part before and after balancing when a recipe was used), age "
-        "and sex of the whole table of studies.</p>" + figure("label_distribution", "age_histogram", "sex_proportion"),
-        "<h2>Training</h2><p>Per-epoch table (SPEC A14; validation decisions at 0.5, AUROC averaged over "
-        "findings with positives and negatives in validation).</p>" + (_table(log, 4) if len(log) else "<p>no log</p>")
-        + figure("training_loss", "training_metrics")
-        + f"<details><summary>config.yaml</summary><pre>{html.escape(cfg)}</pre></details>",
+        "<div class='warn'>" + "<br>".join(_synthetic_note(paths) + STATEMENTS) + "</div>",
+        _glance(result, calib_mean, paths),
         f"<h2>Results on {result['split']}</h2><p>Computed on calibrated risk scores, decisions at the thresholds "
         "below. AUCs are omitted (–) where a finding has no positives or no negatives.</p>" + _table(summary, 4)
         + _table(per_finding.drop(columns=["n"]), 3) + figure("roc_curves", "pr_curves")
@@ -87,7 +132,9 @@ def build_report(run: str | Path, result: dict) -> Path:
         "<h2>Calibration</h2><p>Temperature, Platt and isotonic calibrators (and none) were fitted per finding on "
         "the <code>calib</code> part of validation and the lowest ECE on <code>val_report</code> was kept, so "
         "val_report figures are optimistic; the test figures are the unbiased ones. ECE uses 15 equal-width "
-        "bins; the equal-mass variant is shown beside it. Means over findings:</p>" + _table(calib_mean, 4)
+        "bins; the equal-mass variant is shown beside it. Fitted on "
+        f"<code>{html.escape(str(result.get('calibration_fitted_on')))}</code>. Means over findings:</p>"
+        + _table(calib_mean, 4)
         + _table(calibration[["set", "finding", "method", "positives", "ece_before", "ece_after", "brier_before",
                               "brier_after", "roc_auc_before", "roc_auc_after"]], 3)
         + figure("reliability_val_report", "reliability_test"),
@@ -95,7 +142,14 @@ def build_report(run: str | Path, result: dict) -> Path:
         f"<code>{html.escape(json.dumps(thresholds['params']))}</code>, fitted on the calib part of validation "
         "only (never on test), applied to calibrated risk scores. Refit with "
         "<code>chestaid thresholds RUN --policy …</code>.</p>" + _table(threshold_table, 3),
+        _localisation(paths),
         "<h2>Examples</h2>" + figure("examples"),
+        "<h2>Data</h2><p>Label distribution (train part before and after balancing when a recipe was used), age "
+        "and sex of the whole table of studies.</p>" + figure("label_distribution", "age_histogram", "sex_proportion"),
+        "<h2>Training</h2><p>Per-epoch table (SPEC A14; validation decisions at 0.5, AUROC averaged over "
+        "findings with positives and negatives in validation).</p>" + (_table(log, 4) if len(log) else "<p>no log</p>")
+        + figure("training_loss", "training_metrics")
+        + f"<details><summary>config.yaml</summary><pre>{html.escape(cfg)}</pre></details>",
     ]
     rest = [n for n in plots if n not in used]
     if rest:

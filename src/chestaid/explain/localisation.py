@@ -85,7 +85,7 @@ def score_boxes(run: str | Path, root: str | Path, boxes_file: str | Path | None
                 examples.append((image_id, finding, image, cam, own, scale))
     per_box = pd.DataFrame(rows)
     table = _summarise(per_box)
-    out = Path(out) if out else RunPaths(run).root / "explain"
+    out = Path(out) if out else RunPaths(run).explain
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "localisation_boxes.csv", per_box.to_csv(index=False))
     write_text(out / "localisation.csv", table.to_csv(index=False))

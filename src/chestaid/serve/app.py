@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from chestaid.data.cache import trained_on_synthetic
 from chestaid.errors import ChestaidError
 from chestaid.explain.gradcam import CamExplainer, overlay
 from chestaid.predictor import Predictor, Scored
@@ -25,18 +26,22 @@ MAX_FILE_SIZE = "64mb"
 DISPLAY_SIZE = 448
 
 
-def _run_notes(predictor: Predictor) -> str:
+def _run_notes(predictor: Predictor, run: Path) -> str:
+    model = f"Model: run `{run}` ({predictor.cfg.task} task, {len(predictor.task.labels)} output(s)). "
+    if trained_on_synthetic(predictor.cfg.data.path):
+        model += "**Trained on synthetic phantoms** (`chestaid synth`): a demonstration, not a model of real X-rays. "
     notes = []
     if not predictor.calibrated:
         notes.append("this run has **no calibration** (`chestaid calibrate RUN`): scores are raw sigmoid outputs")
     if not predictor.thresholded:
         notes.append("this run has **no fitted thresholds** (`chestaid thresholds RUN`): the default is 0.5")
-    return ("⚠ " + "; ".join(notes) + ".") if notes else (
+    return model + (("⚠ " + "; ".join(notes) + ".") if notes else (
         f"Calibrated on {predictor.calibration.info.get('fitted_on', '?')}; thresholds: policy "
-        f"`{predictor.thresholds.policy}` fitted on validation data.")
+        f"`{predictor.thresholds.policy}` fitted on validation data."))
 
 
 def build_app(run: str | Path, device: str = "cpu") -> gr.Blocks:
+    run = Path(run).resolve()
     predictor = Predictor.load(run, device)
     explainer = CamExplainer(predictor)
     labels = list(predictor.task.labels)
@@ -58,11 +63,11 @@ def build_app(run: str | Path, device: str = "cpu") -> gr.Blocks:
         return picture
 
     def table(state: dict) -> pd.DataFrame:
-        rows = [{"finding": name, "risk score": round(float(state["risk"][i]), 3),
-                 "threshold": round(predictor.thresholds.values[name], 3),
-                 "decision": "flag" if state["risk"][i] >= predictor.thresholds.values[name] else "–"}
-                for i, name in enumerate(labels)]
-        return pd.DataFrame(rows).sort_values("risk score", ascending=False)
+        order = np.argsort(-np.asarray(state["risk"]), kind="stable")
+        return pd.DataFrame([{"finding": labels[i], "risk score": f"{float(state['risk'][i]):.3f}",
+                              "threshold": f"{predictor.thresholds.values[labels[i]]:.3f}",
+                              "decision": "flag" if state["risk"][i] >= predictor.thresholds.values[labels[i]] else "–"}
+                             for i in order])
 
     def analyse(file, age, sex, view, alpha):
         empty = (None, "", gr.update(), "", None, None, gr.update())
@@ -108,19 +113,19 @@ def build_app(run: str | Path, device: str = "cpu") -> gr.Blocks:
         return {"findings": {name: {"raw_score": float(s.raw[i]), "risk_score": float(s.risk[i]),
                                     "threshold": predictor.thresholds.values[name], "decision": int(s.decisions[i])}
                              for i, name in enumerate(labels)},
-                "patient": s.patient, "assumed": s.assumed, "calibrated": predictor.calibrated,
+                "patient": s.patient, "assumed": s.assumed, "calibrated": predictor.calibrated, "run": str(run),
                 "note": "calibrated risk scores, not clinical probabilities; triage support, not a diagnosis"}
 
     with gr.Blocks(title="chestaid triage") as demo:
         gr.Markdown(f"# chestaid — {'14-finding' if multi else 'pneumonia'} triage\n{DISCLAIMER}", elem_id="disclaimer")
-        gr.Markdown(_run_notes(predictor), elem_id="run-notes")
+        gr.Markdown(_run_notes(predictor, run), elem_id="run-notes")
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", type="filepath", elem_id="upload",
                                  file_types=[".png", ".jpg", ".jpeg", ".dcm", ".dicom"])
                 age = gr.Number(label="Age (years, optional; empty = unknown)", value=None, minimum=0, maximum=120,
-                                visible=tabular)
+                                visible=tabular, elem_id="age")
                 sex = gr.Radio(["unknown", "M", "F"], value="unknown", label="Sex", visible=tabular)
                 view = gr.Radio(["unknown", "PA", "AP"], value="unknown", label="View", visible=tabular)
                 button = gr.Button("Analyse", variant="primary", elem_id="analyse")
