@@ -67,3 +67,21 @@ def test_dicom_tags_fill_the_patient_vector(tmp_path, nih_root):
     assert meta == {"age": 67.0, "sex": "F", "view": "AP"} and assumed == []
     meta, assumed = patient_for(png, {"age": 30})
     assert meta["age"] == 30 and assumed == ["sex", "view"]
+
+
+def test_worklist_ties_of_a_saturated_calibrator_are_ranked_by_the_model(pneumonia_run, kaggle_root, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(pneumonia_run.root, run, ignore=shutil.ignore_patterns("checkpoints"))
+    info = json.loads((run / "calibration.json").read_text()) if (run / "calibration.json").exists() else {}
+    info["findings"] = {"Pneumonia": {"method": "platt", "a": 50.0, "b": 500.0}}  # every score becomes 1.0
+    (run / "calibration.json").write_text(json.dumps(info))
+    files = sorted((kaggle_root / "test").rglob("*.jpeg"))[:12]
+    out = tmp_path / "worklist.csv"
+    assert CliRunner().invoke(app, ["predict", str(run), *map(str, files), "--out", str(out)]).exit_code == 0
+    table = pd.read_csv(out)
+    assert (table["risk"] == 1.0).all()
+    scored, _ = Predictor.load(run).score_files(files)
+    by_logit = [s.path for s in sorted(scored, key=lambda s: -float(s.logits[0]))]
+    assert list(table["file"]) == by_logit

@@ -45,7 +45,8 @@ def _row(predictor: Predictor, s: Scored) -> dict:
     labels = predictor.task.labels
     top = int(np.argmax(s.risk))
     row = {"file": s.path, "risk": round(float(s.risk[top]), 6), "top_finding": labels[top],
-           "flagged": "|".join(labels[i] for i in np.flatnonzero(s.decisions))}
+           "flagged": "|".join(labels[i] for i in np.flatnonzero(s.decisions)),
+           "_tie_break": float(s.logits[top])}  # a saturated calibrator ties scores; the logit still ranks
     for i, name in enumerate(labels):
         row[f"{name}_risk"] = round(float(s.risk[i]), 6)
         row[f"{name}_decision"] = int(s.decisions[i])
@@ -85,9 +86,9 @@ def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path,
     out = Path(out)
     table = pd.DataFrame(rows)
     if len(table):
-        table = table.sort_values("risk", ascending=False, kind="stable").reset_index(drop=True)
+        table = table.sort_values(["risk", "_tie_break"], ascending=False, kind="stable").reset_index(drop=True)
         table.insert(0, "rank", np.arange(1, len(table) + 1))
-    write_text(out, table.to_csv(index=False))
+    write_text(out, table.drop(columns="_tie_break", errors="ignore").to_csv(index=False))
     result = Worklist(out, len(rows), skipped)
     if skipped:
         result.skipped_csv = out.with_name(out.stem + "_skipped.csv")
