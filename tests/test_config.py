@@ -52,5 +52,5 @@ def test_bundled_config_by_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_config("demo") == load_config(CONFIGS / "demo.yaml")
     assert load_config("nih_densenet_fpn.yaml").data.balance == "seed000"
-    with pytest.raises(ChestaidError, match="no_such_config"):
+    with pytest.raises(ChestaidError, match="no_such_config.*bundled configs: demo, demo_pneumonia"):
         load_config("no_such_config")

@@ -123,7 +123,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         try:
             tree = yaml.safe_load(Path(path).read_text()) or {}
         except OSError as e:
-            raise ChestaidError(f"{path}: cannot read config ({e.strerror or e})") from None
+            raise ChestaidError(f"{path}: cannot read config ({e.strerror or e}); bundled configs: "
+                                f"{', '.join(bundled_configs())}") from None
         except yaml.YAMLError as e:
             raise ChestaidError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(tree, dict):
