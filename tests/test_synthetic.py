@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from chestaid.data.sources import read_boxes, read_source
 from chestaid.data.synthetic import sample_nih_rows
@@ -49,3 +50,21 @@ def test_kaggle_layout_names_and_sizes(kaggle_root):
     first = next((kaggle_root / "train" / "PNEUMONIA").glob("person*_*_*.jpeg"))
     width, height = Image.open(first).size
     assert height == 64 and 64 <= width <= 90
+
+
+@pytest.mark.parametrize("kind", ["nih", "pneumonia"])
+def test_synthetic_images_do_not_depend_on_the_hash_seed(kind, tmp_path):
+    """Same seed, same bytes, in processes whose string hashing (set order) differs."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    digests = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"{kind}{hash_seed}"
+        subprocess.run([sys.executable, "-m", "chestaid.cli", "synth", kind, str(out), "--n", "40", "--size", "32"],
+                       check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        files = sorted(p for p in out.rglob("*") if p.suffix in (".png", ".jpeg"))
+        digests.append([hashlib.md5(p.read_bytes()).hexdigest() for p in files])
+    assert digests[0] == digests[1]

@@ -148,9 +148,7 @@ def summary(out: str | Path, tasks: list[str]) -> list[dict]:
         metrics = json.loads((paths.metrics / "test_metrics.json").read_text())["summary"]
         row = {"task": task, "run": str(paths.root), "report": str(paths.report),
                "test_auroc": metrics.get("roc_auc_macro", metrics.get("roc_auc"))}
-        located = paths.explain / "localisation.json"
-        if located.is_file():
-            findings = json.loads(located.read_text())["findings"]
-            row["pointing_game"] = next(f["pointing_game"] for f in findings if f["finding"] == "mean")
+        if paths.pointing_game() is not None:
+            row["pointing_game"] = paths.pointing_game()
         rows.append(row)
     return rows

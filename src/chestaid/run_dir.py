@@ -6,6 +6,7 @@ RUN/config.yaml, RUN/model.safetensors, RUN/checkpoints/{last,best}.ckpt, RUN/tr
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import torch
@@ -36,6 +37,14 @@ class RunPaths:
         self.plots = self.root / "plots"
         self.report = self.root / "report.html"
         self.explain = self.root / "explain"
+
+    def pointing_game(self) -> float | None:
+        """The mean Grad-CAM pointing game of `chestaid explain` (RUN/explain), or None when not scored."""
+        located = self.explain / "localisation.json"
+        if not located.is_file():
+            return None
+        findings = json.loads(located.read_text())["findings"]
+        return next(f["pointing_game"] for f in findings if f["finding"] == "mean")
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, task: str) -> None:

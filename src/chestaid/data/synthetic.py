@@ -136,7 +136,7 @@ def _render_kaggle(job: tuple[int, int, str, int, int, str]) -> None:
             findings.add("Infiltration")
     if rng.random() < 0.35:
         findings.add(str(rng.choice(DISTRACTORS)))
-    severity = {name: float(rng.uniform(0.35, 1.0)) for name in findings}
+    severity = {name: float(rng.uniform(0.35, 1.0)) for name in sorted(findings)}  # sets iterate by hash seed
     pixels, _ = render(findings, size, rng, female=bool(rng.random() < 0.5), width=width, severity=severity)
     Image.fromarray(pixels).save(path, quality=90)
 

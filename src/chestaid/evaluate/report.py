@@ -63,11 +63,8 @@ def _glance(result: dict, calib_mean: pd.DataFrame, paths: RunPaths) -> str:
     if len(ece):
         rows.append(("ECE raw → calibrated (mean over findings)",
                      f"{ece['ece_before'].iloc[0]:.3f} → {ece['ece_after'].iloc[0]:.3f}"))
-    located = paths.explain / "localisation.json"
-    if located.is_file():
-        findings = json.loads(located.read_text())["findings"]
-        rows.append(("Grad-CAM pointing game, mean over findings",
-                     next(f["pointing_game"] for f in findings if f["finding"] == "mean")))
+    if paths.pointing_game() is not None:
+        rows.append(("Grad-CAM pointing game, mean over findings", paths.pointing_game()))
     table = pd.DataFrame([{f"on {split}": name, "value": value} for name, value in rows])
     return "<h2>At a glance</h2>" + _table(table, 3)
 
