@@ -305,7 +305,7 @@ def demo(task: Annotated[str, typer.Option(help="nih, pneumonia or both")] = "bo
     console.print(f"synthetic data (phantoms, not radiographs) in {out}; {time.perf_counter() - started:.0f} s in this "
                   "session")
     for row in summary(out, tasks):
-        located = f", Grad-CAM pointing game {row['pointing_game']:.2f}" if "pointing_game" in row else ""
+        located = f", Grad-CAM pointing game {row['pointing_game']:.2f}" if row["pointing_game"] is not None else ""
         auroc = "test mean AUROC over findings" if row["task"] == "nih" else "test ROC-AUC"
         console.print(f"  {row['task']}: {auroc} {row['test_auroc']:.3f}{located}\n"
                       f"    run    {row['run']}\n    report {row['report']}", highlight=False)

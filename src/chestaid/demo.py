@@ -146,9 +146,7 @@ def summary(out: str | Path, tasks: list[str]) -> list[dict]:
     for task in tasks:
         paths = RunPaths(Path(out) / task / "run")
         metrics = json.loads((paths.metrics / "test_metrics.json").read_text())["summary"]
-        row = {"task": task, "run": str(paths.root), "report": str(paths.report),
-               "test_auroc": metrics.get("roc_auc_macro", metrics.get("roc_auc"))}
-        if paths.pointing_game() is not None:
-            row["pointing_game"] = paths.pointing_game()
-        rows.append(row)
+        rows.append({"task": task, "run": str(paths.root), "report": str(paths.report),
+                     "test_auroc": metrics.get("roc_auc_macro", metrics.get("roc_auc")),
+                     "pointing_game": paths.pointing_game()})
     return rows

@@ -37,13 +37,16 @@ class Scored:
 
     path: str
     logits: np.ndarray
-    raw: np.ndarray
     risk: np.ndarray
     decisions: np.ndarray
     patient: dict = field(default_factory=dict)
     assumed: list[str] = field(default_factory=list)
     tabular: np.ndarray | None = None  # the patient vector the model was given
     image: np.ndarray | None = None  # the preprocessed uint8 image (cache size), for heat maps
+
+    @property
+    def raw(self) -> np.ndarray:
+        return expit(self.logits)
 
 
 def patient_for(path: str | Path, given: dict | None = None) -> tuple[dict, list[str]]:
@@ -78,12 +81,19 @@ class Predictor:
     @classmethod
     def load(cls, run: str | Path, device: str = "cpu", raw: bool = False) -> "Predictor":
         """Load a run; raw=True ignores its calibration and thresholds (used while fitting them)."""
-        paths = RunPaths(run)
         cfg, model = load_model(run)
-        labels = get_task(cfg.task).labels
-        calibration = None if raw or not paths.calibration.is_file() else Calibration.load(paths.calibration, labels)
-        thresholds = None if raw or not paths.thresholds.is_file() else Thresholds.load(paths.thresholds)
-        return cls(cfg, model, device, calibration, thresholds)
+        predictor = cls(cfg, model, device)
+        if not raw:
+            predictor.load_fitted(run)
+        return predictor
+
+    def load_fitted(self, run: str | Path) -> None:
+        """(Re)read the run's calibration.json and thresholds.json; what is absent stays sigmoid / 0.5."""
+        paths = RunPaths(run)
+        if paths.calibration.is_file():
+            self.calibration, self.calibrated = Calibration.load(paths.calibration, self.task.labels), True
+        if paths.thresholds.is_file():
+            self.thresholds, self.thresholded = Thresholds.load(paths.thresholds), True
 
     def risk_scores(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated risk scores [N, labels] in [0, 1]: a risk score, not a clinical probability."""
@@ -140,7 +150,7 @@ class Predictor:
                     tabular = patient_vectors([m for m, _ in metas])
                     logits, risk, decisions = self.score_arrays(np.stack([img for _, img in good]), tabular)
                     for k, (p, img) in enumerate(good):
-                        scored.append(Scored(p, logits[k], expit(logits[k]), risk[k], decisions[k],
+                        scored.append(Scored(p, logits[k], risk[k], decisions[k],
                                              metas[k][0], metas[k][1], tabular[k], img if keep_images else None))
                 if progress is not None:
                     progress(len(batch))

@@ -30,19 +30,20 @@ DEFAULT_POLICY = {"nih": "seed000", "pneumonia": "sensitivity"}
 
 @dataclass
 class Scores:
-    """Raw logits and labels of a set of rows."""
+    """Raw logits and labels of a set of rows of a cache."""
 
     logits: np.ndarray
     y: np.ndarray
     rows: pd.DataFrame
+    cache: Cache
 
     def subset(self, mask: np.ndarray) -> "Scores":
-        return Scores(self.logits[mask], self.y[mask], self.rows[mask].reset_index(drop=True))
+        return Scores(self.logits[mask], self.y[mask], self.rows[mask].reset_index(drop=True), self.cache)
 
 
 def score_split(predictor: Predictor, cache: Cache, split: str | None) -> Scores:
     logits, rows = predictor.predict_cache(cache, split)
-    return Scores(logits, rows[list(predictor.task.labels)].to_numpy(dtype=int), rows)
+    return Scores(logits, rows[list(predictor.task.labels)].to_numpy(dtype=int), rows, cache)
 
 
 def calib_mask(scores: Scores, fraction: float, seed: int) -> np.ndarray:
@@ -69,19 +70,15 @@ def _cohort_cache(paths: RunPaths, predictor: Predictor, cohort: str | Path) -> 
     meta = cache_dir / "meta.json"
     if meta.is_file() and Cache.open(cache_dir).meta.get("source") != str(Path(cohort).resolve()):
         shutil.rmtree(cache_dir)
-    try:
-        size = int(Cache.open(predictor.cfg.data.path).meta["size"])
-    except ChestaidError:
-        size = predictor.cfg.data.cache_size
-    prepare(cohort, cache_dir, size=size)
+    prepare(cohort, cache_dir, size=predictor.image_size)  # the training cache's size, recorded by train
     return Cache.open(cache_dir)
 
 
-def validation_scores(run: str | Path, data: str | Path | None = None, cohort: str | Path | None = None,
-                      fraction: float = 0.5, seed: int = 0) -> tuple[Predictor, Scores, np.ndarray, dict]:
-    """Raw validation scores of a run (its val split, or a whole local cohort) and the calib mask."""
-    paths = RunPaths(run)
-    predictor = Predictor.load(run, raw=True)
+def validation_scores(predictor: Predictor, paths: RunPaths, data: str | Path | None = None,
+                      cohort: str | Path | None = None, fraction: float = 0.5,
+                      seed: int = 0) -> tuple[Scores, np.ndarray, dict]:
+    """Raw validation scores of a run (its val split, or a whole local cohort), the calib mask and where they
+    came from. Logits do not depend on the predictor's calibration."""
     if cohort is not None:
         cache, split, source = _cohort_cache(paths, predictor, cohort), None, str(Path(cohort).resolve())
     else:
@@ -91,14 +88,19 @@ def validation_scores(run: str | Path, data: str | Path | None = None, cohort: s
     mask = calib_mask(scores, fraction, seed)
     info = {"fitted_on": source, "split": split or "whole cohort", "calib_fraction": fraction, "seed": seed,
             "calib_images": int(mask.sum()), "val_report_images": int((~mask).sum())}
-    return predictor, scores, mask, info
+    return scores, mask, info
 
 
 def calibrate_run(run: str | Path, data=None, cohort=None, fraction: float = 0.5, seed: int = 0,
                   bins: int = 15, policy: str | None = None, params: dict | None = None) -> dict:
     """Fit and choose a calibrator per finding (calib → val_report), then refit the thresholds on calib."""
-    paths = RunPaths(run)
-    predictor, scores, mask, info = validation_scores(run, data, cohort, fraction, seed)
+    paths, predictor = RunPaths(run), Predictor.load(run, raw=True)
+    scores, mask, info = validation_scores(predictor, paths, data, cohort, fraction, seed)
+    return _calibrate(paths, predictor, scores, mask, info, bins, policy, params)
+
+
+def _calibrate(paths: RunPaths, predictor: Predictor, scores: Scores, mask: np.ndarray, info: dict, bins: int = 15,
+               policy: str | None = None, params: dict | None = None) -> dict:
     labels = predictor.task.labels
     calib, report = scores.subset(mask), scores.subset(~mask)
     chosen, table = {}, []
@@ -131,20 +133,20 @@ def _fit_and_save_thresholds(paths: RunPaths, labels, scores: np.ndarray, y: np.
     return fitted
 
 
-def calibration_data(run: str | Path, data=None) -> tuple[dict, Predictor, Scores, np.ndarray, dict]:
+def calibration_data(predictor: Predictor, paths: RunPaths, data=None) -> tuple[dict, Scores, np.ndarray, dict]:
     """The validation data a run's calibration was fitted on (its val split, or the local cohort it was
-    recalibrated on), split into calib/val_report the same way: (calibration info, raw predictor, scores,
-    calib mask, split info)."""
-    paths = RunPaths(run)
+    recalibrated on; the val split with calibrate_run's defaults when it has none yet), split into
+    calib/val_report the same way: (calibration info, scores, calib mask, split info)."""
     info = json.loads(paths.calibration.read_text()) if paths.calibration.is_file() else {}
     cohort = info["fitted_on"] if info.get("split") == "whole cohort" and data is None else None
-    return info, *validation_scores(run, data, cohort, info.get("calib_fraction", 0.5), info.get("seed", 0))
+    return info, *validation_scores(predictor, paths, data, cohort, info.get("calib_fraction", 0.5),
+                                    info.get("seed", 0))
 
 
 def fit_thresholds(run: str | Path, policy: str, params: dict, data=None) -> Thresholds:
     """Refit thresholds without retraining, on the calib part of validation (same split as calibration)."""
-    paths = RunPaths(run)
-    info, predictor, scores, mask, split_info = calibration_data(run, data)
+    paths, predictor = RunPaths(run), Predictor.load(run, raw=True)
+    info, scores, mask, split_info = calibration_data(predictor, paths, data)
     labels = predictor.task.labels
     calibration = Calibration.load(paths.calibration, labels) if info else Calibration.identity(labels)
     calib = scores.subset(mask)
@@ -172,13 +174,13 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
     validation first when the run has none. Writes RUN/metrics/ and RUN/plots/ and returns the summary."""
     from chestaid.evaluate.plots import write_plots
 
-    paths = RunPaths(run)
-    if not paths.calibration.is_file() or not paths.thresholds.is_file():
-        calibrate_run(run, data)
-    predictor = Predictor.load(run)
+    paths, predictor = RunPaths(run), Predictor.load(run)
+    _, val, mask, split_info = calibration_data(predictor, paths, data)  # the val split, or the recalibration cohort
+    if not (predictor.calibrated and predictor.thresholded):
+        _calibrate(paths, predictor, val, mask, split_info)  # same data and split as `calibrate_run(run, data)`
+        predictor.load_fitted(run)
     labels, calibration = predictor.task.labels, predictor.calibration
     cache = _open_cache(predictor, data)
-    _, _, val, mask, _ = calibration_data(run, data)  # the run's val split, or the cohort it was recalibrated on
     val_report = val.subset(~mask)
     target = val_report if split == "val" else score_split(predictor, cache, split)  # test is read only now
     scores = predictor.risk_scores(target.logits)

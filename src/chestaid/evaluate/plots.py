@@ -116,7 +116,8 @@ def _reliability(y: np.ndarray, logits: np.ndarray, calibration: Calibration, la
 
 
 def write_plots(paths, predictor, cache, target, scores, decisions, val_report) -> list[Path]:
-    """Every figure of the run into RUN/plots/; returns their paths."""
+    """Every figure of the run into RUN/plots/; returns their paths. `cache` is the run's own (data figures);
+    the examples come from the cache `target` was scored on (a recalibration cohort for val_report)."""
     out = paths.plots
     out.mkdir(exist_ok=True)
     labels, name = predictor.task.labels, "test" if target is not val_report else "val_report"
@@ -129,7 +130,7 @@ def write_plots(paths, predictor, cache, target, scores, decisions, val_report) 
     written.append(_curves("roc", target.y, scores, labels, out / "roc_curves.png"))
     written.append(_curves("pr", target.y, scores, labels, out / "pr_curves.png"))
     written.append(_confusion(target.y, decisions, labels, out / "confusion_matrices.png"))
-    written.append(_examples(cache, target.rows, target.y, scores, decisions, labels, out / "examples.png"))
+    written.append(_examples(target.cache, target.rows, target.y, scores, decisions, labels, out / "examples.png"))
     written.append(_reliability(val_report.y, val_report.logits, predictor.calibration, labels,
                                 "Reliability on val_report", out / "reliability_val_report.png"))
     if target is not val_report:

@@ -63,8 +63,9 @@ def _glance(result: dict, calib_mean: pd.DataFrame, paths: RunPaths) -> str:
     if len(ece):
         rows.append(("ECE raw → calibrated (mean over findings)",
                      f"{ece['ece_before'].iloc[0]:.3f} → {ece['ece_after'].iloc[0]:.3f}"))
-    if paths.pointing_game() is not None:
-        rows.append(("Grad-CAM pointing game, mean over findings", paths.pointing_game()))
+    pointing = paths.pointing_game()
+    if pointing is not None:
+        rows.append(("Grad-CAM pointing game, mean over findings", pointing))
     table = pd.DataFrame([{f"on {split}": name, "value": value} for name, value in rows])
     return "<h2>At a glance</h2>" + _table(table, 3)
 

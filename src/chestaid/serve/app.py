@@ -66,7 +66,7 @@ def build_app(run: str | Path, device: str = "cpu") -> gr.Blocks:
         order = np.argsort(-np.asarray(state["risk"]), kind="stable")
         return pd.DataFrame([{"finding": labels[i], "risk score": f"{float(state['risk'][i]):.3f}",
                               "threshold": f"{predictor.thresholds.values[labels[i]]:.3f}",
-                              "decision": "flag" if state["risk"][i] >= predictor.thresholds.values[labels[i]] else "–"}
+                              "decision": "flag" if state["decisions"][i] else "–"}
                              for i in order])
 
     def analyse(file, age, sex, view, alpha):
@@ -81,7 +81,7 @@ def build_app(run: str | Path, device: str = "cpu") -> gr.Blocks:
         if failed:
             return (*empty, f"⚠ Could not read {Path(failed[0][0]).name}: {failed[0][1]}.")
         s: Scored = scored[0]
-        state = {"image": s.image, "tabular": s.tabular, "risk": s.risk, "cams": {}}
+        state = {"image": s.image, "tabular": s.tabular, "risk": s.risk, "decisions": s.decisions, "cams": {}}
         top = labels[int(np.argmax(s.risk))]
         threshold = predictor.thresholds.values[top]
         score = float(s.risk[labels.index(top)])
