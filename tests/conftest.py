@@ -65,3 +65,25 @@ def pneumonia_run(tmp_path_factory):
     train(load_config(CONFIGS / "demo_pneumonia.yaml", ["data.image_size=64", "train.epochs=6"]), tmp / "cache",
           tmp / "run")
     return RunPaths(tmp / "run")
+
+
+def _without_gate(paths, tmp_path_factory, name: str):
+    """A copy of a run without its input gate: for tests of mechanics that any image must reach (ranking,
+    heat maps, the page), so that a phantom near the gate's threshold cannot make them flaky."""
+    import shutil
+
+    from chestaid.run_dir import RunPaths
+
+    target = tmp_path_factory.mktemp("ungated") / name
+    shutil.copytree(paths.root, target, ignore=shutil.ignore_patterns("gate.safetensors", "checkpoints"))
+    return RunPaths(target)
+
+
+@pytest.fixture(scope="session")
+def ungated_run(tiny_run, tmp_path_factory):
+    return _without_gate(tiny_run, tmp_path_factory, "tiny")
+
+
+@pytest.fixture(scope="session")
+def ungated_pneumonia_run(pneumonia_run, tmp_path_factory):
+    return _without_gate(pneumonia_run, tmp_path_factory, "run")

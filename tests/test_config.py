@@ -50,6 +50,7 @@ def test_bad_config_is_a_clear_error(overrides, message):
 
 def test_bundled_config_by_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # `chestaid demo --out demo` run from here: a folder is not a config file
     assert load_config("demo") == load_config(CONFIGS / "demo.yaml")
     assert load_config("nih_densenet_fpn.yaml").data.balance == "seed000"
     with pytest.raises(ChestaidError, match="no_such_config.*bundled configs: demo, demo_pneumonia"):

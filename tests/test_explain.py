@@ -42,6 +42,50 @@ def test_maps_through_frozen_blocks(tiny_run, nih_root):
     assert before.max() > 0 and np.allclose(before, after, atol=1e-5)
 
 
+def _hooks(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+
+
+def test_scoring_between_maps_accumulates_nothing(tiny_run):
+    """The page keeps one explainer for the server's life; /score must not feed its hooks (issue 14's leak)."""
+    import gc
+
+    import torch
+
+    predictor = Predictor.load(tiny_run.root, backend="torch")
+    explainer = CamExplainer(predictor)
+    size = predictor.image_size
+    image = np.random.default_rng(1).integers(0, 255, (1, size, size), dtype=np.uint8)
+    tabular = np.full((1, 3), 0.5, np.float32)
+    explainer.maps(image, tabular, [0])
+    assert _hooks(predictor.model) == 0
+
+    def tensors() -> int:
+        gc.collect()
+        return sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+
+    before = tensors()
+    for _ in range(300):
+        predictor.score_arrays(image, tabular)
+    assert _hooks(predictor.model) == 0 and tensors() - before < 10
+    assert not any(p.requires_grad or p.grad is not None for p in predictor.model.parameters())
+
+
+def test_concurrent_maps_keep_their_own_patient_vector(tiny_run):
+    from concurrent.futures import ThreadPoolExecutor
+
+    predictor = Predictor.load(tiny_run.root)
+    explainer = CamExplainer(predictor)
+    size = predictor.image_size
+    image = np.random.default_rng(2).integers(0, 255, (1, size, size), dtype=np.uint8)
+    vectors = [np.array([[age, sex, 0.0]], np.float32) for age, sex in ((0.1, 0.0), (0.9, 1.0), (0.5, 0.5))] * 3
+    alone = [explainer.maps(image, v, [3])[0] for v in vectors]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda v: explainer.maps(image, v, [3])[0], vectors))
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_uncrop_places_the_map_in_the_centre():
     out = uncrop(np.ones((7, 7)), 100, 0.9)
     assert out[:5].sum() == 0 and out[:, :5].sum() == 0 and out[50, 50] == pytest.approx(1.0)

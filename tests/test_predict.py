@@ -10,12 +10,13 @@ from typer.testing import CliRunner
 
 from chestaid.cli import app
 from chestaid.data.images import read_grey
-from chestaid.predictor import Predictor, patient_for
+from chestaid.patient import patient_for
+from chestaid.predictor import Predictor
 
 from test_images import _dicom
 
 
-def test_worklist_sorted_with_bad_files_listed(tiny_run, nih_root, tmp_path):
+def test_worklist_sorted_with_bad_files_listed(ungated_run, nih_root, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     good = sorted((nih_root / "images_001" / "images").glob("*.png"))[:6]
@@ -26,7 +27,7 @@ def test_worklist_sorted_with_bad_files_listed(tiny_run, nih_root, tmp_path):
     (folder / "notes.png").write_text("not an image")
     (folder / "readme.txt").write_text("ignored: not an image suffix")
     out = tmp_path / "worklist.csv"
-    result = CliRunner().invoke(app, ["predict", str(tiny_run.root), str(folder), "--out", str(out),
+    result = CliRunner().invoke(app, ["predict", str(ungated_run.root), str(folder), "--out", str(out),
                                       "--cam", str(tmp_path / "cams"), "--batch-size", "4"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
@@ -36,7 +37,7 @@ def test_worklist_sorted_with_bad_files_listed(tiny_run, nih_root, tmp_path):
     skipped = pd.read_csv(tmp_path / "worklist_skipped.csv").set_index("file")["reason"]
     assert {p.split("/")[-1] for p in skipped.index} == {"empty.png", "cut.png", "notes.png"}
     assert "3 file(s) skipped" in result.output
-    assert len(list((tmp_path / "cams").glob("*.png"))) == 6 and table["heat_map"].notna().all()
+    assert len(list((tmp_path / "cams" / "in").glob("*.png"))) == 6 and table["heat_map"].notna().all()
 
 
 def test_worklist_exit_1_when_nothing_readable(tiny_run, tmp_path):
@@ -59,21 +60,24 @@ def test_same_scores_from_files_as_from_the_cache(tiny_run, nih_root):
         np.testing.assert_allclose(scored[0].logits, logits[k], atol=1e-4)
 
 
-def test_dicom_tags_fill_the_patient_vector(tmp_path, nih_root):
+def test_dicom_tags_come_first_and_given_values_only_fill_gaps(tmp_path, nih_root):
     png = sorted((nih_root / "images_001" / "images").glob("*.png"))[0]
     pixels = read_grey(png).astype(np.uint16) * 16
-    _dicom(tmp_path / "x.dcm", pixels, "MONOCHROME2", PatientAge="067Y", PatientSex="F", ViewPosition="AP")
-    meta, assumed = patient_for(tmp_path / "x.dcm")
-    assert meta == {"age": 67.0, "sex": "F", "view": "AP"} and assumed == []
-    meta, assumed = patient_for(png, {"age": 30})
-    assert meta["age"] == 30 and assumed == ["sex", "view"]
+    _dicom(tmp_path / "x.dcm", pixels, "MONOCHROME2", PatientAge="067Y", PatientSex="F")
+    data = patient_for(tmp_path / "x.dcm", {"age": 30, "sex": "M", "view": "PA"})
+    assert data.values == {"age": 67.0, "sex": "F", "view": "PA"}
+    assert data.sources == {"age": "tag", "sex": "tag", "view": "given"} and data.assumed == []
+    data = patient_for(png, {"age": 30, "sex": "unknown", "view": "LATERAL"})
+    assert data.values == {"age": 30.0, "sex": None, "view": None} and data.assumed == ["sex", "view"]
+    assert data.ids == {}
 
 
-def test_worklist_ties_of_a_saturated_calibrator_are_ranked_by_the_model(pneumonia_run, kaggle_root, tmp_path):
+def test_worklist_ties_of_a_saturated_calibrator_are_ranked_by_the_model(ungated_pneumonia_run, kaggle_root,
+                                                                          tmp_path):
     import json
 
     run = tmp_path / "run"
-    shutil.copytree(pneumonia_run.root, run, ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(ungated_pneumonia_run.root, run, ignore=shutil.ignore_patterns("checkpoints"))
     info = json.loads((run / "calibration.json").read_text()) if (run / "calibration.json").exists() else {}
     info["findings"] = {"Pneumonia": {"method": "platt", "a": 50.0, "b": 500.0}}  # every score becomes 1.0
     (run / "calibration.json").write_text(json.dumps(info))

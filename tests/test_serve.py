@@ -15,16 +15,27 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("CHESTAID_SCREENSHOTS", Path(__file__).resolve().parents[1] / "tmp"))
 
 
+def _open_page(playwright, url: str):
+    """Debian's chromium, headless, with the flags this closed network needs; the page at `url`."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"])
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(url)
+    return browser, page
+
+
 @pytest.fixture()
 def server(request):
     run = request.getfixturevalue(request.param).root
     port = free_port()
-    with serving([sys.executable, "-m", "chestaid.cli", "serve", str(run), "--port", str(port)], port) as url:
+    command = [sys.executable, "-m", "chestaid.cli", "serve", str(run), "--port", str(port), "--max-upload-mb", "1"]
+    with serving(command, port) as url:
         yield url
 
 
-@pytest.mark.parametrize("server", ["tiny_run"], indirect=True)
-def test_http_api_answers_gradio_client(server, nih_root, tmp_path):
+@pytest.mark.parametrize("server", ["ungated_run"], indirect=True)
+def test_http_api_answers_gradio_client(server, ungated_run, nih_root, tmp_path):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
@@ -34,14 +45,26 @@ def test_http_api_answers_gradio_client(server, nih_root, tmp_path):
     first = result["findings"]["Effusion"]
     assert 0 <= first["risk_score"] <= 1 and first["decision"] in (0, 1)
     assert result["patient"] == {"age": 64, "sex": "F", "view": "PA"} and result["assumed"] == []
+    assert result["sources"] == {"age": "given", "sex": "given", "view": "given"}
+    assert result["run"] == "tiny" and result["backend"] == "torch"
+    import urllib.request
+
+    page = urllib.request.urlopen(server, timeout=10).read().decode()
+    assert "run `tiny`" in page and str(ungated_run.root.parent) not in page  # the run's name, never a server path
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     assert "not a recognised image" in client.predict(handle_file(str(bad)), None, "unknown", "unknown",
                                                       api_name="/score")["error"]
+    big = tmp_path / "big.png"  # over the server's --max-upload-mb 1: refused with a message, the server lives
+    big.write_bytes(image.read_bytes() + b"\0" * 1_200_000)
+    with pytest.raises(Exception, match="(?i)file size|too large|exceeds"):
+        client.predict(handle_file(str(big)), None, "unknown", "unknown", api_name="/score")
+    assert len(client.predict(handle_file(str(image)), None, "unknown", "unknown",
+                              api_name="/score")["findings"]) == 14
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-@pytest.mark.parametrize("server", ["pneumonia_run"], indirect=True)
+@pytest.mark.parametrize("server", ["ungated_pneumonia_run"], indirect=True)
 def test_browser_threshold_changes_decision_not_score(server, kaggle_root, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -50,11 +73,7 @@ def test_browser_threshold_changes_decision_not_score(server, kaggle_root, tmp_p
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        page.goto(server)
+        browser, page = _open_page(p, server)
         assert "does not diagnose" in page.inner_text("#disclaimer")
         page.set_input_files("#upload input[type=file]", str(bad))
         page.wait_for_timeout(1000)
@@ -84,3 +103,30 @@ def test_browser_threshold_changes_decision_not_score(server, kaggle_root, tmp_p
         page.screenshot(path=str(SCREENSHOTS / "serve.png"), full_page=True)
         browser.close()
     assert (SCREENSHOTS / "serve.png").stat().st_size > 20_000
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+@pytest.mark.parametrize("server", ["tiny_run"], indirect=True)
+def test_browser_photograph_is_refused_until_scored_anyway(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+    from PIL import Image
+    from skimage import data
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser, page = _open_page(p, server)
+        page.set_input_files("#upload input[type=file]", str(photo))
+        page.wait_for_timeout(1000)
+        page.click("#analyse")
+        page.wait_for_function("() => document.querySelector('#decision').innerText.includes('Not scored')",
+                               timeout=60_000)
+        assert "unlike the training images" in page.inner_text("#decision")
+        assert page.input_value("#score textarea, #score input") == ""
+        page.click("#score-anyway")
+        page.wait_for_function("() => document.querySelector('#decision').innerText.includes('outside the input')",
+                               timeout=60_000)
+        assert float(page.input_value("#score textarea, #score input")) >= 0
+        page.screenshot(path=str(SCREENSHOTS / "serve_refused.png"), full_page=True)
+        browser.close()

@@ -215,38 +215,70 @@ def thresholds(run: Path, policy: Annotated[str, typer.Option(help="youden | f1-
                   ", ".join(f"{k} {v:.3f}" for k, v in fitted.values.items()))
 
 
+BACKEND_HELP = "auto (ONNX Runtime when RUN/model.onnx is current, else torch), onnx or torch"
+
+
 @app.command()
 def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image files and/or folders")],
             out: Annotated[Path, typer.Option("--out", help="the worklist CSV to write")] = Path("worklist.csv"),
-            cam: Annotated[Optional[Path], typer.Option("--cam", help="folder for one heat-map overlay per image")] = None,
+            cam: Annotated[Optional[Path], typer.Option("--cam", help="folder for heat-map overlays (mirrors the "
+                                                                      "input tree)")] = None,
             cam_finding: Annotated[Optional[str], typer.Option(help="heat maps for this finding (default: each "
                                                                      "image's top finding)")] = None,
+            cam_rows: Annotated[str, typer.Option(help="heat maps for: all, flagged, or N (the N highest-risk "
+                                                       "rows)")] = "all",
             device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+            backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
             batch_size: Annotated[int, typer.Option(min=1)] = 16,
             age: Annotated[Optional[float], typer.Option(min=0, max=120)] = None,
             sex: Annotated[Optional[str], typer.Option(help="M or F")] = None,
             view: Annotated[Optional[str], typer.Option(help="PA or AP")] = None) -> None:
     """Score PNG/JPEG/DICOM files into a worklist sorted by calibrated risk (highest first).
 
-    Unreadable files are listed with the reason and skipped. Exit 0 when at least one image was scored, 1 when
-    none could be read. Age/sex/view come from these options, else DICOM tags, else neutral defaults (the
-    worklist's `assumed` column says which)."""
-    from chestaid.worklist import predict_worklist
+    Images the input gate refuses (not a frontal chest X-ray like the training images) are listed apart with
+    the reason, unranked; unreadable files are listed with the reason and skipped. Exit 0 when at least one
+    image could be read, 1 when none could. Age/sex/view come from a file's DICOM tags; --age/--sex/--view
+    only fill what a file lacks (they never override a tag); else neutral defaults. The worklist's *_source
+    columns say which."""
+    from chestaid.worklist import parse_cam_rows, predict_worklist
 
     if sex is not None and sex.upper() not in ("M", "F"):
         fail(f"--sex must be M or F, got {sex!r}")
     if view is not None and view.upper() not in ("PA", "AP"):
         fail(f"--view must be PA or AP, got {view!r}")
+    try:
+        rows = parse_cam_rows(cam_rows)
+    except ChestaidError as e:
+        fail(str(e))
     patient = {"age": age, "sex": sex.upper() if sex else None, "view": view.upper() if view else None}
-    result = predict_worklist(run, inputs, out, cam, cam_finding, device, batch_size, patient)
+    result = predict_worklist(run, inputs, out, cam, cam_finding, device, batch_size, patient, cam_rows=rows,
+                              backend=backend)
     console.print(f"worklist {result.out}: {result.scored} image(s) sorted by risk" +
-                  (f", heat maps in {cam}" if cam else ""))
+                  (f", {result.heat_maps} heat map(s) in {cam}" if cam else ""))
+    if not result.gate:
+        err.print("[yellow]warning:[/] this run has no input gate (chestaid calibrate RUN fits one): every "
+                  "readable image was scored, chest X-ray or not")
+    if result.refused:
+        err.print(f"[yellow]refused:[/] {len(result.refused)} image(s) outside what the model was made for, not "
+                  f"ranked (listed in {result.refused_csv}):")
+        for path, reason in result.refused[:20]:
+            err.print(f"  {path}: {reason}", highlight=False)
     if result.skipped:
         err.print(f"[yellow]warning:[/] {len(result.skipped)} file(s) skipped (listed in {result.skipped_csv}):")
         for path, reason in result.skipped[:20]:
             err.print(f"  {path}: {reason}", highlight=False)
-    if result.scored == 0:
+    if result.scored == 0 and not result.refused:
         fail("no image could be read", code=1)
+
+
+@app.command()
+def export(run: Path) -> None:
+    """Write RUN/model.onnx for fast CPU scoring (ONNX Runtime), checked against torch before it is kept."""
+    from chestaid.onnx_backend import PARITY_LIMIT, export_onnx
+
+    result = export_onnx(run)
+    console.print(f"wrote {result['path']}: {result['image_size']} px input, dynamic batch; max |logit difference| "
+                  f"vs torch {result['max_abs_logit_difference']:.1e} (limit {PARITY_LIMIT:.0e})", highlight=False)
 
 
 @app.command()
@@ -275,12 +307,14 @@ def explain(run: Path, data: Annotated[Path, typer.Option("--data", help="an NIH
 @app.command()
 def serve(run: Path, host: Annotated[str, typer.Option(help="0.0.0.0 exposes the page to the network")] = "127.0.0.1",
           port: Annotated[int, typer.Option(min=1, max=65535)] = 7860,
-          device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu") -> None:
+          device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+          backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
+          max_upload_mb: Annotated[int, typer.Option(min=1, help="largest upload accepted")] = 64) -> None:
     """The triage web page (and its HTTP API, e.g. gradio_client's /score)."""
     from chestaid.serve.app import serve as run_serve
 
     console.print(f"serving {run} on http://{host}:{port} (Ctrl+C to stop)")
-    run_serve(run, host, port, device)
+    run_serve(run, host, port, device, backend, max_upload_mb)
 
 
 @app.command()
@@ -307,6 +341,9 @@ def demo(task: Annotated[str, typer.Option(help="nih, pneumonia or both")] = "bo
     for row in summary(out, tasks):
         located = f", Grad-CAM pointing game {row['pointing_game']:.2f}" if row["pointing_game"] is not None else ""
         auroc = "test mean AUROC over findings" if row["task"] == "nih" else "test ROC-AUC"
+        gate = row["gate"]
+        located += (f"; input gate refuses {gate['refused']} of {gate['images']} test images" if gate.get("fitted")
+                    else "")
         console.print(f"  {row['task']}: {auroc} {row['test_auroc']:.3f}{located}\n"
                       f"    run    {row['run']}\n    report {row['report']}", highlight=False)
     first = Path(out) / tasks[0] / "run"

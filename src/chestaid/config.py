@@ -109,7 +109,7 @@ def resolve_config(path: str | Path) -> Path:
     """A YAML file, or the name of a bundled config (`demo`, `nih_densenet_fpn`, ...)."""
     given = Path(path)
     bundled = BUNDLED / f"{given.stem}.yaml"
-    if not given.exists() and given.parent == Path(".") and bundled.is_file():
+    if not given.is_file() and given.parent == Path(".") and bundled.is_file():  # a folder named `demo` is not it
         return bundled
     return given
 

@@ -107,7 +107,7 @@ def task_steps(task: str, base: Path, settings: dict) -> list[DemoStep]:
                  lambda: prepare(data, cache, size=size)),
         DemoStep(f"{task}/train", f"train the {TITLES[task]} (config {CONFIGS[task]}{epochs})",
                  lambda: _train(task, cache, run, settings["epochs"], seed)),
-        DemoStep(f"{task}/calibrate", "fit calibrators and decision thresholds on validation (never test)",
+        DemoStep(f"{task}/calibrate", "fit calibrators, decision thresholds and the input gate (never on test)",
                  lambda: calibrate_run(run)),
     ]
     if task == "nih":
@@ -145,8 +145,9 @@ def summary(out: str | Path, tasks: list[str]) -> list[dict]:
     rows = []
     for task in tasks:
         paths = RunPaths(Path(out) / task / "run")
-        metrics = json.loads((paths.metrics / "test_metrics.json").read_text())["summary"]
+        result = json.loads((paths.metrics / "test_metrics.json").read_text())
+        metrics = result["summary"]
         rows.append({"task": task, "run": str(paths.root), "report": str(paths.report),
                      "test_auroc": metrics.get("roc_auc_macro", metrics.get("roc_auc")),
-                     "pointing_game": paths.pointing_game()})
+                     "pointing_game": paths.pointing_game(), "gate": result.get("input_gate", {})})
     return rows

@@ -1,13 +1,15 @@
 """The one inference path: load a run directory, turn uint8 images into logits with the evaluation transform.
 
-Evaluation, `predict`, the web page and the API all score images through `Predictor`.
+Evaluation, `predict`, the web page and the API all score images through `Predictor`. Logits come from
+ONNX Runtime when the run has an up-to-date model.onnx (`chestaid export`; the fastest on a CPU) and from
+torch otherwise; Grad-CAM always uses the torch model.
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +22,15 @@ from chestaid.config import RunConfig
 from chestaid.data.augment import eval_transform
 from chestaid.data.cache import Cache
 from chestaid.data.dataset import CacheDataset
-from chestaid.data.images import dicom_patient_info, is_dicom, read_grey, resize_square
+from chestaid.data.images import read_grey, resize_square
 from chestaid.data.sources import patient_vectors
-from chestaid.errors import ImageDecodeError
+from chestaid.errors import ChestaidError, ImageDecodeError
 from chestaid.evaluate.calibration import Calibration
 from chestaid.evaluate.thresholds import Thresholds
 from chestaid.models.chestnet import ChestNet
+from chestaid.gate import GATE_NAME, DistanceGate, tag_refusal
+from chestaid.onnx_backend import OnnxNetwork, open_onnx
+from chestaid.patient import PatientData, patient_from_header, read_header
 from chestaid.run_dir import RunPaths, load_model
 from chestaid.tasks import Task, get_task
 
@@ -33,45 +38,54 @@ from chestaid.tasks import Task, get_task
 @dataclass
 class Scored:
     """One image's result: per finding the raw score (sigmoid of the logit), the calibrated risk score and the
-    decision at the threshold; the patient data used and which of it was assumed."""
+    decision at the threshold; the patient data used, where each value came from, and DICOM identifiers; the
+    input gate's verdict (`refusal` is "" when the image passed, else the one-line reason; `distance` is None
+    when the run has no fitted gate). A refused image's scores exist but must not be shown as a result."""
 
     path: str
     logits: np.ndarray
     risk: np.ndarray
     decisions: np.ndarray
-    patient: dict = field(default_factory=dict)
-    assumed: list[str] = field(default_factory=list)
-    tabular: np.ndarray | None = None  # the patient vector the model was given
+    data: PatientData
+    tabular: np.ndarray  # the patient vector the model was given
     image: np.ndarray | None = None  # the preprocessed uint8 image (cache size), for heat maps
+    refusal: str = ""
+    distance: float | None = None
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.refusal)
 
     @property
     def raw(self) -> np.ndarray:
         return expit(self.logits)
 
+    @property
+    def patient(self) -> dict:
+        return self.data.values
 
-def patient_for(path: str | Path, given: dict | None = None) -> tuple[dict, list[str]]:
-    """Age/sex/view for an image: given values first, then DICOM tags, else neutral (documented) defaults."""
-    found = {"age": None, "sex": None, "view": None}
-    if is_dicom(path):
-        found.update(dicom_patient_info(path))
-    for key, value in (given or {}).items():
-        if value not in (None, "", "unknown"):
-            found[key] = value
-    assumed = [key for key, value in found.items() if value is None]
-    return found, assumed
+    @property
+    def assumed(self) -> list[str]:
+        return self.data.assumed
 
 
 class Predictor:
     """A trained model ready to score images: `Predictor.load(RUN)`.
 
     Raw logits → calibrated risk scores (RUN/calibration.json; plain sigmoid when absent) → decisions at
-    RUN/thresholds.json (0.5 when absent). `calibrated` and `thresholded` say which the run had."""
+    RUN/thresholds.json (0.5 when absent). `calibrated` and `thresholded` say which the run had; `backend` says
+    what computes the logits ("onnx" or "torch") and `backend_note` why torch was used when ONNX was asked;
+    `gate` is the run's fitted input gate (RUN/gate.safetensors; None: no gate, which is said wherever it scores).
+    The Predictor owns its model: it is put in eval mode and its weights take no gradients."""
 
     def __init__(self, cfg: RunConfig, model: ChestNet, device: str = "cpu", calibration: Calibration | None = None,
-                 thresholds: Thresholds | None = None) -> None:
+                 thresholds: Thresholds | None = None, onnx: OnnxNetwork | None = None) -> None:
         self.cfg, self.device = cfg, torch.device(device)
         self.task: Task = get_task(cfg.task)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.onnx = onnx
+        self.backend_note = ""
+        self.gate: DistanceGate | None = None
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.calibrated, self.thresholded = calibration is not None, thresholds is not None
@@ -79,17 +93,35 @@ class Predictor:
         self.thresholds = thresholds or Thresholds({n: 0.5 for n in self.task.labels}, "default", {})
 
     @classmethod
-    def load(cls, run: str | Path, device: str = "cpu", raw: bool = False) -> "Predictor":
-        """Load a run; raw=True ignores its calibration and thresholds (used while fitting them)."""
+    def load(cls, run: str | Path, device: str = "cpu", raw: bool = False, backend: str = "auto") -> "Predictor":
+        """Load a run; raw=True ignores its calibration and thresholds (used while fitting them).
+
+        backend: "auto" (ONNX Runtime when RUN/model.onnx is present and current and the device is the CPU,
+        else torch), "onnx" (an error when it cannot be used) or "torch"."""
+        if backend not in ("auto", "onnx", "torch"):
+            raise ChestaidError(f"backend must be auto, onnx or torch, got {backend!r}")
         cfg, model = load_model(run)
-        predictor = cls(cfg, model, device)
+        onnx, note = None, ""
+        if backend != "torch":
+            onnx, note = open_onnx(run) if device == "cpu" else (None, "ONNX Runtime is used on the CPU only")
+            if onnx is None and backend == "onnx":
+                raise ChestaidError(f"{run}: cannot score with ONNX Runtime: {note}")
+        predictor = cls(cfg, model, device, onnx=onnx)
+        predictor.backend_note = note
         if not raw:
             predictor.load_fitted(run)
         return predictor
 
+    @property
+    def backend(self) -> str:
+        return "onnx" if self.onnx is not None else "torch"
+
     def load_fitted(self, run: str | Path) -> None:
-        """(Re)read the run's calibration.json and thresholds.json; what is absent stays sigmoid / 0.5."""
+        """(Re)read the run's calibration.json, thresholds.json and input gate; what is absent stays sigmoid / 0.5
+        / no gate."""
         paths = RunPaths(run)
+        if (paths.root / GATE_NAME).is_file():
+            self.gate = DistanceGate.load(paths.root / GATE_NAME)
         if paths.calibration.is_file():
             self.calibration, self.calibrated = Calibration.load(paths.calibration, self.task.labels), True
         if paths.thresholds.is_file():
@@ -103,13 +135,26 @@ class Predictor:
         return self.thresholds.decide(scores, self.task.labels)
 
     @torch.inference_mode()
-    def logits(self, images: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
-        """uint8 images [B,1,H,W] + patient vectors [B,3] → logits [B, labels] (on the CPU)."""
+    def forward(self, images: torch.Tensor, tabular: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images [B,1,H,W] + patient vectors [B,3] → (logits [B, labels], the pooled DenseNet features the
+        input gate measures), on the CPU."""
         x = eval_transform(images.to(self.device), self.cfg.data.image_size, self.cfg.data.augment.crop)
+        if self.onnx is not None:
+            logits, features = self.onnx(x.numpy(), tabular.numpy() if self.cfg.model.tabular else None)
+            return torch.from_numpy(logits), torch.from_numpy(features)
         if self.cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         tab = tabular.to(self.device) if self.cfg.model.tabular else None
-        return self.model(x, tab).float().cpu()
+        head, features = self.model.embed(x)
+        return self.model.classify(head, tab).float().cpu(), features.float().cpu()
+
+    def logits(self, images: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
+        """uint8 images [B,1,H,W] + patient vectors [B,3] → logits [B, labels] (on the CPU)."""
+        return self.forward(images, tabular)[0]
+
+    def distances(self, features: np.ndarray) -> np.ndarray | None:
+        """The input gate's distance per image, or None when the run has no gate."""
+        return None if self.gate is None else self.gate.distance(features)
 
     @property
     def image_size(self) -> int:
@@ -127,39 +172,65 @@ class Predictor:
         risk = self.risk_scores(logits)
         return logits, risk, self.decisions(risk)
 
+    def read(self, path: str | Path) -> tuple[np.ndarray | None, str]:
+        """(the image as the model sees it, "") or (None, one-line reason). Never raises: whatever a decoder
+        throws, of any type, becomes the reason, so one bad file cannot stop a batch."""
+        try:
+            return self.load_image(path), ""
+        except ImageDecodeError as e:
+            return None, e.reason
+        except Exception as e:  # noqa: BLE001 - the per-file safety net
+            return None, f"cannot be decoded ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
+
     def score_files(self, paths: list[str | Path], batch_size: int = 16, patient: dict | None = None,
                     keep_images: bool = False, progress=None) -> tuple[list[Scored], list[tuple[str, str]]]:
-        """Score files in batches. Returns the scored images and (file, reason) for each unreadable one."""
+        """Score files in batches. Returns the scored images and (file, reason) for each unreadable one.
+
+        `patient` values (age/sex/view) fill only what a file's DICOM tags lack (chestaid.patient). Each scored
+        image carries the input gate's verdict: its DICOM tags (chestaid.gate), then its distance from the
+        training images when the run has a fitted gate."""
         scored, failed = [], []
         workers = min(8, os.cpu_count() or 1)
-
-        def load(path):
-            try:
-                return self.load_image(path), ""
-            except ImageDecodeError as e:
-                return None, e.reason
-
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for start in range(0, len(paths), batch_size):
                 batch = [str(p) for p in paths[start:start + batch_size]]
-                loaded = list(pool.map(load, batch))
+                loaded = list(pool.map(self.read, batch))
                 good = [(p, img) for p, (img, _) in zip(batch, loaded) if img is not None]
                 failed += [(p, reason) for p, (img, reason) in zip(batch, loaded) if img is None]
                 if good:
-                    metas = [patient_for(p, patient) for p, _ in good]
-                    tabular = patient_vectors([m for m, _ in metas])
-                    logits, risk, decisions = self.score_arrays(np.stack([img for _, img in good]), tabular)
+                    headers = list(pool.map(read_header, [p for p, _ in good]))
+                    data = [patient_from_header(h, patient) for h in headers]
+                    tabular = patient_vectors([d.values for d in data])
+                    images = torch.from_numpy(np.stack([img for _, img in good])).unsqueeze(1)
+                    logits, features = (t.numpy() for t in self.forward(images, torch.from_numpy(tabular)))
+                    risk = self.risk_scores(logits)
+                    decisions, distances = self.decisions(risk), self.distances(features)
                     for k, (p, img) in enumerate(good):
-                        scored.append(Scored(p, logits[k], risk[k], decisions[k],
-                                             metas[k][0], metas[k][1], tabular[k], img if keep_images else None))
+                        distance = None if distances is None else float(distances[k])
+                        refusal = (tag_refusal(headers[k]) if headers[k] is not None else "") or (
+                            self.gate.refusal(distance) if self.gate is not None else "")
+                        scored.append(Scored(p, logits[k], risk[k], decisions[k], data[k], tabular[k],
+                                             img if keep_images else None, refusal, distance))
                 if progress is not None:
                     progress(len(batch))
         return scored, failed
 
     def predict_cache(self, cache: Cache, split: str | None, batch_size: int = 64) -> tuple[np.ndarray, pd.DataFrame]:
         """Logits [N, labels] for one split of a cache, with the rows they belong to (targets included)."""
-        dataset = CacheDataset(cache, split)
+        logits, _, rows = self.cache_outputs(cache, split, batch_size)
+        return logits, rows
+
+    def cache_outputs(self, cache: Cache, split: str | None, batch_size: int = 64,
+                      limit: int | None = None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """(logits, pooled image features, rows) for one split of a cache; `limit` takes an evenly spaced
+        subset of at most that many rows."""
+        rows = cache.table if split is None else cache.table[cache.table["split"] == split]
+        if limit is not None and len(rows) > limit:
+            rows = rows.iloc[np.linspace(0, len(rows) - 1, limit).round().astype(int)]
+        dataset = CacheDataset(cache, rows=rows)
+        rows = dataset.rows
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-        out = [self.logits(images, tabular).numpy() for images, tabular, _ in loader]
-        logits = np.concatenate(out) if out else np.zeros((0, self.task.num_outputs), np.float32)
-        return logits, dataset.rows
+        out = [tuple(t.numpy() for t in self.forward(images, tabular)) for images, tabular, _ in loader]
+        if not out:
+            return np.zeros((0, self.task.num_outputs), np.float32), np.zeros((0, 0), np.float32), rows
+        return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out]), rows

@@ -190,4 +190,20 @@ def train(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool
     if resume and ckpt is None:
         raise ChestaidError(f"{paths.root}: no checkpoints/last.ckpt to resume from")
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    if trainer.is_global_zero:
+        _fit_input_gate(paths, cache, cfg)
     return paths
+
+
+def _fit_input_gate(paths: RunPaths, cache: Cache, cfg: RunConfig) -> None:
+    """The out-of-distribution statistics of the finished model (RUN/gate.safetensors, chestaid.gate)."""
+    from chestaid.evaluate.gate_fit import fit_gate
+    from chestaid.gate import GATE_NAME
+    from chestaid.predictor import Predictor
+
+    device = "cuda" if torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    try:
+        fit_gate(paths, Predictor.load(paths.root, device, raw=True, backend="torch"), cache)
+    except ChestaidError as e:  # a run too small for the gate is still a run; it says "no input gate" when used
+        (paths.root / GATE_NAME).unlink(missing_ok=True)  # a gate of earlier weights must not stay
+        warnings.warn(f"{paths.root}: no input gate fitted ({e})", stacklevel=2)

@@ -1,7 +1,17 @@
 """`chestaid predict`: score files and folders into a worklist sorted by risk, with optional heat maps (C3).
 
-The worklist has one row per readable image, highest risk first; unreadable files go to a second CSV with
-the reason, and the job finishes the rest. Risk of an image = its highest calibrated risk score over findings.
+The worklist has one row per readable image that passed the input gate (chestaid.gate), highest risk first;
+images the gate refused (DICOM tags, or unlike the training images) get no rank: they go to
+WORKLIST_refused.csv with the reason; unreadable files go to WORKLIST_skipped.csv with the reason, and the job
+finishes the rest. Risk of an image = its highest calibrated risk score over findings.
+Folders are searched recursively for PNG/JPEG/DICOM files, DICOM also by content (PACS exports have files
+without a suffix); DICOMDIR index files are skipped. Each row says where age, sex and view came from
+(tag / given / assumed) and, for DICOM, the identifiers a PACS user looks a study up by.
+
+Heat maps mirror the input tree under the heat-map folder (FOLDER/sub/IM-0001.png →
+CAM/FOLDER/sub/IM-0001_Effusion.png), so same-named files of different studies never share a map; a name
+that would still collide within one job gets a numbered suffix. They are made after ranking, only for the
+rows asked for (all, flagged, or the top N).
 """
 
 from __future__ import annotations
@@ -14,11 +24,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from chestaid.data.images import IMAGE_SUFFIXES
+from chestaid.data.images import IMAGE_SUFFIXES, looks_like_image
 from chestaid.errors import ChestaidError
 from chestaid.fileio import atomic_write, write_text
+from chestaid.patient import FIELDS, IDENTIFIERS
 from chestaid.predictor import Predictor, Scored
 from chestaid.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: Path
+    name: Path  # relative: the input folder's own name + the path inside it, or the file's name
 
 
 @dataclass
@@ -27,18 +44,43 @@ class Worklist:
     scored: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     skipped_csv: Path | None = None
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    refused_csv: Path | None = None
+    heat_maps: int = 0
+    gate: bool = True  # False: the run has no input gate (said by the CLI)
 
 
-def collect_inputs(items: list[str | Path]) -> list[Path]:
-    """Files as given (whatever their suffix); folders searched recursively for PNG/JPEG/DICOM files."""
-    found: list[Path] = []
+def collect_inputs(items: list[str | Path]) -> list[InputFile]:
+    """Files as given (whatever they are); folders searched recursively (`images.looks_like_image`)."""
+    found: list[InputFile] = []
+    seen: set[Path] = set()
     for item in map(Path, items):
         if item.is_dir():
-            for folder, _, files in sorted(os.walk(item)):
-                found += [Path(folder) / f for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+            base = Path(item.resolve().name or "input")
+            for folder, dirs, files in os.walk(item):
+                dirs.sort()
+                for name in sorted(files):
+                    path = Path(folder) / name
+                    if looks_like_image(path):
+                        found.append(InputFile(path, base / path.relative_to(item)))
         else:
-            found.append(item)
-    return found
+            found.append(InputFile(item, Path(item.name)))
+    unique = []
+    for entry in found:  # a file reached twice (a folder and a file inside it) is scored once
+        key = entry.path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(entry)
+    return unique
+
+
+def parse_cam_rows(text: str) -> str | int:
+    """'all', 'flagged' or a number N (the N highest-risk rows)."""
+    if text in ("all", "flagged"):
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise ChestaidError(f"--cam-rows must be all, flagged or a positive number, got {text!r}")
 
 
 def _row(predictor: Predictor, s: Scored) -> dict:
@@ -50,63 +92,122 @@ def _row(predictor: Predictor, s: Scored) -> dict:
     for i, name in enumerate(labels):
         row[f"{name}_risk"] = round(float(s.risk[i]), 6)
         row[f"{name}_decision"] = int(s.decisions[i])
-    row.update({"age": s.patient.get("age"), "sex": s.patient.get("sex"), "view": s.patient.get("view"),
-                "assumed": "|".join(s.assumed)})
+    for key in FIELDS:
+        row[key] = s.data.values[key]
+    for key in FIELDS:
+        row[f"{key}_source"] = s.data.sources[key]
+    for key in IDENTIFIERS:
+        row[key] = s.data.ids.get(key, "")
+    row["gate_distance"] = None if s.distance is None else round(s.distance, 3)
     return row
+
+
+def _columns(labels: list[str]) -> list[str]:
+    findings = [f"{name}_{kind}" for name in labels for kind in ("risk", "decision")]
+    return ["file", "risk", "top_finding", "flagged", "_tie_break", *findings, *FIELDS,
+            *(f"{key}_source" for key in FIELDS), *IDENTIFIERS, "gate_distance"]
+
+
+def _refused_row(s: Scored) -> dict:
+    return {"file": s.path, "reason": s.refusal,
+            "gate_distance": None if s.distance is None else round(s.distance, 3),
+            **{key: s.data.ids.get(key, "") for key in IDENTIFIERS}}
 
 
 def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path, cam_dir: str | Path | None = None,
                      cam_finding: str | None = None, device: str = "cpu", batch_size: int = 16,
-                     patient: dict | None = None, alpha: float = 0.4) -> Worklist:
-    predictor = Predictor.load(run, device)
+                     patient: dict | None = None, alpha: float = 0.4, cam_rows: str | int = "all",
+                     backend: str = "auto") -> Worklist:
+    predictor = Predictor.load(run, device, backend=backend)
     labels = list(predictor.task.labels)
     if cam_finding is not None and cam_finding not in labels:
         raise ChestaidError(f"--cam-finding {cam_finding!r} is not a finding of this model; choose from {labels}")
     files = collect_inputs(inputs)
     if not files:
-        raise ChestaidError("no input files (folders are searched for .png, .jpg, .jpeg, .dcm, .dicom)")
-    explainer = None
-    if cam_dir is not None:
-        from chestaid.explain.gradcam import CamExplainer
-
-        explainer = CamExplainer(predictor)
-        Path(cam_dir).mkdir(parents=True, exist_ok=True)
-    rows, skipped = [], []
-    chunk = batch_size * 8  # decoded images are kept only for one chunk (heat maps), whatever the job's size
+        raise ChestaidError(f"no input files (folders are searched for {', '.join(sorted(IMAGE_SUFFIXES))} and "
+                            "for DICOM files by content)")
+    names = {str(f.path): f.name for f in files}
+    rows, refused, tabular, skipped = [], [], {}, []
+    chunk = batch_size * 8
     with progress_bar() as bar:
         task = bar.add_task("scoring", total=len(files))
         for start in range(0, len(files), chunk):
-            scored, failed = predictor.score_files(files[start:start + chunk], batch_size, patient,
-                                                   keep_images=explainer is not None,
+            scored, failed = predictor.score_files([f.path for f in files[start:start + chunk]], batch_size, patient,
                                                    progress=lambda n: bar.advance(task, n))
             skipped += failed
-            rows += [_row(predictor, s) for s in scored]
-            if explainer is not None and scored:
-                _write_cams(explainer, predictor, scored, labels, cam_finding, Path(cam_dir), batch_size, alpha, rows)
+            rows += [_row(predictor, s) for s in scored if not s.refused]
+            refused += [_refused_row(s) for s in scored if s.refused]
+            tabular.update({s.path: s.tabular for s in scored})
+    table = pd.DataFrame(rows, columns=_columns(labels))  # the header even when nothing was ranked
+    heat_maps = 0
+    table = table.sort_values(["risk", "_tie_break"], ascending=False, kind="stable").reset_index(drop=True)
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    if cam_dir is not None and len(table):
+        heat_maps = _write_cams(predictor, table, names, tabular, Path(cam_dir), cam_finding, cam_rows, batch_size,
+                                alpha)
     out = Path(out)
-    table = pd.DataFrame(rows)
-    if len(table):
-        table = table.sort_values(["risk", "_tie_break"], ascending=False, kind="stable").reset_index(drop=True)
-        table.insert(0, "rank", np.arange(1, len(table) + 1))
     write_text(out, table.drop(columns="_tie_break", errors="ignore").to_csv(index=False))
-    result = Worklist(out, len(rows), skipped)
+    result = Worklist(out, len(rows), skipped, refused=[(r["file"], r["reason"]) for r in refused],
+                      heat_maps=heat_maps, gate=predictor.gate is not None)
     if skipped:
         result.skipped_csv = out.with_name(out.stem + "_skipped.csv")
         write_text(result.skipped_csv, pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(index=False))
+    if refused:
+        result.refused_csv = out.with_name(out.stem + "_refused.csv")
+        write_text(result.refused_csv, pd.DataFrame(refused).to_csv(index=False))
     return result
 
 
-def _write_cams(explainer, predictor: Predictor, scored: list[Scored], labels: list[str], cam_finding: str | None,
-                cam_dir: Path, batch_size: int, alpha: float, rows: list[dict]) -> None:
-    from chestaid.explain.gradcam import overlay
+def _chosen(table: pd.DataFrame, cam_rows: str | int) -> list[int]:
+    if cam_rows == "all":
+        return list(table.index)
+    if cam_rows == "flagged":
+        return list(table.index[table["flagged"].fillna("") != ""])
+    return list(table.index[:int(cam_rows)])
 
-    by_file = {row["file"]: row for row in rows[-len(scored):]}
-    for start in range(0, len(scored), batch_size):
-        part = scored[start:start + batch_size]
-        findings = [labels.index(cam_finding) if cam_finding else int(np.argmax(s.risk)) for s in part]
-        maps = explainer.maps(np.stack([s.image for s in part]), np.stack([s.tabular for s in part]), findings)
-        for s, f, cam in zip(part, findings, maps):
-            path = cam_dir / f"{Path(s.path).stem}_{labels[f]}.png"
-            picture = Image.fromarray(overlay(s.image, cam, alpha))
-            atomic_write(path, lambda fh, pic=picture: pic.save(fh, format="PNG"))
-            by_file[s.path]["heat_map"] = str(path)
+
+def heat_map_name(name: Path, finding: str) -> Path:
+    """IM-0001.png → IM-0001_Effusion.png; a suffix-less DICOM name (often a UID) is kept whole."""
+    stem = name.stem if name.suffix.lower() in IMAGE_SUFFIXES else name.name
+    return name.parent / f"{stem}_{finding}.png"
+
+
+def _write_cams(predictor: Predictor, table: pd.DataFrame, names: dict[str, Path], tabular: dict[str, np.ndarray],
+                cam_dir: Path, cam_finding: str | None, cam_rows: str | int, batch_size: int, alpha: float) -> int:
+    """Heat maps for the chosen rows, each decoded again from its own file; returns how many were written."""
+    from chestaid.explain.gradcam import CamExplainer, overlay
+
+    explainer = CamExplainer(predictor)
+    labels = list(predictor.task.labels)
+    table["heat_map"] = ""
+    claimed: set[Path] = set()
+    written = 0
+    chosen = _chosen(table, cam_rows)
+    for start in range(0, len(chosen), batch_size):
+        part = []
+        for index in chosen[start:start + batch_size]:
+            path = table.at[index, "file"]
+            image, _ = predictor.read(path)
+            if image is not None:  # a file that changed since it was scored gets no map rather than a wrong one
+                part.append((index, path, image))
+        if not part:
+            continue
+        findings = [cam_finding or table.at[i, "top_finding"] for i, _, _ in part]
+        maps = explainer.maps(np.stack([img for _, _, img in part]), np.stack([tabular[p] for _, p, _ in part]),
+                              [labels.index(f) for f in findings])
+        for (index, path, image), finding, cam in zip(part, findings, maps):
+            target = _unclaimed(cam_dir / heat_map_name(names[path], finding), claimed)
+            picture = Image.fromarray(overlay(image, cam, alpha))
+            atomic_write(target, lambda fh, pic=picture: pic.save(fh, format="PNG"))
+            table.at[index, "heat_map"] = str(target)
+            written += 1
+    return written
+
+
+def _unclaimed(path: Path, claimed: set[Path]) -> Path:
+    candidate, n = path, 1
+    while candidate in claimed:
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    claimed.add(candidate)
+    return candidate

@@ -1,6 +1,19 @@
 """The one safe image decoder: PNG (8/16-bit; grey, RGB, RGBA), JPEG and DICOM to 2-D uint8 grey.
 
 Every failure raises `ImageDecodeError(path, reason)`; batch callers catch it, report it and go on.
+
+The intensity path, the same for every file a model sees (cache, `predict`, the page, the API):
+- DICOM, grey (MONOCHROME1/2): stored values → Modality LUT (RescaleSlope/Intercept or a Modality LUT
+  Sequence) → VOI LUT Sequence, else the first WindowCenter/WindowWidth, else nothing → min–max to 0–255 →
+  MONOCHROME1 inverted (so bone is always bright, as in the NIH PNGs).
+- DICOM, colour (RGB; YBR_* is converted to RGB by pydicom; PALETTE COLOR through its palette): luminance
+  0.299 R + 0.587 G + 0.114 B over the stored range (BitsStored; a palette's 16-bit entries), as Pillow does
+  for an 8-bit RGB PNG. Chest radiographs are grey; colour files (secondary captures, screenshots) are read,
+  and the input gate decides whether to score them.
+- DICOM, several frames: refused (a radiograph is one frame; a cine loop or a volume is not a chest X-ray).
+- PNG/JPEG, 8-bit: as stored; RGB(A) to luminance, alpha dropped. 16-bit PNG: min–max to 0–255, as a window
+  over the full stored range.
+Compressed DICOM is decoded by pydicom's pixel-data plugins: see README "DICOM support" for the syntaxes.
 """
 
 from __future__ import annotations
@@ -18,8 +31,7 @@ MIN_SIDE = 16
 MAX_ASPECT = 8.0
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", *DICOM_SUFFIXES}
-
-Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit (MAX_PIXELS) before any pixel is decoded
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage: an index, not an image
 
 
 def _dicom_by_name_or_magic(path: Path, head: bytes) -> bool:
@@ -34,6 +46,35 @@ def is_dicom(path: str | Path) -> bool:
             return _dicom_by_name_or_magic(path, f.read(132))
     except OSError:
         return False
+
+
+def is_dicomdir(path: str | Path) -> bool:
+    """A DICOMDIR index file of a PACS export or CD (by name or by its SOP class): not an image."""
+    path = Path(path)
+    if path.name.upper() == "DICOMDIR":
+        return True
+    if not is_dicom(path):
+        return False
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        return str(read_file_meta_info(path).get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS
+    except Exception:  # noqa: BLE001 - an unreadable header is for the decoder to report
+        return False
+
+
+def looks_like_image(path: str | Path) -> bool:
+    """What a folder search takes: PNG/JPEG/DICOM suffixes, or DICOM by content (PACS files often have no
+    suffix), never a DICOMDIR index."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        try:
+            with open(path, "rb") as f:
+                if f.read(132)[128:132] != b"DICM":
+                    return False
+        except OSError:
+            return False
+    return not is_dicomdir(path)
 
 
 def read_grey(path: str | Path, draft_size: int | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -107,32 +148,70 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def _read_dicom(path: Path, max_pixels: int) -> np.ndarray:
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as e:
-        raise ImageDecodeError(path, f"not a readable DICOM file ({e})") from None
+        ds = _dcmread(path)
+    except InvalidDicomError:
+        raise ImageDecodeError(path, "not a readable DICOM file (no DICOM header, and no image without one)") from None
+    except Exception as e:  # noqa: BLE001 - any parser failure is a bad file, never a crash
+        raise ImageDecodeError(path, f"not a readable DICOM file ({_short(e)})") from None
     if "PixelData" not in ds:
-        raise ImageDecodeError(path, "DICOM file holds no image (no PixelData)")
+        what = "a DICOMDIR index" if is_dicomdir(path) else "no PixelData"
+        raise ImageDecodeError(path, f"DICOM file holds no image ({what})")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ImageDecodeError(path, f"multi-frame DICOM ({frames} frames): a chest radiograph is a single frame")
     _check_size(path, int(ds.get("Columns", 0)), int(ds.get("Rows", 0)), max_pixels)
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
         pixels = ds.pixel_array
-    except Exception as e:  # pydicom raises many types for missing codecs and corrupt data
-        raise ImageDecodeError(path, f"DICOM pixel data cannot be decoded ({e}); compressed files may need "
-                                     "'pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg'") from None
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        pixels = pixels[0]
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if pixels.ndim == 3:  # colour DICOM (RGB or YBR): take luminance
-        from pydicom.pixels import convert_color_space
+        return dicom_to_grey(pixels, ds)
+    except Exception as e:  # noqa: BLE001 - decoders raise every type for missing codecs and corrupt data
+        name = getattr(syntax, "name", None) or "unknown transfer syntax"
+        raise ImageDecodeError(path, f"DICOM pixel data ({name}) cannot be decoded ({_short(e)})") from None
 
-        if photometric.startswith("YBR"):
-            pixels = convert_color_space(pixels, photometric, "RGB")
-        return np.asarray(Image.fromarray(pixels.astype(np.uint8)).convert("L"))
-    values = _apply_luts(pixels, ds)
-    grey = to_uint8(values)
+
+def _dcmread(path: Path):
+    """pydicom's reader; a file without the 128-byte preamble and file meta (older exports) is read as the
+    implicit-VR little-endian dataset it then is, but only when it holds an image of known size."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        ds = pydicom.dcmread(path, force=True)
+        if "PixelData" not in ds or "Rows" not in ds or "Columns" not in ds:
+            raise
+        if "TransferSyntaxUID" not in ds.file_meta:
+            implicit = ds.original_encoding[0]
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+        return ds
+
+
+def _short(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
+
+
+def dicom_to_grey(pixels: np.ndarray, ds) -> np.ndarray:
+    """One frame's decoded pixels → uint8 grey, by the intensity path in this module's docstring."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    top = 2 ** int(ds.get("BitsStored", 8) or 8) - 1
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        pixels = apply_color_lut(pixels, ds)  # the palette's entries: 8 or 16 bits, whatever the indices are
+        top = 255 if pixels.dtype == np.uint8 else 65535
+    if pixels.ndim == 3:  # RGB (pydicom already turned YBR into RGB)
+        rgb = pixels.astype(np.float32) * (255.0 / top)
+        luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+        return np.clip(np.round(luma), 0, 255).astype(np.uint8)
+    if pixels.ndim != 2:
+        raise ValueError(f"pixel array of shape {pixels.shape} is not one grey image")
+    grey = to_uint8(_apply_luts(pixels, ds))
     return 255 - grey if photometric == "MONOCHROME1" else grey
 
 
@@ -152,23 +231,3 @@ def resize_square(grey: np.ndarray, size: int) -> np.ndarray:
         return grey
     img = Image.fromarray(grey)
     return np.asarray(img.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0), dtype=np.uint8)
-
-
-def dicom_patient_info(path: str | Path) -> dict[str, float | str | None]:
-    """Age (years), sex ('M'/'F') and view ('PA'/'AP') from DICOM tags; None where a tag is absent or odd."""
-    import re
-
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:
-        return {"age": None, "sex": None, "view": None}
-    match = re.match(r"^(\d{1,3})([YMWD]?)$", str(ds.get("PatientAge", "")).strip().upper())
-    age = None
-    if match:
-        divisor = {"Y": 1, "": 1, "M": 12, "W": 52, "D": 365}[match.group(2)]
-        age = min(int(match.group(1)) / divisor, 100.0)
-    sex = str(ds.get("PatientSex", "")).strip().upper()[:1]
-    view = str(ds.get("ViewPosition", "")).strip().upper()
-    return {"age": age, "sex": sex if sex in ("M", "F") else None, "view": view if view in ("PA", "AP") else None}

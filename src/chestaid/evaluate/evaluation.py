@@ -30,20 +30,22 @@ DEFAULT_POLICY = {"nih": "seed000", "pneumonia": "sensitivity"}
 
 @dataclass
 class Scores:
-    """Raw logits and labels of a set of rows of a cache."""
+    """Raw logits, pooled image features (what the input gate measures) and labels of a set of rows of a cache."""
 
     logits: np.ndarray
     y: np.ndarray
     rows: pd.DataFrame
     cache: Cache
+    features: np.ndarray
 
     def subset(self, mask: np.ndarray) -> "Scores":
-        return Scores(self.logits[mask], self.y[mask], self.rows[mask].reset_index(drop=True), self.cache)
+        return Scores(self.logits[mask], self.y[mask], self.rows[mask].reset_index(drop=True), self.cache,
+                      self.features[mask])
 
 
 def score_split(predictor: Predictor, cache: Cache, split: str | None) -> Scores:
-    logits, rows = predictor.predict_cache(cache, split)
-    return Scores(logits, rows[list(predictor.task.labels)].to_numpy(dtype=int), rows, cache)
+    logits, features, rows = predictor.cache_outputs(cache, split)
+    return Scores(logits, rows[list(predictor.task.labels)].to_numpy(dtype=int), rows, cache, features)
 
 
 def calib_mask(scores: Scores, fraction: float, seed: int) -> np.ndarray:
@@ -93,10 +95,17 @@ def validation_scores(predictor: Predictor, paths: RunPaths, data: str | Path | 
 
 def calibrate_run(run: str | Path, data=None, cohort=None, fraction: float = 0.5, seed: int = 0,
                   bins: int = 15, policy: str | None = None, params: dict | None = None) -> dict:
-    """Fit and choose a calibrator per finding (calib → val_report), then refit the thresholds on calib."""
+    """Fit and choose a calibrator per finding (calib → val_report), then refit the thresholds on calib and the
+    input gate (on the training split; with a cohort, on the training split and the cohort's calib part, its
+    threshold from the cohort's val_report part)."""
     paths, predictor = RunPaths(run), Predictor.load(run, raw=True)
     scores, mask, info = validation_scores(predictor, paths, data, cohort, fraction, seed)
-    return _calibrate(paths, predictor, scores, mask, info, bins, policy, params)
+    result = _calibrate(paths, predictor, scores, mask, info, bins, policy, params)
+    from chestaid.evaluate.gate_fit import fit_gate
+
+    local = (scores.subset(mask).features, scores.subset(~mask).features) if cohort is not None else None
+    result["gate"] = fit_gate(paths, predictor, _open_cache(predictor, data), local=local).info
+    return result
 
 
 def _calibrate(paths: RunPaths, predictor: Predictor, scores: Scores, mask: np.ndarray, info: dict, bins: int = 15,
@@ -193,8 +202,13 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
     calibration_table = _calibration_rows("val_report", labels, val_report.logits, val_report.y, calibration)
     if split != "val":
         calibration_table += _calibration_rows(split, labels, target.logits, target.y, calibration)
+    distances = predictor.distances(target.features)
+    gate = {"fitted": False} if distances is None else {
+        "fitted": True, "refused": int((distances > predictor.gate.threshold).sum()), "images": int(len(distances)),
+        "share_refused": float((distances > predictor.gate.threshold).mean()) if len(distances) else 0.0,
+        "threshold": predictor.gate.threshold, "percentile": predictor.gate.info.get("percentile")}
     result = {"split": "val_report" if split == "val" else split, "task": predictor.task.name, "summary": summary,
-              "per_finding": per_finding, "calibration": calibration_table,
+              "per_finding": per_finding, "calibration": calibration_table, "input_gate": gate,
               "calibration_fitted_on": calibration.info.get("fitted_on"),
               "thresholds": {"policy": predictor.thresholds.policy, "params": predictor.thresholds.params,
                              "values": predictor.thresholds.values}}

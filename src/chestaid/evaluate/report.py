@@ -66,6 +66,11 @@ def _glance(result: dict, calib_mean: pd.DataFrame, paths: RunPaths) -> str:
     pointing = paths.pointing_game()
     if pointing is not None:
         rows.append(("Grad-CAM pointing game, mean over findings", pointing))
+    gate = result.get("input_gate", {})
+    rows.append(("images the input gate would refuse (unlike the training images)",
+                 f"{gate['refused']} of {gate['images']} (threshold {gate['threshold']:.1f}, the "
+                 f"{gate['percentile']}th percentile of validation; metrics include them)" if gate.get("fitted")
+                 else "no input gate fitted (chestaid calibrate RUN fits one)"))
     table = pd.DataFrame([{f"on {split}": name, "value": value} for name, value in rows])
     return "<h2>At a glance</h2>" + _table(table, 3)
 

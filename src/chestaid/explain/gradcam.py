@@ -6,6 +6,10 @@ its centre crop), normalised to [0, 1] per image: a qualitative explanation of w
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from pytorch_grad_cam import GradCAM
@@ -28,19 +32,29 @@ def default_target_layers(model: nn.Module) -> list[str]:
 
 
 class _ImageOnly(nn.Module):
-    """pytorch-grad-cam calls model(x); ours also takes the patient vector."""
+    """pytorch-grad-cam calls model(x); ours also takes the patient vector, which travels with this one call."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, tabular: torch.Tensor | None) -> None:
         super().__init__()
-        self.model = model
-        self.tabular: torch.Tensor | None = None
+        self.model, self.tabular = model, tabular
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x, self.tabular)
 
 
+def _gradient_starts_here(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+    """A forward hook: the first target layer's output becomes the leaf of the autograd graph.
+
+    The Predictor's weights take no gradients, so the backward pass runs only from the logits down to the
+    target layer(s) and computes only what Grad-CAM needs (activation gradients), whatever blocks are frozen."""
+    return output if output.requires_grad else output.requires_grad_(True)
+
+
 class CamExplainer:
-    """Grad-CAM maps for a Predictor's model: `maps(images, tabular, finding_indices)`."""
+    """Grad-CAM maps for a Predictor's model: `maps(images, tabular, finding_indices)`.
+
+    Hooks exist only while `maps` runs (nothing accumulates between calls, whatever scores the model in
+    between), and one map is made at a time: the model is shared with concurrent scoring, which is unaffected."""
 
     def __init__(self, predictor, target_layers: list[str] | None = None) -> None:
         self.predictor = predictor
@@ -51,18 +65,32 @@ class CamExplainer:
         if missing:
             raise ChestaidError(f"unknown target layer(s) {missing}; e.g. {default_target_layers(model)}")
         self.layers = names
-        self.wrapper = _ImageOnly(model)
-        self.cam = GradCAM(model=self.wrapper, target_layers=[modules[n] for n in names])
+        self._modules = [modules[n] for n in names]
+        self._lock = threading.Lock()
 
     def maps(self, images: np.ndarray, tabular: np.ndarray, findings: list[int]) -> np.ndarray:
         """uint8 images [B,S,S], patient vectors [B,3], one finding index per image → maps [B,S,S] in [0,1]."""
-        cfg = self.predictor.cfg
-        batch = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).to(self.predictor.device)
-        x = eval_transform(batch, cfg.data.image_size, cfg.data.augment.crop).requires_grad_(True)  # frozen blocks too
-        self.wrapper.tabular = torch.from_numpy(tabular).to(self.predictor.device) if cfg.model.tabular else None
-        with torch.enable_grad():
-            grey = self.cam(input_tensor=x, targets=[ClassifierOutputTarget(int(f)) for f in findings])
+        cfg, device = self.predictor.cfg, self.predictor.device
+        batch = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).to(device)
+        x = eval_transform(batch, cfg.data.image_size, cfg.data.augment.crop)
+        if cfg.train.channels_last:  # the Predictor's model is in that layout: no conversion inside the network
+            x = x.contiguous(memory_format=torch.channels_last)
+        tab = torch.from_numpy(np.ascontiguousarray(tabular)).to(device) if cfg.model.tabular else None
+        targets = [ClassifierOutputTarget(int(f)) for f in findings]
+        with self._lock, _hooks(self._modules, _gradient_starts_here), torch.enable_grad():
+            with GradCAM(model=_ImageOnly(self.predictor.model, tab), target_layers=self._modules) as cam:
+                grey = cam(input_tensor=x, targets=targets)
         return np.stack([uncrop(m, images.shape[-1], cfg.data.augment.crop) for m in grey])
+
+
+@contextmanager
+def _hooks(modules: list[nn.Module], hook) -> Iterator[None]:
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def uncrop(cam: np.ndarray, size: int, crop: float) -> np.ndarray:

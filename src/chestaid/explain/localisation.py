@@ -19,7 +19,8 @@ from chestaid.data.sources import find_box_file, patient_vectors, read_boxes, re
 from chestaid.errors import ChestaidError, ImageDecodeError
 from chestaid.explain.gradcam import CamExplainer, overlay
 from chestaid.fileio import write_json, write_text
-from chestaid.predictor import Predictor, patient_for
+from chestaid.patient import patient_for
+from chestaid.predictor import Predictor
 from chestaid.progress import track
 from chestaid.run_dir import RunPaths
 
@@ -74,7 +75,7 @@ def score_boxes(run: str | Path, root: str | Path, boxes_file: str | Path | None
             meta = source.loc[image_id]
             given = {"age": meta["age"] if not pd.isna(meta["age"]) else None, "sex": meta["sex"] or None,
                      "view": meta["view"] or None}
-            tabular.append(patient_vectors([patient_for(path, given)[0]])[0])
+            tabular.append(patient_vectors([patient_for(path, given).values])[0])
         maps = explainer.maps(np.stack(images), np.stack(tabular), [labels.index(f) for f in chunk["finding"]])
         for (image_id, finding), cam, scale, image in zip(chunk.itertuples(index=False), maps, scales, images):
             if scale is None:

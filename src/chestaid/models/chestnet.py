@@ -47,19 +47,32 @@ class ChestNet(nn.Module):
         layers += [nn.Dropout(dropout), nn.Linear(width, num_outputs)]
         self.head = nn.Sequential(*layers)
 
-    def levels(self, image: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        """The backbone levels (c3, c4, c5; c5 after the final ReLU), then P3–P5 when the FPN is on."""
+    def _backbone_and_pyramid(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict | None]:
         feats = self.backbone(image)
         feats["c5"] = torch.relu(feats["c5"])
-        if not self.use_fpn:
-            return OrderedDict(feats)
-        pyramid = self.fpn(OrderedDict((k, feats[k]) for k in ("c3", "c4", "c5")))
-        return OrderedDict(zip(("p3", "p4", "p5"), pyramid.values()))
+        pyramid = self.fpn(OrderedDict((k, feats[k]) for k in ("c3", "c4", "c5"))) if self.use_fpn else None
+        return feats, pyramid
+
+    def levels(self, image: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        """The backbone levels (c3, c4, c5; c5 after the final ReLU), or P3–P5 when the FPN is on."""
+        feats, pyramid = self._backbone_and_pyramid(image)
+        return OrderedDict(feats) if pyramid is None else OrderedDict(zip(("p3", "p4", "p5"), pyramid.values()))
 
     def forward(self, image: torch.Tensor, tabular: torch.Tensor | None = None) -> torch.Tensor:
-        levels = self.levels(image)
-        pooled = torch.cat([torch.flatten(nn.functional.adaptive_avg_pool2d(v, 1), 1) for v in levels.values()], 1)
-        features = self.project(pooled) if self.use_fpn else pooled
+        return self.classify(self.embed(image)[0], tabular)
+
+    def embed(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the pooled image features the head sees: the projected pyramid, or pooled c5; the pooled final
+        DenseNet features c5, which the input gate measures for both models, as Wollek et al. measured
+        CheXNet's)."""
+        feats, pyramid = self._backbone_and_pyramid(image)
+        c5 = _pool(feats["c5"])
+        if pyramid is None:
+            return c5, c5
+        return self.project(torch.cat([_pool(v) for v in pyramid.values()], 1)), c5
+
+    def classify(self, features: torch.Tensor, tabular: torch.Tensor | None = None) -> torch.Tensor:
+        """Image features (+ patient vector) → logits."""
         if self.tabular is not None:
             if tabular is None:
                 raise ValueError("this model fuses patient data: pass tabular [B,3]")
@@ -71,6 +84,10 @@ class ChestNet(nn.Module):
         for module in self._frozen:  # frozen blocks keep their BatchNorm statistics
             module.eval()
         return self
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
 
 
 def build_model(cfg, num_outputs: int) -> ChestNet:

@@ -22,12 +22,12 @@ DISCLAIMER = (
     "**chestaid supports triage and double-checking; it does not diagnose.** The number shown is a "
     "*calibrated risk score*, not a clinical probability. The heat map is a *qualitative explanation* of where "
     "the network looked, not a lesion mask. Every decision stays with a clinician.")
-MAX_FILE_SIZE = "64mb"
 DISPLAY_SIZE = 448
 
 
 def _run_notes(predictor: Predictor, run: Path) -> str:
-    model = f"Model: run `{run}` ({predictor.cfg.task} task, {len(predictor.task.labels)} output(s)). "
+    """What the clinician should know about the model; names the run, never a path on the server."""
+    model = f"Model: run `{run.name}` ({predictor.cfg.task} task, {len(predictor.task.labels)} output(s)). "
     if trained_on_synthetic(predictor.cfg.data.path):
         model += "**Trained on synthetic phantoms** (`chestaid synth`): a demonstration, not a model of real X-rays. "
     notes = []
@@ -35,23 +35,40 @@ def _run_notes(predictor: Predictor, run: Path) -> str:
         notes.append("this run has **no calibration** (`chestaid calibrate RUN`): scores are raw sigmoid outputs")
     if not predictor.thresholded:
         notes.append("this run has **no fitted thresholds** (`chestaid thresholds RUN`): the default is 0.5")
+    if predictor.gate is None:
+        notes.append("this run has **no input gate** (`chestaid calibrate RUN` fits one): any image is scored, "
+                     "chest X-ray or not")
     return model + (("⚠ " + "; ".join(notes) + ".") if notes else (
-        f"Calibrated on {predictor.calibration.info.get('fitted_on', '?')}; thresholds: policy "
-        f"`{predictor.thresholds.policy}` fitted on validation data."))
+        f"Calibrated on {Path(str(predictor.calibration.info.get('fitted_on', '?'))).name}; thresholds: policy "
+        f"`{predictor.thresholds.policy}` fitted on validation data. Input gate: DICOM tags, and images unlike "
+        f"the training images (beyond the {predictor.gate.info.get('percentile', '?')}th percentile of validation) "
+        "are refused."))
 
 
-def build_app(run: str | Path, device: str = "cpu") -> gr.Blocks:
+def _patient_note(s: Scored) -> str:
+    said = {"tag": "from the DICOM tags", "given": "as entered", "assumed": "unknown (neutral value assumed)"}
+    parts = [f"{key} {said[source]}" for key, source in s.data.sources.items()]
+    return "Patient data: " + "; ".join(parts) + "."
+
+
+def build_app(run: str | Path, device: str = "cpu", backend: str = "auto") -> gr.Blocks:
     run = Path(run).resolve()
-    predictor = Predictor.load(run, device)
+    predictor = Predictor.load(run, device, backend=backend)
     explainer = CamExplainer(predictor)
     labels = list(predictor.task.labels)
     multi = len(labels) > 1
     tabular = predictor.cfg.model.tabular
 
-    def decision_text(score: float, threshold: float) -> str:
+    def decision_text(score: float, threshold: float, state: dict | None = None) -> str:
+        outside = (f"⚠ **Scored outside the input gate** ({state['refused']}): not a result this model was made "
+                   "for. ") if state and state["refused"] else ""
         if score >= threshold:
-            return f"**Above threshold ({threshold:.3f}): flag for priority reading.**"
-        return f"Below threshold ({threshold:.3f}): routine reading order."
+            return outside + f"**Above threshold ({threshold:.3f}): flag for priority reading.**"
+        return outside + f"Below threshold ({threshold:.3f}): routine reading order."
+
+    def shown(state: dict | None) -> bool:
+        """A result is shown once scored, and for a refused image only after "score anyway"."""
+        return bool(state) and (not state["refused"] or state["anyway"])
 
     def heat(state: dict, finding: str, alpha: float) -> np.ndarray:
         index = labels.index(finding)
@@ -69,51 +86,73 @@ def build_app(run: str | Path, device: str = "cpu") -> gr.Blocks:
                               "decision": "flag" if state["decisions"][i] else "–"}
                              for i in order])
 
+    def present(state: dict, finding: str, alpha: float, note: str) -> tuple:
+        if not shown(state):
+            refusal = (f"**Not scored: {state['refused']}.** This model was made for frontal chest X-rays like "
+                       "its training images; the image gets no score and no place in a worklist.")
+            return (state, "", gr.update(), refusal, None, None, gr.update(value=finding), note,
+                    gr.update(visible=True))
+        threshold = predictor.thresholds.values[finding]
+        score = float(state["risk"][labels.index(finding)])
+        return (state, f"{score:.3f}", gr.update(value=threshold), decision_text(score, threshold, state),
+                heat(state, finding, alpha), table(state), gr.update(value=finding), note, gr.update(visible=False))
+
     def analyse(file, age, sex, view, alpha):
         empty = (None, "", gr.update(), "", None, None, gr.update())
+        hide = gr.update(visible=False)
         if not file:
-            return (*empty, "Upload a PNG, JPEG or DICOM chest X-ray first.")
+            return (*empty, "Upload a PNG, JPEG or DICOM chest X-ray first.", hide)
         given = {"age": age, "sex": sex, "view": view}  # patient_for treats "unknown" as not given
         try:
             scored, failed = predictor.score_files([file], patient=given if tabular else None, keep_images=True)
         except ChestaidError as e:
-            return (*empty, f"⚠ {e}")
+            return (*empty, f"⚠ {e}", hide)
         if failed:
-            return (*empty, f"⚠ Could not read {Path(failed[0][0]).name}: {failed[0][1]}.")
+            return (*empty, f"⚠ Could not read {Path(failed[0][0]).name}: {failed[0][1]}.", hide)
         s: Scored = scored[0]
-        state = {"image": s.image, "tabular": s.tabular, "risk": s.risk, "decisions": s.decisions, "cams": {}}
-        top = labels[int(np.argmax(s.risk))]
-        threshold = predictor.thresholds.values[top]
-        score = float(s.risk[labels.index(top)])
-        note = f"Assumed (not given): {', '.join(s.assumed)}." if tabular and s.assumed else ""
-        return (state, f"{score:.3f}", gr.update(value=threshold), decision_text(score, threshold),
-                heat(state, top, alpha), table(state), gr.update(value=top)) + (note,)
+        state = {"image": s.image, "tabular": s.tabular, "risk": s.risk, "decisions": s.decisions, "cams": {},
+                 "refused": s.refusal, "anyway": False, "note": _patient_note(s) if tabular else ""}
+        return present(state, labels[int(np.argmax(s.risk))], alpha, state["note"])
+
+    def score_outside_gate(state, alpha):
+        if not state:
+            return (state, "", gr.update(), "", None, None, gr.update(), "", gr.update(visible=False))
+        state = {**state, "anyway": True}
+        return present(state, labels[int(np.argmax(state["risk"]))], alpha, state["note"])
 
     def select(state, finding, alpha):
-        if not state:
+        if not shown(state):
             return gr.update(), gr.update(), gr.update(), gr.update()
         score = float(state["risk"][labels.index(finding)])
         threshold = predictor.thresholds.values[finding]
-        return f"{score:.3f}", gr.update(value=threshold), decision_text(score, threshold), heat(state, finding, alpha)
+        return (f"{score:.3f}", gr.update(value=threshold), decision_text(score, threshold, state),
+                heat(state, finding, alpha))
 
     def decide(state, finding, threshold):
-        if not state:
-            return ""
-        return decision_text(float(state["risk"][labels.index(finding)]), threshold)
+        if not shown(state):
+            return gr.update()
+        return decision_text(float(state["risk"][labels.index(finding)]), threshold, state)
 
     def restyle(state, finding, alpha):
-        return heat(state, finding, alpha) if state else None
+        return heat(state, finding, alpha) if shown(state) else None
 
-    def score_api(file, age, sex, view) -> dict:
+    def score_api(file, age, sex, view, score_anyway: bool = False) -> dict:
         given = {"age": age, "sex": sex, "view": view}
         scored, failed = predictor.score_files([file], patient=given if tabular else None)
         if failed:
             return {"error": f"{Path(failed[0][0]).name}: {failed[0][1]}"}
         s = scored[0]
-        return {"findings": {name: {"raw_score": float(s.raw[i]), "risk_score": float(s.risk[i]),
+        gate = {"fitted": predictor.gate is not None, "passed": not s.refused, "distance": s.distance,
+                "threshold": predictor.gate.threshold if predictor.gate is not None else None}
+        if s.refused and not score_anyway:
+            return {"refused": s.refusal, "gate": gate, "run": run.name,
+                    "note": "not scored: this model was made for frontal chest X-rays like its training images"}
+        return {"gate": gate, "outside_gate": s.refused, **({"refused": s.refusal} if s.refused else {}),
+                "findings": {name: {"raw_score": float(s.raw[i]), "risk_score": float(s.risk[i]),
                                     "threshold": predictor.thresholds.values[name], "decision": int(s.decisions[i])}
                              for i, name in enumerate(labels)},
-                "patient": s.patient, "assumed": s.assumed, "calibrated": predictor.calibrated, "run": str(run),
+                "patient": s.patient, "assumed": s.assumed, "sources": s.data.sources,
+                "calibrated": predictor.calibrated, "run": run.name, "backend": predictor.backend,
                 "note": "calibrated risk scores, not clinical probabilities; triage support, not a diagnosis"}
 
     with gr.Blocks(title="chestaid triage") as demo:
@@ -130,6 +169,7 @@ def build_app(run: str | Path, device: str = "cpu") -> gr.Blocks:
                 view = gr.Radio(["unknown", "PA", "AP"], value="unknown", label="View", visible=tabular)
                 button = gr.Button("Analyse", variant="primary", elem_id="analyse")
                 message = gr.Markdown(elem_id="message")
+                anyway = gr.Button("Score anyway (outside the input gate)", visible=False, elem_id="score-anyway")
             with gr.Column(scale=1):
                 finding = gr.Dropdown(labels, value=labels[0], label="Finding (heat map and score)", visible=multi,
                                       elem_id="finding")
@@ -145,17 +185,20 @@ def build_app(run: str | Path, device: str = "cpu") -> gr.Blocks:
                                    type="numpy", interactive=False, elem_id="heatmap", height=420)
         findings_table = gr.Dataframe(label="Findings by calibrated risk score", visible=multi, interactive=False,
                                       elem_id="findings")
-        button.click(analyse, [upload, age, sex, view, alpha],
-                     [state, score, threshold, decision, heatmap, findings_table, finding, message], api_name=False)
+        shown_outputs = [state, score, threshold, decision, heatmap, findings_table, finding, message, anyway]
+        button.click(analyse, [upload, age, sex, view, alpha], shown_outputs, api_name=False)
+        anyway.click(score_outside_gate, [state, alpha], shown_outputs, api_name=False)
         finding.input(select, [state, finding, alpha], [score, threshold, decision, heatmap], api_name=False)
         threshold.change(decide, [state, finding, threshold], [decision], api_name=False)
         alpha.change(restyle, [state, finding, alpha], [heatmap], api_name=False)
         api_out = gr.JSON(visible=False)
-        gr.Button(visible=False).click(score_api, [upload, age, sex, view], [api_out], api_name="score")
+        api_anyway = gr.Checkbox(False, visible=False, label="score anyway")
+        gr.Button(visible=False).click(score_api, [upload, age, sex, view, api_anyway], [api_out], api_name="score")
     return demo
 
 
-def serve(run: str | Path, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu") -> None:
-    """Start the page; bound to 127.0.0.1 unless told otherwise."""
-    build_app(run, device).launch(server_name=host, server_port=port, max_file_size=MAX_FILE_SIZE,
-                                  show_error=False, quiet=False)
+def serve(run: str | Path, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu", backend: str = "auto",
+          max_upload_mb: int = 64) -> None:
+    """Start the page; bound to 127.0.0.1 unless told otherwise. Larger uploads are refused with a message."""
+    build_app(run, device, backend).launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb}mb",
+                                           show_error=False, quiet=False)

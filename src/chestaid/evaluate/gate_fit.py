@@ -1,0 +1,38 @@
+"""Fitting the input gate's out-of-distribution statistics (chestaid.gate) on a run's own images.
+
+Fitted at the end of `train`, refitted by `calibrate` (with a local cohort: on the training split and the
+cohort's calib part, the threshold from the cohort's val_report part) and so by `demo`. Never on test data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from chestaid.data.cache import Cache
+from chestaid.gate import DEFAULT_PERCENTILE, GATE_NAME, DistanceGate
+from chestaid.predictor import Predictor
+from chestaid.run_dir import RunPaths
+
+MAX_FIT_IMAGES = 5000  # per split: enough for a 256/1024-dimensional shrinkage covariance, minutes on a CPU
+MIN_HELD_OUT = 20  # fewer held-out cohort images cannot place a 99th-percentile threshold
+
+
+def fit_gate(paths: RunPaths, predictor: Predictor, cache: Cache, percentile: float = DEFAULT_PERCENTILE,
+             local: tuple[np.ndarray, np.ndarray] | None = None) -> DistanceGate:
+    """Fit on the cache's train split (≤ MAX_FIT_IMAGES, evenly spaced), threshold at `percentile` of its val
+    split's distances; `local` = (fit, threshold) features of a local cohort, which replace val for the
+    threshold and join the fit. Saves RUN/gate.safetensors and returns the gate."""
+    _, train, _ = predictor.cache_outputs(cache, "train", limit=MAX_FIT_IMAGES)
+    info = {"fitted_on": cache.root.name, "fit_split": "train"}
+    if local is not None and len(local[1]) < MIN_HELD_OUT:
+        info["note"] = f"local cohort too small ({len(local[1])} held-out images): fitted on the training data"
+        local = None
+    if local is None:
+        _, held_out, _ = predictor.cache_outputs(cache, "val", limit=MAX_FIT_IMAGES)
+        info["threshold_split"] = "val"
+    else:
+        train, held_out = np.concatenate([train, local[0]]), local[1]
+        info.update(fit_split="train + local cohort (calib part)", threshold_split="local cohort (val_report part)")
+    gate = DistanceGate.fit(train, held_out, percentile, info)
+    gate.save(paths.root / GATE_NAME)
+    return gate

@@ -1,0 +1,136 @@
+"""Fast CPU scoring with ONNX Runtime: `chestaid export RUN` writes RUN/model.onnx; the Predictor uses it.
+
+The exported graph is the network only (normalised image [B,3,S,S] + patient vector [B,3] → logits [B,K] and
+the pooled features the input gate measures, dynamic batch); decoding, resizing, the evaluation transform,
+calibration and thresholds stay in the one Python path. The file records the SHA-256 of the model.safetensors it was exported from: after retraining,
+a stale model.onnx is ignored (the Predictor falls back to torch and says why) instead of scoring with old
+weights. Grad-CAM always runs in torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from chestaid.errors import ChestaidError
+from chestaid.fileio import atomic_write
+
+ONNX_NAME = "model.onnx"
+OPSET = 17
+PARITY_LIMIT = 1e-4  # max |logit difference| accepted at export
+OUTPUTS = ["logits", "features"]
+ONNX_FORMAT = "2"  # 2: logits + the input gate's features (pooled c5)
+
+
+def weights_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Network(torch.nn.Module):
+    """The model with a fixed signature for export: (image, tabular) → (logits, features)."""
+
+    def __init__(self, model: torch.nn.Module, tabular: bool) -> None:
+        super().__init__()
+        self.model, self.use_tabular = model, tabular
+
+    def forward(self, image: torch.Tensor, tabular: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        head, features = self.model.embed(image)
+        return self.model.classify(head, tabular if self.use_tabular else None), features
+
+
+def export_onnx(run: str | Path, out: str | Path | None = None) -> dict:
+    """Write RUN/model.onnx (or `out`) and check it against torch on random inputs at the model's input size.
+
+    Returns {path, max_abs_logit_difference, image_size}. Raises ChestaidError when ONNX Runtime's logits
+    differ from torch's by more than PARITY_LIMIT."""
+    import onnx
+
+    from chestaid.run_dir import RunPaths, load_model
+
+    paths = RunPaths(run)
+    cfg, model = load_model(run)
+    size = cfg.data.image_size
+    network = _Network(model, cfg.model.tabular).eval()  # export restores the mode it found: keep it eval
+    example = (torch.zeros(2, 3, size, size), torch.full((2, 3), 0.5))
+    buffer = io.BytesIO()
+    batch = {0: "batch"}
+    torch.onnx.export(network, example, buffer, dynamo=False, opset_version=OPSET, input_names=["image", "tabular"],
+                      output_names=OUTPUTS, dynamic_axes={"image": batch, "tabular": batch, "logits": batch,
+                                                          "features": batch})
+    proto = onnx.load_from_string(buffer.getvalue())
+    for key, value in {"chestaid_weights_sha256": weights_digest(paths.weights), "image_size": str(size),
+                       "task": cfg.task, "chestaid_onnx_format": ONNX_FORMAT}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    data = proto.SerializeToString()
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(3, 3, size, size, generator=generator)
+    tabular = torch.rand(3, 3, generator=generator)
+    with torch.inference_mode():
+        expected = network(image, tabular)[0].numpy()
+    got = OnnxNetwork(data)(image.numpy(), tabular.numpy())[0]
+    difference = float(np.abs(got - expected).max())
+    if difference > PARITY_LIMIT:
+        raise ChestaidError(f"ONNX export of {paths.root} differs from torch by {difference:.2e} "
+                            f"(limit {PARITY_LIMIT:.0e}); not written")
+    target = Path(out) if out else paths.root / ONNX_NAME
+    atomic_write(target, lambda f: f.write(data))
+    return {"path": str(target), "max_abs_logit_difference": difference, "image_size": size}
+
+
+class OnnxNetwork:
+    """An ONNX Runtime session for an exported network; thread-safe, like ORT's `run`."""
+
+    def __init__(self, model: str | Path | bytes, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        # no busy-waiting after a run: torch (Grad-CAM, the page) shares the cores right after each score
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            options.intra_op_num_threads = threads
+        source = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def __call__(self, image: np.ndarray, tabular: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised images [B,3,S,S] float32 + patient vectors [B,3] (None: a model without fusion) →
+        (logits, pooled image features)."""
+        feeds = {"image": np.ascontiguousarray(image, np.float32)}
+        if "tabular" in self.inputs:  # the exporter drops the input when the model does not fuse patient data
+            if tabular is None:
+                tabular = np.full((image.shape[0], 3), 0.5, np.float32)
+            feeds["tabular"] = np.ascontiguousarray(tabular, np.float32)
+        logits, features = self.session.run(OUTPUTS, feeds)
+        return logits, features
+
+
+def open_onnx(run: str | Path, threads: int | None = None) -> tuple[OnnxNetwork | None, str]:
+    """RUN/model.onnx ready to score, or (None, why not): absent, onnxruntime missing, or stale weights."""
+    from chestaid.run_dir import RunPaths
+
+    paths = RunPaths(run)
+    path = paths.root / ONNX_NAME
+    if not path.is_file():
+        return None, f"no {ONNX_NAME} in the run (chestaid export RUN)"
+    try:
+        network = OnnxNetwork(path, threads)
+    except ImportError:
+        return None, "onnxruntime is not installed"
+    except Exception as e:  # noqa: BLE001 - a corrupt file must not stop scoring with torch
+        return None, f"{path} cannot be loaded ({type(e).__name__})"
+    if network.metadata.get("chestaid_onnx_format") != ONNX_FORMAT:
+        return None, f"{path} was exported by an older chestaid (run chestaid export again)"
+    if network.metadata.get("chestaid_weights_sha256") != weights_digest(paths.weights):
+        return None, f"{path} was exported from other weights than model.safetensors (run chestaid export again)"
+    return network, ""
