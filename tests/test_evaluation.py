@@ -68,7 +68,7 @@ def test_the_test_split_is_never_read_while_fitting(tiny_run, tmp_path, monkeypa
     calibrate_run(run.root)
     for policy in POLICIES:
         fit_thresholds(run.root, policy, {})
-    assert reads and set(reads) == {"train", "val"}  # calibration reads val; the input gate train and val
+    assert "val" in reads and set(reads) <= {"train", "val"}  # calibration reads val; a refitted gate train
     guard["on"] = False
     evaluate_run(run.root)  # evaluation reads test, after fitting
     assert "test" in reads

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from chestaid.cli import app
 from chestaid.gate import GATE_NAME, DistanceGate, tag_refusal
 from chestaid.predictor import Predictor
+from chestaid.run_dir import load_model, save_weights
 
 
 def _tags(**values) -> Dataset:
@@ -92,6 +93,14 @@ def test_calibrate_refits_the_gate_and_evaluate_counts_refusals(tiny_run, tmp_pa
     assert CliRunner().invoke(app, ["calibrate", str(run)]).exit_code == 0
     gate = DistanceGate.load(run / GATE_NAME)
     assert gate.info["fit_split"] == "train" and gate.info["threshold_split"] == "val"
+    fitted = (run / GATE_NAME).stat().st_mtime_ns
+    assert CliRunner().invoke(app, ["calibrate", str(run)]).exit_code == 0
+    assert (run / GATE_NAME).stat().st_mtime_ns == fitted  # current: not fitted again
+    cfg, model = load_model(run)
+    model.head[-1].bias.data += 0.1  # as after retraining: the gate belongs to other weights now
+    save_weights(model, run / "model.safetensors", cfg.task)
+    assert CliRunner().invoke(app, ["calibrate", str(run)]).exit_code == 0
+    assert DistanceGate.load(run / GATE_NAME).info["weights_sha256"] != gate.info["weights_sha256"]
     assert CliRunner().invoke(app, ["evaluate", str(run)]).exit_code == 0
     counted = json.loads((run / "metrics" / "test_metrics.json").read_text())["input_gate"]
     assert counted["fitted"] and 0 <= counted["refused"] <= counted["images"] > 0

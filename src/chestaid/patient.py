@@ -73,9 +73,16 @@ def read_header(path: str | Path):
     if not is_dicom(path):
         return None
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:  # no preamble/file meta (older exports): the same fallback as the decoder's
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        except Exception:  # noqa: BLE001
+            return None
+        return ds if "Modality" in ds or "SOPClassUID" in ds else None
     except Exception:  # noqa: BLE001 - a broken header only means "no tags"; the decoder reports the file
         return None
 

@@ -101,10 +101,14 @@ def calibrate_run(run: str | Path, data=None, cohort=None, fraction: float = 0.5
     paths, predictor = RunPaths(run), Predictor.load(run, raw=True)
     scores, mask, info = validation_scores(predictor, paths, data, cohort, fraction, seed)
     result = _calibrate(paths, predictor, scores, mask, info, bins, policy, params)
-    from chestaid.evaluate.gate_fit import fit_gate
+    from chestaid.evaluate.gate_fit import current_gate, fit_gate
 
-    local = (scores.subset(mask).features, scores.subset(~mask).features) if cohort is not None else None
-    result["gate"] = fit_gate(paths, predictor, _open_cache(predictor, data), local=local).info
+    gate = current_gate(paths) if cohort is None and data is None else None  # train fitted it on these weights
+    if gate is None:
+        local = (scores.subset(mask).features, scores.subset(~mask).features) if cohort is not None else None
+        gate = fit_gate(paths, predictor, _open_cache(predictor, data), local=local,
+                        val=scores.features if cohort is None else None)
+    result["gate"] = gate.info
     return result
 
 

@@ -1,7 +1,8 @@
 """Fitting the input gate's out-of-distribution statistics (chestaid.gate) on a run's own images.
 
-Fitted at the end of `train`, refitted by `calibrate` (with a local cohort: on the training split and the
-cohort's calib part, the threshold from the cohort's val_report part) and so by `demo`. Never on test data.
+Fitted at the end of `train`; refitted by `calibrate` when it is missing or was fitted from other weights (a
+copied or retrained run), and always with a local cohort (on the training split and the cohort's calib part,
+the threshold from the cohort's val_report part); so by `demo` too. Never on test data.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import numpy as np
 
 from chestaid.data.cache import Cache
 from chestaid.gate import DEFAULT_PERCENTILE, GATE_NAME, DistanceGate
+from chestaid.onnx_backend import weights_digest
 from chestaid.predictor import Predictor
 from chestaid.run_dir import RunPaths
 
@@ -17,18 +19,28 @@ MAX_FIT_IMAGES = 5000  # per split: enough for a 256/1024-dimensional shrinkage 
 MIN_HELD_OUT = 20  # fewer held-out cohort images cannot place a 99th-percentile threshold
 
 
+def current_gate(paths: RunPaths) -> DistanceGate | None:
+    """The run's gate when it was fitted (on its own training data) from the weights the run has now."""
+    path = paths.root / GATE_NAME
+    if not path.is_file():
+        return None
+    gate = DistanceGate.load(path)
+    same_weights = gate.info.get("weights_sha256") == weights_digest(paths.weights)
+    return gate if same_weights and "cohort" not in gate.info.get("fit_split", "") else None
+
+
 def fit_gate(paths: RunPaths, predictor: Predictor, cache: Cache, percentile: float = DEFAULT_PERCENTILE,
-             local: tuple[np.ndarray, np.ndarray] | None = None) -> DistanceGate:
+             local: tuple[np.ndarray, np.ndarray] | None = None, val: np.ndarray | None = None) -> DistanceGate:
     """Fit on the cache's train split (≤ MAX_FIT_IMAGES, evenly spaced), threshold at `percentile` of its val
-    split's distances; `local` = (fit, threshold) features of a local cohort, which replace val for the
-    threshold and join the fit. Saves RUN/gate.safetensors and returns the gate."""
+    split's distances (`val`: those features when already computed); `local` = (fit, threshold) features of a
+    local cohort, which replace val for the threshold and join the fit. Saves RUN/gate.safetensors."""
     _, train, _ = predictor.cache_outputs(cache, "train", limit=MAX_FIT_IMAGES)
-    info = {"fitted_on": cache.root.name, "fit_split": "train"}
+    info = {"fitted_on": cache.root.name, "fit_split": "train", "weights_sha256": weights_digest(paths.weights)}
     if local is not None and len(local[1]) < MIN_HELD_OUT:
         info["note"] = f"local cohort too small ({len(local[1])} held-out images): fitted on the training data"
         local = None
     if local is None:
-        _, held_out, _ = predictor.cache_outputs(cache, "val", limit=MAX_FIT_IMAGES)
+        held_out = val if val is not None else predictor.cache_outputs(cache, "val", limit=MAX_FIT_IMAGES)[1]
         info["threshold_split"] = "val"
     else:
         train, held_out = np.concatenate([train, local[0]]), local[1]
