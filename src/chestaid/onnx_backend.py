@@ -2,14 +2,13 @@
 
 The exported graph is the network only (normalised image [B,3,S,S] + patient vector [B,3] → logits [B,K] and
 the pooled features the input gate measures, dynamic batch); decoding, resizing, the evaluation transform,
-calibration and thresholds stay in the one Python path. The file records the SHA-256 of the model.safetensors it was exported from: after retraining,
-a stale model.onnx is ignored (the Predictor falls back to torch and says why) instead of scoring with old
-weights. Grad-CAM always runs in torch.
+calibration and thresholds stay in the one Python path. The file records the SHA-256 of the model.safetensors
+it was exported from: after retraining, a stale model.onnx is ignored (the Predictor falls back to torch and
+says why) instead of scoring with old weights. Grad-CAM always runs in torch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 
@@ -17,21 +16,13 @@ import numpy as np
 import torch
 
 from chestaid.errors import ChestaidError
-from chestaid.fileio import atomic_write
+from chestaid.fileio import atomic_write, sha256_of
 
 ONNX_NAME = "model.onnx"
 OPSET = 17
 PARITY_LIMIT = 1e-4  # max |logit difference| accepted at export
 OUTPUTS = ["logits", "features"]
 ONNX_FORMAT = "2"  # 2: logits + the input gate's features (pooled c5)
-
-
-def weights_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _Network(torch.nn.Module):
@@ -66,7 +57,7 @@ def export_onnx(run: str | Path, out: str | Path | None = None) -> dict:
                       output_names=OUTPUTS, dynamic_axes={"image": batch, "tabular": batch, "logits": batch,
                                                           "features": batch})
     proto = onnx.load_from_string(buffer.getvalue())
-    for key, value in {"chestaid_weights_sha256": weights_digest(paths.weights), "image_size": str(size),
+    for key, value in {"chestaid_weights_sha256": sha256_of(paths.weights), "image_size": str(size),
                        "task": cfg.task, "chestaid_onnx_format": ONNX_FORMAT}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -131,6 +122,6 @@ def open_onnx(run: str | Path, threads: int | None = None) -> tuple[OnnxNetwork 
         return None, f"{path} cannot be loaded ({type(e).__name__})"
     if network.metadata.get("chestaid_onnx_format") != ONNX_FORMAT:
         return None, f"{path} was exported by an older chestaid (run chestaid export again)"
-    if network.metadata.get("chestaid_weights_sha256") != weights_digest(paths.weights):
+    if network.metadata.get("chestaid_weights_sha256") != sha256_of(paths.weights):
         return None, f"{path} was exported from other weights than model.safetensors (run chestaid export again)"
     return network, ""

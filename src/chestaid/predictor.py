@@ -24,7 +24,7 @@ from chestaid.data.cache import Cache
 from chestaid.data.dataset import CacheDataset
 from chestaid.data.images import read_grey, resize_square
 from chestaid.data.sources import patient_vectors
-from chestaid.errors import ChestaidError, ImageDecodeError
+from chestaid.errors import ChestaidError, ImageDecodeError, describe
 from chestaid.evaluate.calibration import Calibration
 from chestaid.evaluate.thresholds import Thresholds
 from chestaid.models.chestnet import ChestNet
@@ -180,7 +180,7 @@ class Predictor:
         except ImageDecodeError as e:
             return None, e.reason
         except Exception as e:  # noqa: BLE001 - the per-file safety net
-            return None, f"cannot be decoded ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
+            return None, f"cannot be decoded ({describe(e)})"
 
     def score_files(self, paths: list[str | Path], batch_size: int = 16, patient: dict | None = None,
                     keep_images: bool = False, progress=None) -> tuple[list[Scored], list[tuple[str, str]]]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from chestaid.errors import ImageDecodeError
+from chestaid.errors import ImageDecodeError, describe
 
 MAX_PIXELS = 60_000_000  # 7,700² — far above any chest X-ray; larger is treated as a decompression bomb
 MIN_SIDE = 16
@@ -155,7 +155,7 @@ def _read_dicom(path: Path, max_pixels: int) -> np.ndarray:
     except InvalidDicomError:
         raise ImageDecodeError(path, "not a readable DICOM file (no DICOM header, and no image without one)") from None
     except Exception as e:  # noqa: BLE001 - any parser failure is a bad file, never a crash
-        raise ImageDecodeError(path, f"not a readable DICOM file ({_short(e)})") from None
+        raise ImageDecodeError(path, f"not a readable DICOM file ({describe(e)})") from None
     if "PixelData" not in ds:
         what = "a DICOMDIR index" if is_dicomdir(path) else "no PixelData"
         raise ImageDecodeError(path, f"DICOM file holds no image ({what})")
@@ -169,7 +169,7 @@ def _read_dicom(path: Path, max_pixels: int) -> np.ndarray:
         return dicom_to_grey(pixels, ds)
     except Exception as e:  # noqa: BLE001 - decoders raise every type for missing codecs and corrupt data
         name = getattr(syntax, "name", None) or "unknown transfer syntax"
-        raise ImageDecodeError(path, f"DICOM pixel data ({name}) cannot be decoded ({_short(e)})") from None
+        raise ImageDecodeError(path, f"DICOM pixel data ({name}) cannot be decoded ({describe(e)})") from None
 
 
 def _dcmread(path: Path):
@@ -189,11 +189,6 @@ def _dcmread(path: Path):
             implicit = ds.original_encoding[0]
             ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
         return ds
-
-
-def _short(error: Exception) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
 
 
 def dicom_to_grey(pixels: np.ndarray, ds) -> np.ndarray:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from chestaid.data.cache import Cache
+from chestaid.fileio import sha256_of
 from chestaid.gate import DEFAULT_PERCENTILE, GATE_NAME, DistanceGate
-from chestaid.onnx_backend import weights_digest
 from chestaid.predictor import Predictor
 from chestaid.run_dir import RunPaths
 
@@ -25,7 +25,7 @@ def current_gate(paths: RunPaths) -> DistanceGate | None:
     if not path.is_file():
         return None
     gate = DistanceGate.load(path)
-    same_weights = gate.info.get("weights_sha256") == weights_digest(paths.weights)
+    same_weights = gate.info.get("weights_sha256") == sha256_of(paths.weights)
     return gate if same_weights and "cohort" not in gate.info.get("fit_split", "") else None
 
 
@@ -35,7 +35,7 @@ def fit_gate(paths: RunPaths, predictor: Predictor, cache: Cache, percentile: fl
     split's distances (`val`: those features when already computed); `local` = (fit, threshold) features of a
     local cohort, which replace val for the threshold and join the fit. Saves RUN/gate.safetensors."""
     _, train, _ = predictor.cache_outputs(cache, "train", limit=MAX_FIT_IMAGES)
-    info = {"fitted_on": cache.root.name, "fit_split": "train", "weights_sha256": weights_digest(paths.weights)}
+    info = {"fitted_on": cache.root.name, "fit_split": "train", "weights_sha256": sha256_of(paths.weights)}
     if local is not None and len(local[1]) < MIN_HELD_OUT:
         info["note"] = f"local cohort too small ({len(local[1])} held-out images): fitted on the training data"
         local = None
