@@ -111,8 +111,8 @@ def predictor_figures(model: ChestNet, size: int) -> dict:
     from chestaid.config import RunConfig, save_config
     from chestaid.data.synthetic import synth_nih
     from chestaid.explain.gradcam import CamExplainer
-    from chestaid.onnx_backend import export_onnx
-    from chestaid.predictor import Predictor
+    from chestaid.inference.onnx_backend import export_onnx
+    from chestaid.inference.predictor import Predictor
     from chestaid.run_dir import save_weights
     from chestaid.worklist import predict_worklist
 
@@ -123,7 +123,7 @@ def predictor_figures(model: ChestNet, size: int) -> dict:
         run = Path(tmp) / "run"
         cfg = RunConfig.model_validate({"data": {"image_size": size, "cache_size": 256}})
         save_config(cfg, run / "config.yaml")
-        save_weights(model, run / "model.safetensors", cfg.task)
+        save_weights(model, run / "model.safetensors", cfg.task.name)
         export = export_onnx(run)
         torch_p, onnx_p = Predictor.load(run, backend="torch"), Predictor.load(run, backend="onnx")
         explainer = CamExplainer(onnx_p)

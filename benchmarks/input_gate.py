@@ -1,6 +1,6 @@
 """The input gate against an out-of-distribution corpus built from packages and code (no downloads).
 
-For each run: the Mahalanobis distance (chestaid.gate) of the run's own test split (in distribution) and of
+For each run: the Mahalanobis distance (chestaid.inference.gate) of the run's own test split (in distribution) and of
 each category below, the share refused at the run's fitted threshold, and the detection AUROC (test split vs
 the category; distance as the score). The threshold and method were fixed before this corpus was built
 (99th percentile of validation distances; no outlier data is used to fit or choose anything), so every figure
@@ -77,7 +77,7 @@ def non_chest_dicoms() -> tuple[list[np.ndarray], dict]:
 
     import data_store
     from chestaid.data.images import dicom_to_grey
-    from chestaid.gate import tag_refusal
+    from chestaid.inference.gate import tag_refusal
 
     files = {p.name: p for p in (Path(data_store.__file__).parent / "data").glob("*.dcm")}
     files.update({Path(f).name: Path(f) for f in get_testdata_files("*.dcm") if Path(f).name not in files})
@@ -133,7 +133,7 @@ def distances(predictor, images: list[np.ndarray], batch: int = 32) -> np.ndarra
 
 def evaluate_run(run: str) -> dict:
     from chestaid.data.cache import Cache
-    from chestaid.predictor import Predictor
+    from chestaid.inference.predictor import Predictor
 
     predictor = Predictor.load(run)
     if predictor.gate is None:

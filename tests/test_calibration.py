@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from chestaid.evaluate.calibration import Calibration, apply, choose, fit, fit_temperature
-from chestaid.evaluate.metrics import ece
+from chestaid.evaluation.calibration import choose, fit, fit_temperature
+from chestaid.inference.calibration import Calibration, apply
+from chestaid.evaluation.metrics import ece
 
 
 def _sample(temperature: float, n: int = 400_000, seed: int = 0):

@@ -8,6 +8,7 @@ import pytest
 
 from chestaid.config import load_config, save_config
 from chestaid.errors import ChestaidError
+from chestaid.tasks import NIH_FINDINGS, TASKS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "chestaid" / "configs"
 
@@ -15,7 +16,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "src" / "chestaid" / "configs"
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_validate(name):
     cfg = load_config(CONFIGS / name)
-    assert cfg.task in ("nih", "pneumonia")
+    assert cfg.task is None or cfg.task in TASKS.values()  # None: the task is the training data's
 
 
 def test_seed_configs_hold_the_seed_settings():
@@ -39,13 +40,28 @@ def test_set_overrides_and_round_trip(tmp_path):
     (["train.lrr=1"], "unknown key 'train.lrr'"),
     (["train.lr=abc"], "train.lr"),
     (["train.optimizer=sgd"], "train.optimizer"),
-    (["loss.overrides={Pnemonia: 2}"], "unknown finding"),
+    (["task=nih", "loss.overrides={Pnemonia: 2}"], "unknown finding"),
+    (["task=chexpert"], "unknown task 'chexpert': the built-in tasks are nih, pneumonia"),
+    (["task={name: mine, labels: [a, b], kind: binary}"], "a binary task has exactly one label"),
+    (["task={name: mine, labels: [a, a]}"], r"label\(s\) \['a'\] given twice"),
     (["nonsense"], "key=value"),
 ])
 def test_bad_config_is_a_clear_error(overrides, message):
     with pytest.raises(ChestaidError, match=message) as info:
         load_config(CONFIGS / "demo.yaml", overrides)
     assert "\n" not in str(info.value)
+
+
+def test_tasks_are_data_and_old_configs_still_load(tmp_path):
+    old = tmp_path / "config.yaml"  # a run's config.yaml from before tasks were data
+    old.write_text((CONFIGS / "demo.yaml").read_text() + "task: nih\n")
+    cfg = load_config(old)
+    assert cfg.task.name == "nih" and cfg.task.labels == NIH_FINDINGS and cfg.task.kind == "multi-label"
+    mine = load_config(None, ["task={name: mine, labels: [a, b, c]}"])
+    assert mine.task.kind == "multi-label" and mine.task.num_outputs == 3
+    save_config(mine, tmp_path / "mine.yaml")
+    assert load_config(tmp_path / "mine.yaml") == mine
+    assert load_config(None, ["task=pneumonia"]).task.binary
 
 
 def test_bundled_config_by_name(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from chestaid.cli import app
 from chestaid.data.images import is_dicomdir, looks_like_image, read_grey
 from chestaid.errors import ImageDecodeError
-from chestaid.predictor import Predictor
+from chestaid.inference.predictor import Predictor
 
 data_store = pytest.importorskip("data_store", reason="pydicom-data is a test dependency")
 CORPUS = Path(data_store.__file__).parent / "data"
@@ -129,7 +129,7 @@ def test_colour_palette_and_multiframe(tmp_path):
 
 
 def test_a_decoder_raising_anything_does_not_stop_the_batch(tiny_run, nih_root, monkeypatch):
-    import chestaid.predictor as predictor_module
+    import chestaid.inference.predictor as predictor_module
 
     class StrangeDecoderError(Exception):
         pass

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from chestaid.cli import app
 from chestaid.data.dataset import CacheDataset
 from chestaid.data.synthetic import synth_pneumonia
-from chestaid.evaluate.evaluation import calibrate_run, evaluate_run, fit_thresholds
-from chestaid.evaluate.thresholds import POLICIES
+from chestaid.evaluation.runs import calibrate_run, evaluate_run, fit_thresholds
+from chestaid.evaluation.thresholds import POLICIES
 from chestaid.run_dir import RunPaths
 
 

@@ -12,7 +12,7 @@ from chestaid.cli import app
 from chestaid.errors import ChestaidError
 from chestaid.explain.gradcam import CamExplainer, overlay, uncrop
 from chestaid.explain.localisation import _score_pair
-from chestaid.predictor import Predictor
+from chestaid.inference.predictor import Predictor
 
 
 def test_maps_for_every_finding_of_both_models(tiny_run, pneumonia_run):

@@ -15,8 +15,8 @@ from pydicom.dataset import Dataset
 from typer.testing import CliRunner
 
 from chestaid.cli import app
-from chestaid.gate import GATE_NAME, DistanceGate, tag_refusal
-from chestaid.predictor import Predictor
+from chestaid.inference.gate import GATE_NAME, DistanceGate, tag_refusal
+from chestaid.inference.predictor import Predictor
 from chestaid.run_dir import load_model, save_weights
 
 
@@ -98,7 +98,7 @@ def test_calibrate_refits_the_gate_and_evaluate_counts_refusals(tiny_run, tmp_pa
     assert (run / GATE_NAME).stat().st_mtime_ns == fitted  # current: not fitted again
     cfg, model = load_model(run)
     model.head[-1].bias.data += 0.1  # as after retraining: the gate belongs to other weights now
-    save_weights(model, run / "model.safetensors", cfg.task)
+    save_weights(model, run / "model.safetensors", cfg.task.name)
     assert CliRunner().invoke(app, ["calibrate", str(run)]).exit_code == 0
     assert DistanceGate.load(run / GATE_NAME).info["weights_sha256"] != gate.info["weights_sha256"]
     assert CliRunner().invoke(app, ["evaluate", str(run)]).exit_code == 0

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from chestaid.evaluate.metrics import binary_summary, ece, multilabel_summary, per_class
+from chestaid.evaluation.metrics import binary_summary, ece, multilabel_summary, per_class
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from chestaid.cli import app
 from chestaid.errors import ChestaidError
-from chestaid.predictor import Predictor
+from chestaid.inference.predictor import Predictor
 from chestaid.run_dir import load_model, save_weights
 
 
@@ -58,7 +58,7 @@ def test_a_stale_onnx_file_is_never_used(tiny_run, tmp_path):
     cfg, model = load_model(run)
     for p in model.parameters():
         p.data.add_(0.01)
-    save_weights(model, run / "model.safetensors", cfg.task)  # as after retraining
+    save_weights(model, run / "model.safetensors", cfg.task.name)  # as after retraining
     auto = Predictor.load(run)
     assert auto.backend == "torch" and "other weights" in auto.backend_note
     with pytest.raises(ChestaidError, match="other weights"):

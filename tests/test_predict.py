@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from chestaid.cli import app
 from chestaid.data.images import read_grey
 from chestaid.patient import patient_for
-from chestaid.predictor import Predictor
+from chestaid.inference.predictor import Predictor
 
 from test_images import _dicom
 

@@ -51,6 +51,7 @@ def test_http_api_answers_gradio_client(server, ungated_run, nih_root, tmp_path)
 
     page = urllib.request.urlopen(server, timeout=10).read().decode()
     assert "run `tiny`" in page and str(ungated_run.root.parent) not in page  # the run's name, never a server path
+    assert "Model card: tiny" in page and "**Synthetic phantoms**" in page  # the run's model card is on the page
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     assert "not a recognised image" in client.predict(handle_file(str(bad)), None, "unknown", "unknown",

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_curve
 
-from chestaid.evaluate.thresholds import GRID, Thresholds, fit_threshold
+from chestaid.evaluation.thresholds import GRID, fit_threshold, thresholds_for
+from chestaid.inference.thresholds import Thresholds
 
 
 @pytest.fixture()
@@ -50,7 +51,7 @@ def test_sensitivity_reaches_the_target(scores):
 
 def test_save_load_and_decide(tmp_path, scores):
     y, s = scores
-    fitted = Thresholds.fit("youden", ("A", "B"), np.stack([y, y], 1), np.stack([s, s], 1), {"fitted_on": "x"})
+    fitted = thresholds_for("youden", ("A", "B"), np.stack([y, y], 1), np.stack([s, s], 1), {"fitted_on": "x"})
     fitted.save(tmp_path / "t.json")
     again = Thresholds.load(tmp_path / "t.json")
     assert again.values == fitted.values and again.policy == "youden" and again.info["fitted_on"] == "x"

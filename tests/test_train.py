@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from chestaid.config import load_config
 from chestaid.errors import ChestaidError
 from chestaid.run_dir import RunPaths, load_model, save_weights
-from chestaid.train import train
+from chestaid.training import train
 
 from conftest import CONFIGS, TINY
 
@@ -37,7 +37,7 @@ def test_config_and_safetensors_alone_rebuild_the_model_bit_identically(tiny_run
     cfg, model = load_model(tiny_run.root)
     stored = load_file(str(tiny_run.weights))
     assert all(torch.equal(stored[k], v) for k, v in model.state_dict().items())
-    save_weights(model, tmp_path / "again.safetensors", cfg.task)
+    save_weights(model, tmp_path / "again.safetensors", cfg.task.name)
     again = load_file(str(tmp_path / "again.safetensors"))
     assert stored.keys() == again.keys() and all(torch.equal(stored[k], again[k]) for k in stored)
     x, tab = torch.randn(2, 3, 64, 64), torch.rand(2, 3)
@@ -91,7 +91,7 @@ def test_pneumonia_model_learns_on_tiny_synthetic_data(pneumonia_run):
     from sklearn.metrics import roc_auc_score
 
     from chestaid.data.cache import Cache
-    from chestaid.predictor import Predictor
+    from chestaid.inference.predictor import Predictor
 
     predictor = Predictor.load(pneumonia_run.root, raw=True)
     logits, rows = predictor.predict_cache(Cache.open(predictor.cfg.data.path), "val")

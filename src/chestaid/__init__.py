@@ -1,3 +1,105 @@
-"""chestaid: DenseNet-121 chest X-ray classifiers that support triage; they do not diagnose."""
+"""chestaid: DenseNet-121 chest X-ray classifiers that support triage; they do not diagnose.
+
+The public API mirrors the command line. Importing chestaid is light and changes nothing in your process
+(no matplotlib backend, Pillow limit, warning filter or logging handler is touched); torch loads on first use.
+
+>>> import chestaid
+>>> predictor = chestaid.load("runs/nih")                      # doctest: +SKIP
+>>> result = predictor.predict("chest.dcm")                    # or a 2-D numpy array, with age=, sex=, view=
+>>> result.risk["Effusion"], result.decision["Effusion"]       # doctest: +SKIP
+(0.41, True)
+>>> cam = result.heatmap("Effusion")                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chestaid.errors import ChestaidError
+
+if TYPE_CHECKING:
+    from chestaid.data.cache import PrepareReport
+    from chestaid.inference.prediction import Prediction
+    from chestaid.inference.predictor import Predictor
 
 __version__ = "0.1.0"
+__all__ = ["ChestaidError", "Prediction", "Predictor", "__version__", "calibrate", "evaluate", "load", "prepare",
+           "train"]
+
+
+def load(run: str | Path, device: str = "cpu", backend: str = "auto") -> "Predictor":
+    """Load a run directory for scoring: its model, calibration, thresholds and input gate.
+
+    backend: "auto" (ONNX Runtime when `chestaid export` made a current RUN/model.onnx and the device is the
+    CPU, else torch), "onnx" or "torch". `predictor.task.labels` lists the findings, in output order."""
+    from chestaid.inference.predictor import Predictor
+    from chestaid.run_dir import RunPaths
+
+    if not RunPaths(run).config.is_file():
+        raise ChestaidError(f"{run}: not a chestaid run (no config.yaml)")
+    return Predictor.load(run, device, backend=backend)
+
+
+def prepare(source: str | Path | None = None, out: str | Path | None = None, *, table: str | Path | None = None,
+            task: str | None = None, labels: list[str] | None = None, size: int = 256, workers: int | None = None,
+            fractions: tuple[float, float, float] = (0.72, 0.08, 0.20), seed: int = 0) -> "PrepareReport":
+    """Decode images once into a resumable cache at `out` with patient-level splits (`chestaid prepare`).
+
+    Give an NIH or Kaggle pneumonia folder as `source`, or your own CSV as `table` (docs/own_data.md); `task`
+    and `labels` then name the task and choose its label columns.
+
+    >>> report = chestaid.prepare(table="studies.csv", out="cache", size=256)   # doctest: +SKIP
+    >>> report.task.labels, report.cached, report.skipped                       # doctest: +SKIP
+    """
+    from chestaid.data.cache import prepare as prepare_cache
+    from chestaid.data.table import read_table
+
+    if out is None or (source is None) == (table is None):
+        raise ChestaidError("prepare needs out= and one of source= (a folder) or table= (a CSV)")
+    data = source if table is None else read_table(table, task, labels)
+    return prepare_cache(data, out, size, workers, fractions, seed)
+
+
+def train(data: str | Path | None, out: str | Path, config: str | Path | None = None,
+          overrides: dict[str, Any] | None = None, resume: bool = False) -> Path:
+    """Train into the run directory `out` (`chestaid train`); returns it. `config` is a YAML file or a bundled
+    name ("demo", "nih_densenet_fpn", ...); `overrides` are dotted keys, e.g. {"train.epochs": 2}. The task is
+    the data's; `resume=True` continues `out` from its last checkpoint (data and config come from the run).
+
+    >>> run = chestaid.train("cache", "runs/mine", config="demo", overrides={"train.epochs": 1})  # doctest: +SKIP
+    """
+    from chestaid.config import load_config
+    from chestaid.training import train as run_train
+
+    cfg = load_config(None if resume else config, overrides or {})
+    return run_train(cfg, data, out, resume=resume).root
+
+
+def calibrate(run: str | Path, cohort: str | Path | None = None) -> dict:
+    """Fit calibrators, thresholds and the input gate on validation data (or a local `cohort`), never on test."""
+    from chestaid.evaluation.runs import calibrate_run
+
+    return calibrate_run(run, cohort=cohort)
+
+
+def evaluate(run: str | Path, split: str = "test") -> dict:
+    """Every metric on the test split (or "val"), plots and RUN/report.html (`chestaid evaluate`); calibrates
+    first when the run has not been. Returns the metrics, including `summary`."""
+    from chestaid.evaluation.runs import evaluate_run
+
+    if split not in ("test", "val"):
+        raise ChestaidError(f"split must be test or val, got {split!r}")
+    return evaluate_run(run, split)
+
+
+def __getattr__(name: str) -> Any:  # the classes load torch: only when asked for
+    if name == "Predictor":
+        from chestaid.inference.predictor import Predictor
+
+        return Predictor
+    if name == "Prediction":
+        from chestaid.inference.prediction import Prediction
+
+        return Prediction
+    raise AttributeError(f"module 'chestaid' has no attribute {name!r}")

@@ -17,6 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Chest X-ray classifiers that support triage (they do not diagnose).")
 synth_app = typer.Typer(no_args_is_help=True, help="Write synthetic data in the real NIH or Kaggle layout.")
 app.add_typer(synth_app, name="synth")
+weights_app = typer.Typer(no_args_is_help=True, help="Bring pretrained backbone weights in.")
+app.add_typer(weights_app, name="weights")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -58,8 +60,28 @@ def synth_pneumonia_cmd(out: Path, n: Annotated[int, typer.Option("--n", min=8)]
     console.print(f"wrote {n} synthetic pneumonia-layout images to {out}")
 
 
+@weights_app.command("import-xrv")
+def import_xrv_cmd(source: Annotated[str, typer.Argument(help="a torchxrayvision DenseNet-121 file (or, with "
+                                                          "torchxrayvision installed, a name: densenet121-res224-all)")],
+                   out: Annotated[Path, typer.Option("--out", help="backbone .safetensors to write")],
+                   trust_pickle: Annotated[bool, typer.Option(help="unpickle the file (runs code from it): only for "
+                                                              "files from a source you trust")] = False) -> None:
+    """Convert chest-pretrained torchxrayvision DenseNet-121 weights into a backbone (`model.weights: OUT`)."""
+    from chestaid.models.xrv_import import import_xrv
+
+    written = import_xrv(source, out, trust_pickle)
+    console.print(f"wrote {written}: use it with --set model.weights={written} (and data.augment.crop=1.0 to "
+                  "see images framed as torchxrayvision's models were trained)")
+
+
 @app.command()
-def prepare(root: Path, out: Annotated[Path, typer.Option("--out")],
+def prepare(root: Annotated[Optional[Path], typer.Argument(help="an NIH or Kaggle pneumonia folder")] = None,
+            out: Annotated[Path, typer.Option("--out")] = ...,
+            table: Annotated[Optional[Path], typer.Option(help="your own CSV: path, patient_id, [age, sex, view, "
+                                                          "split,] one 0/1 column per label (docs/own_data.md)")] = None,
+            task: Annotated[Optional[str], typer.Option(help="--table: the task's name (default: the CSV's name)")] = None,
+            labels: Annotated[Optional[str], typer.Option(help="--table: label columns, comma-separated "
+                                                          "(default: every other column)")] = None,
             size: Annotated[int, typer.Option(min=32, max=2048)] = 256,
             workers: Annotated[Optional[int], typer.Option(min=1)] = None,
             fractions: Annotated[str, typer.Option(help="train,val,test when no official lists")] = "0.72,0.08,0.20",
@@ -68,8 +90,15 @@ def prepare(root: Path, out: Annotated[Path, typer.Option("--out")],
 
     Exit 0 when at least one image was cached (unreadable files are listed), 1 when none could be read."""
     from chestaid.data.cache import prepare as run_prepare
+    from chestaid.data.table import read_table
 
-    report = run_prepare(root, out, size, workers, parse_fractions(fractions), seed)
+    if (root is None) == (table is None):
+        fail("give a source folder or --table CSV (one of them)")
+    if root is not None and (task or labels):
+        fail("--task and --labels go with --table")
+    source = root if table is None else read_table(table, task, labels.split(",") if labels else None)
+    report = run_prepare(source, out, size, workers, parse_fractions(fractions), seed)
+    console.print(f"task {report.task.name} ({report.task.kind}: {', '.join(report.task.labels)})")
     console.print(f"cache {report.cache}: {report.cached}/{report.total} images cached "
                   f"({report.decoded_now} decoded in this run)")
     if report.ages_clipped:
@@ -144,7 +173,7 @@ def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML 
           ) -> None:
     """Train a model into a run directory (config.yaml, model.safetensors, checkpoints/, train_log.csv)."""
     from chestaid.config import load_config
-    from chestaid.train import train as run_train
+    from chestaid.training import train as run_train
 
     if resume is not None:
         paths = run_train(load_config(None), None, resume, resume=True)
@@ -173,7 +202,7 @@ def evaluate(run: Path, split: Annotated[str, typer.Option(help="test, or val (t
              data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None) -> None:
     """Every metric on the test split, plots and RUN/report.html (fits calibration and thresholds on validation
     first when the run has none)."""
-    from chestaid.evaluate.evaluation import evaluate_run
+    from chestaid.evaluation.runs import evaluate_run
 
     if split not in ("test", "val"):
         fail(f"--split must be test or val, got {split!r}")
@@ -194,7 +223,7 @@ def calibrate(run: Path, cohort: Annotated[Optional[Path], typer.Option(
               bins: Annotated[int, typer.Option(min=2, max=100)] = 15) -> None:
     """Fit temperature, Platt and isotonic calibrators per finding on `calib`, keep the best ECE on `val_report`,
     and refit the thresholds on the calibrated scores. Weights are never touched."""
-    from chestaid.evaluate.evaluation import calibrate_run
+    from chestaid.evaluation.runs import calibrate_run
 
     result = calibrate_run(run, data, cohort, calib_fraction, seed, bins)
     methods = {name: p["method"] for name, p in result["calibration"].items()}
@@ -208,7 +237,7 @@ def thresholds(run: Path, policy: Annotated[str, typer.Option(help="youden | f1-
                    "--param", help="e.g. target=0.9 (sensitivity) or p_min=0.3 (f1-precision)")] = None,
                data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None) -> None:
     """Refit the decision thresholds on validation data (never test), without retraining."""
-    from chestaid.evaluate.evaluation import fit_thresholds
+    from chestaid.evaluation.runs import fit_thresholds
 
     fitted = fit_thresholds(run, policy, _parse_params(param or []), data)
     console.print(f"thresholds ({fitted.policy}, {fitted.params}): " +
@@ -274,7 +303,7 @@ def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image 
 @app.command()
 def export(run: Path) -> None:
     """Write RUN/model.onnx for fast CPU scoring (ONNX Runtime), checked against torch before it is kept."""
-    from chestaid.onnx_backend import PARITY_LIMIT, export_onnx
+    from chestaid.inference.onnx_backend import PARITY_LIMIT, export_onnx
 
     result = export_onnx(run)
     console.print(f"wrote {result['path']}: {result['image_size']} px input, dynamic batch; max |logit difference| "

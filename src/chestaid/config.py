@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from chestaid.errors import ChestaidError
 from chestaid.fileio import write_text
-from chestaid.tasks import TASKS
+from chestaid.tasks import Task
 
 
 class Strict(BaseModel):
@@ -73,7 +73,8 @@ class TrainConfig(Strict):
 
 
 class RunConfig(Strict):
-    task: Literal["nih", "pneumonia"] = "nih"
+    task: Task | None = Field(None, description="a built-in task's name (nih, pneumonia) or {name, labels, kind}; "
+                                             "None: the task of the training data")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
@@ -81,10 +82,24 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _check_overrides(self) -> "RunConfig":
-        unknown = sorted(set(self.loss.overrides) - set(TASKS[self.task].labels))
+        unknown = sorted(set(self.loss.overrides) - set(self.task.labels)) if self.task else []
         if unknown:
-            raise ValueError(f"loss.overrides names unknown finding(s) {unknown} for task {self.task!r}")
+            raise ValueError(f"loss.overrides names unknown finding(s) {unknown} for task {self.task.name!r}")
         return self
+
+    def require_task(self) -> Task:
+        """The task, which every trained run's config names (train records the data's task)."""
+        if self.task is None:
+            raise ChestaidError("the config names no task; train it on data first")
+        return self.task
+
+
+def with_task(cfg: RunConfig, task: Task) -> RunConfig:
+    """The config with `task` set, validated again (loss.overrides must name its labels)."""
+    try:
+        return RunConfig.model_validate({**cfg.model_dump(), "task": task.model_dump()})
+    except ValidationError as e:
+        raise ChestaidError(f"config: {e.errors()[0]['msg']}") from None
 
 
 def _set_dotted(tree: dict, key: str, value: Any) -> None:
@@ -95,6 +110,13 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ChestaidError(f"--set {key}: {part!r} is not a section")
     node[parts[-1]] = value
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ChestaidError(f"--set expects key=value, got {item!r}")
+    return key.strip(), yaml.safe_load(value)
 
 
 BUNDLED = Path(__file__).parent / "configs"
@@ -114,9 +136,9 @@ def resolve_config(path: str | Path) -> Path:
     return given
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML config (a file or a bundled name; None = the defaults) and apply 'a.b=value' overrides
-    (values parsed as YAML)."""
+def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] = ()) -> RunConfig:
+    """Read a YAML config (a file or a bundled name; None = the defaults) and apply overrides: 'a.b=value'
+    strings (values parsed as YAML) or a {"a.b": value} dict."""
     tree: dict = {}
     if path is not None:
         path = resolve_config(path)
@@ -129,11 +151,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
             raise ChestaidError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(tree, dict):
             raise ChestaidError(f"{path}: a config must be a mapping of sections")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ChestaidError(f"--set expects key=value, got {item!r}")
-        _set_dotted(tree, key.strip(), yaml.safe_load(value))
+    pairs = overrides.items() if isinstance(overrides, dict) else [_parse_override(item) for item in overrides]
+    for key, value in pairs:
+        _set_dotted(tree, key, value)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as e:

@@ -79,7 +79,7 @@ def _fresh(folder: Path) -> Path:
 
 def _train(task: str, cache: Path, run: Path, epochs: int | None, seed: int) -> None:
     from chestaid.config import load_config
-    from chestaid.train import train
+    from chestaid.training import train
 
     paths = RunPaths(run)
     if paths.config.is_file() and paths.last.is_file():
@@ -93,7 +93,7 @@ def task_steps(task: str, base: Path, settings: dict) -> list[DemoStep]:
     """The steps for one task, in order."""
     from chestaid.data.cache import prepare
     from chestaid.data.synthetic import synth_nih, synth_pneumonia
-    from chestaid.evaluate.evaluation import calibrate_run, evaluate_run
+    from chestaid.evaluation.runs import calibrate_run, evaluate_run
     from chestaid.explain.localisation import score_boxes
 
     n, size, seed = settings["images"][task], settings["size"], settings["seed"]

@@ -1,22 +1,19 @@
-"""The run directory: where each file lives, weights in safetensors, and atomic Lightning checkpoints.
+"""The run directory: where each file lives, and the weights in safetensors (no Lightning needed to score).
 
 RUN/config.yaml, RUN/model.safetensors, RUN/checkpoints/{last,best}.ckpt, RUN/train_log.csv, RUN/steps.csv
 """
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from chestaid.config import RunConfig, load_config
 from chestaid.errors import ChestaidError
 from chestaid.fileio import atomic_write
 from chestaid.models.chestnet import ChestNet, build_model
-from chestaid.tasks import get_task
 
 
 class RunPaths:
@@ -64,7 +61,7 @@ def load_model(run: str | Path, map_location: str = "cpu") -> tuple[RunConfig, C
     if not paths.config.is_file() or not paths.weights.is_file():
         raise ChestaidError(f"{paths.root}: not a finished chestaid run (needs config.yaml and model.safetensors)")
     cfg = load_config(paths.config)
-    model = build_model(cfg.model.model_copy(update={"weights": "none"}), get_task(cfg.task).num_outputs)
+    model = build_model(cfg.model.model_copy(update={"weights": "none"}), cfg.require_task().num_outputs)
     try:
         state = load_file(str(paths.weights), device=map_location)
     except Exception as e:
@@ -74,12 +71,3 @@ def load_model(run: str | Path, map_location: str = "cpu") -> tuple[RunConfig, C
         raise ChestaidError(f"{paths.weights}: does not match config.yaml ({len(missing)} missing, "
                             f"{len(unexpected)} unexpected tensors)")
     return cfg, model.eval()
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written to a temporary file and renamed: a kill never leaves a torn .ckpt."""
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write(path, lambda f: f.write(buffer.getbuffer()))

@@ -61,7 +61,7 @@ class RunLog(Callback):
         if improved:
             self._best_score = score
             if trainer.is_global_zero:
-                save_weights(module.model, self.paths.weights, self.cfg.task)
+                save_weights(module.model, self.paths.weights, self.cfg.require_task().name)
         self.epochs.append({
             "epoch": trainer.current_epoch, "train_loss": _num(metrics.get("train/loss_epoch")),
             "val_loss": _num(metrics.get("val/loss")), "precision_mean": _num(metrics.get("val/precision")),
@@ -75,7 +75,7 @@ class RunLog(Callback):
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._write_logs(trainer)
         if not self.paths.weights.is_file() and trainer.is_global_zero:
-            save_weights(module.model, self.paths.weights, self.cfg.task)
+            save_weights(module.model, self.paths.weights, self.cfg.require_task().name)
 
     def _save_last(self, trainer: L.Trainer) -> None:
         self._write_logs(trainer)

@@ -1,6 +1,6 @@
 """`chestaid predict`: score files and folders into a worklist sorted by risk, with optional heat maps (C3).
 
-The worklist has one row per readable image that passed the input gate (chestaid.gate), highest risk first;
+The worklist has one row per readable image that passed the input gate (chestaid.inference.gate), highest risk first;
 images the gate refused (DICOM tags, or unlike the training images) get no rank: they go to
 WORKLIST_refused.csv with the reason; unreadable files go to WORKLIST_skipped.csv with the reason, and the job
 finishes the rest. Risk of an image = its highest calibrated risk score over findings.
@@ -28,7 +28,7 @@ from chestaid.data.images import IMAGE_SUFFIXES, looks_like_image
 from chestaid.errors import ChestaidError
 from chestaid.fileio import atomic_write, write_text
 from chestaid.patient import FIELDS, IDENTIFIERS
-from chestaid.predictor import Predictor, Scored
+from chestaid.inference.predictor import Predictor, Scored
 from chestaid.progress import progress_bar
 
 

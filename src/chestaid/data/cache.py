@@ -29,7 +29,7 @@ from chestaid.data.splits import DEFAULT_FRACTIONS, assign_splits
 from chestaid.errors import ChestaidError, ImageDecodeError
 from chestaid.fileio import atomic_write, write_json, write_text
 from chestaid.progress import progress_bar
-from chestaid.tasks import get_task
+from chestaid.tasks import Task
 
 CHUNK = 32
 
@@ -42,6 +42,7 @@ class PrepareReport:
     total: int
     cached: int
     decoded_now: int
+    task: Task
     skipped: list[tuple[str, str]] = field(default_factory=list)
     ages_clipped: int = 0
 
@@ -65,18 +66,21 @@ def _fingerprint(table: pd.DataFrame, size: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def prepare(root: str | Path, out: str | Path, size: int = 256, workers: int | None = None,
+def prepare(root: str | Path | Source, out: str | Path, size: int = 256, workers: int | None = None,
             fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0) -> PrepareReport:
-    """Build (or resume) the cache of a source folder. Skips unreadable files and reports them."""
-    source = read_source(root)
+    """Build (or resume) the cache of a source (an NIH or Kaggle folder, or a Source such as
+    chestaid.data.table.read_table's). Skips unreadable files and reports them."""
+    source = root if isinstance(root, Source) else read_source(root)
+    origin = Path(source.root if isinstance(root, Source) else root)
     out = Path(out)
     table = source.table.copy()
     table["split"] = assign_splits(table, source.task.labels, fractions, seed)
     fingerprint = _fingerprint(table, size)
     images_path, done_path = out / "images.npy", out / "done.npy"
-    meta = {"task": source.task.name, "labels": list(source.task.labels), "size": size,
-            "source": str(Path(root).resolve()), "fingerprint": fingerprint, "fractions": list(fractions),
-            "seed": seed, "images": len(table), "synthetic": (Path(root) / SYNTHETIC_MARK).is_file()}
+    meta = {"task": source.task.name, "labels": list(source.task.labels), "kind": source.task.kind, "size": size,
+            "source": str(origin.resolve()), "fingerprint": fingerprint, "fractions": list(fractions),
+            "seed": seed, "images": len(table), "layout": source.layout,
+            "synthetic": ((origin if origin.is_dir() else origin.parent) / SYNTHETIC_MARK).is_file()}
     previous = _read_meta(out)
     if previous and previous.get("fingerprint") == fingerprint and images_path.exists() and done_path.exists():
         images = np.load(images_path, mmap_mode="r+")
@@ -101,7 +105,7 @@ def prepare(root: str | Path, out: str | Path, size: int = 256, workers: int | N
     cached = int(done.sum())
     write_json(out / "meta.json", {**meta, "complete": True, "cached": cached, "skipped": len(skipped),
                                    "ages_clipped": source.ages_clipped})
-    return PrepareReport(out, len(table), cached, decoded_now, skipped, source.ages_clipped)
+    return PrepareReport(out, len(table), cached, decoded_now, source.task, skipped, source.ages_clipped)
 
 
 def _decode_into(images: np.ndarray, done: np.ndarray, done_path: Path, todo: list[tuple[int, str]],
@@ -161,8 +165,9 @@ class Cache:
     images: np.ndarray
 
     @property
-    def task(self):
-        return get_task(self.meta["task"])
+    def task(self) -> Task:
+        return Task.model_validate({"name": self.meta["task"], "labels": self.meta["labels"],
+                                    **({"kind": self.meta["kind"]} if "kind" in self.meta else {})})
 
     @classmethod
     def open(cls, root: str | Path) -> "Cache":

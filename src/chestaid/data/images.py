@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from chestaid.errors import ImageDecodeError, describe
+from chestaid.errors import ChestaidError, ImageDecodeError, describe
 
 MAX_PIXELS = 60_000_000  # 7,700² — far above any chest X-ray; larger is treated as a decompression bomb
 MIN_SIDE = 16
@@ -136,6 +136,21 @@ def _pil_to_grey(img: Image.Image) -> np.ndarray:
     if img.mode != "L":
         img = img.convert("L")
     return np.asarray(img, dtype=np.uint8).copy()
+
+
+def array_to_grey(values: np.ndarray, where: str = "array") -> np.ndarray:
+    """A 2-D numeric array as a uint8 grey image: uint8 unchanged, anything else min-max scaled (raises
+    ChestaidError naming `where` for other shapes, non-numeric or non-finite values)."""
+    values = np.asarray(values)
+    if values.ndim != 2 or min(values.shape) < 2:
+        raise ChestaidError(f"{where}: expected a 2-D grey image (height × width), got shape {values.shape}")
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype == bool or not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
+        raise ChestaidError(f"{where}: expected numbers, got dtype {values.dtype}")
+    if not np.isfinite(values).all():
+        raise ChestaidError(f"{where}: holds NaN or infinite values")
+    return to_uint8(values)
 
 
 def to_uint8(values: np.ndarray) -> np.ndarray:

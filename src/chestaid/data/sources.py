@@ -36,6 +36,7 @@ class Source:
     root: Path
     ages_clipped: int = 0
     missing_images: int = 0
+    layout: str = ""  # "nih", "kaggle" or "table": what the model card can say about the data
 
 
 def read_source(path: str | Path) -> Source:
@@ -118,7 +119,7 @@ def read_nih(path: Path) -> Source:
         "height": _first_present(raw, ["Height]"]),
     })
     table[list(task.labels)] = multi_hot(raw["Finding Labels"], task.labels, str(csv))
-    source = Source(task=task, table=table, root=root, ages_clipped=clipped)
+    source = Source(task=task, table=table, root=root, ages_clipped=clipped, layout="nih")
     if path.is_dir():
         _attach_nih_images(source)
         _attach_official_split(source)
@@ -195,7 +196,7 @@ def read_kaggle(path: Path) -> Source:
         "age": np.nan, "sex": "", "view": "", "split": frame["split"], "width": np.nan, "height": np.nan,
     })
     table[PNEUMONIA_LABELS[0]] = frame[PNEUMONIA_LABELS[0]].astype(np.uint8)
-    return Source(task=get_task("pneumonia"), table=table, root=root)
+    return Source(task=get_task("pneumonia"), table=table, root=root, layout="kaggle")
 
 
 def patient_vectors(metas: list[dict]) -> np.ndarray:

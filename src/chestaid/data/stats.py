@@ -34,16 +34,13 @@ def plot_metadata(table: pd.DataFrame, labels: tuple[str, ...], out: str | Path,
                   balanced: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> list[Path]:
     """Write label_distribution.png, age_histogram.png and sex_proportion.png. With `balanced` = (train rows
     before, train rows after a recipe), the label figure compares the train part before and after."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from chestaid.figures import save, subplots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     before = distribution(table if balanced is None else balanced[0], labels)
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = subplots(figsize=(9, 4.5))
     y = np.arange(len(before))
     if balanced is None:
         ax.barh(y, before.to_numpy(), color="#4C72B0")
@@ -56,25 +53,16 @@ def plot_metadata(table: pd.DataFrame, labels: tuple[str, ...], out: str | Path,
     ax.invert_yaxis()
     ax.set_xlabel("images")
     ax.set_title("Label distribution")
-    written.append(_save(fig, out / "label_distribution.png"))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    written.append(save(fig, out / "label_distribution.png", 110))
+    fig, ax = subplots(figsize=(6, 4))
     ax.hist(table["age"].dropna(), bins=range(0, 102, 2), color="#55A868")
     ax.set_xlabel("age (years)")
     ax.set_ylabel("images")
     ax.set_title("Age distribution")
-    written.append(_save(fig, out / "age_histogram.png"))
+    written.append(save(fig, out / "age_histogram.png", 110))
     sexes = table["sex"].fillna("").replace({"": "unknown", "M": "male", "F": "female"}).value_counts()
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = subplots(figsize=(4.5, 4.5))
     ax.pie(sexes.to_numpy(), labels=sexes.index, autopct="%1.1f%%", colors=["#4C72B0", "#C44E52", "#8C8C8C"])
     ax.set_title("Sex proportion")
-    written.append(_save(fig, out / "sex_proportion.png"))
+    written.append(save(fig, out / "sex_proportion.png", 110))
     return written
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

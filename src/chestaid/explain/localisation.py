@@ -20,7 +20,7 @@ from chestaid.errors import ChestaidError, ImageDecodeError
 from chestaid.explain.gradcam import CamExplainer, overlay
 from chestaid.fileio import write_json, write_text
 from chestaid.patient import patient_for
-from chestaid.predictor import Predictor
+from chestaid.inference.predictor import Predictor
 from chestaid.progress import track
 from chestaid.run_dir import RunPaths
 
@@ -126,15 +126,13 @@ def _summarise(per_box: pd.DataFrame) -> pd.DataFrame:
 
 
 def _figure(examples, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+
+    from chestaid.figures import save, subplots
 
     cols = 4
     rows = max(1, int(np.ceil(len(examples) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (image_id, finding, image, cam, own, (sx, sy)) in zip(axes.ravel(), examples):
@@ -143,6 +141,4 @@ def _figure(examples, path: Path) -> None:
             ax.add_patch(Rectangle((bx * sx, by * sy), bw * sx, bh * sy, fill=False, edgecolor="white", lw=1.5))
         ax.set_title(f"{finding}\n{image_id}", fontsize=8)
     fig.suptitle("Grad-CAM (qualitative) with the annotated boxes in white", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)

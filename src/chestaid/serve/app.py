@@ -16,7 +16,8 @@ from PIL import Image
 from chestaid.data.cache import trained_on_synthetic
 from chestaid.errors import ChestaidError
 from chestaid.explain.gradcam import CamExplainer, overlay
-from chestaid.predictor import Predictor, Scored
+from chestaid.inference.predictor import Predictor, Scored
+from chestaid.model_card import CARD_NAME
 
 DISCLAIMER = (
     "**chestaid supports triage and double-checking; it does not diagnose.** The number shown is a "
@@ -27,7 +28,7 @@ DISPLAY_SIZE = 448
 
 def _run_notes(predictor: Predictor, run: Path) -> str:
     """What the clinician should know about the model; names the run, never a path on the server."""
-    model = f"Model: run `{run.name}` ({predictor.cfg.task} task, {len(predictor.task.labels)} output(s)). "
+    model = f"Model: run `{run.name}` ({predictor.task.name} task, {len(predictor.task.labels)} output(s)). "
     if trained_on_synthetic(predictor.cfg.data.path):
         model += "**Trained on synthetic phantoms** (`chestaid synth`): a demonstration, not a model of real X-rays. "
     notes = []
@@ -43,6 +44,16 @@ def _run_notes(predictor: Predictor, run: Path) -> str:
         f"`{predictor.thresholds.policy}` fitted on validation data. Input gate: DICOM tags, and images unlike "
         f"the training images (beyond the {predictor.gate.info.get('percentile', '?')}th percentile of validation) "
         "are refused."))
+
+
+def _title(predictor: Predictor) -> str:
+    task = predictor.task
+    return f"{task.labels[0]} triage" if task.binary else f"{task.num_outputs}-finding triage ({task.name})"
+
+
+def _model_card(run: Path) -> str:
+    card = run / CARD_NAME
+    return card.read_text() if card.is_file() else "This run has no model card (it predates them)."
 
 
 def _patient_note(s: Scored) -> str:
@@ -156,8 +167,10 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto") -> gr
                 "note": "calibrated risk scores, not clinical probabilities; triage support, not a diagnosis"}
 
     with gr.Blocks(title="chestaid triage") as demo:
-        gr.Markdown(f"# chestaid — {'14-finding' if multi else 'pneumonia'} triage\n{DISCLAIMER}", elem_id="disclaimer")
+        gr.Markdown(f"# chestaid — {_title(predictor)}\n{DISCLAIMER}", elem_id="disclaimer")
         gr.Markdown(_run_notes(predictor, run), elem_id="run-notes")
+        with gr.Accordion("Model card: what this model was trained on and is for", open=False):
+            gr.Markdown(_model_card(run), elem_id="model-card")
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):

@@ -7,33 +7,34 @@ with positives and negatives in val), decisions at 0.5. Validation thresholds ar
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import (BinaryAUROC, BinaryF1Score, BinaryPrecision, BinaryRecall,
                                          MultilabelAUROC, MultilabelF1Score, MultilabelPrecision,
                                          MultilabelRecall)
 
-from chestaid.config import RunConfig, load_config, save_config
+from chestaid.config import RunConfig, load_config, save_config, with_task
 from chestaid.data.augment import AugmentConfig, eval_transform, train_transform
 from chestaid.data.cache import Cache, prepare, source_or_cache
 from chestaid.datamodule import CacheDataModule
 from chestaid.errors import ChestaidError
+from chestaid.fileio import atomic_write
+from chestaid.model_card import write_model_card
 from chestaid.models.chestnet import build_model
-from chestaid.run_dir import AtomicCheckpointIO, RunPaths
+from chestaid.run_dir import RunPaths
 from chestaid.run_log import RunLog
-from chestaid.tasks import get_task
 
-# Augmentation lives in the module's on_after_batch_transfer on purpose (it runs on the training device).
-warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # lightning internals
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
 
 MONITORS = {"macro_f1": ("val/macro_f1", "max"), "auroc": ("val/auroc", "max"),
             "precision": ("val/precision", "max"), "loss": ("val/loss", "min")}
@@ -59,7 +60,7 @@ class ChestModule(L.LightningModule):
     def __init__(self, cfg: RunConfig, pos_weight: torch.Tensor) -> None:
         super().__init__()
         self.cfg = cfg
-        n = get_task(cfg.task).num_outputs
+        n = cfg.require_task().num_outputs
         self.model = build_model(cfg.model, n)
         self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         self.augment = AugmentConfig(**cfg.data.augment.model_dump())
@@ -131,6 +132,35 @@ class ChestModule(L.LightningModule):
                 "lr_scheduler": {"scheduler": plateau, "monitor": "val/loss", "interval": "epoch"}}
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary file and renamed: a kill never leaves a torn .ckpt."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def _without_litlogger_tip(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """While fitting only: hide two Lightning notices that do not apply (augmentation lives in
+    on_after_batch_transfer on purpose: it runs on the training device; a deprecation inside Lightning itself)
+    and its advert for litlogger. Warning filters and the logger are restored afterwards."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    logger.addFilter(_without_litlogger_tip)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+            yield
+    finally:
+        logger.removeFilter(_without_litlogger_tip)
+
+
 def resolve_precision(cfg: RunConfig) -> str:
     """bf16 autocast on a GPU that has it; fp32 elsewhere (bf16 on CPU is ~450× slower here)."""
     if cfg.train.precision != "auto":
@@ -147,8 +177,9 @@ def _open_cache(cfg: RunConfig, data: str | Path, out: Path) -> Cache:
         cache_dir = out / "cache"
         prepare(data, cache_dir, size=cfg.data.cache_size)
         cache = Cache.open(cache_dir)
-    if cache.task.name != cfg.task:
-        raise ChestaidError(f"{data}: holds {cache.task.name!r} data but the config's task is {cfg.task!r}")
+    if cfg.task is not None and cache.task != cfg.task:
+        raise ChestaidError(f"{data}: holds data of task {cache.task.name!r} ({', '.join(cache.task.labels)}) but "
+                            f"the config's task is {cfg.task.name!r} ({', '.join(cfg.task.labels)})")
     return cache
 
 
@@ -168,8 +199,8 @@ def train(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool
         raise ChestaidError("no data: pass --data ROOT_OR_CACHE")
     paths.root.mkdir(parents=True, exist_ok=True)
     cache = _open_cache(cfg, data, paths.root)
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={  # what inference must reproduce
-        "path": str(cache.root.resolve()), "cache_size": int(cache.meta["size"])})})
+    cfg = with_task(cfg, cache.task).model_copy(update={"data": cfg.data.model_copy(update={  # what inference
+        "path": str(cache.root.resolve()), "cache_size": int(cache.meta["size"])})})             # must reproduce
     save_config(cfg, paths.config)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     datamodule = CacheDataModule(cache, cfg)
@@ -189,17 +220,19 @@ def train(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool
     ckpt = paths.last if resume and paths.last.is_file() else None
     if resume and ckpt is None:
         raise ChestaidError(f"{paths.root}: no checkpoints/last.ckpt to resume from")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    with _quiet_lightning():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     if trainer.is_global_zero:
         _fit_input_gate(paths, cache, cfg)
+        write_model_card(paths.root)
     return paths
 
 
 def _fit_input_gate(paths: RunPaths, cache: Cache, cfg: RunConfig) -> None:
-    """The out-of-distribution statistics of the finished model (RUN/gate.safetensors, chestaid.gate)."""
-    from chestaid.evaluate.gate_fit import fit_gate
-    from chestaid.gate import GATE_NAME
-    from chestaid.predictor import Predictor
+    """The out-of-distribution statistics of the finished model (RUN/gate.safetensors, chestaid.inference.gate)."""
+    from chestaid.evaluation.gate_fit import fit_gate
+    from chestaid.inference.gate import GATE_NAME
+    from chestaid.inference.predictor import Predictor
 
     device = "cuda" if torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda") else "cpu"
     try:

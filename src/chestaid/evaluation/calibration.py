@@ -6,9 +6,6 @@ Each calibrator maps a logit to a calibrated risk score. The choice per finding 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
@@ -16,8 +13,8 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
-from chestaid.evaluate.metrics import ece
-from chestaid.fileio import write_json
+from chestaid.evaluation.metrics import ece
+from chestaid.inference.calibration import apply
 
 METHODS = ("identity", "temperature", "platt", "isotonic")
 # Isotonic regression overfits small sets (seed 003 saw it too): it becomes a few-step function whose steps
@@ -51,21 +48,6 @@ def fit(method: str, logits: np.ndarray, y: np.ndarray) -> dict:
     raise ValueError(f"unknown calibration method {method!r}; choose one of {METHODS}")
 
 
-def apply(params: dict, logits: np.ndarray) -> np.ndarray:
-    """Calibrated risk scores in [0, 1] from logits."""
-    logits = np.asarray(logits, dtype=float)
-    method = params["method"]
-    if method == "identity":
-        return expit(logits)
-    if method == "temperature":
-        return expit(logits / params["temperature"])
-    if method == "platt":
-        return expit(params["a"] * logits + params["b"])
-    if method == "isotonic":
-        return np.interp(expit(logits), params["x"], params["y"])
-    raise ValueError(f"unknown calibration method {method!r}")
-
-
 def choose(calib_logits: np.ndarray, calib_y: np.ndarray, report_logits: np.ndarray, report_y: np.ndarray,
            bins: int = 15) -> tuple[dict, list[dict]]:
     """Fit every method on calib, score each on val_report, keep the lowest ECE (then Brier).
@@ -87,27 +69,3 @@ def choose(calib_logits: np.ndarray, calib_y: np.ndarray, report_logits: np.ndar
     else:
         best = min(candidates, key=lambda c: (round(c["ece"], 12), c["brier"]))
     return best["params"], [{k: v for k, v in c.items() if k != "params"} for c in candidates]
-
-
-class Calibration:
-    """Per-finding calibrators: logits [N, L] → calibrated risk scores [N, L]."""
-
-    def __init__(self, labels: tuple[str, ...], params: dict[str, dict], info: dict | None = None) -> None:
-        self.labels, self.params, self.info = labels, params, info or {}
-
-    def __call__(self, logits: np.ndarray) -> np.ndarray:
-        logits = np.asarray(logits, dtype=float).reshape(-1, len(self.labels))
-        return np.stack([apply(self.params[name], logits[:, i]) for i, name in enumerate(self.labels)], axis=1)
-
-    @classmethod
-    def identity(cls, labels: tuple[str, ...]) -> "Calibration":
-        return cls(labels, {name: {"method": "identity"} for name in labels}, {"note": "not calibrated"})
-
-    def save(self, path: str | Path) -> None:
-        write_json(path, {**self.info, "findings": self.params})
-
-    @classmethod
-    def load(cls, path: str | Path, labels: tuple[str, ...]) -> "Calibration":
-        data = json.loads(Path(path).read_text())
-        params = data.pop("findings")
-        return cls(labels, {name: params[name] for name in labels}, data)

@@ -18,14 +18,17 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from chestaid.data.cache import Cache, prepare
 from chestaid.data.splits import stratified_group_split
 from chestaid.errors import ChestaidError
-from chestaid.evaluate import metrics as M
-from chestaid.evaluate.calibration import Calibration, choose
-from chestaid.evaluate.thresholds import DEFAULT_PARAMS, POLICIES, Thresholds
+from chestaid.evaluation import metrics as M
+from chestaid.evaluation.calibration import choose
+from chestaid.evaluation.thresholds import DEFAULT_PARAMS, POLICIES, thresholds_for
 from chestaid.fileio import write_json, write_text
-from chestaid.predictor import Predictor
+from chestaid.inference.calibration import Calibration
+from chestaid.inference.predictor import Predictor
+from chestaid.inference.thresholds import Thresholds
+from chestaid.model_card import write_model_card
 from chestaid.run_dir import RunPaths
 
-DEFAULT_POLICY = {"nih": "seed000", "pneumonia": "sensitivity"}
+DEFAULT_POLICY = {"multi-label": "seed000", "binary": "sensitivity"}  # the seeds' choices (NIH, pneumonia)
 
 
 @dataclass
@@ -59,8 +62,9 @@ def calib_mask(scores: Scores, fraction: float, seed: int) -> np.ndarray:
 
 def _open_cache(predictor: Predictor, data: str | Path | None) -> Cache:
     cache = Cache.open(data or predictor.cfg.data.path)
-    if cache.task.name != predictor.task.name:
-        raise ChestaidError(f"{cache.root}: holds {cache.task.name!r} data, the run is {predictor.task.name!r}")
+    if cache.task != predictor.task:
+        raise ChestaidError(f"{cache.root}: holds {cache.task.name!r} data ({', '.join(cache.task.labels)}), the run "
+                            f"is {predictor.task.name!r} ({', '.join(predictor.task.labels)})")
     return cache
 
 
@@ -101,7 +105,7 @@ def calibrate_run(run: str | Path, data=None, cohort=None, fraction: float = 0.5
     paths, predictor = RunPaths(run), Predictor.load(run, raw=True)
     scores, mask, info = validation_scores(predictor, paths, data, cohort, fraction, seed)
     result = _calibrate(paths, predictor, scores, mask, info, bins, policy, params)
-    from chestaid.evaluate.gate_fit import current_gate, fit_gate
+    from chestaid.evaluation.gate_fit import current_gate, fit_gate
 
     gate = current_gate(paths) if cohort is None and data is None else None  # train fitted it on these weights
     if gate is None:
@@ -109,6 +113,7 @@ def calibrate_run(run: str | Path, data=None, cohort=None, fraction: float = 0.5
         gate = fit_gate(paths, predictor, _open_cache(predictor, data), local=local,
                         val=scores.features if cohort is None else None)
     result["gate"] = gate.info
+    write_model_card(paths.root)
     return result
 
 
@@ -125,7 +130,7 @@ def _calibrate(paths: RunPaths, predictor: Predictor, scores: Scores, mask: np.n
     paths.metrics.mkdir(exist_ok=True)
     write_text(paths.metrics / "calibration_candidates.csv", pd.DataFrame(table).to_csv(index=False))
     old = Thresholds.load(paths.thresholds) if paths.thresholds.is_file() else None
-    policy = policy or (old.policy if old else DEFAULT_POLICY[predictor.task.name])
+    policy = policy or (old.policy if old else DEFAULT_POLICY[predictor.task.kind])
     params = params if params is not None else (old.params if old and old.policy == policy else {})
     _fit_and_save_thresholds(paths, labels, calibration(calib.logits), calib.y, policy, params, info)
     return {"calibration": chosen, "candidates": table, **info}
@@ -139,7 +144,7 @@ def _fit_and_save_thresholds(paths: RunPaths, labels, scores: np.ndarray, y: np.
     if unknown:
         raise ChestaidError(f"policy {policy} takes {sorted(DEFAULT_PARAMS[policy]) or 'no parameters'}, "
                             f"not {sorted(unknown)}")
-    fitted = Thresholds.fit(policy, labels, y, scores, {"fitted_on": info["fitted_on"], "part": "calib",
+    fitted = thresholds_for(policy, labels, y, scores, {"fitted_on": info["fitted_on"], "part": "calib",
                                                           "images": int(len(y)), "score": "calibrated risk score"},
                             **params)
     fitted.save(paths.thresholds)
@@ -185,7 +190,7 @@ def _calibration_rows(name: str, labels, logits: np.ndarray, y: np.ndarray, cali
 def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None = None) -> dict:
     """Every metric on `split` (test, or val = the val_report part), with calibration and thresholds fitted on
     validation first when the run has none. Writes RUN/metrics/ and RUN/plots/ and returns the summary."""
-    from chestaid.evaluate.plots import write_plots
+    from chestaid.evaluation.plots import write_plots
 
     paths, predictor = RunPaths(run), Predictor.load(run)
     _, val, mask, split_info = calibration_data(predictor, paths, data)  # the val split, or the recalibration cohort
@@ -228,7 +233,8 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
         predictions[f"{finding}_decision"] = decisions[:, i]
     write_text(paths.metrics / f"{name}_predictions.csv", predictions.to_csv(index=False))
     result["plots"] = [str(p) for p in write_plots(paths, predictor, cache, target, scores, decisions, val_report)]
-    from chestaid.evaluate.report import build_report
+    from chestaid.evaluation.report import build_report
 
     result["report"] = str(build_report(paths.root, result))
+    write_model_card(paths.root)
     return result

@@ -1,33 +1,23 @@
-"""The figures of SPEC A19 and B7 for a run: RUN/plots/*.png (matplotlib, Agg)."""
+"""The figures of SPEC A19 and B7 for a run: RUN/plots/*.png (matplotlib's object API)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve  # noqa: E402
-
-from chestaid.data.balance import balance  # noqa: E402
-from chestaid.data.stats import plot_metadata  # noqa: E402
-from chestaid.evaluate.calibration import Calibration  # noqa: E402
-from chestaid.evaluate.metrics import confusion_matrices  # noqa: E402
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+from chestaid.data.balance import balance
+from chestaid.data.stats import plot_metadata
+from chestaid.evaluation.metrics import confusion_matrices
+from chestaid.figures import save, subplots
+from chestaid.inference.calibration import Calibration
 
 
 def _curves(kind: str, y: np.ndarray, scores: np.ndarray, labels, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7.5, 6))
+    fig, ax = subplots(figsize=(7.5, 6))
     for i, name in enumerate(labels):
         if not 0 < y[:, i].sum() < len(y):
             continue
@@ -43,14 +33,14 @@ def _curves(kind: str, y: np.ndarray, scores: np.ndarray, labels, path: Path) ->
     else:
         ax.set(xlabel="recall", ylabel="precision", title="Precision-recall curves")
     ax.legend(fontsize=7, loc="lower right" if kind == "roc" else "lower left")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _confusion(y: np.ndarray, decisions: np.ndarray, labels, path: Path) -> Path:
     matrices = confusion_matrices(y, decisions)
     cols = min(len(labels), 5)
     rows = int(np.ceil(len(labels) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.5 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(2.6 * cols, 2.5 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, name, m in zip(axes.ravel(), labels, matrices):
@@ -62,14 +52,14 @@ def _confusion(y: np.ndarray, decisions: np.ndarray, labels, path: Path) -> Path
         ax.set_xticks([0, 1], ["pred 0", "pred 1"], fontsize=7)
         ax.set_yticks([0, 1], ["true 0", "true 1"], fontsize=7)
         ax.set_title(name, fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _examples(cache, rows: pd.DataFrame, y, scores, decisions, labels, path: Path, count: int = 12) -> Path:
     rng = np.random.default_rng(0)
     picks = rng.choice(len(rows), size=min(count, len(rows)), replace=False) if len(rows) else []
     cols = 4
-    fig, axes = plt.subplots(int(np.ceil(len(picks) / cols)) or 1, cols, figsize=(3.2 * cols, 3.6 * max(1, len(picks) // cols)),
+    fig, axes = subplots(int(np.ceil(len(picks) / cols)) or 1, cols, figsize=(3.2 * cols, 3.6 * max(1, len(picks) // cols)),
                              squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -79,32 +69,32 @@ def _examples(cache, rows: pd.DataFrame, y, scores, decisions, labels, path: Pat
         predicted = [f"{labels[i]} {scores[k, i]:.2f}" for i in np.flatnonzero(decisions[k])] or ["none"]
         ax.set_title(f"true: {', '.join(truth)}\npred: {', '.join(predicted)}", fontsize=7)
     fig.suptitle("Examples (risk scores of the findings above their thresholds)", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _training(train_log: Path, out: Path) -> list[Path]:
     if not train_log.is_file():
         return []
     log = pd.read_csv(train_log)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     ax.plot(log["epoch"], log["train_loss"], "o-", label="train loss")
     ax.plot(log["epoch"], log["val_loss"], "o-", label="validation loss")
     ax.set(xlabel="epoch", ylabel="BCE loss (pos_weight)", title="Loss per epoch")
     ax.legend()
-    written = [_save(fig, out / "training_loss.png")]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    written = [save(fig, out / "training_loss.png")]
+    fig, ax = subplots(figsize=(6, 4))
     for column, name in (("precision_mean", "mean precision"), ("recall_mean", "mean recall"), ("f1_mean", "mean F1"),
                          ("macro_f1", "macro F1"), ("auroc_mean", "mean AUROC")):
         ax.plot(log["epoch"], log[column], "o-", label=name)
     ax.set(xlabel="epoch", ylim=(0, 1.02), title="Validation metrics per epoch (decisions at 0.5)")
     ax.legend(fontsize=8)
-    written.append(_save(fig, out / "training_metrics.png"))
+    written.append(save(fig, out / "training_metrics.png"))
     return written
 
 
 def _reliability(y: np.ndarray, logits: np.ndarray, calibration: Calibration, labels, title: str, path: Path) -> Path:
     """Pooled over findings: observed frequency against mean score, before and after calibration."""
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfectly calibrated")
     for name, scores in (("before (sigmoid of logits)", Calibration.identity(labels)(logits)),
                          ("after (chosen calibrators)", calibration(logits))):
@@ -112,7 +102,7 @@ def _reliability(y: np.ndarray, logits: np.ndarray, calibration: Calibration, la
         ax.plot(mean, frac, "o-", label=name)
     ax.set(xlabel="mean risk score in bin", ylabel="observed frequency", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def write_plots(paths, predictor, cache, target, scores, decisions, val_report) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Fitting the input gate's out-of-distribution statistics (chestaid.gate) on a run's own images.
+"""Fitting the input gate's out-of-distribution statistics (chestaid.inference.gate) on a run's own images.
 
 Fitted at the end of `train`; refitted by `calibrate` when it is missing or was fitted from other weights (a
 copied or retrained run), and always with a local cohort (on the training split and the cohort's calib part,
@@ -11,8 +11,8 @@ import numpy as np
 
 from chestaid.data.cache import Cache
 from chestaid.fileio import sha256_of
-from chestaid.gate import DEFAULT_PERCENTILE, GATE_NAME, DistanceGate
-from chestaid.predictor import Predictor
+from chestaid.inference.gate import DEFAULT_PERCENTILE, GATE_NAME, DistanceGate
+from chestaid.inference.predictor import Predictor
 from chestaid.run_dir import RunPaths
 
 MAX_FIT_IMAGES = 5000  # per split: enough for a 256/1024-dimensional shrinkage covariance, minutes on a CPU

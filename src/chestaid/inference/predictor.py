@@ -22,17 +22,18 @@ from chestaid.config import RunConfig
 from chestaid.data.augment import eval_transform
 from chestaid.data.cache import Cache
 from chestaid.data.dataset import CacheDataset
-from chestaid.data.images import read_grey, resize_square
+from chestaid.data.images import array_to_grey, read_grey, resize_square
 from chestaid.data.sources import patient_vectors
 from chestaid.errors import ChestaidError, ImageDecodeError, describe
-from chestaid.evaluate.calibration import Calibration
-from chestaid.evaluate.thresholds import Thresholds
+from chestaid.inference.calibration import Calibration
+from chestaid.inference.thresholds import Thresholds
+from chestaid.inference.gate import GATE_NAME, DistanceGate, tag_refusal
+from chestaid.inference.onnx_backend import OnnxNetwork, open_onnx
+from chestaid.inference.prediction import Prediction
 from chestaid.models.chestnet import ChestNet
-from chestaid.gate import GATE_NAME, DistanceGate, tag_refusal
-from chestaid.onnx_backend import OnnxNetwork, open_onnx
 from chestaid.patient import PatientData, patient_from_header, read_header
 from chestaid.run_dir import RunPaths, load_model
-from chestaid.tasks import Task, get_task
+from chestaid.tasks import Task
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Predictor:
     def __init__(self, cfg: RunConfig, model: ChestNet, device: str = "cpu", calibration: Calibration | None = None,
                  thresholds: Thresholds | None = None, onnx: OnnxNetwork | None = None) -> None:
         self.cfg, self.device = cfg, torch.device(device)
-        self.task: Task = get_task(cfg.task)
+        self.task: Task = cfg.require_task()
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.onnx = onnx
         self.backend_note = ""
@@ -187,7 +188,7 @@ class Predictor:
         """Score files in batches. Returns the scored images and (file, reason) for each unreadable one.
 
         `patient` values (age/sex/view) fill only what a file's DICOM tags lack (chestaid.patient). Each scored
-        image carries the input gate's verdict: its DICOM tags (chestaid.gate), then its distance from the
+        image carries the input gate's verdict: its DICOM tags (chestaid.inference.gate), then its distance from the
         training images when the run has a fitted gate."""
         scored, failed = [], []
         workers = min(8, os.cpu_count() or 1)
@@ -199,21 +200,53 @@ class Predictor:
                 failed += [(p, reason) for p, (img, reason) in zip(batch, loaded) if img is None]
                 if good:
                     headers = list(pool.map(read_header, [p for p, _ in good]))
-                    data = [patient_from_header(h, patient) for h in headers]
-                    tabular = patient_vectors([d.values for d in data])
-                    images = torch.from_numpy(np.stack([img for _, img in good])).unsqueeze(1)
-                    logits, features = (t.numpy() for t in self.forward(images, torch.from_numpy(tabular)))
-                    risk = self.risk_scores(logits)
-                    decisions, distances = self.decisions(risk), self.distances(features)
-                    for k, (p, img) in enumerate(good):
-                        distance = None if distances is None else float(distances[k])
-                        refusal = (tag_refusal(headers[k]) if headers[k] is not None else "") or (
-                            self.gate.refusal(distance) if self.gate is not None else "")
-                        scored.append(Scored(p, logits[k], risk[k], decisions[k], data[k], tabular[k],
-                                             img if keep_images else None, refusal, distance))
+                    scored += self.score_images([p for p, _ in good], [img for _, img in good], headers, patient,
+                                                keep_images)
                 if progress is not None:
                     progress(len(batch))
         return scored, failed
+
+    def score_images(self, names: list[str], images: list[np.ndarray], headers: list, patient: dict | None = None,
+                     keep_images: bool = False) -> list[Scored]:
+        """Score decoded uint8 images (resized to `image_size`) with their DICOM headers (None where not DICOM):
+        patient data, logits, calibrated risk scores, decisions, and the input gate's verdict."""
+        data = [patient_from_header(h, patient) for h in headers]
+        tabular = patient_vectors([d.values for d in data])
+        batch = torch.from_numpy(np.stack(images)).unsqueeze(1)
+        logits, features = (t.numpy() for t in self.forward(batch, torch.from_numpy(tabular)))
+        risk = self.risk_scores(logits)
+        decisions, distances = self.decisions(risk), self.distances(features)
+        scored = []
+        for k, name in enumerate(names):
+            distance = None if distances is None else float(distances[k])
+            refusal = (tag_refusal(headers[k]) if headers[k] is not None else "") or (
+                self.gate.refusal(distance) if self.gate is not None else "")
+            scored.append(Scored(name, logits[k], risk[k], decisions[k], data[k], tabular[k],
+                                 images[k] if keep_images else None, refusal, distance))
+        return scored
+
+    def predict(self, image: str | Path | np.ndarray, age: float | None = None, sex: str | None = None,
+                view: str | None = None) -> Prediction:
+        """Score one image: a file path (PNG, JPEG, DICOM ...) or a 2-D numpy array (any numeric dtype; uint8 is
+        taken as it is, anything else is scaled from its min to its max). Patient data you give fills only what
+        a DICOM file's tags lack; what nobody gives is assumed neutral and reported as assumed (a model without
+        patient-data fusion ignores it).
+
+        >>> result = predictor.predict("chest.png", age=61, sex="F", view="PA")  # doctest: +SKIP
+        >>> result.risk["Effusion"], result.decision["Effusion"]                   # doctest: +SKIP
+        (0.41, True)
+
+        Raises ChestaidError (one line, naming the file) for a file or array that cannot be read."""
+        given = {"age": age, "sex": sex, "view": view} if self.cfg.model.tabular else None  # else: not used
+        if isinstance(image, np.ndarray):
+            grey = resize_square(array_to_grey(image), self.image_size)
+            scored = self.score_images(["<array>"], [grey], [None], given, keep_images=True)[0]
+        else:
+            grey, reason = self.read(image)
+            if grey is None:
+                raise ChestaidError(f"{image}: {reason}")
+            scored = self.score_images([str(image)], [grey], [read_header(image)], given, keep_images=True)[0]
+        return Prediction.of(scored, self)
 
     def predict_cache(self, cache: Cache, split: str | None, batch_size: int = 64) -> tuple[np.ndarray, pd.DataFrame]:
         """Logits [N, labels] for one split of a cache, with the rows they belong to (targets included)."""

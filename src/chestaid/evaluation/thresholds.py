@@ -10,13 +10,10 @@ Thresholds apply to the calibrated risk scores. Stored in RUN/thresholds.json wi
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 from sklearn.metrics import f1_score, precision_score, roc_curve
 
-from chestaid.fileio import write_json
+from chestaid.inference.thresholds import Thresholds
 
 POLICIES = ("youden", "f1-precision", "seed000", "sensitivity")
 GRID = np.round(np.arange(0.10, 0.85 + 1e-9, 0.05), 2)
@@ -68,27 +65,9 @@ def fit_threshold(policy: str, y: np.ndarray, s: np.ndarray, **params) -> float:
     raise ValueError(f"unknown threshold policy {policy!r}; choose one of {POLICIES}")
 
 
-class Thresholds:
-    """{finding: threshold} with the policy and parameters that made them."""
-
-    def __init__(self, values: dict[str, float], policy: str, params: dict, info: dict | None = None) -> None:
-        self.values, self.policy, self.params, self.info = values, policy, params, info or {}
-
-    @classmethod
-    def fit(cls, policy: str, labels: tuple[str, ...], y: np.ndarray, scores: np.ndarray, info: dict | None = None,
-            **params) -> "Thresholds":
-        merged = {**DEFAULT_PARAMS.get(policy, {}), **params}
-        values = {name: fit_threshold(policy, y[:, i], scores[:, i], **merged) for i, name in enumerate(labels)}
-        return cls(values, policy, merged, info)
-
-    def decide(self, scores: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
-        return (np.asarray(scores) >= np.array([self.values[n] for n in labels])).astype(int)
-
-    def save(self, path: str | Path) -> None:
-        write_json(path, {"policy": self.policy, "params": self.params, **self.info, "thresholds": self.values})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Thresholds":
-        data = json.loads(Path(path).read_text())
-        values = data.pop("thresholds")
-        return cls(values, data.pop("policy"), data.pop("params"), data)
+def thresholds_for(policy: str, labels: tuple[str, ...], y: np.ndarray, scores: np.ndarray,
+                   info: dict | None = None, **params) -> Thresholds:
+    """Thresholds for every label under one policy (labels y [N, L], calibrated scores [N, L]; validation only)."""
+    merged = {**DEFAULT_PARAMS.get(policy, {}), **params}
+    values = {name: fit_threshold(policy, y[:, i], scores[:, i], **merged) for i, name in enumerate(labels)}
+    return Thresholds(values, policy, merged, info)

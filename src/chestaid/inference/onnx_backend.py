@@ -58,7 +58,7 @@ def export_onnx(run: str | Path, out: str | Path | None = None) -> dict:
                                                           "features": batch})
     proto = onnx.load_from_string(buffer.getvalue())
     for key, value in {"chestaid_weights_sha256": sha256_of(paths.weights), "image_size": str(size),
-                       "task": cfg.task, "chestaid_onnx_format": ONNX_FORMAT}.items():
+                       "task": cfg.require_task().name, "chestaid_onnx_format": ONNX_FORMAT}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     data = proto.SerializeToString()

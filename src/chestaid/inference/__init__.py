@@ -1,0 +1,1 @@
+"""The one inference layer: a run's model, calibration, thresholds and input gate, applied to images."""

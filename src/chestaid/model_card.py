@@ -1,0 +1,134 @@
+"""RUN/model_card.md: what the model is, what it was trained on and what it is for, written from the run's
+config, its training cache, train_log.csv and (once they exist) its calibration, thresholds, gate and test
+metrics. Nothing in it is typed by hand; what the files do not say, the card says is unknown.
+
+Written by `train`, and again by `calibrate` and `evaluate`; shown on the web page.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from chestaid import __version__
+from chestaid.config import RunConfig, load_config
+from chestaid.fileio import write_text
+from chestaid.run_dir import RunPaths
+
+CARD_NAME = "model_card.md"
+INTENDED_USE = (
+    "Triage support and double-checking: ranking frontal chest radiographs so that a clinician looks at the "
+    "likeliest positives first. **It does not diagnose.** Its numbers are calibrated risk scores (not clinical "
+    "probabilities), its heat maps are qualitative, and every decision stays with a clinician.")
+# What is known about the public datasets whose folder layouts chestaid reads (applies to real data only).
+DATASET_FACTS = {
+    "kaggle": "The Kaggle *Chest X-Ray Images (Pneumonia)* set (Kermany et al., 2018): paediatric patients aged "
+              "one to five, from one centre (Guangzhou Women and Children's Medical Center). The model has not seen "
+              "adults; expect it to be miscalibrated on them.",
+    "nih": "NIH ChestX-ray14 (Wang et al., 2017): frontal radiographs from one hospital (NIH Clinical Center); "
+           "labels were text-mined from radiology reports, not read from the images, and are noisy.",
+}
+
+
+def write_model_card(run: str | Path) -> Path:
+    """(Re)write RUN/model_card.md from what the run directory holds now."""
+    paths = RunPaths(run)
+    cfg = load_config(paths.config)
+    text = "\n".join([f"# Model card: {paths.root.name}", "",
+                      f"chestaid {__version__}, {time.strftime('%Y-%m-%d')}: generated from the run's files.", "",
+                      "## Intended use", "", INTENDED_USE, "",
+                      *_task(cfg), *_data(cfg), *_model(cfg, paths), *_fitted(paths), *_evaluation(paths)])
+    write_text(paths.root / CARD_NAME, text + "\n")
+    return paths.root / CARD_NAME
+
+
+def _task(cfg: RunConfig) -> list[str]:
+    task = cfg.require_task()
+    return ["## Task", "", f"`{task.name}`, {task.kind}: {', '.join(task.labels)}.", ""]
+
+
+def _data(cfg: RunConfig) -> list[str]:
+    lines = ["## Training data", ""]
+    cache = Path(cfg.data.path) if cfg.data.path else None
+    try:
+        meta = json.loads((cache / "meta.json").read_text())
+        table = pd.read_csv(cache / "studies.csv", dtype={"patient_id": str, "sex": str, "view": str, "split": str},
+                            keep_default_na=False, na_values={"age": [""]})
+    except (OSError, TypeError, ValueError):
+        return lines + ["The training cache is not available here; nothing is known about the data.", ""]
+    if meta.get("synthetic"):
+        lines.append("**Synthetic phantoms** drawn by `chestaid synth`: a demonstration, not a model of real "
+                     "X-rays. Do not use it on patients.")
+    elif meta.get("layout") in DATASET_FACTS:
+        lines.append(DATASET_FACTS[meta["layout"]])
+    elif meta.get("layout") == "table":
+        lines.append(f"A table of the user's own images (`{Path(meta['source']).name}`); chestaid knows nothing "
+                     "about where they come from beyond that table.")
+    else:
+        lines.append("The data's origin was not recorded.")
+    splits = table["split"].value_counts()
+    lines += ["", f"- {len(table):,} images of {table['patient_id'].nunique():,} patients listed; "
+                  f"{meta.get('cached', '?')} cached at {meta.get('size')} px (train {splits.get('train', 0):,}, "
+                  f"val {splits.get('val', 0):,}, test {splits.get('test', 0):,}; split by patient)."]
+    ages = table["age"].dropna()
+    lines.append(f"- Age: median {ages.median():.0f}, range {ages.min():.0f}–{ages.max():.0f} years "
+                 f"(known for {len(ages):,} images)." if len(ages) else "- Age: not recorded.")
+    for column, names in (("sex", {"M": "male", "F": "female"}), ("view", {"PA": "PA", "AP": "AP"})):
+        shares = table[column].map(names).fillna("unknown").value_counts(normalize=True)
+        lines.append(f"- {column.capitalize()}: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()) + ".")
+    train = table[table["split"] == "train"]
+    labels = cfg.require_task().labels
+    lines.append("- Positives in train: " + ", ".join(
+        f"{name} {int(train[name].sum()):,}" for name in labels if name in train) + ".")
+    return lines + [""]
+
+
+def _model(cfg: RunConfig, paths: RunPaths) -> list[str]:
+    m = cfg.model
+    start = {"imagenet": "ImageNet", "none": "random initialisation"}.get(m.weights, f"`{Path(m.weights).name}`")
+    parts = ["DenseNet-121"] + (["Feature Pyramid Network"] if m.fpn else []) + (
+        ["patient age/sex/view fusion"] if m.tabular else [])
+    lines = ["## Model", "", f"{' + '.join(parts)}, started from {start}. Input: one grey image resized to "
+             f"{cfg.data.cache_size} px, centre crop {cfg.data.augment.crop:g}, {cfg.data.image_size} px to the "
+             "network. Expected: frontal chest radiographs (PNG/JPEG, or DICOM CR/DX)."]
+    if paths.train_log.is_file():
+        log = pd.read_csv(paths.train_log)
+        best = log[log["best"].astype(bool)].tail(1)
+        if len(best):
+            row = best.iloc[0]
+            lines.append(f"Trained {len(log)} epoch(s); the kept weights are epoch {int(row['epoch'])}'s "
+                         f"(validation {cfg.train.monitor}: {row['monitor']:.3f}).")
+    return lines + [""]
+
+
+def _fitted(paths: RunPaths) -> list[str]:
+    lines = ["## Calibration, thresholds and input gate", ""]
+    if paths.calibration.is_file():
+        info = json.loads(paths.calibration.read_text())
+        lines.append(f"- Calibrated on validation data of `{Path(str(info.get('fitted_on', '?'))).name}` "
+                     "(never the test split).")
+    else:
+        lines.append("- **Not calibrated**: scores are plain sigmoid outputs (`chestaid calibrate`).")
+    if paths.thresholds.is_file():
+        lines.append(f"- Thresholds: policy `{json.loads(paths.thresholds.read_text())['policy']}`, fitted on "
+                     "validation data.")
+    else:
+        lines.append("- **No fitted thresholds**: decisions at 0.5.")
+    gate = (paths.root / "gate.safetensors").is_file()
+    lines.append("- Input gate: DICOM tags (CR/DX chest only) and a distance from the training images; images "
+                 "unlike them are refused." if gate else "- **No input gate**: any image is scored.")
+    return lines + [""]
+
+
+def _evaluation(paths: RunPaths) -> list[str]:
+    result = paths.metrics / "test_metrics.json"
+    if not result.is_file():
+        return ["## Evaluation", "", "Not evaluated yet (`chestaid evaluate RUN`)."]
+    summary = json.loads(result.read_text())["summary"]
+    keys = [k for k in ("roc_auc", "pr_auc", "sensitivity", "specificity", "ece", "roc_auc_macro", "pr_auc_macro",
+                        "f1_macro", "ece_mean") if isinstance(summary.get(k), float)]
+    return ["## Evaluation", "", f"On the held-out test split ({summary.get('n', '?')} images): " +
+            ", ".join(f"{k} {summary[k]:.3f}" for k in keys) + ". Per finding: report.html."]

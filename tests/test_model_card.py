@@ -1,0 +1,35 @@
+"""RUN/model_card.md is written from the run's config, its training cache and its files: never invented."""
+
+from __future__ import annotations
+
+from chestaid.config import load_config, save_config, with_task
+from chestaid.data.cache import Cache, prepare
+from chestaid.data.synthetic import synth_pneumonia
+from chestaid.model_card import write_model_card
+from chestaid.run_dir import RunPaths
+
+
+def _card_for(cache_dir, run_dir) -> str:
+    cache = Cache.open(cache_dir)
+    cfg = with_task(load_config("demo_pneumonia"), cache.task)
+    run_dir.mkdir()
+    save_config(cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(cache_dir)})}),
+                RunPaths(run_dir).config)
+    return write_model_card(run_dir).read_text()
+
+
+def test_card_says_what_the_data_is(tmp_path):
+    root = synth_pneumonia(tmp_path / "kaggle", n=40, size=32, seed=1, workers=1)
+    prepare(root, tmp_path / "synthetic", size=32, workers=1)
+    card = _card_for(tmp_path / "synthetic", tmp_path / "run1")
+    assert "**Synthetic phantoms**" in card and "paediatric" not in card
+    assert "`pneumonia`, binary: Pneumonia." in card and "It does not diagnose." in card
+    assert "**Not calibrated**" in card and "**No input gate**" in card and "Not evaluated yet" in card
+    assert "Age: not recorded." in card  # the Kaggle set has no ages: none are made up
+
+    (root / "SYNTHETIC_DATA.txt").unlink()  # the same folder, as the real Kaggle set would be
+    prepare(root, tmp_path / "kaggle_cache", size=32, workers=1)
+    card = _card_for(tmp_path / "kaggle_cache", tmp_path / "run2")
+    assert "paediatric patients aged one to five, from one centre" in card and "Synthetic" not in card
+    positives = int(Cache.open(tmp_path / "kaggle_cache").table.query("split == 'train'")["Pneumonia"].sum())
+    assert f"Positives in train: Pneumonia {positives}." in card
