@@ -79,7 +79,7 @@ def test_worklist_ties_of_a_saturated_calibrator_are_ranked_by_the_model(ungated
     run = tmp_path / "run"
     shutil.copytree(ungated_pneumonia_run.root, run, ignore=shutil.ignore_patterns("checkpoints"))
     info = json.loads((run / "calibration.json").read_text()) if (run / "calibration.json").exists() else {}
-    info["findings"] = {"Pneumonia": {"method": "platt", "a": 50.0, "b": 500.0}}  # every score becomes 1.0
+    info["findings"] = {"Pneumonia": {"method": "platt", "a": 1.0, "b": 1000.0}}  # every score becomes 1.0
     (run / "calibration.json").write_text(json.dumps(info))
     files = sorted((kaggle_root / "test").rglob("*.jpeg"))[:12]
     out = tmp_path / "worklist.csv"

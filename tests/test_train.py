@@ -17,20 +17,24 @@ from safetensors.torch import load_file
 from chestaid.config import load_config
 from chestaid.errors import ChestaidError
 from chestaid.run_dir import RunPaths, load_model, save_weights
+from chestaid.run_log import read_steps
 from chestaid.training import train
 
 from conftest import CONFIGS, TINY
 
 
 def test_run_directory_holds_the_expected_files(tiny_run):
-    for path in (tiny_run.config, tiny_run.weights, tiny_run.last, tiny_run.best, tiny_run.train_log, tiny_run.steps):
+    for path in (tiny_run.config, tiny_run.weights, tiny_run.last, tiny_run.best, tiny_run.train_log,
+                 tiny_run.logs / "version_0" / "metrics.csv", tiny_run.logs / "version_0" / "hparams.yaml"):
         assert path.is_file() and path.stat().st_size > 0, path
     log = pd.read_csv(tiny_run.train_log)
-    assert list(log["epoch"]) == [0, 1]
+    assert list(log["epoch"]) == [0, 1] and log["best"].iloc[0]  # the first epoch is the best so far
     for column in ("train_loss", "val_loss", "precision_mean", "recall_mean", "f1_mean", "macro_f1", "auroc_mean"):
         assert np.isfinite(log[column]).all(), column
-    steps = pd.read_csv(tiny_run.steps)
-    assert list(steps["step"]) == list(range(1, len(steps) + 1)) and (steps["step_seconds"] > 0).all()
+    steps = read_steps(tiny_run)
+    batches = len(pd.read_csv(load_config(tiny_run.config).data.path + "/studies.csv").query("split == 'train'")) // 16
+    assert list(steps["step"]) == list(range(2 * batches)) and (steps["step_seconds"] > 0).all()
+    assert steps["loss"].notna().all()
 
 
 def test_config_and_safetensors_alone_rebuild_the_model_bit_identically(tiny_run, tmp_path):
@@ -66,8 +70,7 @@ def test_sigkill_mid_epoch_then_resume_finishes(nih_cache, tmp_path):
     paths = RunPaths(run)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:  # kill in epoch 1, between two steps
-        if paths.train_log.is_file() and len(pd.read_csv(paths.train_log)) >= 1 and \
-                len(pd.read_csv(paths.steps)) >= 12:
+        if paths.train_log.is_file() and len(pd.read_csv(paths.train_log)) >= 1 and len(read_steps(paths)) >= 12:
             break
         time.sleep(0.2)
     assert proc.poll() is None, "training ended before it could be killed"
@@ -80,8 +83,8 @@ def test_sigkill_mid_epoch_then_resume_finishes(nih_cache, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     log = pd.read_csv(paths.train_log)
     assert list(log["epoch"]) == [0, 1, 2]
-    steps = pd.read_csv(paths.steps)
-    assert steps["step"].is_monotonic_increasing and steps["step"].iloc[0] == 1
+    steps = read_steps(paths)  # one row per step, the steps redone after the kill recorded once
+    assert list(steps["step"]) == list(range(len(steps))) and len(list(paths.logs.glob("version_*"))) == 2
     assert torch.load(paths.last, map_location="cpu", weights_only=False)["global_step"] > killed_at
     load_model(run)
     assert not list(run.rglob("*.tmp"))
@@ -98,3 +101,35 @@ def test_pneumonia_model_learns_on_tiny_synthetic_data(pneumonia_run):
     auroc = roc_auc_score(rows["Pneumonia"], logits[:, 0])
     assert auroc >= 0.8, f"validation ROC-AUC {auroc:.3f}; an untrained model scores about 0.6 here"
     assert np.nanmax(pd.read_csv(pneumonia_run.train_log)["auroc_mean"]) >= 0.8
+
+
+def test_rank_zero_is_read_from_the_launchers_environment(monkeypatch):
+    from chestaid.training import is_global_zero
+
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    assert is_global_zero()  # a plain process, or the launcher of a Lightning DDP run
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert is_global_zero()
+    for name, value in (("LOCAL_RANK", "1"), ("NODE_RANK", "1"), ("RANK", "3")):  # Lightning's child, node 1, torchrun
+        monkeypatch.setenv(name, value)
+        assert not is_global_zero()
+        monkeypatch.setenv(name, "0")
+
+
+def test_loggers_follow_the_config(tmp_path):
+    import importlib.util
+
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from chestaid.training import _loggers
+
+    paths = RunPaths(tmp_path)
+    assert _loggers(load_config("demo", ["train.logger=none"]), paths) is False
+    assert [type(x) for x in _loggers(load_config("demo"), paths)] == [CSVLogger]
+    tensorboard = load_config("demo", ["train.logger=tensorboard"])
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        assert [type(x) for x in _loggers(tensorboard, paths)] == [CSVLogger, TensorBoardLogger]
+    else:
+        with pytest.raises(ChestaidError, match="pip install tensorboard"):
+            _loggers(tensorboard, paths)

@@ -173,7 +173,7 @@ def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML 
           ) -> None:
     """Train a model into a run directory (config.yaml, model.safetensors, checkpoints/, train_log.csv)."""
     from chestaid.config import load_config
-    from chestaid.training import train as run_train
+    from chestaid.training import is_global_zero, train as run_train
 
     if resume is not None:
         paths = run_train(load_config(None), None, resume, resume=True)
@@ -181,7 +181,8 @@ def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML 
         if out is None:
             fail("--out RUN is required (or --resume RUN)")
         paths = run_train(load_config(config, overrides or []), data, out)
-    console.print(f"run {paths.root}: weights {paths.weights}, per-epoch log {paths.train_log}")
+    if is_global_zero():  # under DDP every process returns here; one says it
+        console.print(f"run {paths.root}: weights {paths.weights}, per-epoch log {paths.train_log}")
 
 
 def _parse_params(items: list[str]) -> dict[str, float]:

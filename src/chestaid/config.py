@@ -66,8 +66,11 @@ class TrainConfig(Strict):
     channels_last: bool = True
     accelerator: str = "auto"
     devices: int | str | list[int] = "auto"
+    num_nodes: int = Field(1, ge=1, description="machines in a multi-node run (torchrun, SLURM)")
     strategy: str = "auto"
     checkpoint_every_n_steps: int = Field(200, ge=0, description="mid-epoch last.ckpt; 0 = epoch ends only")
+    logger: Literal["csv", "tensorboard", "none"] = Field("csv", description="RUN/logs/: Lightning's CSV logger; "
+                                                          "tensorboard adds TensorBoard's; train_log.csv is always written")
     limit_train_batches: int | float = 1.0
     seed: int = 0
 

@@ -1,6 +1,9 @@
-"""The Lightning DataModule over a cache: balanced training rows, validation rows, plain uint8 batches.
+"""The Lightning DataModule over a cache: balanced training rows, validation rows, uint8 batches that become
+augmented (train) or centre-cropped (val), normalised float batches on the training device
+(`on_after_batch_transfer`), so a GPU is not starved by per-image CPU transforms.
 
-Augmentation is not done here: the LightningModule applies it to whole batches on the training device.
+Under DDP, Lightning shards the training rows; validation rows are split without padding (each image scored
+once, on one process), and each process draws its own augmentations.
 """
 
 from __future__ import annotations
@@ -8,9 +11,11 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from chestaid.config import RunConfig
+from chestaid.data.augment import AugmentConfig, eval_transform, train_transform
 from chestaid.data.balance import balance
 from chestaid.data.cache import Cache
 from chestaid.data.dataset import CacheDataset
@@ -27,6 +32,7 @@ class CacheDataModule(L.LightningDataModule):
         if len(self.train_rows) == 0 or len(self.val_rows) == 0:
             raise ValueError(f"{cache.root}: the cache needs both train and val rows "
                              f"(has {len(self.train_rows)} train, {len(self.val_rows)} val)")
+        self.augment = AugmentConfig(**cfg.data.augment.model_dump())
 
     def pos_weight(self) -> torch.Tensor:
         """BCE pos_weight from the (balanced) training frequencies, then the manual overrides (SPEC A12)."""
@@ -46,14 +52,37 @@ class CacheDataModule(L.LightningDataModule):
             weight[labels.index(name)] = value
         return torch.tensor(np.maximum(weight, 1e-3), dtype=torch.float32)
 
-    def _loader(self, rows, shuffle: bool) -> DataLoader:
+    def _loader(self, rows, shuffle: bool, sampler=None) -> DataLoader:
         workers = self.cfg.data.num_workers
-        return DataLoader(CacheDataset(self.cache, rows=rows), batch_size=self.cfg.data.batch_size, shuffle=shuffle,
-                          num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+        return DataLoader(CacheDataset(self.cache, rows=rows), batch_size=self.cfg.data.batch_size,
+                          shuffle=shuffle if sampler is None else False, sampler=sampler, num_workers=workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                           drop_last=shuffle and len(rows) > self.cfg.data.batch_size)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_rows, shuffle=True)
+        return self._loader(self.train_rows, shuffle=True)  # Lightning adds a DistributedSampler under DDP
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_rows, shuffle=False)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        sampler = None if world == 1 else UnrepeatedDistributedSampler(
+            CacheDataset(self.cache, rows=self.val_rows), num_replicas=world, rank=self.trainer.global_rank,
+            shuffle=False)  # Lightning's own sampler would pad with repeated images to even the shards
+        return self._loader(self.val_rows, shuffle=False, sampler=sampler)
+
+    def setup(self, stage: str) -> None:
+        """Under DDP, ranks 1…N-1 reseed torch's generator (the models are already built, and identical), so
+        that each process draws its own augmentations; rank 0 draws exactly as a single process would."""
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        if rank > 0:
+            torch.manual_seed(self.cfg.train.seed + 1000 * rank)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, tabular, target = batch
+        size = self.cfg.data.image_size
+        if self.trainer is not None and self.trainer.training:
+            x = train_transform(images, size, self.augment)
+        else:
+            x = eval_transform(images, size, self.augment.crop)
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, tabular, target

@@ -1,6 +1,6 @@
 """The run directory: where each file lives, and the weights in safetensors (no Lightning needed to score).
 
-RUN/config.yaml, RUN/model.safetensors, RUN/checkpoints/{last,best}.ckpt, RUN/train_log.csv, RUN/steps.csv
+RUN/config.yaml, RUN/model.safetensors, RUN/checkpoints/{last,best}.ckpt, RUN/train_log.csv, RUN/logs/
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class RunPaths:
         self.last = self.checkpoints / "last.ckpt"
         self.best = self.checkpoints / "best.ckpt"
         self.train_log = self.root / "train_log.csv"
-        self.steps = self.root / "steps.csv"
+        self.logs = self.root / "logs"  # Lightning's loggers: version_N/ per start (a resume is a new one)
         self.calibration = self.root / "calibration.json"
         self.thresholds = self.root / "thresholds.json"
         self.metrics = self.root / "metrics"

@@ -1,7 +1,8 @@
-"""The training log of a run: train_log.csv (one row per epoch, SPEC A14) and steps.csv (loss, step time),
-last.ckpt every N steps and at each epoch end, and model.safetensors kept equal to the best weights.
+"""What a run leaves besides Lightning's own checkpoints and logs: model.safetensors kept equal to the best
+checkpoint's weights, the per-epoch table train_log.csv (SPEC A14), and the step time (logged through Lightning,
+next to the step loss, into RUN/logs/).
 
-Every file is rewritten atomically; on resume the logs are read back and rows past the checkpoint dropped.
+Files are written by global rank 0 only, atomically.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 
 import lightning as L
 import pandas as pd
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from chestaid.config import RunConfig
 from chestaid.fileio import write_text
@@ -21,72 +22,109 @@ EPOCH_COLUMNS = ["epoch", "train_loss", "val_loss", "precision_mean", "recall_me
                  "auroc_mean", "lr", "epoch_seconds", "best", "monitor"]
 
 
-class RunLog(Callback):
+class BestCheckpoint(ModelCheckpoint):
+    """checkpoints/best.ckpt by the monitored validation metric, last.ckpt after every validation, and
+    model.safetensors with the best weights (safe to load from strangers: what inference reads)."""
+
     def __init__(self, paths: RunPaths, cfg: RunConfig, monitor: str, mode: str) -> None:
-        self.paths, self.cfg, self.monitor, self.mode = paths, cfg, monitor, mode
-        self.epochs: list[dict] = []
-        self.steps: list[dict] = []
-        self._epoch_start = self._step_start = 0.0
-        self._best_score: float | None = None
+        super().__init__(dirpath=paths.checkpoints, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                         save_last=True, save_on_train_epoch_end=False, enable_version_counter=False,
+                         auto_insert_metric_name=False)
+        self.paths, self.task = paths, cfg.require_task().name
 
-    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        step, epoch = trainer.global_step, trainer.current_epoch  # restored from the checkpoint by now
-        if self.paths.train_log.is_file():
-            self.epochs = [r for r in pd.read_csv(self.paths.train_log).to_dict("records") if r["epoch"] < epoch]
-        if self.paths.steps.is_file():
-            self.steps = [r for r in pd.read_csv(self.paths.steps).to_dict("records") if r["step"] <= step]
-        kept = [r["monitor"] for r in self.epochs if "monitor" in r and not math.isnan(r["monitor"])]
-        self._best_score = (max(kept) if self.mode == "max" else min(kept)) if kept else None
+    def improves(self, trainer: L.Trainer) -> bool:
+        """Whether this validation's metric beats the best so far (asked before the checkpoint is saved)."""
+        current = trainer.callback_metrics.get(self.monitor)
+        return current is not None and bool(self.check_monitor_top_k(trainer, current))
 
-    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        improved = self.improves(trainer)
+        super().on_validation_end(trainer, module)
+        if improved and trainer.is_global_zero:
+            save_weights(module.model, self.paths.weights, self.task)
 
-    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx) -> None:
-        self._step_start = time.perf_counter()
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not self.paths.weights.is_file() and trainer.is_global_zero:  # the metric was never finite
+            save_weights(module.model, self.paths.weights, self.task)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """last.ckpt every N steps within an epoch, except at its last batch: resumed from there, Lightning would
+    skip that epoch's validation. The validation's own last.ckpt follows a moment later."""
+
+    def __init__(self, paths: RunPaths, every: int) -> None:
+        super().__init__(dirpath=paths.checkpoints, every_n_train_steps=every, save_top_k=0, save_last=True)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        self.steps.append({"step": trainer.global_step, "epoch": trainer.current_epoch,
-                           "loss": _num(trainer.callback_metrics.get("train/loss_step")),
-                           "step_seconds": round(time.perf_counter() - self._step_start, 4)})
-        every = self.cfg.train.checkpoint_every_n_steps
-        if every and trainer.global_step % every == 0:
-            self._save_last(trainer)
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        """Runs after this epoch's validation, when both train and val aggregates are known."""
+
+class StepTime(Callback):
+    """Seconds per optimisation step, logged with the step loss."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        module.log("train/step_seconds", time.perf_counter() - self._start, on_step=True, on_epoch=False,
+                   batch_size=1)
+
+
+class EpochTable(Callback):
+    """RUN/train_log.csv: one row per epoch, written when its validation ends (before that validation's
+    last.ckpt). The rows travel in the checkpoint, so a resumed run continues exactly the table it restored."""
+
+    def __init__(self, paths: RunPaths, best: BestCheckpoint) -> None:
+        self.paths, self.best = paths, best
+        self.rows: list[dict] = []
+        self._start = 0.0
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._write(trainer)  # after a resume: drops rows of epochs past the checkpoint
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
         metrics = trainer.callback_metrics
-        score = _num(metrics.get(self.monitor))
-        improved = not math.isnan(score) and (self._best_score is None or (
-            score > self._best_score if self.mode == "max" else score < self._best_score))  # strict, as best.ckpt
-        if improved:
-            self._best_score = score
-            if trainer.is_global_zero:
-                save_weights(module.model, self.paths.weights, self.cfg.require_task().name)
-        self.epochs.append({
-            "epoch": trainer.current_epoch, "train_loss": _num(metrics.get("train/loss_epoch")),
+        self.rows.append({
+            "epoch": trainer.current_epoch, "train_loss": _num(metrics.get("train/epoch_loss")),
             "val_loss": _num(metrics.get("val/loss")), "precision_mean": _num(metrics.get("val/precision")),
             "recall_mean": _num(metrics.get("val/recall")), "f1_mean": _num(metrics.get("val/f1")),
             "macro_f1": _num(metrics.get("val/macro_f1")), "auroc_mean": _num(metrics.get("val/auroc")),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
-            "epoch_seconds": round(time.perf_counter() - self._epoch_start, 2), "best": bool(improved),
-            "monitor": score})
-        self._save_last(trainer)  # writes the logs, then last.ckpt
+            "epoch_seconds": round(time.perf_counter() - self._start, 2), "best": self.best.improves(trainer),
+            "monitor": _num(metrics.get(self.best.monitor))})
+        self._write(trainer)
 
-    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._write_logs(trainer)
-        if not self.paths.weights.is_file() and trainer.is_global_zero:
-            save_weights(module.model, self.paths.weights, self.cfg.require_task().name)
+    def _write(self, trainer: L.Trainer) -> None:
+        if trainer.is_global_zero:
+            write_text(self.paths.train_log, pd.DataFrame(self.rows, columns=EPOCH_COLUMNS).to_csv(index=False))
 
-    def _save_last(self, trainer: L.Trainer) -> None:
-        self._write_logs(trainer)
-        trainer.save_checkpoint(self.paths.last, weights_only=False)
 
-    def _write_logs(self, trainer: L.Trainer) -> None:
-        if not trainer.is_global_zero:
-            return
-        write_text(self.paths.train_log, pd.DataFrame(self.epochs, columns=EPOCH_COLUMNS).to_csv(index=False))
-        write_text(self.paths.steps, pd.DataFrame(self.steps, columns=["step", "epoch", "loss", "step_seconds"])
-                   .to_csv(index=False))
+def read_steps(paths: RunPaths) -> pd.DataFrame:
+    """Every optimisation step's loss and time from the CSV logger (RUN/logs/version_*/metrics.csv), one row per
+    step: where a resumed run did a step again, its later record is kept."""
+    frames = []
+    for version in sorted(paths.logs.glob("version_*"), key=lambda p: int(p.name.split("_")[1])):
+        if (version / "metrics.csv").is_file():
+            frame = pd.read_csv(version / "metrics.csv")
+            if "train/loss" in frame:
+                frames.append(frame.dropna(subset=["train/loss"]))
+    columns = {"step": "step", "epoch": "epoch", "train/loss": "loss", "train/step_seconds": "step_seconds"}
+    if not frames:
+        return pd.DataFrame(columns=list(columns.values()))
+    steps = pd.concat(frames).rename(columns=columns)[list(columns.values())]
+    return steps.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
 
 
 def _num(value) -> float:

@@ -1,14 +1,17 @@
-"""Training: a LightningModule holding model, loss and optimiser; the Trainer wiring; the run directory.
+"""Training: the Trainer wiring and the run directory, in one process or several (DDP).
 
-Per step the loss and step time are logged; per epoch the seed's table (SPEC A14): train loss, val loss,
-mean precision, mean recall, mean F1 (pooled over all decisions), macro F1 and mean AUROC (over findings
-with positives and negatives in val), decisions at 0.5. Validation thresholds are fitted later, not here.
+RUN/config.yaml, RUN/checkpoints/{last,best}.ckpt (Lightning's ModelCheckpoint: last every
+`train.checkpoint_every_n_steps` steps and after each validation), RUN/model.safetensors (= best),
+RUN/train_log.csv (one row per epoch), RUN/logs/ (Lightning's CSV logger, per step; TensorBoard when asked).
+Under DDP every process runs this same function (Lightning relaunches the command for ranks 1…N-1); only global
+rank 0 creates the run directory and writes its files. Validation thresholds are fitted later, not here.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,120 +19,19 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch import nn
-from torchmetrics import MeanMetric, Metric
-from torchmetrics.classification import (BinaryAUROC, BinaryF1Score, BinaryPrecision, BinaryRecall,
-                                         MultilabelAUROC, MultilabelF1Score, MultilabelPrecision,
-                                         MultilabelRecall)
 
 from chestaid.config import RunConfig, load_config, save_config, with_task
-from chestaid.data.augment import AugmentConfig, eval_transform, train_transform
 from chestaid.data.cache import Cache, prepare, source_or_cache
 from chestaid.datamodule import CacheDataModule
 from chestaid.errors import ChestaidError
 from chestaid.fileio import atomic_write
+from chestaid.lightning_module import MONITORS, ChestModule
 from chestaid.model_card import write_model_card
-from chestaid.models.chestnet import build_model
 from chestaid.run_dir import RunPaths
-from chestaid.run_log import RunLog
-
-
-MONITORS = {"macro_f1": ("val/macro_f1", "max"), "auroc": ("val/auroc", "max"),
-            "precision": ("val/precision", "max"), "loss": ("val/loss", "min")}
-
-
-class LabelCounts(Metric):
-    """Positives per label and images seen (summed across DDP processes)."""
-
-    def __init__(self, num_labels: int) -> None:
-        super().__init__()
-        self.add_state("positives", torch.zeros(num_labels), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum")
-
-    def update(self, target: torch.Tensor) -> None:
-        self.positives += target.sum(0)
-        self.count += target.shape[0]
-
-    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.positives, self.count
-
-
-class ChestModule(L.LightningModule):
-    def __init__(self, cfg: RunConfig, pos_weight: torch.Tensor) -> None:
-        super().__init__()
-        self.cfg = cfg
-        n = cfg.require_task().num_outputs
-        self.model = build_model(cfg.model, n)
-        self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-        self.augment = AugmentConfig(**cfg.data.augment.model_dump())
-        self.val_loss = MeanMetric()
-        self.val_counts = LabelCounts(n)
-        self.binary = n == 1
-        if self.binary:  # torchmetrics' multilabel classes need two labels or more
-            self.val_auroc, self.val_precision = BinaryAUROC(), BinaryPrecision(zero_division=0)
-            self.val_recall, self.val_f1 = BinaryRecall(zero_division=0), BinaryF1Score(zero_division=0)
-            self.val_macro_f1 = BinaryF1Score(zero_division=0)
-        else:
-            self.val_auroc = MultilabelAUROC(num_labels=n, average=None)
-            self.val_precision = MultilabelPrecision(num_labels=n, average="macro", zero_division=0)
-            self.val_recall = MultilabelRecall(num_labels=n, average="macro", zero_division=0)
-            self.val_f1 = MultilabelF1Score(num_labels=n, average="micro", zero_division=0)
-            self.val_macro_f1 = MultilabelF1Score(num_labels=n, average="macro", zero_division=0)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, tabular, target = batch
-        size = self.cfg.data.image_size
-        if self.trainer is not None and self.trainer.training:
-            x = train_transform(images, size, self.augment)
-        else:
-            x = eval_transform(images, size, self.augment.crop)
-        if self.cfg.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, tabular, target
-
-    def forward(self, x: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
-        return self.model(x, tabular if self.cfg.model.tabular else None)
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, tabular, target = batch
-        loss = self.loss_fn(self(x, tabular).float(), target)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
-        return loss
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        x, tabular, target = batch
-        logits = self(x, tabular).float()
-        self.val_loss.update(self.loss_fn(logits, target), weight=len(x))
-        probs, labels = torch.sigmoid(logits), target.int()
-        if self.binary:
-            probs, labels = probs.view(-1), labels.view(-1)
-        self.val_counts.update(target)
-        for metric in (self.val_auroc, self.val_precision, self.val_recall, self.val_f1, self.val_macro_f1):
-            metric.update(probs, labels)
-
-    def on_validation_epoch_end(self) -> None:
-        positives, count = self.val_counts.compute()
-        valid = (positives > 0) & (positives < count)
-        auroc = self.val_auroc.compute().view(-1)
-        mean_auroc = auroc[valid].mean() if valid.any() else torch.tensor(float("nan"))
-        self.log_dict({"val/loss": self.val_loss.compute(), "val/precision": self.val_precision.compute(),
-                       "val/recall": self.val_recall.compute(), "val/f1": self.val_f1.compute(),
-                       "val/macro_f1": self.val_macro_f1.compute(), "val/auroc": mean_auroc}, prog_bar=True)
-        for metric in (self.val_loss, self.val_counts, self.val_auroc, self.val_precision,
-                       self.val_recall, self.val_f1, self.val_macro_f1):
-            metric.reset()
-
-    def configure_optimizers(self):
-        cfg = self.cfg.train
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimiser_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        optimiser = optimiser_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=cfg.plateau_factor,
-                                                             patience=cfg.plateau_patience)
-        return {"optimizer": optimiser,
-                "lr_scheduler": {"scheduler": plateau, "monitor": "val/loss", "interval": "epoch"}}
+from chestaid.run_log import BestCheckpoint, EpochTable, StepCheckpoint, StepTime
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -147,14 +49,12 @@ def _without_litlogger_tip(record: logging.LogRecord) -> bool:
 
 @contextmanager
 def _quiet_lightning() -> Iterator[None]:
-    """While fitting only: hide two Lightning notices that do not apply (augmentation lives in
-    on_after_batch_transfer on purpose: it runs on the training device; a deprecation inside Lightning itself)
-    and its advert for litlogger. Warning filters and the logger are restored afterwards."""
+    """While fitting only: hide a deprecation raised inside Lightning itself and its advert for litlogger.
+    Warning filters and the logger are restored afterwards."""
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     logger.addFilter(_without_litlogger_tip)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
             yield
     finally:
@@ -169,13 +69,19 @@ def resolve_precision(cfg: RunConfig) -> str:
     return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
-def _open_cache(cfg: RunConfig, data: str | Path, out: Path) -> Cache:
+def _open_cache(cfg: RunConfig, data: str | Path, out: Path, lead: bool) -> Cache:
+    """The cache `data` is, or the one built from the source folder `data` into RUN/cache (by rank 0 only: other
+    processes find it ready when Lightning launches them; under torchrun or SLURM, prepare it first)."""
     found = source_or_cache(data)
     if isinstance(found, Cache):
         cache = found
     else:
         cache_dir = out / "cache"
-        prepare(data, cache_dir, size=cfg.data.cache_size)
+        if lead:
+            prepare(data, cache_dir, size=cfg.data.cache_size)
+        elif not (cache_dir / "meta.json").is_file():
+            raise ChestaidError(f"{data}: a source folder; with several processes, run `chestaid prepare` first "
+                                "and pass the cache as --data")
         cache = Cache.open(cache_dir)
     if cfg.task is not None and cache.task != cfg.task:
         raise ChestaidError(f"{data}: holds data of task {cache.task.name!r} ({', '.join(cache.task.labels)}) but "
@@ -183,49 +89,78 @@ def _open_cache(cfg: RunConfig, data: str | Path, out: Path) -> Cache:
     return cache
 
 
+def is_global_zero() -> bool:
+    """Whether this process is (or will be) global rank 0, before any Trainer exists: the launcher of a
+    Lightning DDP run, torchrun's and SLURM's rank 0, or a plain single process."""
+    return all(int(os.environ.get(name) or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
 def train(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool = False) -> RunPaths:
     """Train into a run directory (or continue one from checkpoints/last.ckpt when resume=True)."""
-    paths = RunPaths(out)
+    paths, lead = RunPaths(out), is_global_zero()
     if resume:
         if not paths.config.is_file():
             raise ChestaidError(f"{paths.root}: no config.yaml; nothing to resume")
         cfg = load_config(paths.config)
         data = cfg.data.path
-        for stale in paths.root.rglob(".*.tmp"):  # half-written temporaries of a killed run; originals are intact
-            stale.unlink()
-    elif paths.config.exists():
+        if not paths.last.is_file():
+            raise ChestaidError(f"{paths.root}: no checkpoints/last.ckpt to resume from")
+        if lead:
+            for stale in paths.root.rglob(".*.tmp"):  # half-written temporaries of a killed run; originals intact
+                stale.unlink()
+    elif lead and paths.config.exists():
         raise ChestaidError(f"{paths.root}: already holds a run; use --resume {paths.root} or another --out")
     if data is None:
         raise ChestaidError("no data: pass --data ROOT_OR_CACHE")
-    paths.root.mkdir(parents=True, exist_ok=True)
-    cache = _open_cache(cfg, data, paths.root)
+    if lead:
+        paths.root.mkdir(parents=True, exist_ok=True)
+    cache = _open_cache(cfg, data, paths.root, lead)
     cfg = with_task(cfg, cache.task).model_copy(update={"data": cfg.data.model_copy(update={  # what inference
         "path": str(cache.root.resolve()), "cache_size": int(cache.meta["size"])})})             # must reproduce
-    save_config(cfg, paths.config)
+    if lead and not resume:
+        save_config(cfg, paths.config)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     datamodule = CacheDataModule(cache, cfg)
-    module = ChestModule(cfg, datamodule.pos_weight())
-    metric, mode = MONITORS[cfg.train.monitor]
-    best = ModelCheckpoint(dirpath=paths.checkpoints, filename="best", monitor=metric, mode=mode, save_top_k=1,
-                           enable_version_counter=False, auto_insert_metric_name=False)
-    callbacks = [best, RunLog(paths, cfg, metric, mode)]
-    if cfg.train.early_stopping_patience:
-        callbacks.append(EarlyStopping(metric, mode=mode, patience=cfg.train.early_stopping_patience))
-    trainer = L.Trainer(
-        max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
-        strategy=cfg.train.strategy, precision=resolve_precision(cfg), callbacks=callbacks, logger=False,
-        default_root_dir=paths.root, plugins=[AtomicCheckpointIO()], log_every_n_steps=1,
-        limit_train_batches=cfg.train.limit_train_batches if cfg.train.limit_train_batches != 1.0 else None,
-        num_sanity_val_steps=0, enable_model_summary=False)
-    ckpt = paths.last if resume and paths.last.is_file() else None
-    if resume and ckpt is None:
-        raise ChestaidError(f"{paths.root}: no checkpoints/last.ckpt to resume from")
+    module = ChestModule(cfg, datamodule.pos_weight().tolist())
     with _quiet_lightning():
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        trainer = L.Trainer(
+            max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+            num_nodes=cfg.train.num_nodes,
+            strategy=cfg.train.strategy, precision=resolve_precision(cfg), callbacks=_callbacks(cfg, paths),
+            logger=_loggers(cfg, paths), default_root_dir=paths.root, plugins=[AtomicCheckpointIO()],
+            log_every_n_steps=1, num_sanity_val_steps=0, enable_model_summary=False,
+            limit_train_batches=cfg.train.limit_train_batches if cfg.train.limit_train_batches != 1.0 else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=paths.last if resume else None)
     if trainer.is_global_zero:
         _fit_input_gate(paths, cache, cfg)
         write_model_card(paths.root)
     return paths
+
+
+def _callbacks(cfg: RunConfig, paths: RunPaths) -> list:
+    metric, mode = MONITORS[cfg.train.monitor]
+    best = BestCheckpoint(paths, cfg, metric, mode)  # + last.ckpt after each validation
+    callbacks = [best, EpochTable(paths, best), StepTime()]
+    if cfg.train.checkpoint_every_n_steps:
+        callbacks.append(StepCheckpoint(paths, cfg.train.checkpoint_every_n_steps))
+    if cfg.train.early_stopping_patience:
+        callbacks.append(EarlyStopping(metric, mode=mode, patience=cfg.train.early_stopping_patience,
+                                       check_on_train_epoch_end=False))  # at validation end, as the checkpoints
+    return callbacks
+
+
+def _loggers(cfg: RunConfig, paths: RunPaths) -> list[Logger] | bool:
+    """Lightning's CSV logger (RUN/logs/version_N/metrics.csv: every step's loss and time, every epoch's
+    metrics; a resumed run starts a new version), with TensorBoard's beside it when asked."""
+    if cfg.train.logger == "none":
+        return False
+    loggers: list[Logger] = [CSVLogger(paths.root, name="logs", flush_logs_every_n_steps=1)]  # a kill loses none
+    if cfg.train.logger == "tensorboard":
+        try:
+            loggers.append(TensorBoardLogger(paths.root, name="logs"))
+        except ModuleNotFoundError:
+            raise ChestaidError("train.logger=tensorboard needs TensorBoard: pip install tensorboard") from None
+    return loggers
 
 
 def _fit_input_gate(paths: RunPaths, cache: Cache, cfg: RunConfig) -> None:
