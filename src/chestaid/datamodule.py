@@ -52,22 +52,23 @@ class CacheDataModule(L.LightningDataModule):
             weight[labels.index(name)] = value
         return torch.tensor(np.maximum(weight, 1e-3), dtype=torch.float32)
 
-    def _loader(self, rows, shuffle: bool, sampler=None) -> DataLoader:
+    def _loader(self, dataset: CacheDataset, shuffle: bool, sampler=None) -> DataLoader:
         workers = self.cfg.data.num_workers
-        return DataLoader(CacheDataset(self.cache, rows=rows), batch_size=self.cfg.data.batch_size,
+        return DataLoader(dataset, batch_size=self.cfg.data.batch_size,
                           shuffle=shuffle if sampler is None else False, sampler=sampler, num_workers=workers,
                           pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-                          drop_last=shuffle and len(rows) > self.cfg.data.batch_size)
+                          drop_last=shuffle and len(dataset) > self.cfg.data.batch_size)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_rows, shuffle=True)  # Lightning adds a DistributedSampler under DDP
+    def train_dataloader(self) -> DataLoader:  # Lightning adds a DistributedSampler under DDP
+        return self._loader(CacheDataset(self.cache, rows=self.train_rows), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        dataset = CacheDataset(self.cache, rows=self.val_rows)
         world = self.trainer.world_size if self.trainer is not None else 1
         sampler = None if world == 1 else UnrepeatedDistributedSampler(
-            CacheDataset(self.cache, rows=self.val_rows), num_replicas=world, rank=self.trainer.global_rank,
+            dataset, num_replicas=world, rank=self.trainer.global_rank,
             shuffle=False)  # Lightning's own sampler would pad with repeated images to even the shards
-        return self._loader(self.val_rows, shuffle=False, sampler=sampler)
+        return self._loader(dataset, shuffle=False, sampler=sampler)
 
     def setup(self, stage: str) -> None:
         """Under DDP, ranks 1…N-1 reseed torch's generator (the models are already built, and identical), so
