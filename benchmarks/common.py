@@ -20,10 +20,13 @@ def machine() -> dict:
     return info
 
 
-def write_result(name: str, result: dict, out: str | None = None) -> Path:
+def write_result(name: str, result: dict, out: str | Path | None = None, echo: bool = True) -> Path:
     path = Path(out) if out else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     result = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **result}
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)  # a benchmark killed while writing leaves its previous result whole
+    if echo:
+        print(json.dumps(result, indent=2))
     return path

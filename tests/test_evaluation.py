@@ -49,6 +49,13 @@ def test_evaluate_writes_metrics_and_the_report_embeds_every_plot(tiny_run, tmp_
     embedded = set(re.findall(r'data-file="([^"]+)" src="data:image/png;base64,', page))
     assert embedded == plots
     assert "calibrated risk score" in page and "does not diagnose" in page and "qualitative" in page
+    summary = metrics["summary"]
+    assert summary["roc_auc_macro_ci_low"] <= summary["roc_auc_macro"] <= summary["roc_auc_macro_ci_high"]
+    assert metrics["confidence_intervals"]["method"].startswith("percentile bootstrap, resampling patients")
+    for row in metrics["per_finding"]:
+        if row["roc_auc"] is not None and row["roc_auc_ci_low"] is not None:
+            assert row["roc_auc_ci_low"] <= row["roc_auc"] <= row["roc_auc_ci_high"]
+    assert "95% CI" in page and f"{summary['roc_auc_macro_ci_low']:.3f}–{summary['roc_auc_macro_ci_high']:.3f}" in page
 
 
 def test_the_test_split_is_never_read_while_fitting(tiny_run, tmp_path, monkeypatch):
@@ -106,6 +113,8 @@ def test_binary_operating_point_and_calibration(pneumonia_run, tmp_path):
                 "balanced_accuracy", "confusion_matrix"):
         assert summary[key] is not None, key
     assert summary["roc_auc"] >= 0.8
+    for name in ("roc_auc", "sensitivity", "specificity"):  # the operating point's figures with their intervals
+        assert summary[f"{name}_ci_low"] <= summary[name] <= summary[f"{name}_ci_high"], name
     assert metrics["thresholds"]["policy"] == "sensitivity"
     report = [r for r in metrics["calibration"] if r["set"] == "val_report"][0]
     assert report["ece_after"] <= report["ece_before"]

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from chestaid.cli import app
 from chestaid.errors import ChestaidError
 from chestaid.explain.gradcam import CamExplainer, overlay, uncrop
-from chestaid.explain.localisation import _score_pair
+from chestaid.explain.localisation import _box_scale, _frame_warnings, _score_pair
 from chestaid.inference.predictor import Predictor
 
 
@@ -28,7 +28,8 @@ def test_maps_for_every_finding_of_both_models(tiny_run, pneumonia_run):
 
 
 def test_maps_through_frozen_blocks(tiny_run, nih_root):
-    """Seed 003 freezes the early blocks; the default FPN target (stride 4) lies inside them."""
+    """Seed 003 freezes the early blocks; the default NIH targets (the stride-4 and stride-8 transitions) lie
+    inside the first three groups."""
     from chestaid.data.images import read_grey, resize_square
     from chestaid.models.backbone import freeze_blocks
 
@@ -38,9 +39,25 @@ def test_maps_through_frozen_blocks(tiny_run, nih_root):
     images = np.stack([g for g in grey for _ in range(14)])  # every finding of 8 images: a barely trained model's
     tabular, findings = np.full((len(images), 3), 0.5, np.float32), list(range(14)) * 8  # maps are often all 0
     before = CamExplainer(predictor).maps(images, tabular, findings)
-    freeze_blocks(predictor.model.backbone.features, 2)
+    assert CamExplainer(predictor).layers == ["backbone.features.transition1.conv",
+                                              "backbone.features.transition2.conv"]
+    freeze_blocks(predictor.model.backbone.features, 3)
     after = CamExplainer(predictor).maps(images, tabular, findings)
     assert before.max() > 0 and np.allclose(before, after, atol=1e-5)
+
+
+def test_default_cam_layers_follow_the_input_size(tiny_run, pneumonia_run):
+    """The two deepest transitions whose maps are still 8×8 or larger: the pair chosen at 64 px points at
+    the mediastinum at 128 px (issue 10), where transition2+3 is the one that holds."""
+    from chestaid.explain.gradcam import default_target_layers
+
+    model, t = Predictor.load(tiny_run.root).model, "backbone.features.transition{}.conv"
+    assert default_target_layers(model, 64) == [t.format(1), t.format(2)]
+    assert default_target_layers(model, 96) == [t.format(1), t.format(2)]
+    assert default_target_layers(model, 128) == [t.format(2), t.format(3)]
+    assert default_target_layers(model, 224) == [t.format(2), t.format(3)]
+    assert default_target_layers(model, 32) == [t.format(1), t.format(2)]
+    assert default_target_layers(Predictor.load(pneumonia_run.root).model, 224) == ["backbone.features.norm5"]
 
 
 def _hooks(model) -> int:
@@ -107,13 +124,36 @@ def test_pointing_game_and_iobb_by_hand():
     cam[20:30, 20:30] = 1.0  # the thresholded map is this 10×10 square
     cam[25, 25] = 1.5
     boxes = pd.DataFrame({"x": [15.0, 60.0], "y": [15.0, 60.0], "w": [10.0, 20.0], "h": [10.0, 20.0]})
-    rows = _score_pair("a.png", "Mass", cam / 1.5, boxes, (1.0, 1.0), threshold=0.5)
+    rows = _score_pair("a.png", "Mass", cam / 1.5, boxes, (1.0, 1.0), threshold=0.5, size=100)
     assert all(r["pointing_hit"] is False for r in rows)  # max at (25, 25) is outside both boxes
     assert rows[0]["iobb"] == pytest.approx(25 / 100) and rows[1]["iobb"] == 0.0
     # the same boxes on an image of 2/3 the size: box 0 becomes [22.5, 37.5]², holding the maximum (25, 25)
     # and pixels 22..37 of the mask's 20..29: 8 × 8 of its 100
-    rows = _score_pair("a.png", "Mass", cam / 1.5, boxes, (1.5, 1.5), threshold=0.5)
+    rows = _score_pair("a.png", "Mass", cam / 1.5, boxes, (1.5, 1.5), threshold=0.5, size=100)
     assert rows[0]["pointing_hit"] is True and rows[0]["iobb"] == pytest.approx(64 / 100)
+    # box 1 becomes [90, 120]², beyond the 100-pixel square: marked outside (left out of the scores)
+    assert [r["outside"] for r in rows] == [False, True]
+    cam[95, 95] = 2.0  # a maximum in the visible corner of box 1 does not count as a hit: the box is left out
+    rows = _score_pair("a.png", "Mass", cam / 2.0, boxes.iloc[[1]], (1.5, 1.5), threshold=0.5, size=100)
+    assert rows[0]["outside"] and rows[0]["pointing_hit"] is False
+
+
+def test_boxes_scale_from_the_nih_frame_to_each_image():
+    """NIH boxes are in the 1024 frame; a 256-pixel copy scored at 64 pixels scales them by 1/16 whatever its
+    size, and by the image's own size when they are in its pixels (box_frame None)."""
+    assert _box_scale((256, 256), 64, 1024) == (1 / 16, 1 / 16)
+    assert _box_scale((1024, 1024), 64, 1024) == (1 / 16, 1 / 16)
+    assert _box_scale((256, 200), 64, None) == (64 / 200, 64 / 256)
+
+
+def test_frame_warnings_name_what_was_left_out():
+    import pandas as pd
+
+    rows = pd.DataFrame({"outside": [True] + [False] * 12, "x1": [0.3] * 13, "y1": [0.4] * 13})
+    warnings = _frame_warnings(rows, 64, 1024)
+    assert "1 of 13 boxes fall outside" in warnings[0] and "1024-pixel frame" in warnings[0]
+    assert "top-left quarter" in warnings[1]
+    assert _frame_warnings(rows.assign(outside=False, x1=0.9), 64, 1024) == []
 
 
 def test_explain_command_writes_the_localisation_table(tiny_run, nih_root, tmp_path):
@@ -130,3 +170,10 @@ def test_explain_command_writes_the_localisation_table(tiny_run, nih_root, tmp_p
     for row in data["findings"]:
         assert 0 <= row["pointing_game"] <= 1 and row["iobb>0.5"] <= row["iobb>0.25"] <= row["iobb>0.1"]
     assert (run / "explain" / "localisation_examples.png").stat().st_size > 10_000
+    assert data["box_frame"] == 1024 and data["boxes_outside"] == 0 and "warning" not in result.output
+    # the same 1024-frame boxes read as the 64-pixel PNGs' own pixels fall outside: a clear refusal, not zeros
+    result = CliRunner().invoke(app, ["explain", str(run), "--data", str(nih_root), "--split", "all",
+                                      "--box-frame", "0"])
+    # (the CLI's main() prints a ChestaidError as one red line)
+    assert isinstance(result.exception, ChestaidError), result.output
+    assert "no box falls inside its image" in str(result.exception)

@@ -82,3 +82,32 @@ def test_imagenet_weights_load_or_fail_with_one_clear_message():
         assert "ImageNet weights" in str(e) and "model.weights" in str(e) and "\n" not in str(e)
     else:
         assert model.features.conv0.weight.abs().sum() > 0
+
+
+def test_fpn_head_with_c5_and_avgmax_pooling():
+    """with_c5 keeps the plain model's pooled c5 beside the projected pyramid; avgmax pools each level by its mean
+    and its maximum, so one bright pixel moves the features (a mean over 64 positions hardly does)."""
+    torch.manual_seed(0)
+    seed = ChestNet(num_outputs=2, hidden=()).eval()
+    kept = ChestNet(num_outputs=2, hidden=(), fpn_head="with_c5", pool="avgmax").eval()
+    assert seed.head[-1].in_features == 256 + 8 and kept.head[-1].in_features == 256 + 2048 + 8
+    assert kept.project[0].in_features == 3 * 256 * 2
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        features, gate = kept.embed(x)
+        c5 = torch.relu(kept.backbone(x)["c5"])
+    assert torch.allclose(features[:, 256:256 + 1024], c5.mean((2, 3)), atol=1e-5)
+    assert torch.allclose(features[:, 256 + 1024:], c5.amax((2, 3)), atol=1e-5)
+    assert torch.allclose(gate, c5.mean((2, 3)), atol=1e-5)  # the input gate measures the same features
+    with pytest.raises(ValueError, match="fpn_head"):
+        ChestNet(fpn_head="other")
+
+
+def test_cosine_schedule_warms_up_and_ends_at_zero():
+    from chestaid.lightning_module import lr_factor
+
+    factors = [lr_factor(step, warmup=10, total=110) for step in range(111)]
+    assert factors[0] == pytest.approx(0.01) and factors[10] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(factors[:10], factors[1:11]))  # rising during warm-up
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # then falling
+    assert factors[60] == pytest.approx(0.5) and factors[110] == pytest.approx(0.0, abs=1e-12)

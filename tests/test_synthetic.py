@@ -21,7 +21,8 @@ def test_nih_layout_files_and_boxes(nih_root):
     planted = boxes.groupby("image_id")["finding"].apply(set)
     for image_id, row in table.iterrows():
         assert planted.get(image_id, set()) == {f for f in NIH_FINDINGS if row[f]}
-    assert (boxes[["x", "y"]] >= 0).all().all() and ((boxes["x"] + boxes["w"]) <= 64.01).all()
+    assert (boxes[["x", "y"]] >= 0).all().all() and ((boxes["x"] + boxes["w"]) <= 1024.01).all()
+    assert (boxes["x"] + boxes["w"]).max() > 256  # the 1024-pixel frame of NIH's file, not the 64-pixel PNGs
     assert "Infiltrate" in (nih_root / "BBox_List_2017.csv").read_text() or not table["Infiltration"].any()
 
 
@@ -68,3 +69,30 @@ def test_synthetic_images_do_not_depend_on_the_hash_seed(kind, tmp_path):
         files = sorted(p for p in out.rglob("*") if p.suffix in (".png", ".jpeg"))
         digests.append([hashlib.md5(p.read_bytes()).hexdigest() for p in files])
     assert digests[0] == digests[1]
+
+
+def test_family_b_draws_other_images_of_the_same_rows(tmp_path):
+    """Family B: the same NIH rows (labels, patients, splits), other pictures, every planted finding boxed in the
+    1024 frame."""
+    import numpy as np
+    from PIL import Image
+
+    from chestaid.data.synthetic import synth_nih
+    from chestaid.errors import ChestaidError
+
+    a = synth_nih(tmp_path / "a", 40, size=64, seed=3, workers=1)
+    b = synth_nih(tmp_path / "b", 40, size=64, seed=3, workers=1, family="b")
+    assert (a / "Data_Entry_2017.csv").read_text() == (b / "Data_Entry_2017.csv").read_text()
+    assert (a / "test_list.txt").read_text() == (b / "test_list.txt").read_text()
+    table = read_source(b).table.set_index("image_id")
+    boxes = read_boxes(b / "BBox_List_2017.csv")
+    planted = boxes.groupby("image_id")["finding"].apply(set)
+    for image_id, row in table.iterrows():
+        assert planted.get(image_id, set()) == {f for f in NIH_FINDINGS if row[f]}
+    assert (boxes[["w", "h"]] > 0).all().all() and ((boxes["x"] + boxes["w"]) <= 1024.01).all()
+    name = table.index[0]
+    pixels = [np.asarray(Image.open(root / "images_001" / "images" / name), float) for root in (a, b)]
+    assert pixels[0].shape == pixels[1].shape == (64, 64)
+    assert np.abs(pixels[0] - pixels[1]).mean() > 10
+    with pytest.raises(ChestaidError, match="unknown phantom family"):
+        synth_nih(tmp_path / "c", 10, size=64, family="z")

@@ -42,12 +42,15 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
 def synth_nih_cmd(out: Path, n: Annotated[int, typer.Option("--n", min=1)] = 2000,
                   size: Annotated[int, typer.Option("--size", min=32)] = 256,
                   seed: int = 0, enrich: Annotated[bool, typer.Option(help="oversample rarer findings")] = True,
-                  per_folder: Annotated[int, typer.Option(min=1)] = 10_000) -> None:
-    """NIH layout: Data_Entry_2017.csv, images_001/images/*.png, BBox_List_2017.csv, split lists."""
+                  per_folder: Annotated[int, typer.Option(min=1)] = 10_000,
+                  family: Annotated[str, typer.Option(help="phantom family: a (data/phantom.py) or b "
+                                                          "(data/phantom_b.py, drawn apart)")] = "a") -> None:
+    """NIH layout: Data_Entry_2017.csv, images_001/images/*.png, BBox_List_2017.csv (1024-pixel frame, as
+    NIH's), split lists."""
     from chestaid.data.synthetic import synth_nih
 
-    synth_nih(out, n, size, seed, enrich, per_folder)
-    console.print(f"wrote {n} synthetic NIH-layout images to {out}")
+    synth_nih(out, n, size, seed, enrich, per_folder, family=family)
+    console.print(f"wrote {n} synthetic NIH-layout images (family {family}) to {out}")
 
 
 @synth_app.command("pneumonia")
@@ -211,8 +214,10 @@ def evaluate(run: Path, split: Annotated[str, typer.Option(help="test, or val (t
     summary = result["summary"]
     keys = ("roc_auc", "pr_auc", "brier", "ece", "sensitivity", "specificity", "ppv", "npv") \
         if "roc_auc" in summary else ("roc_auc_macro", "pr_auc_macro", "f1_macro", "exact_match_ratio", "ece_mean")
-    console.print(f"{result['split']}: " + ", ".join(
-        f"{k} {summary[k]:.3f}" for k in keys if isinstance(summary.get(k), float)))
+    from chestaid.evaluation.bootstrap import with_interval
+
+    console.print(f"{result['split']} (95% CIs resampling patients): " + ", ".join(
+        f"{k} {with_interval(summary, k)}" for k in keys if isinstance(summary.get(k), float)))
     console.print(f"metrics in {Path(run) / 'metrics'}, figures in {Path(run) / 'plots'}, report {result['report']}")
 
 
@@ -317,20 +322,27 @@ def explain(run: Path, data: Annotated[Path, typer.Option("--data", help="an NIH
             split: Annotated[str, typer.Option(help="test, val, train or all")] = "test",
             target_layer: Annotated[Optional[list[str]], typer.Option(help="module name(s) for Grad-CAM")] = None,
             threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="map threshold for IoBB")] = 0.5,
-            out: Annotated[Optional[Path], typer.Option(help="folder for the results (default RUN/explain)")] = None
+            out: Annotated[Optional[Path], typer.Option(help="folder for the results (default RUN/explain)")] = None,
+            method: Annotated[str, typer.Option(help="gradcam, gradcam++, hirescam or layercam")] = "gradcam",
+            box_frame: Annotated[int, typer.Option(min=0, help="side of the square frame the boxes are in: 1024 "
+                                                              "for NIH's file, whatever size the PNGs are; 0: the "
+                                                              "images' own pixels")] = 1024,
             ) -> None:
     """Grad-CAM localisation against boxes: pointing game and IoBB > 0.1/0.25/0.5 per finding (RUN/explain/)."""
     from chestaid.explain.localisation import score_boxes
 
-    table = score_boxes(run, data, boxes, split, target_layer, threshold, out=out)
+    table = score_boxes(run, data, boxes, split, target_layer, threshold, out=out, box_frame=box_frame or None,
+                        method=method)
+    for warning in table.attrs.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     from rich.table import Table
 
-    out = Table("finding", "boxes", "pointing game", "IoBB>0.1", "IoBB>0.25", "IoBB>0.5",
+    shown = Table("finding", "boxes", "pointing game", "IoBB>0.1", "IoBB>0.25", "IoBB>0.5",
                 title="Grad-CAM localisation (qualitative explanations scored against boxes)")
     for row in table.to_dict("records"):
-        out.add_row(row["finding"], str(row["boxes"]),
-                    *(f"{row[k]:.2f}" for k in ("pointing_game", "iobb>0.1", "iobb>0.25", "iobb>0.5")))
-    console.print(out)
+        shown.add_row(row["finding"], str(row["boxes"]),
+                      *(f"{row[k]:.2f}" for k in ("pointing_game", "iobb>0.1", "iobb>0.25", "iobb>0.5")))
+    console.print(shown)
     console.print(f"tables and figure in {out or Path(run) / 'explain'}")
 
 
@@ -353,7 +365,7 @@ def demo(task: Annotated[str, typer.Option(help="nih, pneumonia or both")] = "bo
          serve: Annotated[bool, typer.Option("--serve", help="start the web page on the (first) demo run")] = False,
          force: Annotated[bool, typer.Option(
              "--force", help="start over in OUT (removes only what a demo wrote)")] = False,
-         images: Annotated[Optional[int], typer.Option(min=200, help="images per task (default 3000 NIH, 1500 "
+         images: Annotated[Optional[int], typer.Option(min=200, help="images per task (default 2000 NIH, 1200 "
                                                                      "pneumonia)")] = None,
          size: Annotated[int, typer.Option(min=64, max=512, help="synthetic image size")] = 128,
          epochs: Annotated[Optional[int], typer.Option(

@@ -46,6 +46,11 @@ class ModelConfig(Strict):
     freeze_blocks: int = Field(0, ge=0, le=5)
     hidden: list[int] = [128]
     dropout: float = Field(0.3, ge=0, lt=1)
+    fpn_head: Literal["seed", "with_c5"] = Field("seed", description="seed: the projected pyramid alone (SPEC "
+                                                 "A11); with_c5: the plain model's pooled c5 kept beside it")
+    pool: Literal["avg", "avgmax"] = Field("avg", description="global pooling of each level: mean (seed), or "
+                                           "mean and maximum")
+    fpn_norm: bool = Field(False, description="BatchNorm after each FPN convolution (the seed has none)")
 
 
 class LossConfig(Strict):
@@ -58,6 +63,9 @@ class TrainConfig(Strict):
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["plateau", "cosine"] = Field("plateau", description="plateau: ReduceLROnPlateau on val "
+                                                   "loss (SPEC A13); cosine: decay to 0 over the run, per step")
+    warmup_epochs: float = Field(0.0, ge=0, description="cosine: linear warm-up from lr/100 over this many epochs")
     plateau_patience: int = Field(2, ge=0)
     plateau_factor: float = Field(0.5, gt=0, lt=1)
     monitor: Literal["macro_f1", "auroc", "precision", "loss"] = "macro_f1"
@@ -73,6 +81,12 @@ class TrainConfig(Strict):
                                                           "tensorboard adds TensorBoard's; train_log.csv is always written")
     limit_train_batches: int | float = 1.0
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_warmup(self) -> "TrainConfig":
+        if self.warmup_epochs and self.schedule != "cosine":
+            raise ValueError("warmup_epochs needs schedule: cosine")
+        return self
 
 
 class RunConfig(Strict):

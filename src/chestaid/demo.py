@@ -24,7 +24,7 @@ from chestaid.fileio import write_json
 from chestaid.run_dir import RunPaths
 
 TASKS = ("nih", "pneumonia")
-DEFAULT_IMAGES = {"nih": 3000, "pneumonia": 1500}
+DEFAULT_IMAGES = {"nih": 2000, "pneumonia": 1200}
 CONFIGS = {"nih": "demo", "pneumonia": "demo_pneumonia"}
 TITLES = {"nih": "14-finding NIH model (DenseNet-121 + FPN + age/sex/view)", "pneumonia": "pneumonia triage model"}
 STATE = "demo_state.json"

@@ -6,6 +6,9 @@ validation images (torchmetrics), so the table and the best checkpoint mean what
 
 from __future__ import annotations
 
+import math
+from functools import partial
+
 import lightning as L
 import torch
 from torch import nn
@@ -105,7 +108,20 @@ class ChestModule(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         optimiser_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         optimiser = optimiser_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps = max(int(self.trainer.estimated_stepping_batches), 1) if self._trainer is not None else 1
+        warmup = int(round(cfg.warmup_epochs * steps / cfg.epochs))
+        if cfg.schedule == "cosine":
+            cosine = torch.optim.lr_scheduler.LambdaLR(optimiser, partial(lr_factor, warmup=warmup, total=steps))
+            return {"optimizer": optimiser, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=cfg.plateau_factor,
                                                              patience=cfg.plateau_patience)
         return {"optimizer": optimiser,
                 "lr_scheduler": {"scheduler": plateau, "monitor": "val/loss", "interval": "epoch"}}
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """The cosine schedule's multiplier of lr at `step`: a linear warm-up from 1/100 over `warmup` steps, then
+    a cosine decay to 0 at step `total`."""
+    if step < warmup:
+        return 0.01 + 0.99 * step / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))

@@ -124,6 +124,8 @@ def _fitted(paths: RunPaths) -> list[str]:
 
 
 def _evaluation(paths: RunPaths) -> list[str]:
+    from chestaid.evaluation.bootstrap import with_interval
+
     result = paths.metrics / "test_metrics.json"
     if not result.is_file():
         return ["## Evaluation", "", "Not evaluated yet (`chestaid evaluate RUN`)."]
@@ -131,4 +133,5 @@ def _evaluation(paths: RunPaths) -> list[str]:
     keys = [k for k in ("roc_auc", "pr_auc", "sensitivity", "specificity", "ece", "roc_auc_macro", "pr_auc_macro",
                         "f1_macro", "ece_mean") if isinstance(summary.get(k), float)]
     return ["## Evaluation", "", f"On the held-out test split ({summary.get('n', '?')} images): " +
-            ", ".join(f"{k} {summary[k]:.3f}" for k in keys) + ". Per finding: report.html."]
+            ", ".join(f"{k} {with_interval(summary, k)}" for k in keys)
+            + ". In brackets: 95% confidence intervals resampling patients. Per finding: report.html."]

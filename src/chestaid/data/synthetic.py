@@ -3,8 +3,9 @@
 NIH: labels, patient ids, ages, sexes and views are sampled by patient from the real NIH metadata shipped
 in `nih_metadata/` (NIH Clinical Center, public), so finding co-occurrence is real. Sampling is enriched
 towards rarer findings by default (`enrich`), so that small sets still hold every finding; each patient
-keeps at most `max_per_patient` of their images. Every image is a phantom (data/phantom.py) whose planted
-findings are written to BBox_List_2017.csv.
+keeps at most `max_per_patient` of their images. Every image is a phantom of the chosen family (FAMILIES:
+data/phantom.py, or data/phantom_b.py, written apart to check that nothing is tuned to one) whose planted
+findings are written to BBox_List_2017.csv in the 1024-pixel frame of the real release, whatever the PNG size.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from chestaid.data.phantom import render
+from chestaid.data import phantom, phantom_b
 from chestaid.data.sources import SYNTHETIC_MARK
 from chestaid.data.splits import stratified_group_split
 from chestaid.errors import ChestaidError
@@ -27,6 +28,8 @@ from chestaid.progress import progress_bar
 from chestaid.tasks import NIH_FINDINGS, NO_FINDING
 
 PER_FOLDER = 10_000
+BOX_FRAME = 1024  # NIH's boxes are in the 1024 × 1024 frame of the released PNGs
+FAMILIES = {"a": phantom.render, "b": phantom_b.render}
 NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
               "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],")
 BOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
@@ -61,11 +64,11 @@ def sample_nih_rows(n: int, seed: int, enrich: bool = True, max_per_patient: int
     return rows.reset_index(drop=True)
 
 
-def _render_nih(job: tuple[int, str, str, str, str, int, int, str]) -> list[tuple[str, str, Box]]:
-    index, name, labels, sex, view, size, seed, path = job
+def _render_nih(job: tuple[int, str, str, str, str, int, int, str, str]) -> list[tuple[str, str, Box]]:
+    index, name, labels, sex, view, size, seed, path, family = job
     rng = np.random.default_rng([seed, index])
     findings = set() if labels == NO_FINDING else set(labels.split("|"))
-    pixels, boxes = render(findings, size, rng, female=sex == "F", ap_view=view == "AP")
+    pixels, boxes = FAMILIES[family](findings, size, rng, female=sex == "F", ap_view=view == "AP")
     Image.fromarray(pixels).save(path, compress_level=3)
     return [(name, finding, box) for finding, box in boxes.items()]
 
@@ -93,8 +96,11 @@ def _check_out(out: Path) -> None:
 
 
 def synth_nih(out: str | Path, n: int, size: int = 256, seed: int = 0, enrich: bool = True,
-              per_folder: int = PER_FOLDER, workers: int | None = None) -> Path:
-    """Write n phantom images in the NIH layout, with the CSV, the box file and patient-level split lists."""
+              per_folder: int = PER_FOLDER, workers: int | None = None, family: str = "a") -> Path:
+    """Write n phantom images of `family` (FAMILIES) in the NIH layout, with the CSV, the box file (1024-pixel
+    frame) and patient-level split lists."""
+    if family not in FAMILIES:
+        raise ChestaidError(f"unknown phantom family {family!r}; choose one of {', '.join(FAMILIES)}")
     out = Path(out)
     _check_out(out)
     rows = sample_nih_rows(n, seed, enrich)
@@ -102,16 +108,16 @@ def synth_nih(out: str | Path, n: int, size: int = 256, seed: int = 0, enrich: b
     for folder in folders:
         folder.mkdir(parents=True)
     jobs = [(i, r["Image Index"], r["Finding Labels"], r["Patient Gender"], r["View Position"], size, seed,
-             str(folders[i // per_folder] / r["Image Index"])) for i, r in rows.iterrows()]
+             str(folders[i // per_folder] / r["Image Index"]), family) for i, r in rows.iterrows()]
     boxes = [b for result in _run_jobs(_render_nih, jobs, "drawing NIH phantoms", workers) for b in result]
-    spacing = 0.143 * 1024 / size
+    spacing = 0.143 * BOX_FRAME / size
     lines = [NIH_HEADER] + [
         f"{r['Image Index']},{r['Finding Labels']},{r['Follow-up #']},{r['Patient ID']},{r['Patient Age']},"
         f"{r['Patient Gender']},{r['View Position']},{size},{size},{spacing:.4f},{spacing:.4f},"
         for _, r in rows.iterrows()]
     write_text(out / "Data_Entry_2017.csv", "\n".join(lines) + "\n")
-    box_lines = [BOX_HEADER] + [f"{name},{BOX_SPELLING.get(f, f)},{x * size:.2f},{y * size:.2f},{w * size:.2f},"
-                                f"{h * size:.2f}" for name, f, (x, y, w, h) in boxes]
+    box_lines = [BOX_HEADER] + [f"{name},{BOX_SPELLING.get(f, f)},{x * BOX_FRAME:.2f},{y * BOX_FRAME:.2f},"
+                                f"{w * BOX_FRAME:.2f},{h * BOX_FRAME:.2f}" for name, f, (x, y, w, h) in boxes]
     write_text(out / "BBox_List_2017.csv", "\n".join(box_lines) + "\n")
     targets = np.stack([rows["Finding Labels"].str.contains(f, regex=False) for f in NIH_FINDINGS], 1)
     part = stratified_group_split(rows["Patient ID"].to_numpy(), targets, (0.8, 0.2), seed)
@@ -137,7 +143,7 @@ def _render_kaggle(job: tuple[int, int, str, int, int, str]) -> None:
     if rng.random() < 0.35:
         findings.add(str(rng.choice(DISTRACTORS)))
     severity = {name: float(rng.uniform(0.35, 1.0)) for name in sorted(findings)}  # sets iterate by hash seed
-    pixels, _ = render(findings, size, rng, female=bool(rng.random() < 0.5), width=width, severity=severity)
+    pixels, _ = phantom.render(findings, size, rng, female=bool(rng.random() < 0.5), width=width, severity=severity)
     Image.fromarray(pixels).save(path, quality=90)
 
 

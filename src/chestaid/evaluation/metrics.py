@@ -37,7 +37,8 @@ def _defined(y: np.ndarray) -> bool:
 
 
 def per_class(y: np.ndarray, scores: np.ndarray, decisions: np.ndarray, labels: tuple[str, ...]) -> list[dict]:
-    """One row per finding: support, ROC-AUC, PR-AUC, Brier, ECE (both kinds), precision, recall, F1, accuracy,
+    """One row per finding: support, ROC-AUC, PR-AUC, Brier, ECE (both kinds), precision, recall (sensitivity),
+    specificity, F1, accuracy,
     and the 2×2 confusion matrix [[TN, FP], [FN, TP]]. AUCs are None where a finding lacks positives or negatives."""
     rows = []
     for i, name in enumerate(labels):
@@ -51,6 +52,7 @@ def per_class(y: np.ndarray, scores: np.ndarray, decisions: np.ndarray, labels: 
             "ece": ece(yi, si), "ece_equal_mass": ece(yi, si, strategy="quantile"),
             "precision": float(precision_score(yi, di, zero_division=0)),
             "recall": float(recall_score(yi, di, zero_division=0)),
+            "specificity": float(tn / (tn + fp)) if tn + fp else None,
             "f1": float(f1_score(yi, di, zero_division=0)),
             "accuracy": float(accuracy_score(yi, di)),
             "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp),

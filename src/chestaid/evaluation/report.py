@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from chestaid.evaluation.bootstrap import with_interval
 from chestaid.fileio import write_text
 from chestaid.run_dir import RunPaths
 
@@ -50,14 +51,27 @@ def _synthetic_note(paths: RunPaths) -> list[str]:
     return []
 
 
+def _per_finding_table(rows: list[dict]) -> pd.DataFrame:
+    """Per-finding metrics with the bootstrap intervals folded into their columns."""
+    table = pd.DataFrame(rows)
+    shown = table.drop(columns=[c for c in table.columns if "_ci_" in c] + ["n"])
+    for name, title in (("roc_auc", "roc_auc (95% CI)"), ("recall", "sensitivity (95% CI)"),
+                        ("specificity", "specificity (95% CI)")):
+        if f"{name}_ci_low" in table:
+            shown[name] = [with_interval(row, name) for row in rows]
+            shown = shown.rename(columns={name: title})
+    return shown
+
+
 def _glance(result: dict, calib_mean: pd.DataFrame, paths: RunPaths) -> str:
-    """The headline figures first: discrimination, calibration and (NIH) localisation."""
+    """The headline figures first: discrimination (95% CIs resampling patients), calibration, localisation."""
     summary, split = result["summary"], result["split"]
     if "roc_auc" in summary:
-        rows = [("ROC-AUC", summary["roc_auc"]), ("sensitivity at the operating point", summary["sensitivity"]),
-                ("specificity at the operating point", summary["specificity"])]
+        rows = [("ROC-AUC (95% CI)", with_interval(summary, "roc_auc")),
+                ("sensitivity at the operating point (95% CI)", with_interval(summary, "sensitivity")),
+                ("specificity at the operating point (95% CI)", with_interval(summary, "specificity"))]
     else:
-        rows = [("ROC-AUC, mean over findings", summary["roc_auc_macro"]),
+        rows = [("ROC-AUC, mean over findings (95% CI)", with_interval(summary, "roc_auc_macro")),
                 ("macro F1 at the thresholds", summary["f1_macro"])]
     ece = calib_mean[calib_mean["set"] == split]
     if len(ece):
@@ -91,6 +105,11 @@ def _localisation(paths: RunPaths) -> str:
             + (_img(examples, "localisation examples") if examples.is_file() else ""))
 
 
+def _bootstrap_text(result: dict) -> str:
+    found = result.get("confidence_intervals") or {}
+    return f"{found.get('resamples', '?')} resamples of {found.get('patients', '?')} patients"
+
+
 def build_report(run: str | Path, result: dict) -> Path:
     """Write RUN/report.html from the evaluation result and every PNG in RUN/plots/."""
     paths = RunPaths(run)
@@ -109,13 +128,15 @@ def build_report(run: str | Path, result: dict) -> Path:
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 
     cfg = (paths.config.read_text() if paths.config.is_file() else "")
-    summary = pd.DataFrame([{"metric": k, "value": value(v)} for k, v in result["summary"].items()
-                            if not isinstance(v, dict)])
+    found = result["summary"]
+    summary = pd.DataFrame([{"metric": k + (" (95% CI)" if f"{k}_ci_low" in found else ""),
+                             "value": with_interval(found, k) if f"{k}_ci_low" in found else value(v)}
+                            for k, v in found.items() if not isinstance(v, dict) and "_ci_" not in k])
     matrix = result["summary"].get("confusion_matrix")
     if matrix:
         summary.loc[len(summary)] = ["confusion matrix at the operating point",
                                      "TN {tn} · FP {fp} · FN {fn} · TP {tp}".format(**matrix)]
-    per_finding = pd.DataFrame(result["per_finding"])
+    per_finding = _per_finding_table(result["per_finding"])
     calibration = pd.DataFrame(result["calibration"])
     calib_mean = calibration.groupby("set")[["ece_before", "ece_after", "ece_equal_mass_before",
                                              "ece_equal_mass_after", "brier_before", "brier_after",
@@ -129,8 +150,10 @@ def build_report(run: str | Path, result: dict) -> Path:
         "<div class='warn'>" + "<br>".join(_synthetic_note(paths) + STATEMENTS) + "</div>",
         _glance(result, calib_mean, paths),
         f"<h2>Results on {result['split']}</h2><p>Computed on calibrated risk scores, decisions at the thresholds "
-        "below. AUCs are omitted (–) where a finding has no positives or no negatives.</p>" + _table(summary, 4)
-        + _table(per_finding.drop(columns=["n"]), 3) + figure("roc_curves", "pr_curves")
+        "below. AUCs are omitted (–) where a finding has no positives or no negatives. In brackets: 95% "
+        "confidence intervals from a percentile bootstrap that resamples patients "
+        f"({_bootstrap_text(result)}); narrow only when the split is large.</p>" + _table(summary, 4)
+        + _table(per_finding, 3) + figure("roc_curves", "pr_curves")
         + figure("confusion_matrices", wide=True),
         "<h2>Calibration</h2><p>Temperature, Platt and isotonic calibrators (and none) were fitted per finding on "
         "the <code>calib</code> part of validation and the lowest ECE on <code>val_report</code> was kept, so "

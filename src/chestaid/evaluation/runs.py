@@ -19,6 +19,7 @@ from chestaid.data.cache import Cache, prepare
 from chestaid.data.splits import stratified_group_split
 from chestaid.errors import ChestaidError
 from chestaid.evaluation import metrics as M
+from chestaid.evaluation.bootstrap import confidence_intervals
 from chestaid.evaluation.calibration import choose
 from chestaid.evaluation.thresholds import DEFAULT_PARAMS, POLICIES, thresholds_for
 from chestaid.fileio import write_json, write_text
@@ -187,6 +188,23 @@ def _calibration_rows(name: str, labels, logits: np.ndarray, y: np.ndarray, cali
     return rows
 
 
+def _attach_intervals(summary: dict, per_finding: list[dict], intervals: dict, binary: bool) -> None:
+    """Copy the bootstrap intervals beside their point estimates (`<metric>_ci_low`, `<metric>_ci_high`)."""
+    def bounds(name: str, interval: dict) -> dict:
+        return {f"{name}_ci_low": interval["low"], f"{name}_ci_high": interval["high"]}
+
+    for row in per_finding:
+        found = intervals["per_finding"][row["finding"]]
+        row.update({**bounds("roc_auc", found["roc_auc"]), **bounds("recall", found["sensitivity"]),
+                    **bounds("specificity", found["specificity"])})
+    if binary:
+        found = next(iter(intervals["per_finding"].values()))
+        summary.update({**bounds("roc_auc", found["roc_auc"]), **bounds("sensitivity", found["sensitivity"]),
+                        **bounds("specificity", found["specificity"])})
+    else:
+        summary.update(bounds("roc_auc_macro", intervals["mean_roc_auc"]))
+
+
 def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None = None) -> dict:
     """Every metric on `split` (test, or val = the val_report part), with calibration and thresholds fitted on
     validation first when the run has none. Writes RUN/metrics/ and RUN/plots/ and returns the summary."""
@@ -208,6 +226,8 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
         summary = M.binary_summary(target.y[:, 0], scores[:, 0], predictor.thresholds.values[labels[0]])
     else:
         summary = M.multilabel_summary(target.y, scores, decisions)
+    intervals = confidence_intervals(target.y, scores, decisions, target.rows["patient_id"].to_numpy(), labels)
+    _attach_intervals(summary, per_finding, intervals, binary=predictor.task.num_outputs == 1)
     calibration_table = _calibration_rows("val_report", labels, val_report.logits, val_report.y, calibration)
     if split != "val":
         calibration_table += _calibration_rows(split, labels, target.logits, target.y, calibration)
@@ -217,7 +237,8 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
         "share_refused": float((distances > predictor.gate.threshold).mean()) if len(distances) else 0.0,
         "threshold": predictor.gate.threshold, "percentile": predictor.gate.info.get("percentile")}
     result = {"split": "val_report" if split == "val" else split, "task": predictor.task.name, "summary": summary,
-              "per_finding": per_finding, "calibration": calibration_table, "input_gate": gate,
+              "per_finding": per_finding, "confidence_intervals": intervals,
+              "calibration": calibration_table, "input_gate": gate,
               "calibration_fitted_on": calibration.info.get("fitted_on"),
               "thresholds": {"policy": predictor.thresholds.policy, "params": predictor.thresholds.params,
                              "values": predictor.thresholds.values}}

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from torch.nn import functional as F
@@ -21,14 +21,24 @@ from chestaid.data.augment import eval_transform
 from chestaid.errors import ChestaidError
 
 
-def default_target_layers(model: nn.Module) -> list[str]:
-    """The FPN model: the backbone's stride-4 features (the conv of the first transition), chosen on the val
-    split's synthetic boxes, where it pointed better than stride 8 (c3, P3), P4, P5, their average or the
-    backbone's last features (docs/localisation.md); the plain model: the last DenseNet features (norm5, the
-    last convolutional block's output, as seed 003 did)."""
-    if getattr(model, "use_fpn", False):
-        return ["backbone.features.transition1.conv"]
-    return ["backbone.features.norm5"]
+METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "layercam": LayerCAM}
+
+
+TRANSITIONS = ("backbone.features.transition1.conv", "backbone.features.transition2.conv",
+               "backbone.features.transition3.conv")  # maps of side size/4, size/8, size/16
+MIN_MAP_SIDE = 8
+
+
+def default_target_layers(model: nn.Module, image_size: int) -> list[str]:
+    """Multi-label (NIH) models: the two deepest backbone transition convolutions whose maps are still at least
+    8×8 at this input size (64-96 px: transition1+2; 128 px and up: transition2+3), Grad-CAM averaged over both
+    (pytorch-grad-cam's layer fusion). Chosen on phantom family A's validation boxes at 64 and 128 px over single
+    layers, other pairs, norm5, P3, Grad-CAM++, HiResCAM and LayerCAM; confirmed on family B (docs/localisation.md).
+    They exist with and without the FPN. Binary models: the last DenseNet features (norm5), as seed 003 did."""
+    if model.head[-1].out_features == 1:
+        return ["backbone.features.norm5"]
+    usable = [name for i, name in enumerate(TRANSITIONS) if image_size // 2 ** (i + 2) >= MIN_MAP_SIDE]
+    return list(TRANSITIONS[:2]) if len(usable) < 2 else usable[-2:]
 
 
 class _ImageOnly(nn.Module):
@@ -56,14 +66,17 @@ class CamExplainer:
     Hooks exist only while `maps` runs (nothing accumulates between calls, whatever scores the model in
     between), and one map is made at a time: the model is shared with concurrent scoring, which is unaffected."""
 
-    def __init__(self, predictor, target_layers: list[str] | None = None) -> None:
-        self.predictor = predictor
+    def __init__(self, predictor, target_layers: list[str] | None = None, method: str = "gradcam") -> None:
+        if method not in METHODS:
+            raise ChestaidError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
+        self.predictor, self.method = predictor, method
         model = predictor.model
-        names = target_layers or default_target_layers(model)
+        default = default_target_layers(model, predictor.cfg.data.image_size)
+        names = target_layers or default
         modules = dict(model.named_modules())
         missing = [n for n in names if n not in modules]
         if missing:
-            raise ChestaidError(f"unknown target layer(s) {missing}; e.g. {default_target_layers(model)}")
+            raise ChestaidError(f"unknown target layer(s) {missing}; e.g. {default}")
         self.layers = names
         self._modules = [modules[n] for n in names]
         self._lock = threading.Lock()
@@ -78,7 +91,7 @@ class CamExplainer:
         tab = torch.from_numpy(np.ascontiguousarray(tabular)).to(device) if cfg.model.tabular else None
         targets = [ClassifierOutputTarget(int(f)) for f in findings]
         with self._lock, _hooks(self._modules, _gradient_starts_here), torch.enable_grad():
-            with GradCAM(model=_ImageOnly(self.predictor.model, tab), target_layers=self._modules) as cam:
+            with METHODS[self.method](model=_ImageOnly(self.predictor.model, tab), target_layers=self._modules) as cam:
                 grey = cam(input_tensor=x, targets=targets)
         return np.stack([uncrop(m, images.shape[-1], cfg.data.augment.crop) for m in grey])
 

@@ -2,6 +2,14 @@
 
 SPEC A8–A11 (seed 000): FPN on, tabular on, 14 outputs. SPEC B3 (seed 003): FPN off, tabular off, 1 output,
 early blocks frozen — then the model is DenseNet-121 with its classifier replaced by one logit.
+
+Three choices beyond the seed, measured in benchmarks/recipe.py (docs/recipe.md):
+- `fpn_head="with_c5"` keeps the plain model's pooled c5 beside the projected pyramid, so the pyramid adds to
+  the plain DenseNet-121 instead of replacing its features (the seed's head: "seed");
+- `pool="avgmax"` pools every level by its mean and its maximum (a small lesion moves a maximum, hardly a mean);
+- `fpn_norm=True` puts BatchNorm after each FPN convolution: the lateral convolutions read c3 and c4, the raw
+  concatenated outputs of dense blocks (no normalisation before the next transition), whose scale differs from
+  the normalised c5.
 """
 
 from __future__ import annotations
@@ -25,19 +33,24 @@ class ChestNet(nn.Module):
 
     def __init__(self, num_outputs: int = 14, fpn: bool = True, tabular: bool = True, weights: str = "none",
                  freeze: int = 0, hidden: tuple[int, ...] = (128,), dropout: float = 0.3,
-                 fpn_channels: int = 256) -> None:
+                 fpn_channels: int = 256, fpn_head: str = "seed", pool: str = "avg", fpn_norm: bool = False) -> None:
         super().__init__()
+        if fpn_head not in ("seed", "with_c5") or pool not in ("avg", "avgmax"):
+            raise ValueError(f"fpn_head must be seed or with_c5 and pool avg or avgmax, got {fpn_head}, {pool}")
         self.use_fpn, self.use_tabular = fpn, tabular
+        self.keep_c5, self.pool = fpn and fpn_head == "with_c5", pool
+        widen = 2 if pool == "avgmax" else 1
         densenet = load_densenet(weights)
         self._frozen = freeze_blocks(densenet.features, freeze)
         nodes = LEVELS if fpn else {"features.norm5": "c5"}
         self.backbone = create_feature_extractor(densenet, return_nodes=nodes)
         if fpn:
-            self.fpn = FeaturePyramidNetwork(list(LEVEL_CHANNELS), fpn_channels)
-            self.project = nn.Sequential(nn.Linear(3 * fpn_channels, 256), nn.ReLU(inplace=True))
-            image_dim = 256
+            self.fpn = FeaturePyramidNetwork(list(LEVEL_CHANNELS), fpn_channels,
+                                             norm_layer=nn.BatchNorm2d if fpn_norm else None)
+            self.project = nn.Sequential(nn.Linear(3 * fpn_channels * widen, 256), nn.ReLU(inplace=True))
+            image_dim = 256 + (LEVEL_CHANNELS[-1] * widen if self.keep_c5 else 0)
         else:
-            image_dim = LEVEL_CHANNELS[-1]
+            image_dim = LEVEL_CHANNELS[-1] * widen
         self.tabular = nn.Sequential(nn.Linear(3, 8), nn.ReLU(inplace=True)) if tabular else None
         layers: list[nn.Module] = []
         width = image_dim + (8 if tabular else 0)
@@ -62,14 +75,16 @@ class ChestNet(nn.Module):
         return self.classify(self.embed(image)[0], tabular)
 
     def embed(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the pooled image features the head sees: the projected pyramid, or pooled c5; the pooled final
-        DenseNet features c5, which the input gate measures for both models, as Wollek et al. measured
-        CheXNet's)."""
+        """(the pooled image features the head sees: the projected pyramid (with pooled c5 beside it when
+        `fpn_head` is with_c5), or pooled c5; the average-pooled final DenseNet features c5, which the input gate
+        measures for every model, as Wollek et al. measured CheXNet's)."""
         feats, pyramid = self._backbone_and_pyramid(image)
-        c5 = _pool(feats["c5"])
+        gate = _pool(feats["c5"])
+        c5 = gate if self.pool == "avg" else _pool(feats["c5"], self.pool)
         if pyramid is None:
-            return c5, c5
-        return self.project(torch.cat([_pool(v) for v in pyramid.values()], 1)), c5
+            return c5, gate
+        projected = self.project(torch.cat([_pool(v, self.pool) for v in pyramid.values()], 1))
+        return (torch.cat([projected, c5], 1) if self.keep_c5 else projected), gate
 
     def classify(self, features: torch.Tensor, tabular: torch.Tensor | None = None) -> torch.Tensor:
         """Image features (+ patient vector) → logits."""
@@ -86,11 +101,13 @@ class ChestNet(nn.Module):
         return self
 
 
-def _pool(x: torch.Tensor) -> torch.Tensor:
-    return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+def _pool(x: torch.Tensor, mode: str = "avg") -> torch.Tensor:
+    mean = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+    return mean if mode == "avg" else torch.cat([mean, torch.flatten(nn.functional.adaptive_max_pool2d(x, 1), 1)], 1)
 
 
 def build_model(cfg, num_outputs: int) -> ChestNet:
     """A ChestNet from a ModelConfig (config.py)."""
     return ChestNet(num_outputs=num_outputs, fpn=cfg.fpn, tabular=cfg.tabular, weights=cfg.weights,
-                    freeze=cfg.freeze_blocks, hidden=tuple(cfg.hidden), dropout=cfg.dropout)
+                    freeze=cfg.freeze_blocks, hidden=tuple(cfg.hidden), dropout=cfg.dropout, fpn_head=cfg.fpn_head,
+                    pool=cfg.pool, fpn_norm=cfg.fpn_norm)
