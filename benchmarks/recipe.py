@@ -10,7 +10,8 @@ chestaid ships) and with the last epoch's weights (`last`), so checkpoint select
 again. What the validation carve-out costs is measured on the baseline: `baseline_train` is the same loop on the
 train split only (chestaid trains on train and chooses on val).
 
-Writes benchmarks/results/recipe_<family>.json after every run (a killed benchmark resumes where it stopped).
+Writes benchmarks/results/recipe_<family>_<size>px.json (or --out) after every run (a killed benchmark resumes
+where it stopped).
 Usage: python benchmarks/recipe.py --family b [--images 1500] [--size 128] [--epochs 6] [--seeds 0 1 2]
                                    [--variants baseline,recipe,...] [--work DIR]
 """
@@ -79,6 +80,7 @@ VARIANTS: dict[str, dict] = {
     "cosine+avgmax": {**COSINE, "model.pool": "avgmax"},
     "cosine+fusion": {**COSINE, "model.tabular": True},
 }
+
 
 def evaluate_logits(y: np.ndarray, logits: np.ndarray, labels: tuple[str, ...]) -> dict:
     per = {name: float(roc_auc_score(y[:, i], logits[:, i])) for i, name in enumerate(labels)
@@ -151,7 +153,7 @@ def run_chestaid(cache, run: Path, overrides: dict, seed: int, size: int, epochs
     predictor = chestaid.Predictor.load(run)
     labels = cache.task.labels
     out = {"best": evaluate_logits(*chestaid_logits(predictor.model, cache, predictor.cfg), labels)}
-    last = ChestModule.load_from_checkpoint(RunPaths(run).checkpoints / "last.ckpt", map_location="cpu")
+    last = ChestModule.load_from_checkpoint(paths.checkpoints / "last.ckpt", map_location="cpu")
     out["last"] = evaluate_logits(*chestaid_logits(last.model, cache, predictor.cfg), labels)
     return out
 

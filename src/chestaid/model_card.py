@@ -15,6 +15,7 @@ import pandas as pd
 
 from chestaid import __version__
 from chestaid.config import RunConfig, load_config
+from chestaid.evaluation.bootstrap import with_interval
 from chestaid.fileio import write_text
 from chestaid.run_dir import RunPaths
 
@@ -124,8 +125,6 @@ def _fitted(paths: RunPaths) -> list[str]:
 
 
 def _evaluation(paths: RunPaths) -> list[str]:
-    from chestaid.evaluation.bootstrap import with_interval
-
     result = paths.metrics / "test_metrics.json"
     if not result.is_file():
         return ["## Evaluation", "", "Not evaluated yet (`chestaid evaluate RUN`)."]

@@ -16,9 +16,14 @@ LEVEL = 0.95
 BLOCK = 200  # resamples per weight matrix
 
 
-def patient_weights(patients: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """[resamples, images]: how often each image is counted in each patient-level resample."""
-    _, codes = np.unique(np.asarray(patients).astype(str), return_inverse=True)
+def patient_codes(patients: np.ndarray) -> np.ndarray:
+    """Each image's patient as an index 0…P−1."""
+    return np.unique(np.asarray(patients).astype(str), return_inverse=True)[1].reshape(-1)
+
+
+def patient_weights(codes: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """[resamples, images]: how often each image is counted in each patient-level resample (`codes`:
+    patient_codes)."""
     n_patients = int(codes.max()) + 1 if len(codes) else 0
     rng = np.random.default_rng(seed)
     drawn = rng.integers(0, n_patients, size=(resamples, n_patients))
@@ -63,9 +68,9 @@ def confidence_intervals(y: np.ndarray, scores: np.ndarray, decisions: np.ndarra
     operating point) and the mean ROC-AUC over the findings that have an AUC on the whole set."""
     y, decisions, scores = np.asarray(y).astype(bool), np.asarray(decisions).astype(bool), np.asarray(scores)
     draws = {k: [] for k in ("roc_auc", "sensitivity", "specificity")}
-    rng = np.random.default_rng(seed)
+    rng, codes = np.random.default_rng(seed), patient_codes(patients)
     for start in range(0, resamples, BLOCK):
-        weights = patient_weights(patients, min(BLOCK, resamples - start), int(rng.integers(2 ** 31)))
+        weights = patient_weights(codes, min(BLOCK, resamples - start), int(rng.integers(2 ** 31)))
         draws["roc_auc"].append(np.stack([weighted_auc(y[:, i], scores[:, i], weights)
                                           for i in range(len(labels))], 1))
         draws["sensitivity"].append(np.stack([_rate(decisions[:, i], y[:, i], weights)
@@ -78,7 +83,7 @@ def confidence_intervals(y: np.ndarray, scores: np.ndarray, decisions: np.ndarra
     with np.errstate(invalid="ignore"):
         mean_auc = np.nanmean(draws["roc_auc"][:, defined], axis=1) if defined else np.full(resamples, np.nan)
     return {"method": "percentile bootstrap, resampling patients with replacement", "level": level,
-            "resamples": resamples, "seed": seed, "patients": int(len(np.unique(np.asarray(patients).astype(str)))),
+            "resamples": resamples, "seed": seed, "patients": int(codes.max()) + 1 if len(codes) else 0,
             "mean_roc_auc": _interval(mean_auc, level), "per_finding": per_finding}
 
 

@@ -22,8 +22,6 @@ from chestaid.errors import ChestaidError
 
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "layercam": LayerCAM}
-
-
 TRANSITIONS = ("backbone.features.transition1.conv", "backbone.features.transition2.conv",
                "backbone.features.transition3.conv")  # maps of side size/4, size/8, size/16
 MIN_MAP_SIDE = 8
