@@ -10,10 +10,11 @@ chestaid ships) and with the last epoch's weights (`last`), so checkpoint select
 again. What the validation carve-out costs is measured on the baseline: `baseline_train` is the same loop on the
 train split only (chestaid trains on train and chooses on val).
 
-Writes benchmarks/results/recipe_<family>_<size>px.json (or --out) after every run (a killed benchmark resumes
-where it stopped).
+Writes benchmarks/results/recipe_<family or data folder>_<size>px.json (or --out) after every run (a killed
+benchmark resumes where it stopped).
 Usage: python benchmarks/recipe.py --family b [--images 1500] [--size 128] [--epochs 6] [--seeds 0 1 2]
                                    [--variants baseline,recipe,...] [--work DIR]
+       python benchmarks/recipe.py --data NIH_LAYOUT_ROOT [...]   (images you already have, e.g. a third family)
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ VARIANTS: dict[str, dict] = {
     "recipe-cosine": {"train.schedule": "plateau", "train.warmup_epochs": 0},
     "recipe+augment": {"data.augment": SEED_AUGMENT},
     "recipe+hidden": {"model.hidden": [128], "model.dropout": 0.2},
+    # more optimiser steps for the same images and epochs; a higher peak learning rate
+    "recipe+batch16": {"data.batch_size": 16},
+    "recipe+lr2x": {"train.lr": 0.002},
     # the demo recipe before issue 10, and each of its parts switched off
     "seed_demo": SEED_DEMO,
     "seed_demo-fpn": {**SEED_DEMO, "model.fpn": False},
@@ -196,6 +200,8 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="b", help="phantom family of `chestaid synth nih --family`")
+    parser.add_argument("--data", type=Path, default=None, help="an NIH-layout root you already have (another "
+                        "phantom generator, a part of the real set): used as it is, nothing is synthesised")
     parser.add_argument("--images", type=int, default=1500)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=6)
@@ -203,22 +209,25 @@ def main() -> None:
     parser.add_argument("--variants", default="baseline,recipe", help=f"of {', '.join([*BASELINES, *VARIANTS])}")
     parser.add_argument("--data-seed", type=int, default=0, help="which images (kept apart from training seeds)")
     parser.add_argument("--work", type=Path, default=None, help="keeps data, cache and runs (default: "
-                        "benchmarks/work/recipe_<family>_<size>)")
+                        "benchmarks/work/recipe_<family or data folder>_<size>px)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--table", action="store_true", help="print the result file as a Markdown table, train nothing")
     args = parser.parse_args()
+    name = f"recipe_{args.data.resolve().name if args.data else args.family}_{args.size}px"
+    out = Path(args.out) if args.out else RESULTS / f"{name}.json"
     if args.table:
-        name = f"recipe_{args.family}_{args.size}px"
-        print(markdown(json.loads((Path(args.out) if args.out else RESULTS / f"{name}.json").read_text())))
+        if not out.is_file():
+            parser.error(f"{out}: no such result file")
+        print(markdown(json.loads(out.read_text())))
         return
     from chestaid.data.cache import Cache, prepare
     from chestaid.data.synthetic import synth_nih
 
-    name = f"recipe_{args.family}_{args.size}px"
     work = args.work or Path(__file__).resolve().parent / "work" / name
-    out = Path(args.out) if args.out else RESULTS / f"{name}.json"
-    data, cache_dir = work / "data", work / "cache"
+    data, cache_dir = args.data or work / "data", work / "cache"
     if not (data / "test_list.txt").is_file():
+        if args.data:
+            parser.error(f"{data}: no test_list.txt; --data needs an NIH-layout root")
         synth_nih(data, args.images, size=args.size, seed=args.data_seed, family=args.family, workers=2)
     prepare(data, cache_dir, size=args.size, workers=2)
     cache = Cache.open(cache_dir)
@@ -243,8 +252,9 @@ def main() -> None:
             print(variant, seed, {k: result[k]["mean_auroc"] for k in ("best", "last") if k in result}, flush=True)
             counts = cache.table.groupby("split").size().to_dict()
             write_result("recipe", {
-                "setup": f"family {args.family}: {args.images} synthetic NIH images at {args.size} px "
-                         f"(splits {counts}), {args.epochs} epochs, data seed {args.data_seed}",
+                "setup": (f"{data}: {len(cache.table)} NIH-layout images" if args.data else
+                          f"family {args.family}: {args.images} synthetic NIH images (data seed {args.data_seed})")
+                         + f" at {args.size} px (splits {counts}), {args.epochs} epochs",
                 "variants": {v: BASELINES.get(v) or VARIANTS[v] for v in variants},
                 "summary": summarise(done, cache.task.labels), "runs": done}, out, echo=False)
 

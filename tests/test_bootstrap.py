@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from chestaid.evaluation.bootstrap import confidence_intervals, weighted_auc
+from chestaid.evaluation.bootstrap import confidence_intervals, weighted_auc, wilson_interval
 
 LABELS = ("A", "B")
 
@@ -58,3 +58,22 @@ def test_several_images_of_one_patient_do_not_narrow_the_interval():
     four = confidence_intervals(*_cohort(300, 4), LABELS, resamples=1000)
     width = [c["mean_roc_auc"]["high"] - c["mean_roc_auc"]["low"] for c in (once, four)]
     assert 0.8 < width[1] / width[0] < 1.25
+    for rate in ("sensitivity", "specificity"):
+        width = [c["per_finding"]["A"][rate]["high"] - c["per_finding"]["A"][rate]["low"] for c in (once, four)]
+        assert 0.8 < width[1] / width[0] < 1.25
+
+
+def test_wilson_interval_matches_the_published_values():
+    assert np.allclose(wilson_interval(0.5, 100, 0.95), (0.4038, 0.5962), atol=1e-4)
+    assert np.allclose(wilson_interval(1.0, 14, 0.95), (0.7847, 1.0), atol=1e-4)
+
+
+def test_a_rate_of_one_on_few_patients_is_not_certain():
+    """14 positive patients (two images each), all found: the percentile bootstrap would say 1.000 (1.000–1.000);
+    the interval must be Wilson's on 14 patients, not on 28 images."""
+    y, scores, decisions, ids = _cohort(200, 2, seed=3)
+    y[:, 1] = np.arange(len(y)) < 28  # patients p0…p13, two images each
+    decisions[:, 1] = y[:, 1] | decisions[:, 1]
+    found = confidence_intervals(y, scores, decisions, ids, LABELS, resamples=500)["per_finding"]["B"]
+    assert decisions[y[:, 1], 1].all() and found["sensitivity"]["high"] == 1.0
+    assert abs(found["sensitivity"]["low"] - wilson_interval(1.0, 14, 0.95)[0]) < 1e-6

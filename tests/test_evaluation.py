@@ -51,7 +51,7 @@ def test_evaluate_writes_metrics_and_the_report_embeds_every_plot(tiny_run, tmp_
     assert "calibrated risk score" in page and "does not diagnose" in page and "qualitative" in page
     summary = metrics["summary"]
     assert summary["roc_auc_macro_ci_low"] <= summary["roc_auc_macro"] <= summary["roc_auc_macro_ci_high"]
-    assert metrics["confidence_intervals"]["method"].startswith("percentile bootstrap, resampling patients")
+    assert metrics["confidence_intervals"]["method"].startswith("patients resampled with replacement")
     for row in metrics["per_finding"]:
         if row["roc_auc"] is not None and row["roc_auc_ci_low"] is not None:
             assert row["roc_auc_ci_low"] <= row["roc_auc"] <= row["roc_auc_ci_high"]

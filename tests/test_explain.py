@@ -27,6 +27,21 @@ def test_maps_for_every_finding_of_both_models(tiny_run, pneumonia_run):
         CamExplainer(Predictor.load(tiny_run.root), ["no.such.layer"])
 
 
+def test_every_method_gives_a_map_through_the_default_targets(tiny_run):
+    """Each `explain --method` runs through the explainer's hooks (gradients start at the first target layer)."""
+    from chestaid.explain.gradcam import METHODS
+
+    predictor = Predictor.load(tiny_run.root)
+    size = predictor.image_size
+    images = np.random.default_rng(4).integers(0, 255, (2, size, size), dtype=np.uint8)
+    for method in METHODS:
+        maps = CamExplainer(predictor, method=method).maps(images, np.full((2, 3), 0.5, np.float32), [1, 5])
+        assert maps.shape == (2, size, size) and np.isfinite(maps).all(), method
+        assert maps.min() >= 0 and maps.max() <= 1 + 1e-6, method
+    with pytest.raises(ChestaidError, match="unknown CAM method"):
+        CamExplainer(predictor, method="scorecam")
+
+
 def test_maps_through_frozen_blocks(tiny_run, nih_root):
     """Seed 003 freezes the early blocks; the default NIH targets (the stride-4 and stride-8 transitions) lie
     inside the first three groups."""

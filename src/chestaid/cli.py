@@ -323,7 +323,9 @@ def explain(run: Path, data: Annotated[Path, typer.Option("--data", help="an NIH
             target_layer: Annotated[Optional[list[str]], typer.Option(help="module name(s) for Grad-CAM")] = None,
             threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="map threshold for IoBB")] = 0.5,
             out: Annotated[Optional[Path], typer.Option(help="folder for the results (default RUN/explain)")] = None,
-            method: Annotated[str, typer.Option(help="gradcam, gradcam++, hirescam or layercam")] = "gradcam",
+            method: Annotated[str, typer.Option(help="pytorch-grad-cam method: gradcam, gradcam++, hirescam, "
+                                                           "layercam, gradcam-elementwise, xgradcam or "
+                                                           "eigengradcam")] = "gradcam",
             box_frame: Annotated[int, typer.Option(min=0, help="side of the square frame the boxes are in: 1024 "
                                                               "for NIH's file, whatever size the PNGs are; 0: the "
                                                               "images' own pixels")] = 1024,

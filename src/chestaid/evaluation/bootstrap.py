@@ -2,12 +2,17 @@
 
 Each resample draws the test split's patients with replacement; an image then counts as often as its patient was
 drawn. Per finding: ROC-AUC, and sensitivity and specificity at the operating point (the fitted thresholds);
-overall: the mean ROC-AUC over findings. Percentile intervals; a resample in which a finding has no positives
-or no negatives gives no AUC for it and is left out of that interval (`resamples_used` says how many were kept).
+overall: the mean ROC-AUC over findings. ROC-AUC: percentile intervals; a resample in which a finding has no
+positives or no negatives gives no AUC for it and is left out of that interval (`resamples_used` says how many
+were kept). Sensitivity and specificity: a Wilson score interval on the effective count (the count divided by the
+Kish design effect that the patient bootstrap measures), because a percentile interval has zero width when the rate
+is 0 or 1 (every one of 14 positives found is not proof of a sensitivity of 1.000).
 Resamples are weight matrices, a block of them at a time, so memory stays bounded on NIH's 25,596 test images.
 """
 
 from __future__ import annotations
+
+from statistics import NormalDist
 
 import numpy as np
 
@@ -61,11 +66,36 @@ def _interval(values: np.ndarray, level: float) -> dict:
     return {"low": float(low), "high": float(high), "resamples_used": int(len(kept))}
 
 
+def wilson_interval(rate: float, n: float, level: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion `rate` observed on `n` (possibly effective, non-integer) trials."""
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * float(np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)))
+    return min(max(0.0, centre - half), rate), max(min(1.0, centre + half), rate)
+
+
+def _rate_interval(hits: np.ndarray, members: np.ndarray, codes: np.ndarray, draws: np.ndarray,
+                   level: float) -> dict:
+    """Wilson interval of hits/members on the effective count n / design effect, the design effect being the
+    bootstrap variance over the binomial one (at least 1; where the rate is 0 or 1 and the bootstrap cannot tell,
+    the images per patient among the members, i.e. one patient's images counted as one)."""
+    n = int(members.sum())
+    kept = draws[np.isfinite(draws)]
+    if n == 0 or len(kept) == 0:
+        return {"low": None, "high": None, "resamples_used": int(len(kept)), "effective_n": 0.0}
+    rate = float(hits[members].mean())
+    cluster = n / len(np.unique(codes[members]))
+    binomial = rate * (1 - rate) / n
+    design = float(np.clip(np.var(kept) / binomial, 1.0, None)) if binomial > 0 else cluster
+    low, high = wilson_interval(rate, n / design, level)
+    return {"low": low, "high": high, "resamples_used": int(len(kept)), "effective_n": round(n / design, 1)}
+
+
 def confidence_intervals(y: np.ndarray, scores: np.ndarray, decisions: np.ndarray, patients: np.ndarray,
                          labels: tuple[str, ...], resamples: int = RESAMPLES, level: float = LEVEL,
                          seed: int = 0) -> dict:
-    """Patient-level percentile bootstrap intervals: per finding (roc_auc, sensitivity, specificity at the
-    operating point) and the mean ROC-AUC over the findings that have an AUC on the whole set."""
+    """Patient-level intervals: per finding (roc_auc, sensitivity, specificity at the operating point) and the
+    mean ROC-AUC over the findings that have an AUC on the whole set."""
     y, decisions, scores = np.asarray(y).astype(bool), np.asarray(decisions).astype(bool), np.asarray(scores)
     draws = {k: [] for k in ("roc_auc", "sensitivity", "specificity")}
     rng, codes = np.random.default_rng(seed), patient_codes(patients)
@@ -78,11 +108,18 @@ def confidence_intervals(y: np.ndarray, scores: np.ndarray, decisions: np.ndarra
         draws["specificity"].append(np.stack([_rate(~decisions[:, i], ~y[:, i], weights)
                                               for i in range(len(labels))], 1))
     draws = {k: np.concatenate(v) for k, v in draws.items()}  # [resamples, labels]
-    per_finding = {name: {k: _interval(v[:, i], level) for k, v in draws.items()} for i, name in enumerate(labels)}
+    per_finding = {name: {"roc_auc": _interval(draws["roc_auc"][:, i], level),
+                          "sensitivity": _rate_interval(decisions[:, i], y[:, i], codes,
+                                                        draws["sensitivity"][:, i], level),
+                          "specificity": _rate_interval(~decisions[:, i], ~y[:, i], codes,
+                                                        draws["specificity"][:, i], level)}
+                   for i, name in enumerate(labels)}
     defined = [i for i in range(len(labels)) if 0 < y[:, i].sum() < len(y)]
     with np.errstate(invalid="ignore"):
         mean_auc = np.nanmean(draws["roc_auc"][:, defined], axis=1) if defined else np.full(resamples, np.nan)
-    return {"method": "percentile bootstrap, resampling patients with replacement", "level": level,
+    return {"method": "patients resampled with replacement; ROC-AUC: percentile bootstrap; sensitivity and "
+                      "specificity: Wilson score interval on the effective count (bootstrap design effect)",
+            "level": level,
             "resamples": resamples, "seed": seed, "patients": int(codes.max()) + 1 if len(codes) else 0,
             "mean_roc_auc": _interval(mean_auc, level), "per_finding": per_finding}
 

@@ -151,8 +151,9 @@ def build_report(run: str | Path, result: dict) -> Path:
         _glance(result, calib_mean, paths),
         f"<h2>Results on {result['split']}</h2><p>Computed on calibrated risk scores, decisions at the thresholds "
         "below. AUCs are omitted (–) where a finding has no positives or no negatives. In brackets: 95% "
-        "confidence intervals from a percentile bootstrap that resamples patients "
-        f"({_bootstrap_text(result)}); narrow only when the split is large.</p>" + _table(summary, 4)
+        "confidence intervals from a bootstrap that resamples patients "
+        f"({_bootstrap_text(result)}; ROC-AUC: percentile intervals; sensitivity and specificity: Wilson score "
+        "intervals on the effective count); narrow only when the split is large.</p>" + _table(summary, 4)
         + _table(per_finding, 3) + figure("roc_curves", "pr_curves")
         + figure("confusion_matrices", wide=True),
         "<h2>Calibration</h2><p>Temperature, Platt and isotonic calibrators (and none) were fitted per finding on "

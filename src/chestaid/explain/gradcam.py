@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
+from pytorch_grad_cam import EigenGradCAM, GradCAM, GradCAMElementWise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from torch.nn import functional as F
@@ -21,7 +21,8 @@ from chestaid.data.augment import eval_transform
 from chestaid.errors import ChestaidError
 
 
-METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "layercam": LayerCAM}
+METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "layercam": LayerCAM,
+           "gradcam-elementwise": GradCAMElementWise, "xgradcam": XGradCAM, "eigengradcam": EigenGradCAM}
 TRANSITIONS = ("backbone.features.transition1.conv", "backbone.features.transition2.conv",
                "backbone.features.transition3.conv")  # maps of side size/4, size/8, size/16
 MIN_MAP_SIDE = 8
