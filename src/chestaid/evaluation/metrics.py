@@ -38,7 +38,8 @@ def _defined(y: np.ndarray) -> bool:
 
 def per_class(y: np.ndarray, scores: np.ndarray, decisions: np.ndarray, labels: tuple[str, ...]) -> list[dict]:
     """One row per finding: support, ROC-AUC, PR-AUC, Brier, ECE (both kinds), precision, recall (sensitivity),
-    specificity, F1, accuracy and the 2×2 confusion matrix [[TN, FP], [FN, TP]]. AUCs are None where a finding lacks positives or negatives."""
+    specificity, F1, accuracy and the 2×2 confusion matrix [[TN, FP], [FN, TP]]. AUCs are None where a finding
+    lacks positives or negatives."""
     rows = []
     for i, name in enumerate(labels):
         yi, si, di = y[:, i], scores[:, i], decisions[:, i]

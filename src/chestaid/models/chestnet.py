@@ -79,8 +79,8 @@ class ChestNet(nn.Module):
         `fpn_head` is with_c5), or pooled c5; the average-pooled final DenseNet features c5, which the input gate
         measures for every model, as Wollek et al. measured CheXNet's)."""
         feats, pyramid = self._backbone_and_pyramid(image)
-        gate = _pool(feats["c5"])
-        c5 = gate if self.pool == "avg" else _pool(feats["c5"], self.pool)
+        c5 = _pool(feats["c5"], self.pool)
+        gate = c5[:, :LEVEL_CHANNELS[-1]]  # the mean half of avgmax
         if pyramid is None:
             return c5, gate
         projected = self.project(torch.cat([_pool(v, self.pool) for v in pyramid.values()], 1))
