@@ -203,17 +203,26 @@ def test_same_named_files_of_two_studies_get_their_own_heat_maps(ungated_run, ni
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
     assert table["heat_map"].nunique() == 2
+    from PIL import Image
+
     predictor = Predictor.load(ungated_run.root)
     explainer = CamExplainer(predictor)
     effusion = predictor.task.labels.index("Effusion")
+    expected = {}
     for row in table.itertuples():
         assert Path(row.heat_map) == tmp_path / "cams" / Path(row.file).parent.name / "IM-0001_Effusion.png"
         scored, _ = predictor.score_files([row.file], keep_images=True)
         cam = explainer.maps(scored[0].image[None], scored[0].tabular[None], [effusion])[0]
-        expected = overlay(scored[0].image, cam)
-        from PIL import Image
-
-        np.testing.assert_array_equal(np.asarray(Image.open(row.heat_map)), expected)
+        expected[row.heat_map] = overlay(scored[0].image, cam).astype(np.int16)
+    # predict makes maps in batches, this test one at a time: oneDNN may pick other kernels per batch size
+    # (AVX-512/AMX CPUs), so the overlays agree within a few grey levels rather than bit for bit. Each saved
+    # map must still be far closer to its own image's map than to the other study's.
+    for own, other in (tuple(expected), tuple(expected)[::-1]):
+        saved = np.asarray(Image.open(own)).astype(np.int16)
+        to_own = np.abs(saved - expected[own])
+        to_other = np.abs(saved - expected[other]).mean()
+        assert to_own.max() <= 16 and to_own.mean() <= 0.5, (to_own.max(), to_own.mean())
+        assert to_own.mean() < 0.05 * to_other, (to_own.mean(), to_other)
 
 
 def test_heat_maps_only_for_the_rows_asked_for(ungated_run, nih_root, tmp_path):
