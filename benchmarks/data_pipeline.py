@@ -23,7 +23,7 @@ from chestaid.data.augment import IMAGENET_MEAN, IMAGENET_STD, train_transform
 from chestaid.data.cache import Cache, prepare
 from chestaid.data.dataset import CacheDataset
 from chestaid.data.sources import read_source
-from chestaid.data.synthetic import synth_nih
+from chestaid.data.phantoms.synthetic import synth_nih
 
 from common import write_result
 

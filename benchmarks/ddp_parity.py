@@ -27,7 +27,7 @@ def run(cache: Path, out: Path, seed: int, processes: int, batch: int, size: int
     if processes > 1:
         sets += [f"train.devices={processes}", "train.strategy=ddp"]
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "chestaid.cli", "train", "--config", "demo_pneumonia", "--data",
+    subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "train", "--config", "demo_pneumonia", "--data",
                     str(cache), "--out", str(out), *[f"--set={s}" for s in sets]], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = pd.read_csv(out / "train_log.csv")
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="global batch")
     args = parser.parse_args()
     from chestaid.data.cache import prepare
-    from chestaid.data.synthetic import synth_pneumonia
+    from chestaid.data.phantoms.synthetic import synth_pneumonia
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

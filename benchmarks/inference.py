@@ -108,13 +108,13 @@ def predictor_figures(model: ChestNet, size: int) -> dict:
     """Scoring backends, Grad-CAM latency and `predict` throughput through the real Predictor on a run."""
     import numpy as np
 
-    from chestaid.config import RunConfig, save_config
-    from chestaid.data.synthetic import synth_nih
+    from chestaid.core.config import RunConfig, save_config
+    from chestaid.data.phantoms.synthetic import synth_nih
     from chestaid.explain.gradcam import CamExplainer
     from chestaid.inference.onnx_backend import export_onnx
     from chestaid.inference.predictor import Predictor
-    from chestaid.run_dir import save_weights
-    from chestaid.worklist import predict_worklist
+    from chestaid.models.weights import save_weights
+    from chestaid.workflows.predict import predict_worklist
 
     image = np.random.default_rng(0).integers(0, 256, (1, 256, 256), dtype=np.uint8)
     tabular = np.full((1, 3), 0.5, np.float32)

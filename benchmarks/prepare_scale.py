@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--keep", type=Path, help="keep the phantoms here (and reuse them when present)")
     args = parser.parse_args()
-    from chestaid.data.synthetic import synth_nih
+    from chestaid.data.phantoms.synthetic import synth_nih
 
     tmp = Path(tempfile.mkdtemp())
     full = args.keep or tmp / "full"

@@ -144,8 +144,8 @@ def run_baseline(cache, seed: int, epochs: int, splits: tuple[str, ...] = ("trai
 
 def run_chestaid(cache, run: Path, overrides: dict, seed: int, size: int, epochs: int) -> dict:
     import chestaid
-    from chestaid.lightning_module import ChestModule
-    from chestaid.run_dir import RunPaths
+    from chestaid.training.module import ChestModule
+    from chestaid.core.run_paths import RunPaths
 
     settings = {"data.image_size": size, "data.cache_size": size, "train.epochs": epochs, "train.seed": seed,
                 "train.checkpoint_every_n_steps": 0, **overrides}
@@ -221,7 +221,7 @@ def main() -> None:
         print(markdown(json.loads(out.read_text())))
         return
     from chestaid.data.cache import Cache, prepare
-    from chestaid.data.synthetic import synth_nih
+    from chestaid.data.phantoms.synthetic import synth_nih
 
     work = args.work or Path(__file__).resolve().parent / "work" / name
     data, cache_dir = args.data or work / "data", work / "cache"

@@ -1,6 +1,6 @@
 """Load test of `chestaid serve`: N requests at concurrency C through gradio_client's /score API.
 
-Starts the server as a user would (`python -m chestaid.cli serve RUN` on a free loopback port), warms it up,
+Starts the server as a user would (`python -m chestaid.apps.cli serve RUN` on a free loopback port), warms it up,
 then sends N requests from C threads (each with its own client), every fifth one a bad file (not an image, a
 truncated PNG, an empty file) that must come back as an error message, never as a failure of the server; a
 good file must come back scored (or, from a run with an input gate, refused with its reason: both are answers;
@@ -44,8 +44,8 @@ def rss_mib(pid: int) -> float:
 
 def test_files(folder: Path, run: Path) -> tuple[list[Path], list[Path]]:
     """Good files: synthetic NIH PNGs at the run's cache size; bad files: three kinds of broken input."""
-    from chestaid.data.synthetic import synth_nih
-    from chestaid.run_dir import load_model
+    from chestaid.data.phantoms.synthetic import synth_nih
+    from chestaid.models.weights import load_model
 
     size = load_model(run)[0].data.cache_size
     root = synth_nih(folder / "nih", n=24, size=max(size, 64), seed=1)
@@ -62,7 +62,7 @@ def load_test(run: str | Path, n: int, concurrency: int, warmup: int = 50, deadl
 
     run = Path(run)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "chestaid.cli", "serve", str(run), "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "chestaid.apps.cli", "serve", str(run), "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     local = threading.local()

@@ -37,7 +37,7 @@ def main() -> None:
     image = next(p for name in boxed if name in test_ids
                  for p in (demo / "nih" / "data").glob(f"images_*/images/{name}"))
     port = _port()
-    server = subprocess.Popen([sys.executable, "-m", "chestaid.cli", "serve", str(run), "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "chestaid.apps.cli", "serve", str(run), "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chestaid.data.synthetic import synth_nih, synth_pneumonia
+from chestaid.data.phantoms.synthetic import synth_nih, synth_pneumonia
 
 REAL_NIH = Path(__file__).resolve().parents[1] / "src" / "chestaid" / "data" / "nih_metadata"
 
@@ -42,9 +42,9 @@ def nih_cache(nih_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(nih_cache, tmp_path_factory):
     """A 2-epoch NIH run at 64 px: mechanics only, it has not learned much."""
-    from chestaid.config import load_config
-    from chestaid.run_dir import RunPaths
-    from chestaid.training import train
+    from chestaid.core.config import load_config
+    from chestaid.core.run_paths import RunPaths
+    from chestaid.training.fit import train
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(load_config(CONFIGS / "demo.yaml", TINY), nih_cache, run)
@@ -54,10 +54,10 @@ def tiny_run(nih_cache, tmp_path_factory):
 @pytest.fixture(scope="session")
 def pneumonia_run(tmp_path_factory):
     """A pneumonia run on 400 synthetic images at 64 px that has learned (validation ROC-AUC ≈ 0.9)."""
-    from chestaid.config import load_config
+    from chestaid.core.config import load_config
     from chestaid.data.cache import prepare
-    from chestaid.run_dir import RunPaths
-    from chestaid.training import train
+    from chestaid.core.run_paths import RunPaths
+    from chestaid.training.fit import train
 
     tmp = tmp_path_factory.mktemp("pneumonia")
     root = synth_pneumonia(tmp / "kaggle", n=400, size=64, seed=11, workers=2)
@@ -72,7 +72,7 @@ def _without_gate(paths, tmp_path_factory, name: str):
     heat maps, the page), so that a phantom near the gate's threshold cannot make them flaky."""
     import shutil
 
-    from chestaid.run_dir import RunPaths
+    from chestaid.core.run_paths import RunPaths
 
     target = tmp_path_factory.mktemp("ungated") / name
     shutil.copytree(paths.root, target, ignore=shutil.ignore_patterns("gate.safetensors", "checkpoints"))

@@ -13,7 +13,7 @@ import pytest
 
 import chestaid
 from chestaid.data.images import read_grey, to_uint8
-from chestaid.tasks import NIH_FINDINGS
+from chestaid.core.tasks import NIH_FINDINGS
 
 from test_images import _dicom
 
@@ -90,7 +90,7 @@ def test_importing_and_scoring_leave_process_state_alone(ungated_run, nih_root):
         import chestaid
         result = chestaid.load({str(ungated_run.root)!r}).predict({str(png)!r})
         result.heatmap("Mass")
-        from chestaid.figures import save, subplots
+        from chestaid.core.figures import save, subplots
         fig, ax = subplots()
         ax.plot([0, 1])
         save(fig, {str(nih_root.parent / "figure.png")!r})

@@ -7,7 +7,7 @@ import pytest
 from chestaid.data.balance import balance, distribution
 from chestaid.data.sources import read_source
 from chestaid.data.splits import assign_splits
-from chestaid.tasks import NIH_FINDINGS, NO_FINDING
+from chestaid.core.tasks import NIH_FINDINGS, NO_FINDING
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from chestaid.cli import app
+from chestaid.apps.cli import app
 from chestaid.data.cache import Cache, prepare
 from chestaid.data.dataset import CacheDataset
 from chestaid.data.images import read_grey, resize_square
-from chestaid.errors import ChestaidError
+from chestaid.core.errors import ChestaidError
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from chestaid.evaluation.calibration import choose, fit, fit_temperature
+from chestaid.fitting.calibration import choose, fit, fit_temperature
 from chestaid.inference.calibration import Calibration, apply
 from chestaid.evaluation.metrics import ece
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from chestaid.config import load_config, save_config
-from chestaid.errors import ChestaidError
-from chestaid.tasks import NIH_FINDINGS, TASKS
+from chestaid.core.config import load_config, save_config
+from chestaid.core.errors import ChestaidError
+from chestaid.core.tasks import NIH_FINDINGS, TASKS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "chestaid" / "configs"
 

@@ -13,10 +13,11 @@ import time
 import pandas as pd
 import torch
 
-from chestaid.config import load_config
-from chestaid.lightning_module import ChestModule
-from chestaid.run_dir import RunPaths, load_model
-from chestaid.run_log import read_steps
+from chestaid.core.config import load_config
+from chestaid.training.module import ChestModule
+from chestaid.core.run_paths import RunPaths
+from chestaid.models.weights import load_model
+from chestaid.training.run_log import read_steps
 
 # benchmarks/results/ddp_parity.json: best validation ROC-AUC, 3 seeds each, one process vs two
 PARITY_TOLERANCE = 0.05
@@ -27,7 +28,7 @@ def test_two_processes_train_survive_sigkill_resume_and_evaluate(pneumonia_run, 
     run, paths = tmp_path / "ddp", RunPaths(tmp_path / "ddp")
     sets = ["data.image_size=64", "train.epochs=6", "data.batch_size=16", "train.devices=2", "train.strategy=ddp",
             "train.checkpoint_every_n_steps=2"]  # the fixture's recipe and global batch (32), on two processes
-    cli = [sys.executable, "-m", "chestaid.cli"]
+    cli = [sys.executable, "-m", "chestaid.apps.cli"]
     proc = subprocess.Popen([*cli, "train", "--config", "demo_pneumonia", "--data", cache, "--out", str(run),
                              *[f"--set={s}" for s in sets]], cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -14,14 +14,14 @@ import time
 import pytest
 from serving import free_port, serving
 
-from chestaid.demo import STATE, demo_settings, open_demo_dir
-from chestaid.errors import ChestaidError
+from chestaid.apps.demo import STATE, demo_settings, open_demo_dir
+from chestaid.core.errors import ChestaidError
 
 TINY = ["--images", "200", "--size", "64", "--epochs", "1"]
 
 
 def _demo(out, *extra) -> list[str]:
-    return [sys.executable, "-m", "chestaid.cli", "demo", "--out", str(out), *TINY, *extra]
+    return [sys.executable, "-m", "chestaid.apps.cli", "demo", "--out", str(out), *TINY, *extra]
 
 
 def test_demo_runs_resumes_and_its_serve_command_shows_its_run(tmp_path):
@@ -58,7 +58,7 @@ def test_demo_runs_resumes_and_its_serve_command_shows_its_run(tmp_path):
     command = shlex.split(line.split("open the web page:")[1].split("(or")[0])
     assert command[:2] == ["chestaid", "serve"]
     port = free_port()
-    with serving([sys.executable, "-m", "chestaid.cli", *command[1:], "--port", str(port)], port) as url:
+    with serving([sys.executable, "-m", "chestaid.apps.cli", *command[1:], "--port", str(port)], port) as url:
         from gradio_client import Client, handle_file
 
         image = next((out / "nih" / "data" / "images_001" / "images").glob("*.png"))

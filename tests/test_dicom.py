@@ -15,9 +15,9 @@ import pytest
 from pydicom import uid
 from typer.testing import CliRunner
 
-from chestaid.cli import app
+from chestaid.apps.cli import app
 from chestaid.data.images import is_dicomdir, looks_like_image, read_grey
-from chestaid.errors import ImageDecodeError
+from chestaid.core.errors import ImageDecodeError
 from chestaid.inference.predictor import Predictor
 
 data_store = pytest.importorskip("data_store", reason="pydicom-data is a test dependency")

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from chestaid.cli import app
+from chestaid.apps.cli import app
 from chestaid.data.dataset import CacheDataset
-from chestaid.data.synthetic import synth_pneumonia
-from chestaid.evaluation.runs import calibrate_run, evaluate_run, fit_thresholds
-from chestaid.evaluation.thresholds import POLICIES
-from chestaid.run_dir import RunPaths
+from chestaid.data.phantoms.synthetic import synth_pneumonia
+from chestaid.workflows.runs import calibrate_run, evaluate_run, fit_thresholds
+from chestaid.fitting.thresholds import POLICIES
+from chestaid.core.run_paths import RunPaths
 
 
 def _copy_run(paths: RunPaths, dest) -> RunPaths:

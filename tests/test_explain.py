@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from chestaid.cli import app
-from chestaid.errors import ChestaidError
+from chestaid.apps.cli import app
+from chestaid.core.errors import ChestaidError
 from chestaid.explain.gradcam import CamExplainer, overlay, uncrop
-from chestaid.explain.localisation import _box_scale, _frame_warnings, _score_pair
+from chestaid.evaluation.localisation import _box_scale, _frame_warnings, _score_pair
 from chestaid.inference.predictor import Predictor
 
 

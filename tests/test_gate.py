@@ -14,10 +14,10 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from typer.testing import CliRunner
 
-from chestaid.cli import app
+from chestaid.apps.cli import app
 from chestaid.inference.gate import GATE_NAME, DistanceGate, tag_refusal
 from chestaid.inference.predictor import Predictor
-from chestaid.run_dir import load_model, save_weights
+from chestaid.models.weights import load_model, save_weights
 
 
 def _tags(**values) -> Dataset:
@@ -112,7 +112,7 @@ def test_api_returns_the_refusal_as_data_and_scores_anyway_when_asked(tiny_run, 
     from serving import free_port, serving
 
     port = free_port()
-    command = [sys.executable, "-m", "chestaid.cli", "serve", str(tiny_run.root), "--port", str(port)]
+    command = [sys.executable, "-m", "chestaid.apps.cli", "serve", str(tiny_run.root), "--port", str(port)]
     with serving(command, port) as url:
         client = Client(url, verbose=False)
         photo = handle_file(str(outsiders / "photo.png"))

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from chestaid.data.images import read_grey, resize_square, to_uint8
-from chestaid.errors import ImageDecodeError
+from chestaid.core.errors import ImageDecodeError
 
 RAMP = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (64, 1))  # 64×64 horizontal ramp
 

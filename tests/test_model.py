@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models import densenet121
 
-from chestaid.errors import ChestaidError
+from chestaid.core.errors import ChestaidError
 from chestaid.models.backbone import load_densenet
 from chestaid.models.chestnet import ChestNet
 
@@ -104,7 +104,7 @@ def test_fpn_head_with_c5_and_avgmax_pooling():
 
 
 def test_cosine_schedule_warms_up_and_ends_at_zero():
-    from chestaid.lightning_module import lr_factor
+    from chestaid.training.module import lr_factor
 
     factors = [lr_factor(step, warmup=10, total=110) for step in range(111)]
     assert factors[0] == pytest.approx(0.01) and factors[10] == pytest.approx(1.0)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from chestaid.config import load_config, save_config, with_task
+from chestaid.core.config import load_config, save_config, with_task
 from chestaid.data.cache import Cache, prepare
-from chestaid.data.synthetic import synth_pneumonia
-from chestaid.model_card import write_model_card
-from chestaid.run_dir import RunPaths
+from chestaid.data.phantoms.synthetic import synth_pneumonia
+from chestaid.reporting.model_card import write_model_card
+from chestaid.core.run_paths import RunPaths
 
 
 def _card_for(cache_dir, run_dir) -> str:

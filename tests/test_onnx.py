@@ -9,10 +9,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from chestaid.cli import app
-from chestaid.errors import ChestaidError
+from chestaid.apps.cli import app
+from chestaid.core.errors import ChestaidError
 from chestaid.inference.predictor import Predictor
-from chestaid.run_dir import load_model, save_weights
+from chestaid.models.weights import load_model, save_weights
 
 
 def _copy(run, tmp_path, image_size: int | None = None):

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from chestaid.cli import app
+from chestaid.apps.cli import app
 from chestaid.data.table import read_table
-from chestaid.errors import ChestaidError
+from chestaid.core.errors import ChestaidError
 
 from test_api import GLOBAL_STATE, assert_state_kept
 
@@ -22,7 +22,7 @@ LABELS = ["effusion", "cardiomegaly", "mass"]
 @pytest.fixture(scope="module")
 def table_csv(tmp_path_factory):
     """300 phantom images listed in a table of our own: lower-case label names that no built-in task has."""
-    from chestaid.data.synthetic import synth_nih
+    from chestaid.data.phantoms.synthetic import synth_nih
 
     folder = tmp_path_factory.mktemp("own")
     root = synth_nih(folder / "images", n=300, size=64, seed=21, per_folder=300, workers=2)
@@ -68,9 +68,9 @@ def test_table_to_prediction_through_cli_and_api(table_csv, tmp_path):
 
 
 def test_a_config_naming_another_task_is_refused(table_csv, tmp_path):
-    from chestaid.config import load_config
+    from chestaid.core.config import load_config
     from chestaid.data.cache import prepare
-    from chestaid.training import train
+    from chestaid.training.fit import train
 
     prepare(read_table(table_csv), tmp_path / "cache", size=64, workers=2)
     with pytest.raises(ChestaidError, match="holds data of task 'studies' .* the config's task is 'nih'"):

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
-from chestaid.cli import app
+from chestaid.apps.cli import app
 from chestaid.data.images import read_grey
-from chestaid.patient import patient_for
+from chestaid.data.patient import patient_for
 from chestaid.inference.predictor import Predictor
 
 from test_images import _dicom

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from chestaid.cli import app
+from chestaid.apps.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("run_readme", ROOT / "scripts" / "run_readme.py")

@@ -29,7 +29,7 @@ def _open_page(playwright, url: str):
 def server(request):
     run = request.getfixturevalue(request.param).root
     port = free_port()
-    command = [sys.executable, "-m", "chestaid.cli", "serve", str(run), "--port", str(port), "--max-upload-mb", "1"]
+    command = [sys.executable, "-m", "chestaid.apps.cli", "serve", str(run), "--port", str(port), "--max-upload-mb", "1"]
     with serving(command, port) as url:
         yield url
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from chestaid.data.sources import (kaggle_patient_id, parse_ages, patient_info, read_boxes, read_source)
-from chestaid.errors import ChestaidError
-from chestaid.tasks import NIH_FINDINGS
+from chestaid.core.errors import ChestaidError
+from chestaid.core.tasks import NIH_FINDINGS
 
 
 def test_nih_layout_finds_images_in_every_folder_and_official_split(nih_root):

@@ -8,7 +8,7 @@ import pytest
 
 from chestaid.data.sources import read_source
 from chestaid.data.splits import SPLITS, assign_splits, split_report, stratified_group_split
-from chestaid.tasks import NIH_FINDINGS
+from chestaid.core.tasks import NIH_FINDINGS
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from chestaid.cli import app
+from chestaid.apps.cli import app
 
 A3 = {"No Finding": 60361, "Infiltration": 19894, "Effusion": 13317, "Atelectasis": 11559, "Nodule": 6331,
       "Mass": 5782, "Pneumothorax": 5302, "Consolidation": 4667, "Pleural_Thickening": 3385,
@@ -28,7 +28,7 @@ def test_stats_json_matches_spec_a3(real_csv, tmp_path):
 
 
 def test_cli_error_is_one_line_without_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "chestaid.cli", "stats", str(tmp_path / "missing")],
+    result = subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "stats", str(tmp_path / "missing")],
                             capture_output=True, text=True)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from chestaid.data.sources import read_boxes, read_source
-from chestaid.data.synthetic import sample_nih_rows
-from chestaid.tasks import NIH_FINDINGS
+from chestaid.data.phantoms.synthetic import sample_nih_rows
+from chestaid.core.tasks import NIH_FINDINGS
 
 
 def test_nih_layout_files_and_boxes(nih_root):
@@ -64,7 +64,7 @@ def test_synthetic_images_do_not_depend_on_the_hash_seed(kind, tmp_path):
     digests = []
     for hash_seed in ("1", "2"):
         out = tmp_path / f"{kind}{hash_seed}"
-        subprocess.run([sys.executable, "-m", "chestaid.cli", "synth", kind, str(out), "--n", "40", "--size", "32"],
+        subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "synth", kind, str(out), "--n", "40", "--size", "32"],
                        check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": hash_seed})
         files = sorted(p for p in out.rglob("*") if p.suffix in (".png", ".jpeg"))
         digests.append([hashlib.md5(p.read_bytes()).hexdigest() for p in files])
@@ -77,8 +77,8 @@ def test_family_b_draws_other_images_of_the_same_rows(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from chestaid.data.synthetic import synth_nih
-    from chestaid.errors import ChestaidError
+    from chestaid.data.phantoms.synthetic import synth_nih
+    from chestaid.core.errors import ChestaidError
 
     a = synth_nih(tmp_path / "a", 40, size=64, seed=3, workers=1)
     b = synth_nih(tmp_path / "b", 40, size=64, seed=3, workers=1, family="b")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_curve
 
-from chestaid.evaluation.thresholds import GRID, fit_threshold, thresholds_for
+from chestaid.fitting.thresholds import GRID, fit_threshold, thresholds_for
 from chestaid.inference.thresholds import Thresholds
 
 

@@ -14,11 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from chestaid.config import load_config
-from chestaid.errors import ChestaidError
-from chestaid.run_dir import RunPaths, load_model, save_weights
-from chestaid.run_log import read_steps
-from chestaid.training import train
+from chestaid.core.config import load_config
+from chestaid.core.errors import ChestaidError
+from chestaid.core.run_paths import RunPaths
+from chestaid.models.weights import load_model, save_weights
+from chestaid.training.run_log import read_steps
+from chestaid.training.fit import train
 
 from conftest import CONFIGS, TINY
 
@@ -64,7 +65,7 @@ def test_sigkill_mid_epoch_then_resume_finishes(nih_cache, tmp_path):
     run = tmp_path / "killed"
     sets = [f"--set={s}" for s in ["data.image_size=64", "data.batch_size=8", "train.epochs=3",
                                    "train.checkpoint_every_n_steps=1"]]
-    cmd = [sys.executable, "-m", "chestaid.cli", "train", "--config", str(CONFIGS / "demo.yaml"),
+    cmd = [sys.executable, "-m", "chestaid.apps.cli", "train", "--config", str(CONFIGS / "demo.yaml"),
            "--data", str(nih_cache), "--out", str(run), *sets]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     paths = RunPaths(run)
@@ -78,7 +79,7 @@ def test_sigkill_mid_epoch_then_resume_finishes(nih_cache, tmp_path):
     proc.wait()
     killed_at = torch.load(paths.last, map_location="cpu", weights_only=False)["global_step"]
     assert killed_at >= 1
-    result = subprocess.run([sys.executable, "-m", "chestaid.cli", "train", "--resume", str(run)],
+    result = subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "train", "--resume", str(run)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     log = pd.read_csv(paths.train_log)
@@ -104,7 +105,7 @@ def test_pneumonia_model_learns_on_tiny_synthetic_data(pneumonia_run):
 
 
 def test_rank_zero_is_read_from_the_launchers_environment(monkeypatch):
-    from chestaid.training import is_global_zero
+    from chestaid.training.fit import is_global_zero
 
     for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
         monkeypatch.delenv(name, raising=False)
@@ -122,7 +123,7 @@ def test_loggers_follow_the_config(tmp_path):
 
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    from chestaid.training import _loggers
+    from chestaid.training.fit import _loggers
 
     paths = RunPaths(tmp_path)
     assert _loggers(load_config("demo", ["train.logger=none"]), paths) is False

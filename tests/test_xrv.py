@@ -11,9 +11,9 @@ import torchvision
 import torchxrayvision as xrv
 from typer.testing import CliRunner
 
-from chestaid.cli import app
+from chestaid.apps.cli import app
 from chestaid.data.augment import eval_transform
-from chestaid.errors import ChestaidError
+from chestaid.core.errors import ChestaidError
 from chestaid.models.chestnet import ChestNet
 from chestaid.models.xrv_import import channel_factors, import_xrv
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chestaid.errors import ChestaidError
+from chestaid.core.errors import ChestaidError
 
 if TYPE_CHECKING:
     from chestaid.data.cache import PrepareReport
     from chestaid.inference.prediction import Prediction
     from chestaid.inference.predictor import Predictor
 
-__version__ = "0.1.0"
+from chestaid.core.version import __version__
 __all__ = ["ChestaidError", "Prediction", "Predictor", "__version__", "calibrate", "evaluate", "load", "prepare",
            "train"]
 
@@ -34,7 +34,7 @@ def load(run: str | Path, device: str = "cpu", backend: str = "auto") -> "Predic
     backend: "auto" (ONNX Runtime when `chestaid export` made a current RUN/model.onnx and the device is the
     CPU, else torch), "onnx" or "torch". `predictor.task.labels` lists the findings, in output order."""
     from chestaid.inference.predictor import Predictor
-    from chestaid.run_dir import RunPaths
+    from chestaid.core.run_paths import RunPaths
 
     if not RunPaths(run).config.is_file():
         raise ChestaidError(f"{run}: not a chestaid run (no config.yaml)")
@@ -69,8 +69,8 @@ def train(data: str | Path | None, out: str | Path, config: str | Path | None = 
 
     >>> run = chestaid.train("cache", "runs/mine", config="demo", overrides={"train.epochs": 1})  # doctest: +SKIP
     """
-    from chestaid.config import load_config
-    from chestaid.training import train as run_train
+    from chestaid.core.config import load_config
+    from chestaid.training.fit import train as run_train
 
     cfg = load_config(None if resume else config, overrides or {})
     return run_train(cfg, data, out, resume=resume).root
@@ -78,7 +78,7 @@ def train(data: str | Path | None, out: str | Path, config: str | Path | None = 
 
 def calibrate(run: str | Path, cohort: str | Path | None = None) -> dict:
     """Fit calibrators, thresholds and the input gate on validation data (or a local `cohort`), never on test."""
-    from chestaid.evaluation.runs import calibrate_run
+    from chestaid.workflows.runs import calibrate_run
 
     return calibrate_run(run, cohort=cohort)
 
@@ -86,7 +86,7 @@ def calibrate(run: str | Path, cohort: str | Path | None = None) -> dict:
 def evaluate(run: str | Path, split: str = "test") -> dict:
     """Every metric on the test split (or "val"), plots and RUN/report.html (`chestaid evaluate`); calibrates
     first when the run has not been. Returns the metrics, including `summary`."""
-    from chestaid.evaluation.runs import evaluate_run
+    from chestaid.workflows.runs import evaluate_run
 
     if split not in ("test", "val"):
         raise ChestaidError(f"split must be test or val, got {split!r}")

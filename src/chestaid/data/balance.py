@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from chestaid.tasks import NO_FINDING
+from chestaid.core.tasks import NO_FINDING
 
 RECIPES = ("none", "seed000")
 

@@ -26,10 +26,10 @@ import pandas as pd
 from chestaid.data.images import read_grey, resize_square
 from chestaid.data.sources import SYNTHETIC_MARK, Source, read_source
 from chestaid.data.splits import DEFAULT_FRACTIONS, assign_splits
-from chestaid.errors import ChestaidError, ImageDecodeError
-from chestaid.fileio import atomic_write, write_json, write_text
-from chestaid.progress import progress_bar
-from chestaid.tasks import Task
+from chestaid.core.errors import ChestaidError, ImageDecodeError
+from chestaid.core.fileio import atomic_write, write_json, write_text
+from chestaid.core.progress import progress_bar
+from chestaid.core.tasks import Task
 
 CHUNK = 32
 

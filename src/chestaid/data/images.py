@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from chestaid.errors import ChestaidError, ImageDecodeError, describe
+from chestaid.core.errors import ChestaidError, ImageDecodeError, describe
 
 MAX_PIXELS = 60_000_000  # 7,700² — far above any chest X-ray; larger is treated as a decompression bomb
 MIN_SIDE = 16

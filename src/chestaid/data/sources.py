@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chestaid.errors import ChestaidError
-from chestaid.tasks import NIH_FINDINGS, NO_FINDING, PNEUMONIA_LABELS, Task, get_task
+from chestaid.core.errors import ChestaidError
+from chestaid.core.tasks import NIH_FINDINGS, NO_FINDING, PNEUMONIA_LABELS, Task, get_task
 
 MAX_AGE = 100.0
 NIH_CSV_NAMES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv.gz",
@@ -219,7 +219,7 @@ def patient_info(table: pd.DataFrame) -> np.ndarray:
 
 def read_boxes(path: str | Path) -> pd.DataFrame:
     """The NIH box file as image_id, finding, x, y, w, h (pixels); 'Infiltrate' becomes 'Infiltration'."""
-    from chestaid.tasks import BOX_LABEL_ALIASES
+    from chestaid.core.tasks import BOX_LABEL_ALIASES
 
     try:
         raw = pd.read_csv(path, header=0)

@@ -34,7 +34,7 @@ def plot_metadata(table: pd.DataFrame, labels: tuple[str, ...], out: str | Path,
                   balanced: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> list[Path]:
     """Write label_distribution.png, age_histogram.png and sex_proportion.png. With `balanced` = (train rows
     before, train rows after a recipe), the label figure compares the train part before and after."""
-    from chestaid.figures import save, subplots
+    from chestaid.core.figures import save, subplots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

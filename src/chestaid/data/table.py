@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from chestaid.data.sources import TABLE_COLUMNS, Source, parse_ages
-from chestaid.errors import ChestaidError
-from chestaid.tasks import Task
+from chestaid.core.errors import ChestaidError
+from chestaid.core.tasks import Task
 
 REQUIRED = ("path", "patient_id")
 OPTIONAL = ("age", "sex", "view", "split")

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from chestaid.data.augment import eval_transform
-from chestaid.errors import ChestaidError
+from chestaid.core.errors import ChestaidError
 
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "layercam": LayerCAM,

@@ -1,6 +1,6 @@
 """A run's calibration (RUN/calibration.json): per finding, a fitted map from logit to calibrated risk score.
 
-Applied by the Predictor; fitted by chestaid.evaluation.calibration (on the `calib` part of validation only).
+Applied by the Predictor; fitted by chestaid.fitting.calibration (on the `calib` part of validation only).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import expit
 
-from chestaid.fileio import write_json
+from chestaid.core.fileio import write_json
 
 
 def apply(params: dict, logits: np.ndarray) -> np.ndarray:

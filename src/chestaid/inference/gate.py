@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from chestaid.errors import ChestaidError
-from chestaid.fileio import atomic_write
+from chestaid.core.errors import ChestaidError
+from chestaid.core.fileio import atomic_write
 
 GATE_NAME = "gate.safetensors"
 ACCEPTED_MODALITIES = ("CR", "DX")

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chestaid.errors import ChestaidError
-from chestaid.fileio import atomic_write, sha256_of
+from chestaid.core.errors import ChestaidError
+from chestaid.core.fileio import atomic_write, sha256_of
 
 ONNX_NAME = "model.onnx"
 OPSET = 17
@@ -44,7 +44,8 @@ def export_onnx(run: str | Path, out: str | Path | None = None) -> dict:
     differ from torch's by more than PARITY_LIMIT."""
     import onnx
 
-    from chestaid.run_dir import RunPaths, load_model
+    from chestaid.core.run_paths import RunPaths
+    from chestaid.models.weights import load_model
 
     paths = RunPaths(run)
     cfg, model = load_model(run)
@@ -108,7 +109,7 @@ class OnnxNetwork:
 
 def open_onnx(run: str | Path, threads: int | None = None) -> tuple[OnnxNetwork | None, str]:
     """RUN/model.onnx ready to score, or (None, why not): absent, onnxruntime missing, or stale weights."""
-    from chestaid.run_dir import RunPaths
+    from chestaid.core.run_paths import RunPaths
 
     paths = RunPaths(run)
     path = paths.root / ONNX_NAME

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chestaid.errors import ChestaidError
+from chestaid.core.errors import ChestaidError
 
 if TYPE_CHECKING:
     from chestaid.inference.predictor import Predictor, Scored

@@ -18,22 +18,23 @@ import torch
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from chestaid.config import RunConfig
+from chestaid.core.config import RunConfig
 from chestaid.data.augment import eval_transform
 from chestaid.data.cache import Cache
 from chestaid.data.dataset import CacheDataset
 from chestaid.data.images import array_to_grey, read_grey, resize_square
 from chestaid.data.sources import patient_vectors
-from chestaid.errors import ChestaidError, ImageDecodeError, describe
+from chestaid.core.errors import ChestaidError, ImageDecodeError, describe
 from chestaid.inference.calibration import Calibration
 from chestaid.inference.thresholds import Thresholds
 from chestaid.inference.gate import GATE_NAME, DistanceGate, tag_refusal
 from chestaid.inference.onnx_backend import OnnxNetwork, open_onnx
 from chestaid.inference.prediction import Prediction
 from chestaid.models.chestnet import ChestNet
-from chestaid.patient import PatientData, patient_from_header, read_header
-from chestaid.run_dir import RunPaths, load_model
-from chestaid.tasks import Task
+from chestaid.data.patient import PatientData, patient_from_header, read_header
+from chestaid.core.run_paths import RunPaths
+from chestaid.models.weights import load_model
+from chestaid.core.tasks import Task
 
 
 @dataclass
@@ -187,7 +188,7 @@ class Predictor:
                     keep_images: bool = False, progress=None) -> tuple[list[Scored], list[tuple[str, str]]]:
         """Score files in batches. Returns the scored images and (file, reason) for each unreadable one.
 
-        `patient` values (age/sex/view) fill only what a file's DICOM tags lack (chestaid.patient). Each scored
+        `patient` values (age/sex/view) fill only what a file's DICOM tags lack (chestaid.data.patient). Each scored
         image carries the input gate's verdict: its DICOM tags (chestaid.inference.gate), then its distance from the
         training images when the run has a fitted gate."""
         scored, failed = [], []

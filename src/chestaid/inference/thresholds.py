@@ -1,5 +1,5 @@
 """A run's decision thresholds (RUN/thresholds.json): per finding, the calibrated risk score at or above which
-the image is flagged. Applied by the Predictor; fitted by chestaid.evaluation.thresholds (validation data only)."""
+the image is flagged. Applied by the Predictor; fitted by chestaid.fitting.thresholds (validation data only)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chestaid.fileio import write_json
+from chestaid.core.fileio import write_json
 
 
 class Thresholds:

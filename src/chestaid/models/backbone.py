@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchvision.models import DenseNet121_Weights, densenet121
 
-from chestaid.errors import ChestaidError
+from chestaid.core.errors import ChestaidError
 
 # DenseNet-121's features in order; `freeze_blocks = k` freezes the first k groups (B3 partial fine-tuning).
 BLOCK_GROUPS = (

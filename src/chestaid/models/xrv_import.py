@@ -22,8 +22,8 @@ from safetensors.torch import save
 from torchvision.models import densenet121
 
 from chestaid.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from chestaid.errors import ChestaidError
-from chestaid.fileio import atomic_write, sha256_of
+from chestaid.core.errors import ChestaidError
+from chestaid.core.fileio import atomic_write, sha256_of
 
 XRV_SCALE, XRV_OFFSET = 2048.0, -1024.0  # v = XRV_SCALE·g + XRV_OFFSET (torchxrayvision.datasets.normalize)
 

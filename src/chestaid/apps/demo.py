@@ -19,9 +19,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from chestaid.errors import ChestaidError
-from chestaid.fileio import write_json
-from chestaid.run_dir import RunPaths
+from chestaid.core.errors import ChestaidError
+from chestaid.core.fileio import write_json
+from chestaid.core.run_paths import RunPaths
 
 TASKS = ("nih", "pneumonia")
 DEFAULT_IMAGES = {"nih": 2000, "pneumonia": 1200}
@@ -78,8 +78,8 @@ def _fresh(folder: Path) -> Path:
 
 
 def _train(task: str, cache: Path, run: Path, epochs: int | None, seed: int) -> None:
-    from chestaid.config import load_config
-    from chestaid.training import train
+    from chestaid.core.config import load_config
+    from chestaid.training.fit import train
 
     paths = RunPaths(run)
     if paths.config.is_file() and paths.last.is_file():
@@ -92,9 +92,9 @@ def _train(task: str, cache: Path, run: Path, epochs: int | None, seed: int) -> 
 def task_steps(task: str, base: Path, settings: dict) -> list[DemoStep]:
     """The steps for one task, in order."""
     from chestaid.data.cache import prepare
-    from chestaid.data.synthetic import synth_nih, synth_pneumonia
-    from chestaid.evaluation.runs import calibrate_run, evaluate_run
-    from chestaid.explain.localisation import score_boxes
+    from chestaid.data.phantoms.synthetic import synth_nih, synth_pneumonia
+    from chestaid.workflows.runs import calibrate_run, evaluate_run
+    from chestaid.evaluation.localisation import score_boxes
 
     n, size, seed = settings["images"][task], settings["size"], settings["seed"]
     data, cache, run = base / "data", base / "cache", base / "run"

@@ -1,4 +1,4 @@
-"""Phantom family B: a second synthetic radiograph, written apart from data/phantom.py so that a recipe or a
+"""Phantom family B: a second synthetic radiograph, written apart from data/phantoms/family_a.py so that a recipe or a
 Grad-CAM layer chosen on one family can be confirmed on the other.
 
 It differs from family A in every part:

@@ -14,10 +14,10 @@ import pandas as pd
 from PIL import Image
 
 from chestaid.data.cache import trained_on_synthetic
-from chestaid.errors import ChestaidError
+from chestaid.core.errors import ChestaidError
 from chestaid.explain.gradcam import CamExplainer, overlay
 from chestaid.inference.predictor import Predictor, Scored
-from chestaid.model_card import CARD_NAME
+from chestaid.reporting.model_card import CARD_NAME
 
 DISCLAIMER = (
     "**chestaid supports triage and double-checking; it does not diagnose.** The number shown is a "

@@ -20,13 +20,13 @@ import pandas as pd
 from chestaid.data.cache import Cache
 from chestaid.data.images import read_grey, resize_square
 from chestaid.data.sources import find_box_file, patient_vectors, read_boxes, read_source
-from chestaid.errors import ChestaidError, ImageDecodeError
+from chestaid.core.errors import ChestaidError, ImageDecodeError
 from chestaid.explain.gradcam import CamExplainer, overlay
-from chestaid.fileio import write_json, write_text
-from chestaid.patient import patient_for
+from chestaid.core.fileio import write_json, write_text
+from chestaid.data.patient import patient_for
 from chestaid.inference.predictor import Predictor
-from chestaid.progress import track
-from chestaid.run_dir import RunPaths
+from chestaid.core.progress import track
+from chestaid.core.run_paths import RunPaths
 
 IOBB_LEVELS = (0.1, 0.25, 0.5)
 NIH_BOX_FRAME = 1024
@@ -168,7 +168,7 @@ def _summarise(per_box: pd.DataFrame) -> pd.DataFrame:
 def _figure(examples, path: Path) -> None:
     from matplotlib.patches import Rectangle
 
-    from chestaid.figures import save, subplots
+    from chestaid.core.figures import save, subplots
 
     cols = 4
     rows = max(1, int(np.ceil(len(examples) / cols)))

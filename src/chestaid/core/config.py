@@ -8,9 +8,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from chestaid.errors import ChestaidError
-from chestaid.fileio import write_text
-from chestaid.tasks import Task
+from chestaid.core.errors import ChestaidError
+from chestaid.core.fileio import write_text
+from chestaid.core.tasks import Task
 
 
 class Strict(BaseModel):
@@ -136,7 +136,7 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
-BUNDLED = Path(__file__).parent / "configs"
+BUNDLED = Path(__file__).parent.parent / "configs"
 
 
 def bundled_configs() -> list[str]:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from chestaid import __version__
-from chestaid.config import RunConfig, load_config
+from chestaid.core.version import __version__
+from chestaid.core.config import RunConfig, load_config
 from chestaid.evaluation.bootstrap import with_interval
-from chestaid.fileio import write_text
-from chestaid.run_dir import RunPaths
+from chestaid.core.fileio import write_text
+from chestaid.core.run_paths import RunPaths
 
 CARD_NAME = "model_card.md"
 INTENDED_USE = (

@@ -12,7 +12,7 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 from chestaid.data.balance import balance
 from chestaid.data.stats import plot_metadata
 from chestaid.evaluation.metrics import confusion_matrices
-from chestaid.figures import save, subplots
+from chestaid.core.figures import save, subplots
 from chestaid.inference.calibration import Calibration
 
 

@@ -25,11 +25,11 @@ import pandas as pd
 from PIL import Image
 
 from chestaid.data.images import IMAGE_SUFFIXES, looks_like_image
-from chestaid.errors import ChestaidError
-from chestaid.fileio import atomic_write, write_text
-from chestaid.patient import FIELDS, IDENTIFIERS
+from chestaid.core.errors import ChestaidError
+from chestaid.core.fileio import atomic_write, write_text
+from chestaid.data.patient import FIELDS, IDENTIFIERS
 from chestaid.inference.predictor import Predictor, Scored
-from chestaid.progress import progress_bar
+from chestaid.core.progress import progress_bar
 
 
 @dataclass(frozen=True)

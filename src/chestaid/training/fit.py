@@ -23,15 +23,15 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from chestaid.config import RunConfig, load_config, save_config, with_task
+from chestaid.core.config import RunConfig, load_config, save_config, with_task
 from chestaid.data.cache import Cache, prepare, source_or_cache
-from chestaid.datamodule import CacheDataModule
-from chestaid.errors import ChestaidError
-from chestaid.fileio import atomic_write
-from chestaid.lightning_module import MONITORS, ChestModule
-from chestaid.model_card import write_model_card
-from chestaid.run_dir import RunPaths
-from chestaid.run_log import BestCheckpoint, EpochTable, StepCheckpoint, StepTime
+from chestaid.training.datamodule import CacheDataModule
+from chestaid.core.errors import ChestaidError
+from chestaid.core.fileio import atomic_write
+from chestaid.training.module import MONITORS, ChestModule
+from chestaid.reporting.model_card import write_model_card
+from chestaid.core.run_paths import RunPaths
+from chestaid.training.run_log import BestCheckpoint, EpochTable, StepCheckpoint, StepTime
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -165,7 +165,7 @@ def _loggers(cfg: RunConfig, paths: RunPaths) -> list[Logger] | bool:
 
 def _fit_input_gate(paths: RunPaths, cache: Cache, cfg: RunConfig) -> None:
     """The out-of-distribution statistics of the finished model (RUN/gate.safetensors, chestaid.inference.gate)."""
-    from chestaid.evaluation.gate_fit import fit_gate
+    from chestaid.fitting.gate import fit_gate
     from chestaid.inference.gate import GATE_NAME
     from chestaid.inference.predictor import Predictor
 

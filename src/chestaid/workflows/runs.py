@@ -17,17 +17,17 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from chestaid.data.cache import Cache, prepare
 from chestaid.data.splits import stratified_group_split
-from chestaid.errors import ChestaidError
+from chestaid.core.errors import ChestaidError
 from chestaid.evaluation import metrics as M
 from chestaid.evaluation.bootstrap import confidence_intervals
-from chestaid.evaluation.calibration import choose
-from chestaid.evaluation.thresholds import DEFAULT_PARAMS, POLICIES, thresholds_for
-from chestaid.fileio import write_json, write_text
+from chestaid.fitting.calibration import choose
+from chestaid.fitting.thresholds import DEFAULT_PARAMS, POLICIES, thresholds_for
+from chestaid.core.fileio import write_json, write_text
 from chestaid.inference.calibration import Calibration
 from chestaid.inference.predictor import Predictor
 from chestaid.inference.thresholds import Thresholds
-from chestaid.model_card import write_model_card
-from chestaid.run_dir import RunPaths
+from chestaid.reporting.model_card import write_model_card
+from chestaid.core.run_paths import RunPaths
 
 DEFAULT_POLICY = {"multi-label": "seed000", "binary": "sensitivity"}  # the seeds' choices (NIH, pneumonia)
 
@@ -106,7 +106,7 @@ def calibrate_run(run: str | Path, data=None, cohort=None, fraction: float = 0.5
     paths, predictor = RunPaths(run), Predictor.load(run, raw=True)
     scores, mask, info = validation_scores(predictor, paths, data, cohort, fraction, seed)
     result = _calibrate(paths, predictor, scores, mask, info, bins, policy, params)
-    from chestaid.evaluation.gate_fit import current_gate, fit_gate
+    from chestaid.fitting.gate import current_gate, fit_gate
 
     gate = current_gate(paths) if cohort is None and data is None else None  # train fitted it on these weights
     if gate is None:
@@ -208,7 +208,7 @@ def _attach_intervals(summary: dict, per_finding: list[dict], intervals: dict, b
 def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None = None) -> dict:
     """Every metric on `split` (test, or val = the val_report part), with calibration and thresholds fitted on
     validation first when the run has none. Writes RUN/metrics/ and RUN/plots/ and returns the summary."""
-    from chestaid.evaluation.plots import write_plots
+    from chestaid.reporting.plots import write_plots
 
     paths, predictor = RunPaths(run), Predictor.load(run)
     _, val, mask, split_info = calibration_data(predictor, paths, data)  # the val split, or the recalibration cohort
@@ -254,7 +254,7 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
         predictions[f"{finding}_decision"] = decisions[:, i]
     write_text(paths.metrics / f"{name}_predictions.csv", predictions.to_csv(index=False))
     result["plots"] = [str(p) for p in write_plots(paths, predictor, cache, target, scores, decisions, val_report)]
-    from chestaid.evaluation.report import build_report
+    from chestaid.reporting.report import build_report
 
     result["report"] = str(build_report(paths.root, result))
     write_model_card(paths.root)

@@ -4,7 +4,7 @@ NIH: labels, patient ids, ages, sexes and views are sampled by patient from the 
 in `nih_metadata/` (NIH Clinical Center, public), so finding co-occurrence is real. Sampling is enriched
 towards rarer findings by default (`enrich`), so that small sets still hold every finding; each patient
 keeps at most `max_per_patient` of their images. Every image is a phantom of the chosen family (FAMILIES:
-data/phantom.py, or data/phantom_b.py, written apart to check that nothing is tuned to one) whose planted
+data/phantoms/family_a.py, or data/phantoms/family_b.py, written apart to check that nothing is tuned to one) whose planted
 findings are written to BBox_List_2017.csv in the 1024-pixel frame of the real release, whatever the PNG size.
 """
 
@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from chestaid.data import phantom, phantom_b
+from chestaid.data.phantoms import family_a as phantom, family_b as phantom_b
 from chestaid.data.sources import SYNTHETIC_MARK
 from chestaid.data.splits import stratified_group_split
-from chestaid.errors import ChestaidError
-from chestaid.fileio import write_text
-from chestaid.progress import progress_bar
-from chestaid.tasks import NIH_FINDINGS, NO_FINDING
+from chestaid.core.errors import ChestaidError
+from chestaid.core.fileio import write_text
+from chestaid.core.progress import progress_bar
+from chestaid.core.tasks import NIH_FINDINGS, NO_FINDING
 
 PER_FOLDER = 10_000
 BOX_FRAME = 1024  # NIH's boxes are in the 1024 × 1024 frame of the released PNGs

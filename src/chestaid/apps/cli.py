@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from chestaid.errors import ChestaidError
+from chestaid.core.errors import ChestaidError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Chest X-ray classifiers that support triage (they do not diagnose).")
@@ -43,11 +43,11 @@ def synth_nih_cmd(out: Path, n: Annotated[int, typer.Option("--n", min=1)] = 200
                   size: Annotated[int, typer.Option("--size", min=32)] = 256,
                   seed: int = 0, enrich: Annotated[bool, typer.Option(help="oversample rarer findings")] = True,
                   per_folder: Annotated[int, typer.Option(min=1)] = 10_000,
-                  family: Annotated[str, typer.Option(help="phantom family: a (data/phantom.py) or b "
-                                                          "(data/phantom_b.py, drawn apart)")] = "a") -> None:
+                  family: Annotated[str, typer.Option(help="phantom family: a (data/phantoms/family_a.py) or b "
+                                                          "(data/phantoms/family_b.py, drawn apart)")] = "a") -> None:
     """NIH layout: Data_Entry_2017.csv, images_001/images/*.png, BBox_List_2017.csv (1024-pixel frame, as
     NIH's), split lists."""
-    from chestaid.data.synthetic import synth_nih
+    from chestaid.data.phantoms.synthetic import synth_nih
 
     synth_nih(out, n, size, seed, enrich, per_folder, family=family)
     console.print(f"wrote {n} synthetic NIH-layout images (family {family}) to {out}")
@@ -57,7 +57,7 @@ def synth_nih_cmd(out: Path, n: Annotated[int, typer.Option("--n", min=1)] = 200
 def synth_pneumonia_cmd(out: Path, n: Annotated[int, typer.Option("--n", min=8)] = 1500,
                         size: Annotated[int, typer.Option("--size", min=32)] = 256, seed: int = 0) -> None:
     """Kaggle layout: train|val|test/NORMAL|PNEUMONIA/*.jpeg."""
-    from chestaid.data.synthetic import synth_pneumonia
+    from chestaid.data.phantoms.synthetic import synth_pneumonia
 
     synth_pneumonia(out, n, size, seed)
     console.print(f"wrote {n} synthetic pneumonia-layout images to {out}")
@@ -175,8 +175,8 @@ def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML 
           resume: Annotated[Optional[Path], typer.Option("--resume", help="continue this run from last.ckpt")] = None
           ) -> None:
     """Train a model into a run directory (config.yaml, model.safetensors, checkpoints/, train_log.csv)."""
-    from chestaid.config import load_config
-    from chestaid.training import is_global_zero, train as run_train
+    from chestaid.core.config import load_config
+    from chestaid.training.fit import is_global_zero, train as run_train
 
     if resume is not None:
         paths = run_train(load_config(None), None, resume, resume=True)
@@ -206,7 +206,7 @@ def evaluate(run: Path, split: Annotated[str, typer.Option(help="test, or val (t
              data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None) -> None:
     """Every metric on the test split, plots and RUN/report.html (fits calibration and thresholds on validation
     first when the run has none)."""
-    from chestaid.evaluation.runs import evaluate_run
+    from chestaid.workflows.runs import evaluate_run
 
     if split not in ("test", "val"):
         fail(f"--split must be test or val, got {split!r}")
@@ -229,7 +229,7 @@ def calibrate(run: Path, cohort: Annotated[Optional[Path], typer.Option(
               bins: Annotated[int, typer.Option(min=2, max=100)] = 15) -> None:
     """Fit temperature, Platt and isotonic calibrators per finding on `calib`, keep the best ECE on `val_report`,
     and refit the thresholds on the calibrated scores. Weights are never touched."""
-    from chestaid.evaluation.runs import calibrate_run
+    from chestaid.workflows.runs import calibrate_run
 
     result = calibrate_run(run, data, cohort, calib_fraction, seed, bins)
     methods = {name: p["method"] for name, p in result["calibration"].items()}
@@ -243,7 +243,7 @@ def thresholds(run: Path, policy: Annotated[str, typer.Option(help="youden | f1-
                    "--param", help="e.g. target=0.9 (sensitivity) or p_min=0.3 (f1-precision)")] = None,
                data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None) -> None:
     """Refit the decision thresholds on validation data (never test), without retraining."""
-    from chestaid.evaluation.runs import fit_thresholds
+    from chestaid.workflows.runs import fit_thresholds
 
     fitted = fit_thresholds(run, policy, _parse_params(param or []), data)
     console.print(f"thresholds ({fitted.policy}, {fitted.params}): " +
@@ -275,7 +275,7 @@ def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image 
     image could be read, 1 when none could. Age/sex/view come from a file's DICOM tags; --age/--sex/--view
     only fill what a file lacks (they never override a tag); else neutral defaults. The worklist's *_source
     columns say which."""
-    from chestaid.worklist import parse_cam_rows, predict_worklist
+    from chestaid.workflows.predict import parse_cam_rows, predict_worklist
 
     if sex is not None and sex.upper() not in ("M", "F"):
         fail(f"--sex must be M or F, got {sex!r}")
@@ -331,7 +331,7 @@ def explain(run: Path, data: Annotated[Path, typer.Option("--data", help="an NIH
                                                               "images' own pixels")] = 1024,
             ) -> None:
     """Grad-CAM localisation against boxes: pointing game and IoBB > 0.1/0.25/0.5 per finding (RUN/explain/)."""
-    from chestaid.explain.localisation import score_boxes
+    from chestaid.evaluation.localisation import score_boxes
 
     table = score_boxes(run, data, boxes, split, target_layer, threshold, out=out, box_frame=box_frame or None,
                         method=method)
@@ -355,7 +355,7 @@ def serve(run: Path, host: Annotated[str, typer.Option(help="0.0.0.0 exposes the
           backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
           max_upload_mb: Annotated[int, typer.Option(min=1, help="largest upload accepted")] = 64) -> None:
     """The triage web page (and its HTTP API, e.g. gradio_client's /score)."""
-    from chestaid.serve.app import serve as run_serve
+    from chestaid.apps.serve import serve as run_serve
 
     console.print(f"serving {run} on http://{host}:{port} (Ctrl+C to stop)")
     run_serve(run, host, port, device, backend, max_upload_mb)
@@ -374,7 +374,7 @@ def demo(task: Annotated[str, typer.Option(help="nih, pneumonia or both")] = "bo
              min=1, help="override the demo configs' epochs")] = None) -> None:
     """Everything end to end on built-in synthetic data: synth → prepare → train → calibrate + thresholds →
     Grad-CAM localisation → evaluate → report.html. Interrupted? Run the same command again to resume."""
-    from chestaid.demo import TASKS, run_demo, summary
+    from chestaid.apps.demo import TASKS, run_demo, summary
 
     tasks = list(TASKS) if task == "both" else [task]
     started = time.perf_counter()
@@ -394,7 +394,7 @@ def demo(task: Annotated[str, typer.Option(help="nih, pneumonia or both")] = "bo
     console.print(f"open the web page:  [bold]chestaid serve {first}[/]" +
                   "".join(f"   (or chestaid serve {Path(out) / t / 'run'})" for t in tasks[1:]), highlight=False)
     if serve:
-        from chestaid.serve.app import serve as run_serve
+        from chestaid.apps.serve import serve as run_serve
 
         run_serve(first)
 

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from chestaid.config import RunConfig
+from chestaid.core.config import RunConfig
 from chestaid.data.augment import AugmentConfig, eval_transform, train_transform
 from chestaid.data.balance import balance
 from chestaid.data.cache import Cache

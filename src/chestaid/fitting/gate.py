@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from chestaid.data.cache import Cache
-from chestaid.fileio import sha256_of
+from chestaid.core.fileio import sha256_of
 from chestaid.inference.gate import DEFAULT_PERCENTILE, GATE_NAME, DistanceGate
 from chestaid.inference.predictor import Predictor
-from chestaid.run_dir import RunPaths
+from chestaid.core.run_paths import RunPaths
 
 MAX_FIT_IMAGES = 5000  # per split: enough for a 256/1024-dimensional shrinkage covariance, minutes on a CPU
 MIN_HELD_OUT = 20  # fewer held-out cohort images cannot place a 99th-percentile threshold

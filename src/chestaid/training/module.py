@@ -17,7 +17,7 @@ from torchmetrics.classification import (BinaryAUROC, BinaryF1Score, BinaryPreci
                                          MultilabelAUROC, MultilabelF1Score, MultilabelPrecision,
                                          MultilabelRecall)
 
-from chestaid.config import RunConfig
+from chestaid.core.config import RunConfig
 from chestaid.models.chestnet import build_model
 
 MONITORS = {"macro_f1": ("val/macro_f1", "max"), "auroc": ("val/auroc", "max"),

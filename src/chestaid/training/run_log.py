@@ -14,9 +14,10 @@ import lightning as L
 import pandas as pd
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from chestaid.config import RunConfig
-from chestaid.fileio import write_text
-from chestaid.run_dir import RunPaths, save_weights
+from chestaid.core.config import RunConfig
+from chestaid.core.fileio import write_text
+from chestaid.core.run_paths import RunPaths
+from chestaid.models.weights import save_weights
 
 EPOCH_COLUMNS = ["epoch", "train_loss", "val_loss", "precision_mean", "recall_mean", "f1_mean", "macro_f1",
                  "auroc_mean", "lr", "epoch_seconds", "best", "monitor"]

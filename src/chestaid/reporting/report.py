@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from chestaid.evaluation.bootstrap import with_interval
-from chestaid.fileio import write_text
-from chestaid.run_dir import RunPaths
+from chestaid.core.fileio import write_text
+from chestaid.core.run_paths import RunPaths
 
 STATEMENTS = [
     "The numbers are <b>calibrated risk scores</b>, not clinical probabilities: a score of 0.8 does not mean "
@@ -43,7 +43,7 @@ def _table(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def _synthetic_note(paths: RunPaths) -> list[str]:
-    from chestaid.config import load_config
+    from chestaid.core.config import load_config
     from chestaid.data.cache import trained_on_synthetic
 
     if paths.config.is_file() and trained_on_synthetic(load_config(paths.config).data.path):

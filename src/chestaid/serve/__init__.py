@@ -1,1 +1,0 @@
-"""The triage web page (Gradio) and its HTTP API."""
