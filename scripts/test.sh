@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The test command of the README: install chestaid with its test extras, make sure Debian's chromium (the browser
-# test) and dcmtk (JPEG Lossless DICOMs made with dcmcjpeg) are there (installed with apt-get when missing and
+# test), dcmtk (JPEG Lossless DICOMs made with dcmcjpeg; modalities and receivers for the node), orthanc (a PACS),
+# dicom3tools (dciodvfy, DICOM's validator) and r-cran-proc (R's pROC, a statistics oracle) are there (installed with apt-get when missing and
 # we are root; otherwise those tests are skipped),
 # run the whole suite, then every code block of the README in a fresh copy (scripts/run_readme.py).
 # Arguments go to pytest and skip the README run (e.g. bash scripts/test.sh -k serve).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e ".[dev]"
-if ! command -v chromium >/dev/null 2>&1 || ! command -v dcmcjpeg >/dev/null 2>&1; then
+if ! command -v chromium >/dev/null 2>&1 || ! command -v dcmcjpeg >/dev/null 2>&1 || ! command -v dciodvfy >/dev/null 2>&1 \
+        || ! command -v Orthanc >/dev/null 2>&1 || ! command -v Rscript >/dev/null 2>&1; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium dcmtk >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium dcmtk orthanc dicom3tools r-cran-proc >/dev/null
     else
         echo "note: chromium or dcmtk not found and not root: the browser and dcmtk tests will be skipped" >&2
     fi
