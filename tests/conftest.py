@@ -44,7 +44,7 @@ def tiny_run(nih_cache, tmp_path_factory):
     """A 2-epoch NIH run at 64 px: mechanics only, it has not learned much."""
     from chestaid.core.config import load_config
     from chestaid.core.run_paths import RunPaths
-    from chestaid.training.fit import train
+    from chestaid.workflows.train import train
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(load_config(CONFIGS / "demo.yaml", TINY), nih_cache, run)
@@ -57,7 +57,7 @@ def pneumonia_run(tmp_path_factory):
     from chestaid.core.config import load_config
     from chestaid.data.cache import prepare
     from chestaid.core.run_paths import RunPaths
-    from chestaid.training.fit import train
+    from chestaid.workflows.train import train
 
     tmp = tmp_path_factory.mktemp("pneumonia")
     root = synth_pneumonia(tmp / "kaggle", n=400, size=64, seed=11, workers=2)

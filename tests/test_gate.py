@@ -15,7 +15,10 @@ from pydicom.dataset import Dataset
 from typer.testing import CliRunner
 
 from chestaid.apps.cli import app
-from chestaid.inference.gate import GATE_NAME, DistanceGate, tag_refusal
+from chestaid.core.run_paths import RunPaths as _RunPaths
+from chestaid.inference.gate import DistanceGate, tag_refusal
+
+GATE_NAME = _RunPaths(".").gate.name
 from chestaid.inference.predictor import Predictor
 from chestaid.models.weights import load_model, save_weights
 

@@ -70,7 +70,7 @@ def test_table_to_prediction_through_cli_and_api(table_csv, tmp_path):
 def test_a_config_naming_another_task_is_refused(table_csv, tmp_path):
     from chestaid.core.config import load_config
     from chestaid.data.cache import prepare
-    from chestaid.training.fit import train
+    from chestaid.workflows.train import train
 
     prepare(read_table(table_csv), tmp_path / "cache", size=64, workers=2)
     with pytest.raises(ChestaidError, match="holds data of task 'studies' .* the config's task is 'nih'"):

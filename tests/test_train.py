@@ -19,7 +19,7 @@ from chestaid.core.errors import ChestaidError
 from chestaid.core.run_paths import RunPaths
 from chestaid.models.weights import load_model, save_weights
 from chestaid.training.run_log import read_steps
-from chestaid.training.fit import train
+from chestaid.workflows.train import train
 
 from conftest import CONFIGS, TINY
 

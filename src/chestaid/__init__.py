@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 from chestaid.core.version import __version__
 __all__ = ["ChestaidError", "Prediction", "Predictor", "__version__", "calibrate", "evaluate", "load", "prepare",
-           "train"]
+           "thresholds", "train"]
 
 
 def load(run: str | Path, device: str = "cpu", backend: str = "auto") -> "Predictor":
@@ -70,27 +70,46 @@ def train(data: str | Path | None, out: str | Path, config: str | Path | None = 
     >>> run = chestaid.train("cache", "runs/mine", config="demo", overrides={"train.epochs": 1})  # doctest: +SKIP
     """
     from chestaid.core.config import load_config
-    from chestaid.training.fit import train as run_train
+    from chestaid.workflows.train import train as run_train
 
+    if not resume and out is None:
+        raise ChestaidError("train needs out= (the run directory to create), or resume=True with out= the run")
     cfg = load_config(None if resume else config, overrides or {})
     return run_train(cfg, data, out, resume=resume).root
 
 
-def calibrate(run: str | Path, cohort: str | Path | None = None) -> dict:
-    """Fit calibrators, thresholds and the input gate on validation data (or a local `cohort`), never on test."""
+def calibrate(run: str | Path, cohort: str | Path | None = None, *, data: str | Path | None = None,
+              calib_fraction: float = 0.5, seed: int = 0, bins: int = 15) -> dict:
+    """Fit calibrators, thresholds and the input gate on validation data (or a local `cohort`), never on test
+    (`chestaid calibrate`). `data`: a cache other than the run's; `calib_fraction` of validation (by patient)
+    fits, the rest chooses; `bins` for the ECE that chooses."""
     from chestaid.workflows.runs import calibrate_run
 
-    return calibrate_run(run, cohort=cohort)
+    if not 0.1 <= calib_fraction <= 0.9:
+        raise ChestaidError(f"calib_fraction must be within 0.1-0.9, got {calib_fraction}")
+    if not 2 <= bins <= 100:
+        raise ChestaidError(f"bins must be within 2-100, got {bins}")
+    return calibrate_run(run, data, cohort, calib_fraction, seed, bins)
 
 
-def evaluate(run: str | Path, split: str = "test") -> dict:
+def thresholds(run: str | Path, policy: str, params: dict[str, float] | None = None, *,
+               data: str | Path | None = None):
+    """Refit the decision thresholds on validation data (never test), without retraining (`chestaid thresholds`):
+    policy youden | f1-precision | seed000 | sensitivity, with e.g. params={"target": 0.9}."""
+    from chestaid.workflows.runs import fit_thresholds
+
+    return fit_thresholds(run, policy, params or {}, data)
+
+
+def evaluate(run: str | Path, split: str = "test", *, data: str | Path | None = None) -> dict:
     """Every metric on the test split (or "val"), plots and RUN/report.html (`chestaid evaluate`); calibrates
-    first when the run has not been. Returns the metrics, including `summary`."""
+    first when the run has not been. `data`: a cache other than the run's. Returns the metrics, including
+    `summary`."""
     from chestaid.workflows.runs import evaluate_run
 
     if split not in ("test", "val"):
         raise ChestaidError(f"split must be test or val, got {split!r}")
-    return evaluate_run(run, split)
+    return evaluate_run(run, split, data)
 
 
 def __getattr__(name: str) -> Any:  # the classes load torch: only when asked for

@@ -1,17 +1,20 @@
-"""The `chestaid` command line: parses arguments and calls the library; errors are one line, no traceback."""
+"""The `chestaid` command line: parses arguments and calls the library; errors are one line, no traceback.
+
+Commands live in cli_data (synth, weights, prepare, stats) and cli_runs (train … demo); the DICOM node's in
+apps.node.commands. `--quiet` shows only errors, `--verbose` the library's debug records."""
 
 from __future__ import annotations
 
-import json
+import logging
 import sys
-import time
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from chestaid.apps import cli_data, cli_runs
+from chestaid.apps.cli_output import console, err
 from chestaid.core.errors import ChestaidError
+from chestaid.core.log import configure
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Chest X-ray classifiers that support triage (they do not diagnose).")
@@ -19,384 +22,28 @@ synth_app = typer.Typer(no_args_is_help=True, help="Write synthetic data in the 
 app.add_typer(synth_app, name="synth")
 weights_app = typer.Typer(no_args_is_help=True, help="Bring pretrained backbone weights in.")
 app.add_typer(weights_app, name="weights")
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+
+synth_app.command("nih")(cli_data.synth_nih_cmd)
+synth_app.command("pneumonia")(cli_data.synth_pneumonia_cmd)
+weights_app.command("import-xrv")(cli_data.import_xrv_cmd)
+for command in (cli_data.prepare, cli_data.stats, cli_runs.train, cli_runs.evaluate, cli_runs.calibrate,
+                cli_runs.thresholds, cli_runs.predict, cli_runs.export, cli_runs.explain, cli_runs.serve,
+                cli_runs.demo):
+    app.command()(command)
 
 
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def parse_fractions(text: str) -> tuple[float, float, float]:
-    try:
-        parts = tuple(float(p) for p in text.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1) > 1e-6:
-        fail(f"--fractions must be three numbers summing to 1 (train,val,test), got {text!r}")
-    return parts  # type: ignore[return-value]
-
-
-@synth_app.command("nih")
-def synth_nih_cmd(out: Path, n: Annotated[int, typer.Option("--n", min=1)] = 2000,
-                  size: Annotated[int, typer.Option("--size", min=32)] = 256,
-                  seed: int = 0, enrich: Annotated[bool, typer.Option(help="oversample rarer findings")] = True,
-                  per_folder: Annotated[int, typer.Option(min=1)] = 10_000,
-                  family: Annotated[str, typer.Option(help="phantom family: a (data/phantoms/family_a.py) or b "
-                                                          "(data/phantoms/family_b.py, drawn apart)")] = "a") -> None:
-    """NIH layout: Data_Entry_2017.csv, images_001/images/*.png, BBox_List_2017.csv (1024-pixel frame, as
-    NIH's), split lists."""
-    from chestaid.data.phantoms.synthetic import synth_nih
-
-    synth_nih(out, n, size, seed, enrich, per_folder, family=family)
-    console.print(f"wrote {n} synthetic NIH-layout images (family {family}) to {out}")
-
-
-@synth_app.command("pneumonia")
-def synth_pneumonia_cmd(out: Path, n: Annotated[int, typer.Option("--n", min=8)] = 1500,
-                        size: Annotated[int, typer.Option("--size", min=32)] = 256, seed: int = 0) -> None:
-    """Kaggle layout: train|val|test/NORMAL|PNEUMONIA/*.jpeg."""
-    from chestaid.data.phantoms.synthetic import synth_pneumonia
-
-    synth_pneumonia(out, n, size, seed)
-    console.print(f"wrote {n} synthetic pneumonia-layout images to {out}")
-
-
-@weights_app.command("import-xrv")
-def import_xrv_cmd(source: Annotated[str, typer.Argument(help="a torchxrayvision DenseNet-121 file (or, with "
-                                                          "torchxrayvision installed, a name: densenet121-res224-all)")],
-                   out: Annotated[Path, typer.Option("--out", help="backbone .safetensors to write")],
-                   trust_pickle: Annotated[bool, typer.Option(help="unpickle the file (runs code from it): only for "
-                                                              "files from a source you trust")] = False) -> None:
-    """Convert chest-pretrained torchxrayvision DenseNet-121 weights into a backbone (`model.weights: OUT`)."""
-    from chestaid.models.xrv_import import import_xrv
-
-    written = import_xrv(source, out, trust_pickle)
-    console.print(f"wrote {written}: use it with --set model.weights={written} (and data.augment.crop=1.0 to "
-                  "see images framed as torchxrayvision's models were trained)")
-
-
-@app.command()
-def prepare(root: Annotated[Optional[Path], typer.Argument(help="an NIH or Kaggle pneumonia folder")] = None,
-            out: Annotated[Path, typer.Option("--out")] = ...,
-            table: Annotated[Optional[Path], typer.Option(help="your own CSV: path, patient_id, [age, sex, view, "
-                                                          "split,] one 0/1 column per label (docs/own_data.md)")] = None,
-            task: Annotated[Optional[str], typer.Option(help="--table: the task's name (default: the CSV's name)")] = None,
-            labels: Annotated[Optional[str], typer.Option(help="--table: label columns, comma-separated "
-                                                          "(default: every other column)")] = None,
-            size: Annotated[int, typer.Option(min=32, max=2048)] = 256,
-            workers: Annotated[Optional[int], typer.Option(min=1)] = None,
-            fractions: Annotated[str, typer.Option(help="train,val,test when no official lists")] = "0.72,0.08,0.20",
-            seed: int = 0) -> None:
-    """Decode every image once into a resumable uint8 cache with the patient-level split table.
-
-    Exit 0 when at least one image was cached (unreadable files are listed), 1 when none could be read."""
-    from chestaid.data.cache import prepare as run_prepare
-    from chestaid.data.table import read_table
-
-    if (root is None) == (table is None):
-        fail("give a source folder or --table CSV (one of them)")
-    if root is not None and (task or labels):
-        fail("--task and --labels go with --table")
-    source = root if table is None else read_table(table, task, labels.split(",") if labels else None)
-    report = run_prepare(source, out, size, workers, parse_fractions(fractions), seed)
-    console.print(f"task {report.task.name} ({report.task.kind}: {', '.join(report.task.labels)})")
-    console.print(f"cache {report.cache}: {report.cached}/{report.total} images cached "
-                  f"({report.decoded_now} decoded in this run)")
-    if report.ages_clipped:
-        console.print(f"note: {report.ages_clipped} ages over 100 were clipped to 100")
-    if report.skipped:
-        err.print(f"[yellow]warning:[/] {len(report.skipped)} file(s) skipped (listed in {out / 'skipped.csv'}):")
-        for path, reason in report.skipped[:20]:
-            err.print(f"  {path}: {reason}", highlight=False)
-        if len(report.skipped) > 20:
-            err.print(f"  ... and {len(report.skipped) - 20} more")
-    if report.cached == 0:
-        fail("no image could be read", code=1)
-
-
-@app.command()
-def stats(path: Annotated[Path, typer.Argument(help="NIH CSV, NIH or Kaggle root, or a cache")],
-          as_json: Annotated[bool, typer.Option("--json")] = False,
-          plot: Annotated[Optional[Path], typer.Option("--plot", help="folder for the figures")] = None,
-          balance: Annotated[str, typer.Option(help="also show a recipe's effect on the train part")] = "none",
-          seed: int = 0) -> None:
-    """Label frequencies, patients, and age/sex/view distributions."""
-    from chestaid.data.balance import balance as run_balance, distribution
-    from chestaid.data.cache import source_or_cache
-    from chestaid.data.splits import assign_splits
-    from chestaid.data.stats import plot_metadata, summarise
-
-    data = source_or_cache(path)
-    table, labels = data.table, data.task.labels
-    summary = summarise(table, labels, getattr(data, "ages_clipped", 0))
-    balanced = None
-    if balance != "none":
-        split = table["split"] if set(table["split"]) <= {"train", "val", "test"} else assign_splits(table, labels)
-        train = table[split == "train"]
-        balanced = (train, run_balance(train, labels, balance, seed))
-        summary["balance"] = {"recipe": balance, "train_before": distribution(train, labels).to_dict(),
-                              "train_after": distribution(balanced[1], labels).to_dict()}
-    if plot is not None:
-        summary["plots"] = [str(p) for p in plot_metadata(table, labels, plot, balanced)]
-    if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=int) + "\n")
-        return
-    _print_summary(summary)
-
-
-def _print_summary(summary: dict) -> None:
-    from rich.table import Table
-
-    console.print(f"{summary['images']:,} images, {summary['patients']:,} patients")
-    table = Table("label", "images", "frequency")
-    for name, count in summary["labels"].items():
-        table.add_row(name, f"{count:,}", f"{summary['label_frequency'][name]:.4f}")
-    console.print(table)
-    age = summary["age"]
-    console.print(f"age: mean {age['mean']}, median {age['median']}, range {age['min']}–{age['max']} "
-                  f"({age['clipped_over_100']} clipped at 100)")
-    console.print(f"sex: {summary['sex']}   view: {summary['view']}")
-    if "balance" in summary:
-        bal = Table("label", "train before", "train after", title=f"balancing recipe {summary['balance']['recipe']}")
-        for name, before in summary["balance"]["train_before"].items():
-            bal.add_row(name, f"{before:,}", f"{summary['balance']['train_after'].get(name, 0):,}")
-        console.print(bal)
-    for p in summary.get("plots", []):
-        console.print(f"figure: {p}")
-
-
-@app.command()
-def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML config (configs/*.yaml)")] = None,
-          data: Annotated[Optional[Path], typer.Option("--data", help="a cache, or an NIH/Kaggle root")] = None,
-          out: Annotated[Optional[Path], typer.Option("--out", help="the run directory to create")] = None,
-          overrides: Annotated[Optional[list[str]], typer.Option("--set", help="key=value, e.g. train.lr=3e-4")] = None,
-          resume: Annotated[Optional[Path], typer.Option("--resume", help="continue this run from last.ckpt")] = None
-          ) -> None:
-    """Train a model into a run directory (config.yaml, model.safetensors, checkpoints/, train_log.csv)."""
-    from chestaid.core.config import load_config
-    from chestaid.training.fit import is_global_zero, train as run_train
-
-    if resume is not None:
-        paths = run_train(load_config(None), None, resume, resume=True)
-    else:
-        if out is None:
-            fail("--out RUN is required (or --resume RUN)")
-        paths = run_train(load_config(config, overrides or []), data, out)
-    if is_global_zero():  # under DDP every process returns here; one says it
-        console.print(f"run {paths.root}: weights {paths.weights}, per-epoch log {paths.train_log}")
-
-
-def _parse_params(items: list[str]) -> dict[str, float]:
-    params = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        try:
-            params[key.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            fail(f"--param expects name=number (e.g. target=0.9), got {item!r}")
-    return params
-
-
-@app.command()
-def evaluate(run: Path, split: Annotated[str, typer.Option(help="test, or val (the val_report part)")] = "test",
-             data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None) -> None:
-    """Every metric on the test split, plots and RUN/report.html (fits calibration and thresholds on validation
-    first when the run has none)."""
-    from chestaid.workflows.runs import evaluate_run
-
-    if split not in ("test", "val"):
-        fail(f"--split must be test or val, got {split!r}")
-    result = evaluate_run(run, split, data)
-    summary = result["summary"]
-    keys = ("roc_auc", "pr_auc", "brier", "ece", "sensitivity", "specificity", "ppv", "npv") \
-        if "roc_auc" in summary else ("roc_auc_macro", "pr_auc_macro", "f1_macro", "exact_match_ratio", "ece_mean")
-    from chestaid.evaluation.bootstrap import with_interval
-
-    console.print(f"{result['split']} (95% CIs resampling patients): " + ", ".join(
-        f"{k} {with_interval(summary, k)}" for k in keys if isinstance(summary.get(k), float)))
-    console.print(f"metrics in {Path(run) / 'metrics'}, figures in {Path(run) / 'plots'}, report {result['report']}")
-
-
-@app.command()
-def calibrate(run: Path, cohort: Annotated[Optional[Path], typer.Option(
-                  help="a local labelled cohort (NIH or Kaggle layout) to recalibrate on, without retraining")] = None,
-              data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None,
-              calib_fraction: Annotated[float, typer.Option(min=0.1, max=0.9)] = 0.5, seed: int = 0,
-              bins: Annotated[int, typer.Option(min=2, max=100)] = 15) -> None:
-    """Fit temperature, Platt and isotonic calibrators per finding on `calib`, keep the best ECE on `val_report`,
-    and refit the thresholds on the calibrated scores. Weights are never touched."""
-    from chestaid.workflows.runs import calibrate_run
-
-    result = calibrate_run(run, data, cohort, calib_fraction, seed, bins)
-    methods = {name: p["method"] for name, p in result["calibration"].items()}
-    console.print(f"calibrated on {result['fitted_on']} ({result['calib_images']} calib / "
-                  f"{result['val_report_images']} val_report images): {methods}")
-
-
-@app.command()
-def thresholds(run: Path, policy: Annotated[str, typer.Option(help="youden | f1-precision | seed000 | sensitivity")],
-               param: Annotated[Optional[list[str]], typer.Option(
-                   "--param", help="e.g. target=0.9 (sensitivity) or p_min=0.3 (f1-precision)")] = None,
-               data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None) -> None:
-    """Refit the decision thresholds on validation data (never test), without retraining."""
-    from chestaid.workflows.runs import fit_thresholds
-
-    fitted = fit_thresholds(run, policy, _parse_params(param or []), data)
-    console.print(f"thresholds ({fitted.policy}, {fitted.params}): " +
-                  ", ".join(f"{k} {v:.3f}" for k, v in fitted.values.items()))
-
-
-BACKEND_HELP = "auto (ONNX Runtime when RUN/model.onnx is current, else torch), onnx or torch"
-
-
-@app.command()
-def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image files and/or folders")],
-            out: Annotated[Path, typer.Option("--out", help="the worklist CSV to write")] = Path("worklist.csv"),
-            cam: Annotated[Optional[Path], typer.Option("--cam", help="folder for heat-map overlays (mirrors the "
-                                                                      "input tree)")] = None,
-            cam_finding: Annotated[Optional[str], typer.Option(help="heat maps for this finding (default: each "
-                                                                     "image's top finding)")] = None,
-            cam_rows: Annotated[str, typer.Option(help="heat maps for: all, flagged, or N (the N highest-risk "
-                                                       "rows)")] = "all",
-            device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-            backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
-            batch_size: Annotated[int, typer.Option(min=1)] = 16,
-            age: Annotated[Optional[float], typer.Option(min=0, max=120)] = None,
-            sex: Annotated[Optional[str], typer.Option(help="M or F")] = None,
-            view: Annotated[Optional[str], typer.Option(help="PA or AP")] = None) -> None:
-    """Score PNG/JPEG/DICOM files into a worklist sorted by calibrated risk (highest first).
-
-    Images the input gate refuses (not a frontal chest X-ray like the training images) are listed apart with
-    the reason, unranked; unreadable files are listed with the reason and skipped. Exit 0 when at least one
-    image could be read, 1 when none could. Age/sex/view come from a file's DICOM tags; --age/--sex/--view
-    only fill what a file lacks (they never override a tag); else neutral defaults. The worklist's *_source
-    columns say which."""
-    from chestaid.workflows.predict import parse_cam_rows, predict_worklist
-
-    if sex is not None and sex.upper() not in ("M", "F"):
-        fail(f"--sex must be M or F, got {sex!r}")
-    if view is not None and view.upper() not in ("PA", "AP"):
-        fail(f"--view must be PA or AP, got {view!r}")
-    try:
-        rows = parse_cam_rows(cam_rows)
-    except ChestaidError as e:
-        fail(str(e))
-    patient = {"age": age, "sex": sex.upper() if sex else None, "view": view.upper() if view else None}
-    result = predict_worklist(run, inputs, out, cam, cam_finding, device, batch_size, patient, cam_rows=rows,
-                              backend=backend)
-    console.print(f"worklist {result.out}: {result.scored} image(s) sorted by risk" +
-                  (f", {result.heat_maps} heat map(s) in {cam}" if cam else ""))
-    if not result.gate:
-        err.print("[yellow]warning:[/] this run has no input gate (chestaid calibrate RUN fits one): every "
-                  "readable image was scored, chest X-ray or not")
-    if result.refused:
-        err.print(f"[yellow]refused:[/] {len(result.refused)} image(s) outside what the model was made for, not "
-                  f"ranked (listed in {result.refused_csv}):")
-        for path, reason in result.refused[:20]:
-            err.print(f"  {path}: {reason}", highlight=False)
-    if result.skipped:
-        err.print(f"[yellow]warning:[/] {len(result.skipped)} file(s) skipped (listed in {result.skipped_csv}):")
-        for path, reason in result.skipped[:20]:
-            err.print(f"  {path}: {reason}", highlight=False)
-    if result.scored == 0 and not result.refused:
-        fail("no image could be read", code=1)
-
-
-@app.command()
-def export(run: Path) -> None:
-    """Write RUN/model.onnx for fast CPU scoring (ONNX Runtime), checked against torch before it is kept."""
-    from chestaid.inference.onnx_backend import PARITY_LIMIT, export_onnx
-
-    result = export_onnx(run)
-    console.print(f"wrote {result['path']}: {result['image_size']} px input, dynamic batch; max |logit difference| "
-                  f"vs torch {result['max_abs_logit_difference']:.1e} (limit {PARITY_LIMIT:.0e})", highlight=False)
-
-
-@app.command()
-def explain(run: Path, data: Annotated[Path, typer.Option("--data", help="an NIH-layout root with the images")],
-            boxes: Annotated[Optional[Path], typer.Option(help="box file (default: DATA/BBox_List_2017.csv)")] = None,
-            split: Annotated[str, typer.Option(help="test, val, train or all")] = "test",
-            target_layer: Annotated[Optional[list[str]], typer.Option(help="module name(s) for Grad-CAM")] = None,
-            threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="map threshold for IoBB")] = 0.5,
-            out: Annotated[Optional[Path], typer.Option(help="folder for the results (default RUN/explain)")] = None,
-            method: Annotated[str, typer.Option(help="pytorch-grad-cam method: gradcam, gradcam++, hirescam, "
-                                                           "layercam, gradcam-elementwise, xgradcam or "
-                                                           "eigengradcam")] = "gradcam",
-            box_frame: Annotated[int, typer.Option(min=0, help="side of the square frame the boxes are in: 1024 "
-                                                              "for NIH's file, whatever size the PNGs are; 0: the "
-                                                              "images' own pixels")] = 1024,
-            ) -> None:
-    """Grad-CAM localisation against boxes: pointing game and IoBB > 0.1/0.25/0.5 per finding (RUN/explain/)."""
-    from chestaid.evaluation.localisation import score_boxes
-
-    table = score_boxes(run, data, boxes, split, target_layer, threshold, out=out, box_frame=box_frame or None,
-                        method=method)
-    for warning in table.attrs.get("warnings", []):
-        console.print(f"[yellow]warning:[/yellow] {warning}")
-    from rich.table import Table
-
-    shown = Table("finding", "boxes", "pointing game", "IoBB>0.1", "IoBB>0.25", "IoBB>0.5",
-                title="Grad-CAM localisation (qualitative explanations scored against boxes)")
-    for row in table.to_dict("records"):
-        shown.add_row(row["finding"], str(row["boxes"]),
-                      *(f"{row[k]:.2f}" for k in ("pointing_game", "iobb>0.1", "iobb>0.25", "iobb>0.5")))
-    console.print(shown)
-    console.print(f"tables and figure in {out or Path(run) / 'explain'}")
-
-
-@app.command()
-def serve(run: Path, host: Annotated[str, typer.Option(help="0.0.0.0 exposes the page to the network")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(min=1, max=65535)] = 7860,
-          device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-          backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
-          max_upload_mb: Annotated[int, typer.Option(min=1, help="largest upload accepted")] = 64) -> None:
-    """The triage web page (and its HTTP API, e.g. gradio_client's /score)."""
-    from chestaid.apps.serve import serve as run_serve
-
-    console.print(f"serving {run} on http://{host}:{port} (Ctrl+C to stop)")
-    run_serve(run, host, port, device, backend, max_upload_mb)
-
-
-@app.command()
-def demo(task: Annotated[str, typer.Option(help="nih, pneumonia or both")] = "both",
-         out: Annotated[Path, typer.Option("--out", help="folder for data, caches and runs")] = Path("chestaid-demo"),
-         serve: Annotated[bool, typer.Option("--serve", help="start the web page on the (first) demo run")] = False,
-         force: Annotated[bool, typer.Option(
-             "--force", help="start over in OUT (removes only what a demo wrote)")] = False,
-         images: Annotated[Optional[int], typer.Option(min=200, help="images per task (default 2000 NIH, 1200 "
-                                                                     "pneumonia)")] = None,
-         size: Annotated[int, typer.Option(min=64, max=512, help="synthetic image size")] = 128,
-         epochs: Annotated[Optional[int], typer.Option(
-             min=1, help="override the demo configs' epochs")] = None) -> None:
-    """Everything end to end on built-in synthetic data: synth → prepare → train → calibrate + thresholds →
-    Grad-CAM localisation → evaluate → report.html. Interrupted? Run the same command again to resume."""
-    from chestaid.apps.demo import TASKS, run_demo, summary
-
-    tasks = list(TASKS) if task == "both" else [task]
-    started = time.perf_counter()
-    run_demo(out, tasks, force, {t: images for t in tasks} if images else None, size, epochs)
-    console.rule("[bold]chestaid demo: done[/]", align="left")
-    console.print(f"synthetic data (phantoms, not radiographs) in {out}; {time.perf_counter() - started:.0f} s in this "
-                  "session")
-    for row in summary(out, tasks):
-        located = f", Grad-CAM pointing game {row['pointing_game']:.2f}" if row["pointing_game"] is not None else ""
-        auroc = "test mean AUROC over findings" if row["task"] == "nih" else "test ROC-AUC"
-        gate = row["gate"]
-        located += (f"; input gate refuses {gate['refused']} of {gate['images']} test images" if gate.get("fitted")
-                    else "")
-        console.print(f"  {row['task']}: {auroc} {row['test_auroc']:.3f}{located}\n"
-                      f"    run    {row['run']}\n    report {row['report']}", highlight=False)
-    first = Path(out) / tasks[0] / "run"
-    console.print(f"open the web page:  [bold]chestaid serve {first}[/]" +
-                  "".join(f"   (or chestaid serve {Path(out) / t / 'run'})" for t in tasks[1:]), highlight=False)
-    if serve:
-        from chestaid.apps.serve import serve as run_serve
-
-        run_serve(first)
+@app.callback()
+def output(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print nothing but errors")] = False,
+           verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also the library's debug records")]
+           = False) -> None:
+    """Chest X-ray classifiers that support triage (they do not diagnose)."""
+    configure(quiet=quiet, verbose=verbose)
+    warnings_log = logging.getLogger("py.warnings")  # Python warnings (e.g. Pillow's on odd files) as log lines
+    warnings_log.handlers = logging.getLogger("chestaid").handlers
+    warnings_log.setLevel(logging.ERROR if quiet else logging.WARNING)
+    warnings_log.propagate = False
+    logging.captureWarnings(True)
+    console.quiet = quiet
 
 
 def main() -> None:

@@ -11,13 +11,12 @@ model reads real chest X-rays.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from rich.console import Console
 
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import write_json
@@ -28,7 +27,7 @@ DEFAULT_IMAGES = {"nih": 2000, "pneumonia": 1200}
 CONFIGS = {"nih": "demo", "pneumonia": "demo_pneumonia"}
 TITLES = {"nih": "14-finding NIH model (DenseNet-121 + FPN + age/sex/view)", "pneumonia": "pneumonia triage model"}
 STATE = "demo_state.json"
-console = Console(soft_wrap=True)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,7 +78,7 @@ def _fresh(folder: Path) -> Path:
 
 def _train(task: str, cache: Path, run: Path, epochs: int | None, seed: int) -> None:
     from chestaid.core.config import load_config
-    from chestaid.training.fit import train
+    from chestaid.workflows.train import train
 
     paths = RunPaths(run)
     if paths.config.is_file() and paths.last.is_file():
@@ -130,9 +129,9 @@ def run_demo(out: str | Path, tasks: list[str], force: bool = False, images: dic
     steps = [step for task in tasks for step in task_steps(task, out / task, settings)]
     for number, step in enumerate(steps, 1):
         if step.key in state["done"]:
-            console.print(f"[dim][{number}/{len(steps)}] {step.key}: done earlier ({state['done'][step.key]:.0f} s)[/]")
+            log.info("[%d/%d] %s: done earlier (%.0f s)", number, len(steps), step.key, state["done"][step.key])
             continue
-        console.print(f"\n[bold cyan][{number}/{len(steps)}] {step.key}[/]: {step.title}", highlight=False)
+        log.info("\n[%d/%d] %s: %s", number, len(steps), step.key, step.title)
         start = time.perf_counter()
         step.action()
         state["done"][step.key] = round(time.perf_counter() - start, 1)
@@ -145,7 +144,7 @@ def summary(out: str | Path, tasks: list[str]) -> list[dict]:
     rows = []
     for task in tasks:
         paths = RunPaths(Path(out) / task / "run")
-        result = json.loads((paths.metrics / "test_metrics.json").read_text())
+        result = json.loads(paths.split_metrics("test").read_text())
         metrics = result["summary"]
         rows.append({"task": task, "run": str(paths.root), "report": str(paths.report),
                      "test_auroc": metrics.get("roc_auc_macro", metrics.get("roc_auc")),

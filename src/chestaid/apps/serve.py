@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from chestaid.data.cache import trained_on_synthetic
 from chestaid.core.errors import ChestaidError
+from chestaid.core.run_paths import RunPaths
+from chestaid.data.provenance import manifest_of
 from chestaid.explain.gradcam import CamExplainer, overlay
 from chestaid.inference.predictor import Predictor, Scored
-from chestaid.reporting.model_card import CARD_NAME
 
 DISCLAIMER = (
     "**chestaid supports triage and double-checking; it does not diagnose.** The number shown is a "
@@ -29,7 +29,10 @@ DISPLAY_SIZE = 448
 def _run_notes(predictor: Predictor, run: Path) -> str:
     """What the clinician should know about the model; names the run, never a path on the server."""
     model = f"Model: run `{run.name}` ({predictor.task.name} task, {len(predictor.task.labels)} output(s)). "
-    if trained_on_synthetic(predictor.cfg.data.path):
+    manifest = manifest_of(RunPaths(run))
+    if manifest is None:
+        model += "**Its training data is not recorded** (a run without manifest.json): unknown whether it ever saw a real X-ray. "
+    elif manifest.synthetic:
         model += "**Trained on synthetic phantoms** (`chestaid synth`): a demonstration, not a model of real X-rays. "
     notes = []
     if not predictor.calibrated:
@@ -52,7 +55,7 @@ def _title(predictor: Predictor) -> str:
 
 
 def _model_card(run: Path) -> str:
-    card = run / CARD_NAME
+    card = RunPaths(run).model_card
     return card.read_text() if card.is_file() else "This run has no model card (it predates them)."
 
 

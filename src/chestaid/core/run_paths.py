@@ -1,6 +1,6 @@
 """The run directory: the one place that names its files (importing it loads nothing heavy).
 
-RUN/config.yaml, RUN/model.safetensors, RUN/checkpoints/{last,best}.ckpt, RUN/train_log.csv, RUN/logs/
+Every command finds a run's files through RunPaths; no other module spells a file name of a run.
 """
 
 from __future__ import annotations
@@ -27,11 +27,22 @@ class RunPaths:
         self.plots = self.root / "plots"
         self.report = self.root / "report.html"
         self.explain = self.root / "explain"
+        self.localisation = self.explain / "localisation.json"
+        self.manifest = self.root / "manifest.json"  # what the run is and was trained on (core.manifest)
+        self.model_card = self.root / "model_card.md"
+        self.gate = self.root / "gate.safetensors"  # the input gate (inference.gate)
+        self.onnx = self.root / "model.onnx"  # `chestaid export` (inference.onnx_backend)
+        self.cohort_cache = self.root / "cohort_cache"  # `calibrate --cohort`: the local cohort, decoded
+        self.compare = self.root / "compare"  # `chestaid compare RUN OTHER`: RUN/compare/OTHER/
+        self.external = self.root / "external"  # `evaluate --data OTHER`: RUN/external/NAME/
+
+    def split_metrics(self, split: str) -> Path:
+        """RUN/metrics/{split}_metrics.json (`evaluate`)."""
+        return self.metrics / f"{split}_metrics.json"
 
     def pointing_game(self) -> float | None:
         """The mean Grad-CAM pointing game of `chestaid explain` (RUN/explain), or None when not scored."""
-        located = self.explain / "localisation.json"
-        if not located.is_file():
+        if not self.localisation.is_file():
             return None
-        findings = json.loads(located.read_text())["findings"]
+        findings = json.loads(self.localisation.read_text())["findings"]
         return next(f["pointing_game"] for f in findings if f["finding"] == "mean")

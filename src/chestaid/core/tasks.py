@@ -79,3 +79,17 @@ def get_task(name: str) -> Task:
     except KeyError:
         raise ValueError(f"unknown task {name!r}: the built-in tasks are {', '.join(sorted(TASKS))}; a task of "
                          "your own is defined by its data (chestaid prepare --table) or as {name, labels}") from None
+
+
+# The headline test metrics of `evaluate`'s summary, per kind of task: shown by the CLI, the model card and the
+# report (each with its interval where the summary has one).
+HEADLINE_METRICS = {
+    "binary": ("roc_auc", "pr_auc", "brier", "ece", "sensitivity", "specificity", "ppv", "npv"),
+    "multilabel": ("roc_auc_macro", "pr_auc_macro", "f1_macro", "exact_match_ratio", "ece_mean"),
+}
+
+
+def headline_metrics(summary: dict) -> tuple[str, ...]:
+    """The headline keys that `summary` holds as numbers (binary when it has a single ROC-AUC)."""
+    keys = HEADLINE_METRICS["binary" if "roc_auc" in summary else "multilabel"]
+    return tuple(k for k in keys if isinstance(summary.get(k), float))

@@ -75,6 +75,11 @@ def prepare(root: str | Path | Source, out: str | Path, size: int = 256, workers
     out = Path(out)
     table = source.table.copy()
     table["split"] = assign_splits(table, source.task.labels, fractions, seed)
+    counts = table["split"].value_counts()
+    if not counts.get("train", 0) or not counts.get("val", 0):
+        raise ChestaidError(f"{origin}: its split column gives {counts.get('train', 0)} train and "
+                            f"{counts.get('val', 0)} val rows; training needs both (give train rows, or leave the "
+                            "split column out and chestaid splits by patient)")
     fingerprint = _fingerprint(table, size)
     images_path, done_path = out / "images.npy", out / "done.npy"
     meta = {"task": source.task.name, "labels": list(source.task.labels), "kind": source.task.kind, "size": size,

@@ -18,7 +18,6 @@ Compressed DICOM is decoded by pydicom's pixel-data plugins: see README "DICOM s
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -110,14 +109,12 @@ def _check_size(path: Path, width: int, height: int, max_pixels: int) -> None:
 
 def _read_pil(path: Path, draft_size: int | None, max_pixels: int) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as img:
-                _check_size(path, *img.size, max_pixels)
-                if draft_size and img.format == "JPEG":
-                    img.draft("L", (draft_size, draft_size))
-                img.load()
-                return _pil_to_grey(img)
+        with Image.open(path) as img:  # Pillow's own warnings reach the caller's filters (no global state here)
+            _check_size(path, *img.size, max_pixels)
+            if draft_size and img.format == "JPEG":
+                img.draft("L", (draft_size, draft_size))
+            img.load()
+            return _pil_to_grey(img)
     except UnidentifiedImageError:
         raise ImageDecodeError(path, "not a recognised image (expected PNG, JPEG or DICOM)") from None
     except Image.DecompressionBombError as e:

@@ -47,13 +47,19 @@ def stratified_group_split(groups: np.ndarray, targets: np.ndarray, fractions: t
 def assign_splits(table: pd.DataFrame, labels: tuple[str, ...], fractions: tuple[float, float, float] =
                   DEFAULT_FRACTIONS, seed: int = 0) -> pd.Series:
     """train/val/test per row. Rows marked 'test' or 'trainval' (official lists) keep that side; val is then
-    carved out of trainval by patient. When every row is train/val/test already, that is kept. Otherwise the whole table is split by patient into three parts."""
+    carved out of trainval by patient. When every row is train/val/test already, that is kept (a table with
+    train and test rows but no val: val is carved from train by patient). Otherwise the whole table is split
+    by patient into three parts."""
     targets = table[list(labels)].to_numpy()
     patients = table["patient_id"].astype(str).to_numpy()
     official = table["split"].astype(str)
     out = pd.Series("", index=table.index, dtype=object)
     if len(official) and official.isin(SPLITS).all():  # every row given (a table of your own)
-        return official.copy()
+        if (official == "val").any() or not (official == "train").any():
+            return official.copy()
+        # train and test only: like NIH's official lists, the train side is train+val, and val is carved from
+        # it by patient (refusing would force every user to split by hand; the test rows stay as given)
+        official = official.replace({"train": "trainval"})
     if official.isin(["test", "trainval"]).any():
         out[official == "test"] = "test"
         trainval = (official == "trainval").to_numpy()

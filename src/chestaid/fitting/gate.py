@@ -11,7 +11,7 @@ import numpy as np
 
 from chestaid.data.cache import Cache
 from chestaid.core.fileio import sha256_of
-from chestaid.inference.gate import DEFAULT_PERCENTILE, GATE_NAME, DistanceGate
+from chestaid.inference.gate import DEFAULT_PERCENTILE, DistanceGate
 from chestaid.inference.predictor import Predictor
 from chestaid.core.run_paths import RunPaths
 
@@ -21,7 +21,7 @@ MIN_HELD_OUT = 20  # fewer held-out cohort images cannot place a 99th-percentile
 
 def current_gate(paths: RunPaths) -> DistanceGate | None:
     """The run's gate when it was fitted (on its own training data) from the weights the run has now."""
-    path = paths.root / GATE_NAME
+    path = paths.gate
     if not path.is_file():
         return None
     gate = DistanceGate.load(path)
@@ -46,5 +46,5 @@ def fit_gate(paths: RunPaths, predictor: Predictor, cache: Cache, percentile: fl
         train, held_out = np.concatenate([train, local[0]]), local[1]
         info.update(fit_split="train + local cohort (calib part)", threshold_split="local cohort (val_report part)")
     gate = DistanceGate.fit(train, held_out, percentile, info)
-    gate.save(paths.root / GATE_NAME)
+    gate.save(paths.gate)
     return gate

@@ -26,7 +26,6 @@ import numpy as np
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import atomic_write
 
-GATE_NAME = "gate.safetensors"
 ACCEPTED_MODALITIES = ("CR", "DX")
 CHEST_PARTS = {"CHEST", "THORAX", "LUNG", "LUNGS"}
 LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "LEFT LATERAL", "RIGHT LATERAL", "XTABLE",

@@ -18,7 +18,6 @@ import torch
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import atomic_write, sha256_of
 
-ONNX_NAME = "model.onnx"
 OPSET = 17
 PARITY_LIMIT = 1e-4  # max |logit difference| accepted at export
 OUTPUTS = ["logits", "features"]
@@ -73,7 +72,7 @@ def export_onnx(run: str | Path, out: str | Path | None = None) -> dict:
     if difference > PARITY_LIMIT:
         raise ChestaidError(f"ONNX export of {paths.root} differs from torch by {difference:.2e} "
                             f"(limit {PARITY_LIMIT:.0e}); not written")
-    target = Path(out) if out else paths.root / ONNX_NAME
+    target = Path(out) if out else paths.onnx
     atomic_write(target, lambda f: f.write(data))
     return {"path": str(target), "max_abs_logit_difference": difference, "image_size": size}
 
@@ -112,9 +111,9 @@ def open_onnx(run: str | Path, threads: int | None = None) -> tuple[OnnxNetwork 
     from chestaid.core.run_paths import RunPaths
 
     paths = RunPaths(run)
-    path = paths.root / ONNX_NAME
+    path = paths.onnx
     if not path.is_file():
-        return None, f"no {ONNX_NAME} in the run (chestaid export RUN)"
+        return None, f"no {paths.onnx.name} in the run (chestaid export RUN)"
     try:
         network = OnnxNetwork(path, threads)
     except ImportError:

@@ -27,7 +27,7 @@ from chestaid.data.sources import patient_vectors
 from chestaid.core.errors import ChestaidError, ImageDecodeError, describe
 from chestaid.inference.calibration import Calibration
 from chestaid.inference.thresholds import Thresholds
-from chestaid.inference.gate import GATE_NAME, DistanceGate, tag_refusal
+from chestaid.inference.gate import DistanceGate, tag_refusal
 from chestaid.inference.onnx_backend import OnnxNetwork, open_onnx
 from chestaid.inference.prediction import Prediction
 from chestaid.models.chestnet import ChestNet
@@ -93,6 +93,15 @@ class Predictor:
         self.calibrated, self.thresholded = calibration is not None, thresholds is not None
         self.calibration = calibration or Calibration.identity(self.task.labels)
         self.thresholds = thresholds or Thresholds({n: 0.5 for n in self.task.labels}, "default", {})
+        self._readers: ThreadPoolExecutor | None = None  # decoding threads, made once and shared by callers
+
+    @property
+    def readers(self) -> ThreadPoolExecutor:
+        """The threads that decode files for `score_files` (made on first use, shared by concurrent callers)."""
+        if self._readers is None:
+            self._readers = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
+                                               thread_name_prefix="chestaid-read")
+        return self._readers
 
     @classmethod
     def load(cls, run: str | Path, device: str = "cpu", raw: bool = False, backend: str = "auto") -> "Predictor":
@@ -122,8 +131,8 @@ class Predictor:
         """(Re)read the run's calibration.json, thresholds.json and input gate; what is absent stays sigmoid / 0.5
         / no gate."""
         paths = RunPaths(run)
-        if (paths.root / GATE_NAME).is_file():
-            self.gate = DistanceGate.load(paths.root / GATE_NAME)
+        if (paths.gate).is_file():
+            self.gate = DistanceGate.load(paths.gate)
         if paths.calibration.is_file():
             self.calibration, self.calibrated = Calibration.load(paths.calibration, self.task.labels), True
         if paths.thresholds.is_file():
@@ -192,19 +201,18 @@ class Predictor:
         image carries the input gate's verdict: its DICOM tags (chestaid.inference.gate), then its distance from the
         training images when the run has a fitted gate."""
         scored, failed = [], []
-        workers = min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for start in range(0, len(paths), batch_size):
-                batch = [str(p) for p in paths[start:start + batch_size]]
-                loaded = list(pool.map(self.read, batch))
-                good = [(p, img) for p, (img, _) in zip(batch, loaded) if img is not None]
-                failed += [(p, reason) for p, (img, reason) in zip(batch, loaded) if img is None]
-                if good:
-                    headers = list(pool.map(read_header, [p for p, _ in good]))
-                    scored += self.score_images([p for p, _ in good], [img for _, img in good], headers, patient,
-                                                keep_images)
-                if progress is not None:
-                    progress(len(batch))
+        pool = self.readers
+        for start in range(0, len(paths), batch_size):
+            batch = [str(p) for p in paths[start:start + batch_size]]
+            loaded = list(pool.map(self.read, batch))
+            good = [(p, img) for p, (img, _) in zip(batch, loaded) if img is not None]
+            failed += [(p, reason) for p, (img, reason) in zip(batch, loaded) if img is None]
+            if good:
+                headers = list(pool.map(read_header, [p for p, _ in good]))
+                scored += self.score_images([p for p, _ in good], [img for _, img in good], headers, patient,
+                                            keep_images)
+            if progress is not None:
+                progress(len(batch))
         return scored, failed
 
     def score_images(self, names: list[str], images: list[np.ndarray], headers: list, patient: dict | None = None,

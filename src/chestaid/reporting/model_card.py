@@ -1,5 +1,5 @@
 """RUN/model_card.md: what the model is, what it was trained on and what it is for, written from the run's
-config, its training cache, train_log.csv and (once they exist) its calibration, thresholds, gate and test
+config, its manifest (RUN/manifest.json: the training data), train_log.csv and (once they exist) its calibration, thresholds, gate and test
 metrics. Nothing in it is typed by hand; what the files do not say, the card says is unknown.
 
 Written by `train`, and again by `calibrate` and `evaluate`; shown on the web page.
@@ -18,8 +18,9 @@ from chestaid.core.config import RunConfig, load_config
 from chestaid.evaluation.bootstrap import with_interval
 from chestaid.core.fileio import write_text
 from chestaid.core.run_paths import RunPaths
+from chestaid.core.tasks import headline_metrics
+from chestaid.data.provenance import manifest_of
 
-CARD_NAME = "model_card.md"
 INTENDED_USE = (
     "Triage support and double-checking: ranking frontal chest radiographs so that a clinician looks at the "
     "likeliest positives first. **It does not diagnose.** Its numbers are calibrated risk scores (not clinical "
@@ -41,9 +42,9 @@ def write_model_card(run: str | Path) -> Path:
     text = "\n".join([f"# Model card: {paths.root.name}", "",
                       f"chestaid {__version__}, {time.strftime('%Y-%m-%d')}: generated from the run's files.", "",
                       "## Intended use", "", INTENDED_USE, "",
-                      *_task(cfg), *_data(cfg), *_model(cfg, paths), *_fitted(paths), *_evaluation(paths)])
-    write_text(paths.root / CARD_NAME, text + "\n")
-    return paths.root / CARD_NAME
+                      *_task(cfg), *_data(paths), *_model(cfg, paths), *_fitted(paths), *_evaluation(paths)])
+    write_text(paths.model_card, text + "\n")
+    return paths.model_card
 
 
 def _task(cfg: RunConfig) -> list[str]:
@@ -51,39 +52,38 @@ def _task(cfg: RunConfig) -> list[str]:
     return ["## Task", "", f"`{task.name}`, {task.kind}: {', '.join(task.labels)}.", ""]
 
 
-def _data(cfg: RunConfig) -> list[str]:
+def _data(paths: RunPaths) -> list[str]:
     lines = ["## Training data", ""]
-    cache = Path(cfg.data.path) if cfg.data.path else None
-    try:
-        meta = json.loads((cache / "meta.json").read_text())
-        table = pd.read_csv(cache / "studies.csv", dtype={"patient_id": str, "sex": str, "view": str, "split": str},
-                            keep_default_na=False, na_values={"age": [""]})
-    except (OSError, TypeError, ValueError):
-        return lines + ["The training cache is not available here; nothing is known about the data.", ""]
-    if meta.get("synthetic"):
+    manifest = manifest_of(paths)
+    if manifest is None:
+        return lines + ["Not recorded: the run has no manifest.json (it predates them) and its training cache is "
+                        "not available here, so nothing is known about the data.", ""]
+    data = manifest.data
+    if manifest.synthetic:
         lines.append("**Synthetic phantoms** drawn by `chestaid synth`: a demonstration, not a model of real "
                      "X-rays. Do not use it on patients.")
-    elif meta.get("layout") in DATASET_FACTS:
-        lines.append(DATASET_FACTS[meta["layout"]])
-    elif meta.get("layout") == "table":
-        lines.append(f"A table of the user's own images (`{Path(meta['source']).name}`); chestaid knows nothing "
+    elif data.get("layout") in DATASET_FACTS:
+        lines.append(DATASET_FACTS[data["layout"]])
+    elif data.get("layout") == "table":
+        lines.append(f"A table of the user's own images (`{data.get('source_name')}`); chestaid knows nothing "
                      "about where they come from beyond that table.")
     else:
         lines.append("The data's origin was not recorded.")
-    splits = table["split"].value_counts()
-    lines += ["", f"- {len(table):,} images of {table['patient_id'].nunique():,} patients listed; "
-                  f"{meta.get('cached', '?')} cached at {meta.get('size')} px (train {splits.get('train', 0):,}, "
-                  f"val {splits.get('val', 0):,}, test {splits.get('test', 0):,}; split by patient)."]
-    ages = table["age"].dropna()
-    lines.append(f"- Age: median {ages.median():.0f}, range {ages.min():.0f}–{ages.max():.0f} years "
-                 f"(known for {len(ages):,} images)." if len(ages) else "- Age: not recorded.")
+    splits = data.get("splits", {})
+    lines += ["", f"- {data.get('images', 0):,} images of {data.get('patients', 0):,} patients cached at "
+                  f"{data.get('cache_size')} px (" + ", ".join(
+                      f"{s} {splits.get(s, {}).get('images', 0):,} images / {splits.get(s, {}).get('patients', 0):,} "
+                      "patients" for s in ("train", "val", "test")) + "; split by patient)."]
+    age = data.get("age", {})
+    lines.append(f"- Age: median {age['median']:.0f}, range {age['min']:.0f}–{age['max']:.0f} years "
+                 f"(known for {age['known']:,} images)." if age.get("known") else "- Age: not recorded.")
     for column, names in (("sex", {"M": "male", "F": "female"}), ("view", {"PA": "PA", "AP": "AP"})):
-        shares = table[column].map(names).fillna("unknown").value_counts(normalize=True)
-        lines.append(f"- {column.capitalize()}: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()) + ".")
-    train = table[table["split"] == "train"]
-    labels = cfg.require_task().labels
+        counts = data.get(column, {})
+        total = sum(counts.values()) or 1
+        lines.append(f"- {column.capitalize()}: " + ", ".join(
+            f"{names.get(k, 'unknown')} {v / total:.0%}" for k, v in counts.items()) + ".")
     lines.append("- Positives in train: " + ", ".join(
-        f"{name} {int(train[name].sum()):,}" for name in labels if name in train) + ".")
+        f"{name} {count:,}" for name, count in data.get("positives_train", {}).items()) + ".")
     return lines + [""]
 
 
@@ -118,19 +118,18 @@ def _fitted(paths: RunPaths) -> list[str]:
                      "validation data.")
     else:
         lines.append("- **No fitted thresholds**: decisions at 0.5.")
-    gate = (paths.root / "gate.safetensors").is_file()
+    gate = paths.gate.is_file()
     lines.append("- Input gate: DICOM tags (CR/DX chest only) and a distance from the training images; images "
                  "unlike them are refused." if gate else "- **No input gate**: any image is scored.")
     return lines + [""]
 
 
 def _evaluation(paths: RunPaths) -> list[str]:
-    result = paths.metrics / "test_metrics.json"
+    result = paths.split_metrics("test")
     if not result.is_file():
         return ["## Evaluation", "", "Not evaluated yet (`chestaid evaluate RUN`)."]
     summary = json.loads(result.read_text())["summary"]
-    keys = [k for k in ("roc_auc", "pr_auc", "sensitivity", "specificity", "ece", "roc_auc_macro", "pr_auc_macro",
-                        "f1_macro", "ece_mean") if isinstance(summary.get(k), float)]
+    keys = headline_metrics(summary)
     return ["## Evaluation", "", f"On the held-out test split ({summary.get('n', '?')} images): " +
             ", ".join(f"{k} {with_interval(summary, k)}" for k in keys)
             + ". In brackets: 95% confidence intervals resampling patients. Per finding: report.html."]

@@ -25,6 +25,8 @@ STATEMENTS = [
 SYNTHETIC = ("<b>Synthetic data</b>: this run was trained and evaluated on phantom images drawn by "
              "<code>chestaid synth</code>. The figures show that each part works, not how well a model reads "
              "real chest X-rays.")
+UNKNOWN_DATA = ("<b>Training data not recorded</b>: this run has no manifest.json and its training cache is not "
+                "here, so nothing is known about what it was trained on (real or synthetic images).")
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
@@ -43,12 +45,12 @@ def _table(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def _synthetic_note(paths: RunPaths) -> list[str]:
-    from chestaid.core.config import load_config
-    from chestaid.data.cache import trained_on_synthetic
+    from chestaid.data.provenance import manifest_of
 
-    if paths.config.is_file() and trained_on_synthetic(load_config(paths.config).data.path):
-        return [SYNTHETIC]
-    return []
+    manifest = manifest_of(paths)
+    if manifest is None:
+        return [UNKNOWN_DATA]
+    return [SYNTHETIC] if manifest.synthetic else []
 
 
 def _per_finding_table(rows: list[dict]) -> pd.DataFrame:
@@ -91,7 +93,7 @@ def _glance(result: dict, calib_mean: pd.DataFrame, paths: RunPaths) -> str:
 
 def _localisation(paths: RunPaths) -> str:
     """The Grad-CAM localisation section, when `chestaid explain` has scored the run against boxes."""
-    found = paths.explain / "localisation.json"
+    found = paths.localisation
     if not found.is_file():
         return ""
     result = json.loads(found.read_text())

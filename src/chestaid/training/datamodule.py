@@ -8,6 +8,8 @@ once, on one process), and each process draws its own augmentations.
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 import numpy as np
 import torch
@@ -15,10 +17,13 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from chestaid.core.config import RunConfig
+from chestaid.core.errors import ChestaidError
 from chestaid.data.augment import AugmentConfig, eval_transform, train_transform
 from chestaid.data.balance import balance
 from chestaid.data.cache import Cache
 from chestaid.data.dataset import CacheDataset
+
+log = logging.getLogger(__name__)
 
 
 class CacheDataModule(L.LightningDataModule):
@@ -30,8 +35,12 @@ class CacheDataModule(L.LightningDataModule):
         self.train_rows = balance(table[table["split"] == "train"], labels, cfg.data.balance, cfg.train.seed)
         self.val_rows = table[table["split"] == "val"]
         if len(self.train_rows) == 0 or len(self.val_rows) == 0:
-            raise ValueError(f"{cache.root}: the cache needs both train and val rows "
-                             f"(has {len(self.train_rows)} train, {len(self.val_rows)} val)")
+            raise ChestaidError(f"{cache.root}: the cache needs both train and val rows "
+                                f"(has {len(self.train_rows)} train, {len(self.val_rows)} val)")
+        one_class = [n for n in labels if self.val_rows[n].nunique() < 2]
+        if one_class:
+            log.warning("validation has no positives (or no negatives) for %s: mean AUROC and the best "
+                        "checkpoint are computed without them", ", ".join(one_class))
         self.augment = AugmentConfig(**cfg.data.augment.model_dump())
 
     def pos_weight(self) -> torch.Tensor:

@@ -4,7 +4,8 @@ RUN/config.yaml, RUN/checkpoints/{last,best}.ckpt (Lightning's ModelCheckpoint: 
 `train.checkpoint_every_n_steps` steps and after each validation), RUN/model.safetensors (= best),
 RUN/train_log.csv (one row per epoch), RUN/logs/ (Lightning's CSV logger, per step; TensorBoard when asked).
 Under DDP every process runs this same function (Lightning relaunches the command for ranks 1…N-1); only global
-rank 0 creates the run directory and writes its files. Validation thresholds are fitted later, not here.
+rank 0 creates the run directory and writes its files. What follows a fit (the input gate, the manifest, the
+model card) is composed by chestaid.workflows.train; thresholds and calibrators are fitted later, not here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -29,7 +31,6 @@ from chestaid.training.datamodule import CacheDataModule
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import atomic_write
 from chestaid.training.module import MONITORS, ChestModule
-from chestaid.reporting.model_card import write_model_card
 from chestaid.core.run_paths import RunPaths
 from chestaid.training.run_log import BestCheckpoint, EpochTable, StepCheckpoint, StepTime
 
@@ -95,7 +96,18 @@ def is_global_zero() -> bool:
     return all(int(os.environ.get(name) or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-def train(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool = False) -> RunPaths:
+@dataclass(frozen=True)
+class Fitted:
+    """A finished fit: the run's files, the cache it was trained on, the resolved config, and whether this
+    process is global rank 0 (the one that writes whatever comes next)."""
+
+    paths: RunPaths
+    cache: Cache
+    cfg: RunConfig
+    lead: bool
+
+
+def fit(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool = False) -> Fitted:
     """Train into a run directory (or continue one from checkpoints/last.ckpt when resume=True)."""
     paths, lead = RunPaths(out), is_global_zero()
     if resume:
@@ -131,10 +143,7 @@ def train(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool
             log_every_n_steps=1, num_sanity_val_steps=0, enable_model_summary=False,
             limit_train_batches=cfg.train.limit_train_batches if cfg.train.limit_train_batches != 1.0 else None)
         trainer.fit(module, datamodule=datamodule, ckpt_path=paths.last if resume else None)
-    if trainer.is_global_zero:
-        _fit_input_gate(paths, cache, cfg)
-        write_model_card(paths.root)
-    return paths
+    return Fitted(paths, cache, cfg, trainer.is_global_zero)
 
 
 def _callbacks(cfg: RunConfig, paths: RunPaths) -> list:
@@ -161,17 +170,3 @@ def _loggers(cfg: RunConfig, paths: RunPaths) -> list[Logger] | bool:
         except ModuleNotFoundError:
             raise ChestaidError("train.logger=tensorboard needs TensorBoard: pip install tensorboard") from None
     return loggers
-
-
-def _fit_input_gate(paths: RunPaths, cache: Cache, cfg: RunConfig) -> None:
-    """The out-of-distribution statistics of the finished model (RUN/gate.safetensors, chestaid.inference.gate)."""
-    from chestaid.fitting.gate import fit_gate
-    from chestaid.inference.gate import GATE_NAME
-    from chestaid.inference.predictor import Predictor
-
-    device = "cuda" if torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda") else "cpu"
-    try:
-        fit_gate(paths, Predictor.load(paths.root, device, raw=True, backend="torch"), cache)
-    except ChestaidError as e:  # a run too small for the gate is still a run; it says "no input gate" when used
-        (paths.root / GATE_NAME).unlink(missing_ok=True)  # a gate of earlier weights must not stay
-        warnings.warn(f"{paths.root}: no input gate fitted ({e})", stacklevel=2)

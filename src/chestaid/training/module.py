@@ -12,9 +12,10 @@ from functools import partial
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, Metric
-from torchmetrics.classification import (BinaryAUROC, BinaryF1Score, BinaryPrecision, BinaryRecall,
-                                         MultilabelAUROC, MultilabelF1Score, MultilabelPrecision,
+from torchmetrics import CatMetric, MeanMetric, Metric
+from torchmetrics.functional.classification import binary_auroc
+from torchmetrics.classification import (BinaryF1Score, BinaryPrecision, BinaryRecall,
+                                         MultilabelF1Score, MultilabelPrecision,
                                          MultilabelRecall)
 
 from chestaid.core.config import RunConfig
@@ -58,12 +59,14 @@ class ChestModule(L.LightningModule):
         self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
         self.val_counts = LabelCounts(n)
         self.binary = n == 1
+        # AUROC from the gathered scores, only over labels with positives and negatives (torchmetrics' AUROC
+        # classes warn at every validation for a label without positives; the DataModule says so once)
+        self.val_probs, self.val_targets = CatMetric(), CatMetric()
         if self.binary:  # torchmetrics' multilabel classes need two labels or more
-            self.val_auroc, self.val_precision = BinaryAUROC(), BinaryPrecision(zero_division=0)
+            self.val_precision = BinaryPrecision(zero_division=0)
             self.val_recall, self.val_f1 = BinaryRecall(zero_division=0), BinaryF1Score(zero_division=0)
             self.val_macro_f1 = BinaryF1Score(zero_division=0)
         else:
-            self.val_auroc = MultilabelAUROC(num_labels=n, average=None)
             self.val_precision = MultilabelPrecision(num_labels=n, average="macro", zero_division=0)
             self.val_recall = MultilabelRecall(num_labels=n, average="macro", zero_division=0)
             self.val_f1 = MultilabelF1Score(num_labels=n, average="micro", zero_division=0)
@@ -87,19 +90,25 @@ class ChestModule(L.LightningModule):
         if self.binary:
             probs, labels = probs.view(-1), labels.view(-1)
         self.val_counts.update(target)
-        for metric in (self.val_auroc, self.val_precision, self.val_recall, self.val_f1, self.val_macro_f1):
+        self.val_probs.update(probs.reshape(len(x), -1))
+        self.val_targets.update(labels.reshape(len(x), -1))
+        for metric in (self.val_precision, self.val_recall, self.val_f1, self.val_macro_f1):
             metric.update(probs, labels)
 
     def on_validation_epoch_end(self) -> None:
         positives, count = self.val_counts.compute()
         valid = (positives > 0) & (positives < count)
-        auroc = self.val_auroc.compute().view(-1)
-        mean_auroc = auroc[valid].mean() if valid.any() else torch.tensor(float("nan"))
+        mean_auroc = torch.tensor(float("nan"), device=self.device)
+        if valid.any():
+            probs, targets = self.val_probs.compute(), self.val_targets.compute()
+            mean_auroc = torch.stack([binary_auroc(probs[:, k], targets[:, k].int())
+                                      for k in torch.nonzero(valid.view(-1)).view(-1).tolist()]).mean()
         self.log_dict({"train/epoch_loss": self.train_loss.compute(),  # this epoch's, so far (all processes)
                        "val/loss": self.val_loss.compute(), "val/precision": self.val_precision.compute(),
                        "val/recall": self.val_recall.compute(), "val/f1": self.val_f1.compute(),
                        "val/macro_f1": self.val_macro_f1.compute(), "val/auroc": mean_auroc}, prog_bar=True)
-        for metric in (self.train_loss, self.val_loss, self.val_counts, self.val_auroc, self.val_precision,
+        for metric in (self.train_loss, self.val_loss, self.val_counts, self.val_probs, self.val_targets,
+                       self.val_precision,
                        self.val_recall, self.val_f1, self.val_macro_f1):
             metric.reset()
 

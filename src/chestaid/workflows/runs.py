@@ -73,7 +73,7 @@ def _cohort_cache(paths: RunPaths, predictor: Predictor, cohort: str | Path) -> 
     """A cache of the local cohort under RUN/cohort_cache, at the training cache's size (rebuilt per cohort)."""
     import shutil
 
-    cache_dir = paths.root / "cohort_cache"
+    cache_dir = paths.cohort_cache
     meta = cache_dir / "meta.json"
     if meta.is_file() and Cache.open(cache_dir).meta.get("source") != str(Path(cohort).resolve()):
         shutil.rmtree(cache_dir)
@@ -244,7 +244,7 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
                              "values": predictor.thresholds.values}}
     name = result["split"]
     paths.metrics.mkdir(exist_ok=True)
-    write_json(paths.metrics / f"{name}_metrics.json", result)
+    write_json(paths.split_metrics(name), result)
     write_text(paths.metrics / f"{name}_per_finding.csv", pd.DataFrame(per_finding).to_csv(index=False))
     write_text(paths.metrics / f"{name}_calibration.csv", pd.DataFrame(calibration_table).to_csv(index=False))
     predictions = target.rows[["image_id", "patient_id"]].copy()

@@ -1,0 +1,235 @@
+"""The CLI's run commands: train, evaluate, calibrate, thresholds, predict, export, explain, serve, demo."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from chestaid.apps.cli_output import console, err, fail
+from chestaid.core.errors import ChestaidError
+
+
+def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML config (configs/*.yaml)")] = None,
+          data: Annotated[Optional[Path], typer.Option("--data", help="a cache, or an NIH/Kaggle root")] = None,
+          out: Annotated[Optional[Path], typer.Option("--out", help="the run directory to create")] = None,
+          overrides: Annotated[Optional[list[str]], typer.Option("--set", help="key=value, e.g. train.lr=3e-4")] = None,
+          resume: Annotated[Optional[Path], typer.Option("--resume", help="continue this run from last.ckpt")] = None
+          ) -> None:
+    """Train a model into a run directory (config.yaml, model.safetensors, checkpoints/, train_log.csv)."""
+    import chestaid
+    from chestaid.core.run_paths import RunPaths
+    from chestaid.training.fit import is_global_zero
+
+    if resume is not None:
+        root = chestaid.train(None, resume, resume=True)
+    else:
+        if out is None:
+            fail("--out RUN is required (or --resume RUN)")
+        root = chestaid.train(data, out, config, overrides or [])
+    if is_global_zero():  # under DDP every process returns here; one says it
+        paths = RunPaths(root)
+        console.print(f"run {paths.root}: weights {paths.weights}, per-epoch log {paths.train_log}")
+
+
+def _parse_params(items: list[str]) -> dict[str, float]:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            params[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            fail(f"--param expects name=number (e.g. target=0.9), got {item!r}")
+    return params
+
+
+def evaluate(run: Path, split: Annotated[str, typer.Option(help="test, or val (the val_report part)")] = "test",
+             data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None) -> None:
+    """Every metric on the test split, plots and RUN/report.html (fits calibration and thresholds on validation
+    first when the run has none)."""
+    import chestaid
+
+    result = chestaid.evaluate(run, split, data=data)
+    summary = result["summary"]
+    from chestaid.core.tasks import headline_metrics
+
+    from chestaid.evaluation.bootstrap import with_interval
+
+    console.print(f"{result['split']} (95% CIs resampling patients): " + ", ".join(
+        f"{k} {with_interval(summary, k)}" for k in headline_metrics(summary)))
+    console.print(f"metrics in {Path(run) / 'metrics'}, figures in {Path(run) / 'plots'}, report {result['report']}")
+
+
+def calibrate(run: Path, cohort: Annotated[Optional[Path], typer.Option(
+                  help="a local labelled cohort (NIH or Kaggle layout) to recalibrate on, without retraining")] = None,
+              data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None,
+              calib_fraction: Annotated[float, typer.Option(min=0.1, max=0.9)] = 0.5, seed: int = 0,
+              bins: Annotated[int, typer.Option(min=2, max=100)] = 15) -> None:
+    """Fit temperature, Platt and isotonic calibrators per finding on `calib`, keep the best ECE on `val_report`,
+    and refit the thresholds on the calibrated scores. Weights are never touched."""
+    import chestaid
+
+    result = chestaid.calibrate(run, cohort, data=data, calib_fraction=calib_fraction, seed=seed, bins=bins)
+    methods = {name: p["method"] for name, p in result["calibration"].items()}
+    console.print(f"calibrated on {result['fitted_on']} ({result['calib_images']} calib / "
+                  f"{result['val_report_images']} val_report images): {methods}")
+
+
+def thresholds(run: Path, policy: Annotated[str, typer.Option(help="youden | f1-precision | seed000 | sensitivity")],
+               param: Annotated[Optional[list[str]], typer.Option(
+                   "--param", help="e.g. target=0.9 (sensitivity) or p_min=0.3 (f1-precision)")] = None,
+               data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None) -> None:
+    """Refit the decision thresholds on validation data (never test), without retraining."""
+    import chestaid
+
+    fitted = chestaid.thresholds(run, policy, _parse_params(param or []), data=data)
+    console.print(f"thresholds ({fitted.policy}, {fitted.params}): " +
+                  ", ".join(f"{k} {v:.3f}" for k, v in fitted.values.items()))
+
+
+BACKEND_HELP = "auto (ONNX Runtime when RUN/model.onnx is current, else torch), onnx or torch"
+
+
+def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image files and/or folders")],
+            out: Annotated[Path, typer.Option("--out", help="the worklist CSV to write")] = Path("worklist.csv"),
+            cam: Annotated[Optional[Path], typer.Option("--cam", help="folder for heat-map overlays (mirrors the "
+                                                                      "input tree)")] = None,
+            cam_finding: Annotated[Optional[str], typer.Option(help="heat maps for this finding (default: each "
+                                                                     "image's top finding)")] = None,
+            cam_rows: Annotated[str, typer.Option(help="heat maps for: all, flagged, or N (the N highest-risk "
+                                                       "rows)")] = "all",
+            device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+            backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
+            batch_size: Annotated[int, typer.Option(min=1)] = 16,
+            age: Annotated[Optional[float], typer.Option(min=0, max=120)] = None,
+            sex: Annotated[Optional[str], typer.Option(help="M or F")] = None,
+            view: Annotated[Optional[str], typer.Option(help="PA or AP")] = None) -> None:
+    """Score PNG/JPEG/DICOM files into a worklist sorted by calibrated risk (highest first).
+
+    Images the input gate refuses (not a frontal chest X-ray like the training images) are listed apart with
+    the reason, unranked; unreadable files are listed with the reason and skipped. Exit 0 when at least one
+    image could be read, 1 when none could. Age/sex/view come from a file's DICOM tags; --age/--sex/--view
+    only fill what a file lacks (they never override a tag); else neutral defaults. The worklist's *_source
+    columns say which."""
+    from chestaid.workflows.predict import parse_cam_rows, predict_worklist
+
+    if sex is not None and sex.upper() not in ("M", "F"):
+        fail(f"--sex must be M or F, got {sex!r}")
+    if view is not None and view.upper() not in ("PA", "AP"):
+        fail(f"--view must be PA or AP, got {view!r}")
+    try:
+        rows = parse_cam_rows(cam_rows)
+    except ChestaidError as e:
+        fail(str(e))
+    patient = {"age": age, "sex": sex.upper() if sex else None, "view": view.upper() if view else None}
+    result = predict_worklist(run, inputs, out, cam, cam_finding, device, batch_size, patient, cam_rows=rows,
+                              backend=backend)
+    console.print(f"worklist {result.out}: {result.scored} image(s) sorted by risk" +
+                  (f", {result.heat_maps} heat map(s) in {cam}" if cam else ""))
+    if not result.gate:
+        err.print("[yellow]warning:[/] this run has no input gate (chestaid calibrate RUN fits one): every "
+                  "readable image was scored, chest X-ray or not")
+    if result.refused:
+        err.print(f"[yellow]refused:[/] {len(result.refused)} image(s) outside what the model was made for, not "
+                  f"ranked (listed in {result.refused_csv}):")
+        for path, reason in result.refused[:20]:
+            err.print(f"  {path}: {reason}", highlight=False)
+    if result.skipped:
+        err.print(f"[yellow]warning:[/] {len(result.skipped)} file(s) skipped (listed in {result.skipped_csv}):")
+        for path, reason in result.skipped[:20]:
+            err.print(f"  {path}: {reason}", highlight=False)
+    if result.scored == 0 and not result.refused:
+        fail("no image could be read", code=1)
+
+
+def export(run: Path) -> None:
+    """Write RUN/model.onnx for fast CPU scoring (ONNX Runtime), checked against torch before it is kept."""
+    from chestaid.inference.onnx_backend import PARITY_LIMIT, export_onnx
+
+    result = export_onnx(run)
+    console.print(f"wrote {result['path']}: {result['image_size']} px input, dynamic batch; max |logit difference| "
+                  f"vs torch {result['max_abs_logit_difference']:.1e} (limit {PARITY_LIMIT:.0e})", highlight=False)
+
+
+def explain(run: Path, data: Annotated[Path, typer.Option("--data", help="an NIH-layout root with the images")],
+            boxes: Annotated[Optional[Path], typer.Option(help="box file (default: DATA/BBox_List_2017.csv)")] = None,
+            split: Annotated[str, typer.Option(help="test, val, train or all")] = "test",
+            target_layer: Annotated[Optional[list[str]], typer.Option(help="module name(s) for Grad-CAM")] = None,
+            threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="map threshold for IoBB")] = 0.5,
+            out: Annotated[Optional[Path], typer.Option(help="folder for the results (default RUN/explain)")] = None,
+            method: Annotated[str, typer.Option(help="pytorch-grad-cam method: gradcam, gradcam++, hirescam, "
+                                                           "layercam, gradcam-elementwise, xgradcam or "
+                                                           "eigengradcam")] = "gradcam",
+            box_frame: Annotated[int, typer.Option(min=0, help="side of the square frame the boxes are in: 1024 "
+                                                              "for NIH's file, whatever size the PNGs are; 0: the "
+                                                              "images' own pixels")] = 1024,
+            ) -> None:
+    """Grad-CAM localisation against boxes: pointing game and IoBB > 0.1/0.25/0.5 per finding (RUN/explain/)."""
+    from chestaid.evaluation.localisation import score_boxes
+
+    table = score_boxes(run, data, boxes, split, target_layer, threshold, out=out, box_frame=box_frame or None,
+                        method=method)
+    for warning in table.attrs.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    from rich.table import Table
+
+    shown = Table("finding", "boxes", "pointing game", "IoBB>0.1", "IoBB>0.25", "IoBB>0.5",
+                title="Grad-CAM localisation (qualitative explanations scored against boxes)")
+    for row in table.to_dict("records"):
+        shown.add_row(row["finding"], str(row["boxes"]),
+                      *(f"{row[k]:.2f}" for k in ("pointing_game", "iobb>0.1", "iobb>0.25", "iobb>0.5")))
+    console.print(shown)
+    console.print(f"tables and figure in {out or Path(run) / 'explain'}")
+
+
+def serve(run: Path, host: Annotated[str, typer.Option(help="0.0.0.0 exposes the page to the network")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(min=1, max=65535)] = 7860,
+          device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+          backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
+          max_upload_mb: Annotated[int, typer.Option(min=1, help="largest upload accepted")] = 64) -> None:
+    """The triage web page (and its HTTP API, e.g. gradio_client's /score)."""
+    from chestaid.apps.serve import serve as run_serve
+
+    console.print(f"serving {run} on http://{host}:{port} (Ctrl+C to stop)")
+    run_serve(run, host, port, device, backend, max_upload_mb)
+
+
+def demo(task: Annotated[str, typer.Option(help="nih, pneumonia or both")] = "both",
+         out: Annotated[Path, typer.Option("--out", help="folder for data, caches and runs")] = Path("chestaid-demo"),
+         serve: Annotated[bool, typer.Option("--serve", help="start the web page on the (first) demo run")] = False,
+         force: Annotated[bool, typer.Option(
+             "--force", help="start over in OUT (removes only what a demo wrote)")] = False,
+         images: Annotated[Optional[int], typer.Option(min=200, help="images per task (default 2000 NIH, 1200 "
+                                                                     "pneumonia)")] = None,
+         size: Annotated[int, typer.Option(min=64, max=512, help="synthetic image size")] = 128,
+         epochs: Annotated[Optional[int], typer.Option(
+             min=1, help="override the demo configs' epochs")] = None) -> None:
+    """Everything end to end on built-in synthetic data: synth → prepare → train → calibrate + thresholds →
+    Grad-CAM localisation → evaluate → report.html. Interrupted? Run the same command again to resume."""
+    from chestaid.apps.demo import TASKS, run_demo, summary
+
+    tasks = list(TASKS) if task == "both" else [task]
+    started = time.perf_counter()
+    run_demo(out, tasks, force, {t: images for t in tasks} if images else None, size, epochs)
+    console.rule("[bold]chestaid demo: done[/]", align="left")
+    console.print(f"synthetic data (phantoms, not radiographs) in {out}; {time.perf_counter() - started:.0f} s in this "
+                  "session")
+    for row in summary(out, tasks):
+        located = f", Grad-CAM pointing game {row['pointing_game']:.2f}" if row["pointing_game"] is not None else ""
+        auroc = "test mean AUROC over findings" if row["task"] == "nih" else "test ROC-AUC"
+        gate = row["gate"]
+        located += (f"; input gate refuses {gate['refused']} of {gate['images']} test images" if gate.get("fitted")
+                    else "")
+        console.print(f"  {row['task']}: {auroc} {row['test_auroc']:.3f}{located}\n"
+                      f"    run    {row['run']}\n    report {row['report']}", highlight=False)
+    first = Path(out) / tasks[0] / "run"
+    console.print(f"open the web page:  [bold]chestaid serve {first}[/]" +
+                  "".join(f"   (or chestaid serve {Path(out) / t / 'run'})" for t in tasks[1:]), highlight=False)
+    if serve:
+        from chestaid.apps.serve import serve as run_serve
+
+        run_serve(first)

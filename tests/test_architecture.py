@@ -1,0 +1,59 @@
+"""The shape of the code (docs/architecture.md): layers import only downward, no cycles inside a package,
+light modules stay light, no module grows past 300 lines. import-linter's contract in pyproject.toml is the
+proof; these tests run it on the code and on a copy with a deliberate upward import."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "chestaid"
+
+
+def _lint(src_parent: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(src_parent)}
+    return subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; "
+                           "lint_imports_command()"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_layer_contract_holds():
+    result = _lint(ROOT / "src")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 kept, 0 broken" in result.stdout
+
+
+def test_an_upward_import_breaks_the_contract(tmp_path):
+    copy = tmp_path / "src" / "chestaid"
+    shutil.copytree(SRC, copy, ignore=shutil.ignore_patterns("__pycache__", "nih_metadata"))
+    errors = copy / "core" / "errors.py"
+    errors.write_text(errors.read_text() + "\n\ndef _upward() -> None:\n    from chestaid.apps import cli  # noqa\n")
+    result = _lint(tmp_path / "src")
+    assert result.returncode != 0
+    assert "BROKEN" in result.stdout and "chestaid.core.errors -> chestaid.apps.cli" in result.stdout
+
+
+def test_a_cycle_inside_a_package_breaks_the_contract(tmp_path):
+    copy = tmp_path / "src" / "chestaid"
+    shutil.copytree(SRC, copy, ignore=shutil.ignore_patterns("__pycache__", "nih_metadata"))
+    splits = copy / "data" / "splits.py"
+    splits.write_text(splits.read_text() + "\n\ndef _cycle() -> None:\n    from chestaid.data import cache  # noqa\n")
+    result = _lint(tmp_path / "src")
+    assert result.returncode != 0 and "No cycles are allowed in chestaid.data" in result.stdout
+
+
+def test_run_paths_and_the_package_import_nothing_heavy():
+    code = ("import sys, chestaid, chestaid.core.run_paths, chestaid.core.manifest; "
+            "print(sorted(m for m in ('torch', 'lightning', 'gradio', 'matplotlib', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_no_module_over_300_lines():
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 300}
+    assert not long, long
