@@ -1,0 +1,96 @@
+"""The node's commands as typer-compatible functions: `chestaid node RUN --store DIR` and `chestaid worklist DIR`
+(registered by chestaid.apps.cli; `python -m chestaid.apps.node` runs them on their own)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from chestaid.apps.node.worklist import COLUMNS, rows_of
+from chestaid.core.errors import ChestaidError
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def _log_to_stderr() -> None:
+    """One line per association and instance on stderr, unless the CLI already set up chestaid's logging."""
+    node_log = logging.getLogger("chestaid.node")
+    if not logging.getLogger("chestaid").handlers and not node_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        node_log.addHandler(handler)
+    node_log.setLevel(logging.INFO)
+
+
+def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
+         store: Annotated[Path, typer.Option("--store", help="the node's folder: received images, results, and "
+                                                            "its database (the worklist and the outbox)")],
+         port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port to listen on")] = 11112,
+         ae_title: Annotated[str, typer.Option("--ae-title", help="this node's AE title")] = "CHESTAID",
+         host: Annotated[str, typer.Option(help="address to listen on")] = "0.0.0.0",
+         send_to: Annotated[Optional[str], typer.Option(
+             "--send-to", help="where results go: AET@HOST:PORT (several: comma-separated)")] = None,
+         allow: Annotated[Optional[str], typer.Option(
+             help="calling AE titles accepted, comma-separated (default: any)")] = None,
+         max_associations: Annotated[int, typer.Option(
+             "--max-associations", min=1, help="concurrent associations; more are rejected as transient")] = 16,
+         batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+         heat_maps: Annotated[bool, typer.Option(help="a Secondary Capture heat map per scored image")] = True,
+         send_tries: Annotated[int, typer.Option("--send-tries", min=1,
+                                                 help="tries per result before its dead letter")] = 8,
+         retry_delay: Annotated[float, typer.Option("--retry-delay", min=0.0,
+                                                    help="seconds before the first retry; doubled each time")] = 2.0,
+         max_retry_delay: Annotated[float, typer.Option("--max-retry-delay", min=0.0)] = 300.0,
+         send_timeout: Annotated[float, typer.Option("--send-timeout", min=1.0,
+                                                     help="seconds a destination may take to answer")] = 30.0,
+         device: str = "cpu") -> None:
+    """A DICOM node: receive by C-STORE, score each image on arrival into the store's worklist, send an SR per
+    image and a heat map per scored image to --send-to. Stops on Ctrl-C or SIGTERM; a restart resumes."""
+    from chestaid.apps.node.node import Node, NodeConfig
+
+    _log_to_stderr()
+    if not (Path(run) / "model.safetensors").is_file():
+        raise ChestaidError(f"{run}: not a trained run (no model.safetensors)")
+    config = NodeConfig(run=Path(run), store=Path(store), port=port, ae_title=ae_title, host=host,
+                        send_to=_split(send_to), allow=_split(allow), max_associations=max_associations,
+                        batch_size=batch_size, heat_maps=heat_maps, send_tries=send_tries, retry_delay=retry_delay,
+                        max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    try:
+        running = Node(config).start()
+    except OSError as e:
+        raise ChestaidError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        running.stop()
+
+
+def worklist(store: Annotated[Path, typer.Argument(help="a node's --store folder")],
+             as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False,
+             status: Annotated[Optional[str], typer.Option(
+                 help="only this state: queued, scored, refused, unreadable or ignored")] = None,
+             quiet_period: Annotated[float, typer.Option(
+                 "--quiet-period", min=0.0, help="seconds without a new image after which a study is complete")]
+             = 60.0) -> None:
+    """The node's worklist, highest risk first: every instance with its state and reason, and its results."""
+    rows = rows_of(store, status, quiet_period)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo("\t".join(COLUMNS))
+    for row in rows:
+        typer.echo("\t".join("" if row[c] is None else str(row[c]) for c in COLUMNS))

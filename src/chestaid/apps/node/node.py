@@ -1,0 +1,101 @@
+"""The node: a store, a receiver (SCP), a worker (scoring) and a sender (outbox), started and stopped together.
+
+At start the store is recovered (temporary files of a crash removed); what was received but not scored is
+still `queued` and the worker scores it, what was made but not sent is still `pending` and the sender sends
+it. Nothing in a restart depends on how the previous process ended (kill -9 included).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chestaid.apps.node.receiver import Receiver
+from chestaid.apps.node.results import Algorithm
+from chestaid.apps.node.sender import Destination, Sender
+from chestaid.apps.node.store import Store
+from chestaid.apps.node.worker import Worker
+
+log = logging.getLogger("chestaid.node")
+
+
+@dataclass
+class NodeConfig:
+    run: Path
+    store: Path
+    port: int = 11112
+    ae_title: str = "CHESTAID"
+    host: str = "0.0.0.0"
+    send_to: list[str] = field(default_factory=list)
+    allow: list[str] = field(default_factory=list)
+    max_associations: int = 16
+    batch_size: int = 16
+    heat_maps: bool = True
+    send_tries: int = 8
+    retry_delay: float = 2.0
+    max_retry_delay: float = 300.0
+    send_timeout: float = 30.0
+    device: str = "cpu"
+
+
+def algorithm_of(run: Path) -> Algorithm:
+    from chestaid.core.fileio import sha256_of
+    from chestaid.core.run_paths import RunPaths
+    from chestaid.core.version import __version__
+
+    paths = RunPaths(run)
+    return Algorithm(__version__, paths.root.resolve().name, sha256_of(paths.weights))
+
+
+class Node:
+    """`Node(config).start()` listens and works in background threads; `stop()` ends them."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.destinations = [str(Destination.parse(d)) for d in config.send_to]
+        self.store = Store(config.store)
+        self.receiver = self.worker = self.sender = None
+        self.stopped = threading.Event()
+
+    def start(self) -> "Node":
+        from chestaid.inference.predictor import Predictor
+
+        config = self.config
+        recovered = self.store.recover()
+        log.info("store %s: %s", config.store, ", ".join(f"{k} {v}" for k, v in recovered.items()))
+        predictor = Predictor.load(config.run, config.device)
+        self.worker = Worker(self.store, predictor, algorithm_of(config.run), self.destinations, config.batch_size,
+                             config.heat_maps)
+        self.sender = Sender(self.store, config.ae_title, config.send_tries, config.retry_delay,
+                             config.max_retry_delay, config.send_timeout)
+        self.receiver = Receiver(self.store, config.port, config.ae_title, config.host, config.allow,
+                                 config.max_associations, on_stored=self.worker.wake)
+        self.worker.start()
+        self.sender.start()
+        self.receiver.start()
+        log.info("node %s listening on %s:%d (max %d associations, calling AE titles: %s); results to: %s",
+                 config.ae_title, config.host, self.receiver.port, config.max_associations,
+                 ",".join(config.allow) or "any", ",".join(self.destinations) or "nowhere (kept in the store)")
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.receiver.port
+
+    def stop(self) -> None:
+        if self.receiver is not None:
+            self.receiver.stop()
+        for part in (self.worker, self.sender):
+            if part is not None:
+                part.stop()
+        self.store.close()
+        self.stopped.set()
+        log.info("node %s stopped", self.config.ae_title)
+
+    def __enter__(self) -> "Node":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

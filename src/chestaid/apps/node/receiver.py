@@ -1,0 +1,162 @@
+"""The C-ECHO and C-STORE SCP (pynetdicom): each instance is made durable and recorded before the status.
+
+The handler never decodes pixels or runs the model: it writes the bytes as received (`Store.receive`: a durable
+file, then a committed row) and answers 0x0000; when either fails, 0xA700 (out of resources) so that the sender
+keeps the image and tries again. A SOPInstanceUID already stored is acknowledged and not stored or scored again.
+An object without pixel data (an SR, a key object, a presentation state; a PACS forwards whole studies) and
+the node's own results coming back are recorded as `ignored` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+from pydicom import uid
+
+from chestaid.apps.node.store import Instance, Store
+from chestaid.core.errors import describe
+
+log = logging.getLogger("chestaid.node")
+
+MANUFACTURER = "chestaid"
+SUCCESS, OUT_OF_RESOURCES = 0x0000, 0xA700
+# The transfer syntaxes chestaid's decoders read (pydicom + pylibjpeg/openjpeg/pyjpegls/gdcm), uncompressed first.
+TRANSFER_SYNTAXES = [
+    uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian,
+    uid.ExplicitVRBigEndian, uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless, uid.JPEGLosslessSV1,
+    uid.JPEGLSLossless, uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000, uid.RLELossless,
+]
+PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def _text(ds, keyword: str) -> str:
+    try:
+        return str(ds.get(keyword, "") or "").strip()
+    except Exception:  # noqa: BLE001 - a malformed element is an empty identifier, never a failed store
+        return ""
+
+
+def describe_instance(event) -> Instance:
+    """The identifiers of one C-STORE request (the request's own UIDs are authoritative)."""
+    request = event.request
+    sop_uid = str(request.AffectedSOPInstanceUID)
+    sop_class = str(request.AffectedSOPClassUID)
+    instance = Instance(sop_uid=sop_uid, sop_class=sop_class, calling_ae=event.assoc.requestor.ae_title,
+                        transfer_syntax=str(event.context.transfer_syntax))
+    try:
+        ds = event.dataset
+        instance.study_uid, instance.series_uid = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
+        instance.modality, instance.patient_id = _text(ds, "Modality"), _text(ds, "PatientID")
+        instance.accession = _text(ds, "AccessionNumber")
+        has_pixels = any(keyword in ds for keyword in PIXEL_TAGS)
+        ours = _text(ds, "Manufacturer") == MANUFACTURER
+    except Exception as e:  # noqa: BLE001 - stored as received; the worker says why it cannot be read
+        log.info("instance %s: header not parsed at receipt (%s)", sop_uid, describe(e))
+        return instance
+    name = getattr(uid.UID(sop_class), "name", "") or sop_class
+    if ours:
+        instance.state, instance.reason = "ignored", f"a {MANUFACTURER} result ({name}): not scored again"
+    elif not has_pixels:
+        instance.state, instance.reason = "ignored", f"not an image: {name} has no pixel data"
+    return instance
+
+
+class Receiver:
+    """pynetdicom's AE as the node's SCP. `start()` listens (non-blocking), `stop()` closes the server."""
+
+    def __init__(self, store: Store, port: int = 11112, ae_title: str = "CHESTAID", host: str = "0.0.0.0",
+                 allow: list[str] | None = None, max_associations: int = 16, on_stored=None) -> None:
+        self.store, self.port, self.host, self.on_stored = store, port, host, on_stored
+        self.ae = AE(ae_title=ae_title)
+        self.ae.maximum_associations = max_associations
+        self.ae.maximum_pdu_size = 0  # no limit on what we accept per PDU: fewer, larger reads
+        if allow:
+            self.ae.require_calling_aet = list(allow)
+        for context in AllStoragePresentationContexts:
+            self.ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+        self.ae.add_supported_context(Verification, [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian])
+        self.server = None
+        self._counts: dict[int, list[int]] = {}
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()  # SOPInstanceUIDs being written by some association right now
+
+    def start(self) -> None:
+        handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, self.handle_echo),
+                    (evt.EVT_ACCEPTED, self._accepted), (evt.EVT_REJECTED, self._rejected),
+                    (evt.EVT_RELEASED, self._closed), (evt.EVT_ABORTED, self._closed)]
+        self.server = self.ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        self.port = self.server.server_address[1]  # port 0: the one the system chose
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    # -- association log lines ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _peer(event) -> str:
+        r = event.assoc.requestor
+        return f"{r.ae_title}@{r.address}:{r.port}"
+
+    def _accepted(self, event) -> None:
+        with self._lock:
+            self._counts[id(event.assoc)] = [0, 0, 0]  # stored, duplicates, failed
+
+    def _rejected(self, event) -> None:
+        log.info("association from %s rejected (active %d, allowed %d)", self._peer(event),
+                 len(self.server.active_associations) if self.server else 0, self.ae.maximum_associations)
+
+    def _closed(self, event) -> None:
+        with self._lock:
+            stored, duplicates, failed = self._counts.pop(id(event.assoc), [0, 0, 0])
+        how = "released" if event.event is evt.EVT_RELEASED else "aborted"
+        log.info("association from %s %s: %d stored, %d duplicates, %d failed", self._peer(event), how, stored,
+                 duplicates, failed)
+
+    def _count(self, event, k: int) -> None:
+        with self._lock:
+            counts = self._counts.setdefault(id(event.assoc), [0, 0, 0])
+            counts[k] += 1
+
+    # -- DIMSE handlers ----------------------------------------------------------------------------------------
+
+    def handle_echo(self, event) -> int:
+        log.info("C-ECHO from %s", self._peer(event))
+        return SUCCESS
+
+    def handle_store(self, event) -> int:
+        sop_uid = str(event.request.AffectedSOPInstanceUID)
+        with self._lock:
+            if sop_uid in self._busy:  # the same instance arriving on two associations at once: one writes
+                self._count(event, 2)
+                return OUT_OF_RESOURCES
+            self._busy.add(sop_uid)
+        try:
+            instance = describe_instance(event)
+            if self.store.has(sop_uid):
+                stored = False
+            else:
+                stored = self.store.receive(instance, event.encoded_dataset(include_meta=True))
+        except Exception as e:  # noqa: BLE001 - never acknowledge what is not durable; the sender retries
+            log.error("instance %s from %s not stored: %s -> 0xA700", sop_uid, self._peer(event), describe(e))
+            self._count(event, 2)
+            return OUT_OF_RESOURCES
+        finally:
+            with self._lock:
+                self._busy.discard(sop_uid)
+        if not stored:
+            log.info("instance %s from %s: duplicate SOPInstanceUID, acknowledged, not stored again", sop_uid,
+                     self._peer(event))
+            self._count(event, 1)
+            return SUCCESS
+        log.info("instance %s (study %s, series %s, %s, %s) from %s: stored, %s", sop_uid, instance.study_uid,
+                 instance.series_uid, instance.modality or "no modality", instance.transfer_syntax,
+                 self._peer(event), instance.state if instance.state != "queued" else "queued for scoring")
+        self._count(event, 0)
+        if self.on_stored is not None:
+            self.on_stored()
+        return SUCCESS

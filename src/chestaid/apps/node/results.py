@@ -1,0 +1,172 @@
+"""Result objects for one source image (highdicom): a Comprehensive SR following TID 1500 and a Secondary
+Capture heat map, both in new series of the source's study, with deterministic UIDs.
+
+UIDs are derived (pydicom's generate_uid over fixed entropy sources: 2.25.<hash>) from the source
+SOPInstanceUID, the run (its name and weights digest) and the kind, so a resend or a re-score after a crash
+makes the same object, never a second one; the series UIDs from the study, the run and the kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from highdicom.sr import CodedConcept
+from PIL import Image, ImageDraw, ImageFont
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from chestaid.apps.node.receiver import MANUFACTURER
+
+CAPTION = "NOT FOR DIAGNOSTIC USE \u2014 qualitative explanation"
+SCHEME = "99CHESTAID"  # private coding scheme (DICOM: designators beginning with 99 are local)
+RISK = CodedConcept("RISK", SCHEME, "Calibrated risk score, not a probability")
+ANALYSED = CodedConcept("ANALYSED", SCHEME, "Image analysed by the algorithm")
+REASON = CodedConcept("REASON", SCHEME, "Reason the image was not analysed")
+NOTE = CodedConcept("NOTE", SCHEME, "Note on the result")
+NO_UNITS = CodedConcept("1", "UCUM", "no units")
+PRESENT, ABSENT = CodedConcept("52101004", "SCT", "Present"), CodedConcept("2667000", "SCT", "Absent")
+YES, NO = CodedConcept("373066001", "SCT", "Yes"), CodedConcept("373067005", "SCT", "No")
+CHEST_XRAY = CodedConcept("363679005", "SCT", "Imaging procedure")
+# SNOMED CT where the finding has a well-known concept; the run's own label in the private scheme otherwise
+FINDING_CODES = {
+    "Atelectasis": ("46621007", "SCT", "Atelectasis"), "Cardiomegaly": ("8186001", "SCT", "Cardiomegaly"),
+    "Effusion": ("60046008", "SCT", "Pleural effusion"), "Pneumonia": ("233604007", "SCT", "Pneumonia"),
+    "Pneumothorax": ("36118008", "SCT", "Pneumothorax"), "Edema": ("19242006", "SCT", "Pulmonary edema"),
+    "Emphysema": ("87433001", "SCT", "Pulmonary emphysema"), "Fibrosis": ("51615001", "SCT", "Pulmonary fibrosis"),
+}
+SR_SERIES, SC_SERIES = 9101, 9102
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """What made the results: chestaid's version, the run's name and its weights' SHA-256."""
+
+    version: str
+    run_name: str
+    weights_sha256: str
+
+    def identification(self) -> hd.sr.AlgorithmIdentification:
+        return hd.sr.AlgorithmIdentification(name="chestaid", version=self.version[:64],
+                                             parameters=[f"run={self.run_name}"[:64],
+                                                         f"weights_sha256={self.weights_sha256}"[:64]])
+
+
+def derived_uid(*parts: str) -> str:
+    return generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts])
+
+
+def result_uids(source_uid: str, study_uid: str, algorithm: Algorithm, kind: str) -> tuple[str, str]:
+    """(SOPInstanceUID, SeriesInstanceUID) of the `kind` ("sr" or "sc") result of one source image."""
+    run = (algorithm.run_name, algorithm.weights_sha256)
+    return derived_uid("chestaid", kind, source_uid, *run), derived_uid("chestaid", kind, "series", study_uid, *run)
+
+
+def finding_code(label: str) -> CodedConcept:
+    if label in FINDING_CODES:
+        return CodedConcept(*FINDING_CODES[label])
+    return CodedConcept(label.upper()[:16], SCHEME, label.replace("_", " ")[:64])
+
+
+def _observation_context(algorithm: Algorithm) -> hd.sr.ObservationContext:
+    device = hd.sr.DeviceObserverIdentifyingAttributes(uid=derived_uid("chestaid", "device", algorithm.run_name),
+                                                       name="chestaid", manufacturer_name=MANUFACTURER,
+                                                       model_name=algorithm.run_name[:64])
+    return hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device, observer_identifying_attributes=device))
+
+
+def _text(name: CodedConcept, value: str) -> hd.sr.TextContentItem:
+    return hd.sr.TextContentItem(name=name, value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+
+
+def make_sr(source: Dataset, algorithm: Algorithm, labels: list[str], risk: np.ndarray | None,
+            decisions: np.ndarray | None, thresholds: dict[str, float] | None, not_analysed: str = "") -> Dataset:
+    """A TID 1500 measurement report: one group per finding (its code, present/absent at the run's
+    threshold, the calibrated risk score), or, when `not_analysed` gives a reason, one group saying so."""
+    sop_uid, series_uid = result_uids(source.SOPInstanceUID, source.StudyInstanceUID, algorithm, "sr")
+    algo = algorithm.identification()
+    image = hd.sr.SourceImageForMeasurementGroup.from_source_image(source)
+    groups = []
+    if not_analysed:
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(sop_uid, "not analysed"),
+                                                         identifier="not analysed"),
+            algorithm_id=algo, source_images=[image],
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(ANALYSED, NO)])
+        group[0].ContentSequence.append(_text(REASON, not_analysed[:1024]))
+        groups.append(group)
+    else:
+        for k, label in enumerate(labels):
+            code = finding_code(label)
+            group = hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(sop_uid, label), identifier=label[:64]),
+                finding_type=code, algorithm_id=algo, source_images=[image],
+                measurements=[hd.sr.Measurement(name=RISK, value=round(float(risk[k]), 6), unit=NO_UNITS,
+                                                algorithm_id=algo)],
+                qualitative_evaluations=[hd.sr.QualitativeEvaluation(code, PRESENT if decisions[k] else ABSENT)])
+            threshold = (thresholds or {}).get(label)
+            note = (f"{label}: calibrated risk score, not a probability: {float(risk[k]):.4f}; "
+                    f"{'present' if decisions[k] else 'absent'} at the run's threshold"
+                    + (f" {threshold:.4f}" if threshold is not None else ""))
+            group[0].ContentSequence.append(_text(NOTE, note))
+            groups.append(group)
+    report = hd.sr.MeasurementReport(observation_context=_observation_context(algorithm),
+                                     procedure_reported=CHEST_XRAY, imaging_measurements=groups)
+    sr = hd.sr.ComprehensiveSR(evidence=[source], content=report[0], series_instance_uid=series_uid,
+                               series_number=SR_SERIES, sop_instance_uid=sop_uid, instance_number=1,
+                               manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
+                               series_description=f"chestaid {algorithm.run_name} (preliminary, unverified)"[:64],
+                               software_versions=algorithm.version[:64])
+    return sr
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans (shipped with matplotlib; it has the em dash), else Pillow's default font."""
+    import matplotlib
+
+    try:
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+    except OSError:
+        return ImageFont.load_default(size=size)
+
+
+def caption_image(rgb: np.ndarray, lines: list[str], width: int = 512) -> np.ndarray:
+    """The heat map enlarged to `width` with a black band holding the caption lines burned into the pixels."""
+    picture = Image.fromarray(rgb).resize((width, round(width * rgb.shape[0] / rgb.shape[1])), Image.BILINEAR)
+    font = _font(max(12, width // 30))
+    line_h = int(font.size * 1.4)
+    band = line_h * len(lines) + 8
+    canvas = Image.new("RGB", (picture.width, picture.height + band), (0, 0, 0))
+    canvas.paste(picture, (0, band))
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text((6, 4 + i * line_h), line, fill=(255, 255, 0), font=font)
+    return np.asarray(canvas)
+
+
+def make_heat_map(source: Dataset, algorithm: Algorithm, rgb: np.ndarray, finding: str, risk: float) -> Dataset:
+    """A Secondary Capture of the top finding's heat map (RGB), its caption burned in and in SeriesDescription."""
+    sop_uid, series_uid = result_uids(source.SOPInstanceUID, source.StudyInstanceUID, algorithm, "sc")
+    pixels = caption_image(rgb, [CAPTION, f"Grad-CAM: {finding}  (calibrated risk score {risk:.3f})"])
+    orientation = tuple(str(v) for v in (source.get("PatientOrientation") or []))
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source, pixel_array=pixels, photometric_interpretation="RGB", bits_allocated=8,
+        coordinate_system="PATIENT", series_instance_uid=series_uid, series_number=SC_SERIES,
+        sop_instance_uid=sop_uid, instance_number=1, manufacturer=MANUFACTURER,
+        patient_orientation=orientation if len(orientation) == 2 and all(orientation) else ("L", "F"),
+        transfer_syntax_uid="1.2.840.10008.1.2.1")
+    sc.SpecificCharacterSet = "ISO_IR 192"
+    sc.SeriesDescription = CAPTION
+    sc.ImageComments = f"{CAPTION}. Grad-CAM of {finding}; {algorithm.run_name}, chestaid {algorithm.version}"
+    sc.BurnedInAnnotation = "YES"
+    if "Laterality" not in sc:  # type 2C (dciodvfy asks for it): the chest is not a paired structure: empty
+        sc.Laterality = None
+    sc.SoftwareVersions = algorithm.version[:64]
+    ref = Dataset()
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = source.SOPClassUID, source.SOPInstanceUID
+    sc.SourceImageSequence = [ref]
+    return sc

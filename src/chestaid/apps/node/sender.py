@@ -1,0 +1,134 @@
+"""The outbox sender: C-STORE SCU of the result objects, with retries, exponential backoff and a dead letter.
+
+A result is `pending` until its destination answers a success (or warning) status; a refused or aborted
+association, a connection that fails or a failure status counts as one try, the next after base × 2^tries
+seconds (at most `max_delay`); after `tries` failures it is `dead`, keeping the last error. A resend of the
+same object carries the same SOPInstanceUID, so the destination keeps one copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+from pynetdicom import AE
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from chestaid.apps.node.store import Store
+from chestaid.core.errors import ChestaidError, describe
+
+log = logging.getLogger("chestaid.node")
+
+OK_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}  # success, or a warning: the object was stored
+
+
+@dataclass(frozen=True)
+class Destination:
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Destination":
+        """AET@HOST:PORT."""
+        match = re.fullmatch(r"([^@]{1,16})@([^:@]+):(\d{1,5})", text.strip())
+        if not match or not 0 < int(match[3]) < 65536:
+            raise ChestaidError(f"--send-to must be AET@HOST:PORT (e.g. ORTHANC@127.0.0.1:4242), got {text!r}")
+        return cls(match[1], match[2], int(match[3]))
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+class Sender:
+    """A thread that empties the outbox; `wake()` when results were queued, `stop()` to end."""
+
+    def __init__(self, store: Store, ae_title: str = "CHESTAID", tries: int = 8, base_delay: float = 2.0,
+                 max_delay: float = 300.0, timeout: float = 30.0) -> None:
+        self.store, self.ae_title, self.tries = store, ae_title, max(1, tries)
+        self.base_delay, self.max_delay, self.timeout = base_delay, max_delay, timeout
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="chestaid-node-sender", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            rows = self.store.due()
+            if not rows:
+                due = self.store.next_due()
+                self._wake.wait(1.0 if due is None else min(1.0, max(0.05, due - time.time())))
+                self._wake.clear()
+                continue
+            groups: dict[str, list] = {}
+            for row in rows:
+                groups.setdefault(row["destination"], []).append(row)
+            for destination, group in groups.items():
+                try:
+                    self.send(Destination.parse(destination), group)
+                except Exception as e:  # noqa: BLE001 - one bad destination must not stop the sender
+                    for row in group:
+                        self._failed(row, describe(e))
+
+    def _retry_at(self, attempts: int) -> float | None:
+        if attempts + 1 >= self.tries:
+            return None
+        return time.time() + min(self.max_delay, self.base_delay * 2 ** attempts)
+
+    def _failed(self, row, error: str) -> None:
+        retry_at = self._retry_at(row["attempts"])
+        self.store.failed(row["id"], error, retry_at)
+        if retry_at is None:
+            log.warning("result %s (%s of %s) to %s: dead letter after %d tries: %s", row["result_uid"],
+                        row["kind"], row["source_uid"], row["destination"], row["attempts"] + 1, error)
+        else:
+            log.info("result %s to %s: try %d failed (%s); next in %.1f s", row["result_uid"], row["destination"],
+                     row["attempts"] + 1, error, retry_at - time.time())
+
+    def send(self, destination: Destination, rows: list) -> None:
+        """One association for a batch of results to one destination."""
+        ae = AE(ae_title=self.ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        for sop_class in sorted({row["sop_class"] for row in rows}):
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        if not assoc.is_established:
+            why = ("association rejected" if assoc.is_rejected else
+                   "association aborted" if assoc.is_aborted else "cannot connect")
+            for row in rows:
+                self._failed(row, f"{why} by {destination}")
+            return
+        sent = 0
+        try:
+            for row in rows:
+                if not assoc.is_established:
+                    break  # the rest stay due: they were not tried
+                try:
+                    status = assoc.send_c_store(str(self.store.root / row["path"]))
+                except Exception as e:  # noqa: BLE001
+                    self._failed(row, f"C-STORE failed ({describe(e)})")
+                    continue
+                code = getattr(status, "Status", None)
+                if code in OK_STATUSES:
+                    self.store.sent(row["id"])
+                    sent += 1
+                elif code is None:
+                    self._failed(row, f"no C-STORE response from {destination} (association aborted or timed out)")
+                else:
+                    self._failed(row, f"C-STORE status 0x{code:04X} from {destination}")
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        log.info("association to %s: %d of %d results sent", destination, sent, len(rows))

@@ -1,0 +1,275 @@
+"""The node's store: received instances on disk (durable writes) and an embedded SQLite database (WAL) that is
+both the worklist and the outbox.
+
+STORE/chestaid-node.sqlite   instances (one row per SOPInstanceUID: what arrived, its state and reason, its
+                             scores) and outbox (one row per result object and destination: pending → sent, or
+                             dead with the last error after N tries)
+STORE/instances/ab/<sha>.dcm the received bytes, exactly as sent (named by a hash of the SOPInstanceUID)
+STORE/results/ab/<uid>.dcm   the result objects (SR, Secondary Capture heat map), named by their own UID
+
+A file is made durable before its row is committed (temporary file in the same folder, fsync, rename, fsync
+the folder), and a row is committed (synchronous=FULL) before the receiver answers success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from chestaid.core.errors import ChestaidError
+
+DB_NAME = "chestaid-node.sqlite"
+STATES = ("queued", "scored", "refused", "unreadable", "ignored")
+OUTBOX_STATES = ("pending", "sent", "dead")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL DEFAULT '',
+    series_uid TEXT NOT NULL DEFAULT '',
+    sop_class TEXT NOT NULL DEFAULT '',
+    modality TEXT NOT NULL DEFAULT '',
+    patient_id TEXT NOT NULL DEFAULT '',
+    accession TEXT NOT NULL DEFAULT '',
+    calling_ae TEXT NOT NULL DEFAULT '',
+    transfer_syntax TEXT NOT NULL DEFAULT '',
+    path TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    risk REAL,
+    top_finding TEXT NOT NULL DEFAULT '',
+    flagged TEXT NOT NULL DEFAULT '',
+    scores TEXT NOT NULL DEFAULT '',
+    scored_at REAL
+);
+CREATE INDEX IF NOT EXISTS instances_state ON instances(state, received_at);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    source_uid TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    result_uid TEXT NOT NULL,
+    sop_class TEXT NOT NULL,
+    path TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    sent_at REAL,
+    UNIQUE(result_uid, destination)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
+"""
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_write(path: Path, data: bytes) -> None:
+    """`data` at `path`, or nothing: a temporary file in the same folder, fsync, rename, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+@dataclass
+class Instance:
+    """What the receiver records for one C-STORE (identifiers only; the file holds the rest)."""
+
+    sop_uid: str
+    study_uid: str = ""
+    series_uid: str = ""
+    sop_class: str = ""
+    modality: str = ""
+    patient_id: str = ""
+    accession: str = ""
+    calling_ae: str = ""
+    transfer_syntax: str = ""
+    state: str = "queued"
+    reason: str = ""
+
+
+class Store:
+    """The node's folder and database. Safe to share between threads; another process (the `worklist`
+    command) may read it while the node writes (WAL)."""
+
+    def __init__(self, root: str | Path, create: bool = True) -> None:
+        self.root = Path(root)
+        self.db_path = self.root / DB_NAME
+        if not create and not self.db_path.is_file():
+            raise ChestaidError(f"{self.root}: not a chestaid node store (no {DB_NAME})")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise ChestaidError(f"{self.root}: cannot open the node store ({e})") from None
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Store":
+        """An existing store (an error when `root` is not one)."""
+        return cls(root, create=False)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- instances ---------------------------------------------------------------------------------------------
+
+    def instance_path(self, sop_uid: str) -> Path:
+        digest = hashlib.sha256(sop_uid.encode()).hexdigest()
+        return self.root / "instances" / digest[:2] / f"{digest}.dcm"
+
+    def result_path(self, result_uid: str) -> Path:
+        digest = hashlib.sha256(result_uid.encode()).hexdigest()
+        return self.root / "results" / digest[:2] / f"{result_uid}.dcm"
+
+    def has(self, sop_uid: str) -> bool:
+        return bool(self._query("SELECT 1 FROM instances WHERE sop_uid = ?", (sop_uid,)))
+
+    def receive(self, instance: Instance, data: bytes) -> bool:
+        """Make one received instance durable, then record it. False when its SOPInstanceUID was already
+        stored (nothing is written). Raises OSError / sqlite3.Error when either step fails."""
+        if self.has(instance.sop_uid):
+            return False
+        path = self.instance_path(instance.sop_uid)
+        durable_write(path, data)
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO instances (sop_uid, study_uid, series_uid, sop_class, modality, patient_id, "
+                "accession, calling_ae, transfer_syntax, path, received_at, state, reason) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (instance.sop_uid, instance.study_uid, instance.series_uid, instance.sop_class, instance.modality,
+                 instance.patient_id, instance.accession, instance.calling_ae, instance.transfer_syntax,
+                 str(path.relative_to(self.root)), time.time(), instance.state, instance.reason))
+        return cursor.rowcount == 1
+
+    def queued(self, limit: int) -> list[sqlite3.Row]:
+        return self._query("SELECT * FROM instances WHERE state = 'queued' ORDER BY received_at LIMIT ?", (limit,))
+
+    def file_of(self, row: sqlite3.Row) -> Path:
+        return self.root / row["path"]
+
+    def finish(self, sop_uid: str, state: str, reason: str = "", risk: float | None = None, top: str = "",
+               flagged: str = "", scores: dict | None = None, results: list[dict] | None = None) -> None:
+        """Record an instance's state and queue its result objects for each destination, in one transaction
+        (a result already in the outbox is not added twice)."""
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE instances SET state=?, reason=?, risk=?, top_finding=?, flagged=?, scores=?, "
+                       "scored_at=? WHERE sop_uid=?",
+                       (state, reason, risk, top, flagged, json.dumps(scores) if scores else "", now, sop_uid))
+            for r in results or []:
+                db.execute("INSERT OR IGNORE INTO outbox (source_uid, kind, result_uid, sop_class, path, destination,"
+                           " created_at) VALUES (?,?,?,?,?,?,?)",
+                           (sop_uid, r["kind"], r["uid"], r["sop_class"], r["path"], r["destination"], now))
+
+    def instances(self, state: str | None = None) -> list[dict]:
+        """Every instance, highest risk first (unscored ones after, newest first), with its results' state."""
+        where, args = ("WHERE i.state = ?", (state,)) if state else ("", ())
+        rows = self._query(
+            "SELECT i.*, (SELECT group_concat(o.kind || ':' || o.state, ',') FROM outbox o "
+            "WHERE o.source_uid = i.sop_uid) AS results FROM instances i " + where +
+            " ORDER BY i.risk IS NULL, i.risk DESC, i.received_at DESC", args)
+        return [dict(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        return {r["state"]: r["n"] for r in self._query("SELECT state, count(*) AS n FROM instances GROUP BY state")}
+
+    def last_received(self, study_uid: str) -> float | None:
+        rows = self._query("SELECT max(received_at) AS t FROM instances WHERE study_uid = ?", (study_uid,))
+        return rows[0]["t"] if rows else None
+
+    # -- outbox ------------------------------------------------------------------------------------------------
+
+    def due(self, limit: int = 64) -> list[sqlite3.Row]:
+        return self._query("SELECT * FROM outbox WHERE state = 'pending' AND next_at <= ? ORDER BY id LIMIT ?",
+                           (time.time(), limit))
+
+    def next_due(self) -> float | None:
+        rows = self._query("SELECT min(next_at) AS t FROM outbox WHERE state = 'pending'")
+        return rows[0]["t"] if rows else None
+
+    def sent(self, outbox_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET state='sent', attempts=attempts+1, sent_at=?, last_error='' WHERE id=?",
+                       (time.time(), outbox_id))
+
+    def failed(self, outbox_id: int, error: str, retry_at: float | None) -> None:
+        """One failed try: pending again at `retry_at`, or dead (retry_at None) keeping the last error."""
+        with self._tx() as db:
+            if retry_at is None:
+                db.execute("UPDATE outbox SET state='dead', attempts=attempts+1, last_error=? WHERE id=?",
+                           (error, outbox_id))
+            else:
+                db.execute("UPDATE outbox SET attempts=attempts+1, last_error=?, next_at=? WHERE id=?",
+                           (error, retry_at, outbox_id))
+
+    def outbox(self, state: str | None = None) -> list[dict]:
+        where, args = ("WHERE state = ?", (state,)) if state else ("", ())
+        return [dict(r) for r in self._query(f"SELECT * FROM outbox {where} ORDER BY id", args)]
+
+    def results_of(self, sop_uid: str) -> list[dict]:
+        return [dict(r) for r in self._query("SELECT * FROM outbox WHERE source_uid = ? ORDER BY id", (sop_uid,))]
+
+    # -- restart -----------------------------------------------------------------------------------------------
+
+    def recover(self) -> dict[str, int]:
+        """At start: delete temporary files a crash left (their senders got no success and will retry); what
+        is queued stays queued for the worker, pending results stay pending for the sender."""
+        removed = 0
+        for folder in (self.root / "instances", self.root / "results"):
+            if folder.is_dir():
+                for tmp in folder.rglob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+                    removed += 1
+        queued = self._query("SELECT count(*) AS n FROM instances WHERE state = 'queued'")[0]["n"]
+        pending = self._query("SELECT count(*) AS n FROM outbox WHERE state = 'pending'")[0]["n"]
+        return {"temporary_files_removed": removed, "queued": queued, "pending_results": pending}

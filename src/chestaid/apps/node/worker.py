@@ -1,0 +1,152 @@
+"""The worker: scores queued instances in batches through the Predictor, outside the C-STORE handler.
+
+Each instance ends in one state with its reason: scored (risk per finding, decisions, top finding), refused
+(the input gate: tags or distance), unreadable (the decoder's reason) — `ignored` is decided at receipt. Its
+result objects (an SR for every image; a Secondary Capture heat map of the top finding for a scored one) are
+written durably, then the state and the outbox rows are committed in one transaction: a crash in between
+re-scores the instance at the next start and makes the same objects again (deterministic UIDs).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import warnings
+
+import numpy as np
+
+from chestaid.apps.node.results import Algorithm, make_heat_map, make_sr
+from chestaid.apps.node.store import Store, durable_write
+from chestaid.core.errors import describe
+from chestaid.data.patient import read_header
+
+log = logging.getLogger("chestaid.node")
+
+
+def encode(ds) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class Worker:
+    """A thread that scores what the receiver queued; `wake()` after each receipt, `stop()` to end."""
+
+    def __init__(self, store: Store, predictor, algorithm: Algorithm, destinations: list[str] | None = None,
+                 batch_size: int = 16, heat_maps: bool = True) -> None:
+        self.store, self.predictor, self.algorithm = store, predictor, algorithm
+        self.destinations, self.batch_size, self.heat_maps = list(destinations or []), batch_size, heat_maps
+        self.labels = list(predictor.task.labels)
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="chestaid-node-worker", daemon=True)
+        self._explainer = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            rows = self.store.queued(self.batch_size)
+            if not rows:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            try:
+                self.process(rows)
+            except Exception as e:  # noqa: BLE001 - a bug here must not stop the node; the rows stay queued
+                log.exception("worker: batch of %d failed (%s); retrying in 5 s", len(rows), describe(e))
+                self._stop.wait(5)
+
+    def process(self, rows) -> None:
+        """Score one batch of queued rows and record each one's state, reason and results."""
+        by_path = {str(self.store.file_of(r)): r for r in rows}
+        scored, failed = self.predictor.score_files(list(by_path), self.batch_size, keep_images=True)
+        for path, reason in failed:
+            self._not_analysed(by_path[path], "unreadable", reason)
+        refused = [s for s in scored if s.refused]
+        for s in refused:
+            self._not_analysed(by_path[s.path], "refused", s.refusal)
+        good = [s for s in scored if not s.refused]
+        cams = self._cams(good) if good and self.heat_maps else [None] * len(good)
+        for s, cam in zip(good, cams):
+            self._scored(by_path[s.path], s, cam)
+
+    def _cams(self, good) -> list[np.ndarray | None]:
+        from chestaid.explain.gradcam import CamExplainer, overlay
+
+        try:
+            if self._explainer is None:
+                self._explainer = CamExplainer(self.predictor)
+            top = [int(np.argmax(s.risk)) for s in good]
+            maps = self._explainer.maps(np.stack([s.image for s in good]), np.stack([s.tabular for s in good]), top)
+            return [overlay(s.image, m) for s, m in zip(good, maps)]
+        except Exception as e:  # noqa: BLE001 - no heat map is better than no result
+            log.error("worker: heat maps failed for %d instances (%s)", len(good), describe(e))
+            return [None] * len(good)
+
+    def _outbox(self, objects: list[tuple[str, object]]) -> list[dict]:
+        queued = []
+        for kind, ds in objects:
+            path = self.store.result_path(ds.SOPInstanceUID)
+            durable_write(path, encode(ds))
+            for destination in self.destinations:
+                queued.append({"kind": kind, "uid": ds.SOPInstanceUID, "sop_class": ds.SOPClassUID,
+                               "path": str(path.relative_to(self.store.root)), "destination": destination})
+        return queued
+
+    def _source(self, row):
+        header = read_header(self.store.file_of(row))
+        if header is None or "StudyInstanceUID" not in header or "SOPInstanceUID" not in header:
+            return None
+        return header
+
+    def _not_analysed(self, row, state: str, reason: str) -> None:
+        sop_uid = row["sop_uid"]
+        results, note = [], ""
+        try:
+            source = self._source(row)
+            if source is not None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    sr = make_sr(source, self.algorithm, self.labels, None, None, None,
+                                 not_analysed=f"{state}: {reason}")
+                results = self._outbox([("sr", sr)])
+        except Exception as e:  # noqa: BLE001
+            note = f"; no SR ({describe(e)})"
+        self.store.finish(sop_uid, state, reason + note, results=results)
+        log.info("instance %s: %s (%s)", sop_uid, state, reason + note)
+
+    def _scored(self, row, s, cam: np.ndarray | None) -> None:
+        sop_uid = row["sop_uid"]
+        top = int(np.argmax(s.risk))
+        flagged = "|".join(self.labels[i] for i in np.flatnonzero(s.decisions))
+        scores = {label: {"risk": round(float(s.risk[k]), 6), "decision": int(s.decisions[k])}
+                  for k, label in enumerate(self.labels)}
+        note, objects = "", []
+        try:
+            source = self._source(row)
+            if source is None:
+                raise ValueError("no DICOM header to reference")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                objects.append(("sr", make_sr(source, self.algorithm, self.labels, s.risk, s.decisions,
+                                              self.predictor.thresholds.values)))
+                if cam is not None:
+                    objects.append(("sc", make_heat_map(source, self.algorithm, cam, self.labels[top],
+                                                        float(s.risk[top]))))
+            results = self._outbox(objects)
+        except Exception as e:  # noqa: BLE001
+            results, note = [], f"no result objects ({describe(e)})"
+        self.store.finish(sop_uid, "scored", note, risk=round(float(s.risk[top]), 6), top=self.labels[top],
+                          flagged=flagged, scores=scores, results=results)
+        log.info("instance %s: scored, risk %.4f (%s), flagged: %s%s", sop_uid, float(s.risk[top]),
+                 self.labels[top], flagged or "none", f"; {note}" if note else "")

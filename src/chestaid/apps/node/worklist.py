@@ -1,0 +1,41 @@
+"""The store as a worklist: one row per instance, highest risk first (what `chestaid worklist` prints)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from chestaid.apps.node.store import STATES, Store
+from chestaid.core.errors import ChestaidError
+
+COLUMNS = ["received", "PatientID", "AccessionNumber", "StudyInstanceUID", "SOPInstanceUID", "state", "reason",
+           "risk", "top_finding", "flagged", "results", "study_complete"]
+
+
+def rows_of(root: str | Path, status: str | None = None, quiet_period: float = 60.0) -> list[dict]:
+    """The worklist rows of the store at `root`; a study is complete after `quiet_period` s without a new image."""
+    if status is not None and status not in STATES:
+        raise ChestaidError(f"--status must be one of {', '.join(STATES)}, got {status!r}")
+    store = Store.open(root)
+    try:
+        instances = store.instances(status)
+        last = {}
+        now = time.time()
+        rows = []
+        for i in instances:
+            study = i["study_uid"]
+            if study not in last:
+                last[study] = store.last_received(study) or 0.0
+            rows.append({
+                "received": datetime.fromtimestamp(i["received_at"], timezone.utc).isoformat(timespec="seconds"),
+                "PatientID": i["patient_id"], "AccessionNumber": i["accession"], "StudyInstanceUID": study,
+                "SOPInstanceUID": i["sop_uid"], "state": i["state"], "reason": i["reason"], "risk": i["risk"],
+                "top_finding": i["top_finding"], "flagged": i["flagged"], "results": i["results"] or "",
+                "study_complete": now - last[study] >= quiet_period, "SOPClassUID": i["sop_class"],
+                "Modality": i["modality"], "calling_ae": i["calling_ae"],
+                "scores": json.loads(i["scores"]) if i["scores"] else {}})
+        return rows
+    finally:
+        store.close()
