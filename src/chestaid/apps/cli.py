@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from chestaid.apps import cli_data, cli_runs
-from chestaid.apps.cli_output import console, err
+from chestaid.apps.cli_output import console, err, errors
 from chestaid.core.errors import ChestaidError
 from chestaid.core.log import configure
 
@@ -41,9 +41,8 @@ def output(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print noth
     warnings_log = logging.getLogger("py.warnings")  # Python warnings (e.g. Pillow's on odd files) as log lines
     warnings_log.handlers = logging.getLogger("chestaid").handlers
     warnings_log.setLevel(logging.ERROR if quiet else logging.WARNING)
-    warnings_log.propagate = False
     logging.captureWarnings(True)
-    console.quiet = quiet
+    console.quiet = err.quiet = quiet  # results and warnings; errors always show (cli_output.fail)
 
 
 def main() -> None:
@@ -51,10 +50,10 @@ def main() -> None:
     try:
         app()
     except ChestaidError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        errors.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("interrupted; run the same command again to resume")
+        errors.print("interrupted; run the same command again to resume")
         sys.exit(130)
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+console = Console(soft_wrap=True)  # results (stdout); silenced by --quiet
+err = Console(stderr=True, soft_wrap=True)  # warnings and notes (stderr); silenced by --quiet
+errors = Console(stderr=True, soft_wrap=True)  # errors (stderr): always shown
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)

@@ -20,5 +20,4 @@ def configure(quiet: bool = False, verbose: bool = False) -> logging.Logger:
     handler._chestaid_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO)
-    logger.propagate = False
     return logger

@@ -7,10 +7,13 @@ finding. No patient ever appears in two splits.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 DEFAULT_FRACTIONS = (0.72, 0.08, 0.20)
 
 
@@ -60,6 +63,7 @@ def assign_splits(table: pd.DataFrame, labels: tuple[str, ...], fractions: tuple
         # train and test only: like NIH's official lists, the train side is train+val, and val is carved from
         # it by patient (refusing would force every user to split by hand; the test rows stay as given)
         official = official.replace({"train": "trainval"})
+        log.info("the split column has train and test rows but no val: val is carved from train by patient")
     if official.isin(["test", "trainval"]).any():
         out[official == "test"] = "test"
         trainval = (official == "trainval").to_numpy()
