@@ -65,13 +65,13 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
                         batch_size=batch_size, heat_maps=heat_maps, send_tries=send_tries, retry_delay=retry_delay,
                         max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device)
     stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
     try:
         running = Node(config).start()
     except OSError as e:
         raise ChestaidError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
     try:
         while not stop.wait(0.5):
             pass

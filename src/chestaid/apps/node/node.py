@@ -95,7 +95,7 @@ class Node:
         log.info("node %s stopped", self.config.ae_title)
 
     def __enter__(self) -> "Node":
-        return self.start()
+        return self if self.receiver is not None else self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
