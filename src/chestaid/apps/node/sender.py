@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -41,6 +42,15 @@ class Destination:
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+def _reachable(destination: Destination) -> bool:
+    """Whether the destination accepts a TCP connection (pynetdicom reports a refused connection as an abort)."""
+    try:
+        with socket.create_connection((destination.host, destination.port), timeout=5):
+            return True
+    except OSError:
+        return False
 
 
 class Sender:
@@ -106,7 +116,7 @@ class Sender:
         assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
         if not assoc.is_established:
             why = ("association rejected" if assoc.is_rejected else
-                   "association aborted" if assoc.is_aborted else "cannot connect")
+                   "association aborted" if _reachable(destination) else "cannot connect")
             for row in rows:
                 self._failed(row, f"{why} by {destination}")
             return
