@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from chestaid.inference.predictor import Predictor
 
 from chestaid.core.version import __version__
-__all__ = ["ChestaidError", "Prediction", "Predictor", "__version__", "calibrate", "evaluate", "load", "prepare",
+__all__ = ["ChestaidError", "Prediction", "Predictor", "__version__", "calibrate", "compare", "evaluate", "load", "prepare",
            "thresholds", "train"]
 
 
@@ -110,6 +110,16 @@ def evaluate(run: str | Path, split: str = "test", *, data: str | Path | None = 
     if split not in ("test", "val"):
         raise ChestaidError(f"split must be test or val, got {split!r}")
     return evaluate_run(run, split, data)
+
+
+def compare(run_a: str | Path, run_b: str | Path, split: str = "test", *, resamples: int = 2000,
+            seed: int = 0) -> dict:
+    """Run B against run A on the same evaluated images (`chestaid compare`): per finding each AUC, B − A with its
+    paired DeLong interval clustered by patient, z, p and Holm's p; McNemar on the decisions; the mean-AUROC
+    difference with a paired patient-bootstrap interval. Writes RUN_A/compare/<B>/comparison.{json,html}."""
+    from chestaid.workflows.compare import compare_runs
+
+    return compare_runs(run_a, run_b, split, resamples, seed)
 
 
 def __getattr__(name: str) -> Any:  # the classes load torch: only when asked for

@@ -28,7 +28,7 @@ synth_app.command("pneumonia")(cli_data.synth_pneumonia_cmd)
 weights_app.command("import-xrv")(cli_data.import_xrv_cmd)
 for command in (cli_data.prepare, cli_data.stats, cli_runs.train, cli_runs.evaluate, cli_runs.calibrate,
                 cli_runs.thresholds, cli_runs.predict, cli_runs.export, cli_runs.explain, cli_runs.serve,
-                cli_runs.demo):
+                cli_runs.demo, cli_runs.compare):
     app.command()(command)
 
 

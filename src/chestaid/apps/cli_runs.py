@@ -233,3 +233,25 @@ def demo(task: Annotated[str, typer.Option(help="nih, pneumonia or both")] = "bo
         from chestaid.apps.serve import serve as run_serve
 
         run_serve(first)
+
+
+def compare(run_a: Annotated[Path, typer.Argument(help="the reference run")],
+            run_b: Annotated[Path, typer.Argument(help="the run compared with it (differences are B - A)")],
+            split: Annotated[str, typer.Option(help="test, or val_report")] = "test",
+            resamples: Annotated[int, typer.Option(min=100, help="patient bootstrap resamples (mean AUROC)")] = 2000,
+            seed: int = 0) -> None:
+    """Is run B better than run A on the same test images? Paired DeLong per finding (clustered by patient,
+    Holm-adjusted), McNemar on the decisions, mean-AUROC difference with a paired patient bootstrap."""
+    import chestaid
+
+    result = chestaid.compare(run_a, run_b, split, resamples=resamples, seed=seed)
+    mean = result["mean"]
+    if "delta" in mean:
+        console.print(f"mean AUROC: A {mean['auc_a']:.3f}, B {mean['auc_b']:.3f}, B - A {mean['delta']:+.3f} "
+                      f"(95% CI {mean['ci_low']:+.3f} to {mean['ci_high']:+.3f})", highlight=False)
+    for name, r in result["findings"].items():
+        if "delta" in r:
+            console.print(f"  {name}: {r['auc_a']:.3f} -> {r['auc_b']:.3f}, {r['delta']:+.3f} "
+                          f"({r['ci_low']:+.3f} to {r['ci_high']:+.3f}), p {r['p']:.3g}, Holm {r['p_holm']:.3g}",
+                          highlight=False)
+    console.print(f"comparison in {Path(result['page']).parent}")

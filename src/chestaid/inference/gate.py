@@ -18,6 +18,7 @@ model learned, and the threshold accepts by construction about (100 − percenti
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ ACCEPTED_MODALITIES = ("CR", "DX")
 CHEST_PARTS = {"CHEST", "THORAX", "LUNG", "LUNGS"}
 LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "LEFT LATERAL", "RIGHT LATERAL", "XTABLE",
                  "LATERAL DECUBITUS", "DECUBITUS"}
+log = logging.getLogger(__name__)
 DEFAULT_PERCENTILE = 99.0
 
 
@@ -45,6 +47,22 @@ def tag_refusal(ds, modalities: tuple[str, ...] = ACCEPTED_MODALITIES) -> str:
     if view in LATERAL_VIEWS:
         return f"DICOM ViewPosition is {view}: a lateral view, not a frontal (PA/AP) one"
     return ""
+
+
+def conformal_threshold(distances: np.ndarray, percentile: float) -> tuple[float, str]:
+    """The split-conformal threshold: the ceil((n+1)·p)-th smallest of n validation distances, so that a new
+    image like them is refused with probability at most 1 − p (a plain percentile of a small n refuses more).
+    When n is too small for p, the largest distance, and a note naming n and the refusal rate it implies."""
+    d = np.sort(np.asarray(distances, dtype=np.float64))
+    n, p = len(d), percentile / 100
+    k = int(np.ceil((n + 1) * p))
+    if k <= n:
+        return float(d[k - 1]), ""
+    note = (f"only {n} validation images: a {percentile:g}th-percentile threshold needs at least "
+            f"{int(np.ceil(p / (1 - p)))}; the threshold is the largest validation distance, which refuses up to "
+            f"{1 / (n + 1):.1%} of images like the validation images")
+    log.warning("input gate: %s", note)
+    return float(d[-1]), note
 
 
 @dataclass
@@ -67,8 +85,10 @@ class DistanceGate:
         estimate = LedoitWolf().fit(train.astype(np.float64))
         gate = cls(estimate.location_.astype(np.float32), estimate.precision_.astype(np.float32), 0.0)
         distances = gate.distance(val)
-        gate.threshold = float(np.percentile(distances, percentile))
+        gate.threshold, note = conformal_threshold(distances, percentile)
         gate.info = {"method": "Mahalanobis distance of pooled final DenseNet features, Ledoit-Wolf covariance",
+                     "threshold_rule": "conformal: the ceil((n+1)p)-th smallest validation distance",
+                     **({"note": note} if note else {}),
                      "percentile": percentile, "train_images": int(len(train)), "val_images": int(len(val)),
                      "shrinkage": float(estimate.shrinkage_), "features": int(train.shape[1]),
                      "val_distance_median": float(np.median(distances)), **(info or {})}

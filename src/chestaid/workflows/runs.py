@@ -20,6 +20,8 @@ from chestaid.data.splits import stratified_group_split
 from chestaid.core.errors import ChestaidError
 from chestaid.evaluation import metrics as M
 from chestaid.evaluation.bootstrap import confidence_intervals
+from chestaid.evaluation.discrimination import auc_table
+from chestaid.evaluation.predictions import predictions_table
 from chestaid.fitting.calibration import choose
 from chestaid.fitting.thresholds import DEFAULT_PARAMS, POLICIES, thresholds_for
 from chestaid.core.fileio import write_json, write_text
@@ -188,21 +190,29 @@ def _calibration_rows(name: str, labels, logits: np.ndarray, y: np.ndarray, cali
     return rows
 
 
-def _attach_intervals(summary: dict, per_finding: list[dict], intervals: dict, binary: bool) -> None:
-    """Copy the bootstrap intervals beside their point estimates (`<metric>_ci_low`, `<metric>_ci_high`)."""
+def _attach_intervals(summary: dict, per_finding: list[dict], intervals: dict, aucs: dict, binary: bool) -> None:
+    """Beside each point estimate its interval (`<metric>_ci_low`, `<metric>_ci_high`): ROC-AUC from clustered
+    DeLong on the raw score (`roc_auc_ci_method` says how; the calibrated risk's AUC stays as
+    `roc_auc_calibrated`), sensitivity/specificity and the mean AUROC from the patient bootstrap."""
     def bounds(name: str, interval: dict) -> dict:
         return {f"{name}_ci_low": interval["low"], f"{name}_ci_high": interval["high"]}
 
     for row in per_finding:
         found = intervals["per_finding"][row["finding"]]
-        row.update({**bounds("roc_auc", found["roc_auc"]), **bounds("recall", found["sensitivity"]),
+        row["roc_auc_calibrated"] = row.get("roc_auc")
+        row.update({**aucs[row["finding"]], **bounds("recall", found["sensitivity"]),
                     **bounds("specificity", found["specificity"])})
     if binary:
         found = next(iter(intervals["per_finding"].values()))
-        summary.update({**bounds("roc_auc", found["roc_auc"]), **bounds("sensitivity", found["sensitivity"]),
+        summary["roc_auc_calibrated"] = summary.get("roc_auc")
+        summary.update({**next(iter(aucs.values())), **bounds("sensitivity", found["sensitivity"]),
                         **bounds("specificity", found["specificity"])})
     else:
+        defined = [a["roc_auc"] for a in aucs.values() if a["roc_auc"] is not None]
+        summary["roc_auc_macro_calibrated"] = summary.get("roc_auc_macro")
+        summary["roc_auc_macro"] = float(np.mean(defined)) if defined else None
         summary.update(bounds("roc_auc_macro", intervals["mean_roc_auc"]))
+        summary["roc_auc_macro_ci_method"] = "patient bootstrap (percentile), raw score"
 
 
 def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None = None) -> dict:
@@ -226,8 +236,10 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
         summary = M.binary_summary(target.y[:, 0], scores[:, 0], predictor.thresholds.values[labels[0]])
     else:
         summary = M.multilabel_summary(target.y, scores, decisions)
-    intervals = confidence_intervals(target.y, scores, decisions, target.rows["patient_id"].to_numpy(), labels)
-    _attach_intervals(summary, per_finding, intervals, binary=predictor.task.num_outputs == 1)
+    patients = target.rows["patient_id"].to_numpy()
+    intervals = confidence_intervals(target.y, target.logits, decisions, patients, labels)  # AUC: raw score
+    aucs = auc_table(target.y, target.logits, patients, labels)
+    _attach_intervals(summary, per_finding, intervals, aucs, binary=predictor.task.num_outputs == 1)
     calibration_table = _calibration_rows("val_report", labels, val_report.logits, val_report.y, calibration)
     if split != "val":
         calibration_table += _calibration_rows(split, labels, target.logits, target.y, calibration)
@@ -247,12 +259,8 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
     write_json(paths.split_metrics(name), result)
     write_text(paths.metrics / f"{name}_per_finding.csv", pd.DataFrame(per_finding).to_csv(index=False))
     write_text(paths.metrics / f"{name}_calibration.csv", pd.DataFrame(calibration_table).to_csv(index=False))
-    predictions = target.rows[["image_id", "patient_id"]].copy()
-    for i, finding in enumerate(labels):
-        predictions[f"{finding}_true"] = target.y[:, i]
-        predictions[f"{finding}_risk"] = np.round(scores[:, i], 6)
-        predictions[f"{finding}_decision"] = decisions[:, i]
-    write_text(paths.metrics / f"{name}_predictions.csv", predictions.to_csv(index=False))
+    write_text(paths.metrics / f"{name}_predictions.csv", predictions_table(target, scores, decisions, labels)
+               .to_csv(index=False, float_format="%.17g"))
     result["plots"] = [str(p) for p in write_plots(paths, predictor, cache, target, scores, decisions, val_report)]
     from chestaid.reporting.report import build_report
 
