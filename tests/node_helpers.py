@@ -66,10 +66,10 @@ def phantom(path: Path, study_uid: str, index: int, size: int = 64, modality: st
     return path
 
 
-def phantoms(folder: Path, n: int, seed: int = 0, study_uid: str | None = None) -> list[Path]:
+def phantoms(folder: Path, n: int, seed: int = 0, study_uid: str | None = None, size: int = 64) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     study = study_uid or generate_uid(entropy_srcs=["study", str(seed)])
-    return [phantom(folder / f"IM{seed:03d}_{i:04d}.dcm", study, i, seed=seed) for i in range(n)]
+    return [phantom(folder / f"IM{seed:03d}_{i:04d}.dcm", study, i, size=size, seed=seed) for i in range(n)]
 
 
 def dcmtk(tool: str, *args, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
