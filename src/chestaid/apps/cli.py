@@ -1,7 +1,7 @@
 """The `chestaid` command line: parses arguments and calls the library; errors are one line, no traceback.
 
 Commands live in cli_data (synth, weights, prepare, stats) and cli_runs (train … demo); the DICOM node's in
-apps.node.commands. `--quiet` shows only errors, `--verbose` the library's debug records."""
+apps.node.commands (node, worklist). `--quiet` shows only errors, `--verbose` the library's debug records."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import typer
 
 from chestaid.apps import cli_data, cli_runs
 from chestaid.apps.cli_output import console, err, errors
+from chestaid.apps.node import commands as node_commands
 from chestaid.core.errors import ChestaidError
 from chestaid.core.log import configure
 
@@ -30,6 +31,8 @@ for command in (cli_data.prepare, cli_data.stats, cli_runs.train, cli_runs.evalu
                 cli_runs.thresholds, cli_runs.predict, cli_runs.export, cli_runs.explain, cli_runs.serve,
                 cli_runs.demo, cli_runs.compare):
     app.command()(command)
+app.command("node")(node_commands.node)
+app.command("worklist")(node_commands.worklist)
 
 
 @app.callback()
