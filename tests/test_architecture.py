@@ -27,22 +27,23 @@ def test_the_layer_contract_holds():
     assert "2 kept, 0 broken" in result.stdout
 
 
-def test_an_upward_import_breaks_the_contract(tmp_path):
+def _lint_with(tmp_path: Path, module: str, addition: str) -> subprocess.CompletedProcess:
+    """import-linter on a copy of the package with `addition` appended to `module` (a path under chestaid/)."""
     copy = tmp_path / "src" / "chestaid"
     shutil.copytree(SRC, copy, ignore=shutil.ignore_patterns("__pycache__", "nih_metadata"))
-    errors = copy / "core" / "errors.py"
-    errors.write_text(errors.read_text() + "\n\ndef _upward() -> None:\n    from chestaid.apps import cli  # noqa\n")
-    result = _lint(tmp_path / "src")
+    target = copy / module
+    target.write_text(target.read_text() + addition)
+    return _lint(tmp_path / "src")
+
+
+def test_an_upward_import_breaks_the_contract(tmp_path):
+    result = _lint_with(tmp_path, "core/errors.py", "\n\ndef _upward() -> None:\n    from chestaid.apps import cli  # noqa\n")
     assert result.returncode != 0
     assert "BROKEN" in result.stdout and "chestaid.core.errors -> chestaid.apps.cli" in result.stdout
 
 
 def test_a_cycle_inside_a_package_breaks_the_contract(tmp_path):
-    copy = tmp_path / "src" / "chestaid"
-    shutil.copytree(SRC, copy, ignore=shutil.ignore_patterns("__pycache__", "nih_metadata"))
-    splits = copy / "data" / "splits.py"
-    splits.write_text(splits.read_text() + "\n\ndef _cycle() -> None:\n    from chestaid.data import cache  # noqa\n")
-    result = _lint(tmp_path / "src")
+    result = _lint_with(tmp_path, "data/splits.py", "\n\ndef _cycle() -> None:\n    from chestaid.data import cache  # noqa\n")
     assert result.returncode != 0 and "No cycles are allowed in chestaid.data" in result.stdout
 
 
