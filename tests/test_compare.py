@@ -71,3 +71,32 @@ def test_compare_two_runs_and_refuse_other_images(evaluated, tmp_path):
     table.iloc[1:].to_csv(file, index=False)
     with pytest.raises(ChestaidError, match="other images than"):  # main() prints it as one line, exit 2
         chestaid.compare(evaluated.root, other.root)
+
+
+def test_subgroups_calibration_and_decision_curve_are_recomputable(evaluated):
+    from chestaid.evaluation.decision_curve import net_benefit
+    from chestaid.evaluation.subgroups import MIN_PER_CLASS
+
+    result = json.loads(evaluated.split_metrics("test").read_text())
+    table = pd.read_csv(evaluated.metrics / "test_predictions.csv", dtype={"patient_id": str})
+    name = result["per_finding"][0]["finding"]
+    y, risk = table[f"{name}_true"].to_numpy(), table[f"{name}_risk"].to_numpy()
+    curve = result["decision_curve"][name]
+    assert curve["net_benefit"] == pytest.approx(list(net_benefit(y, risk, np.asarray(curve["threshold"]))))
+    assert curve["treat_all"][0] == pytest.approx(y.mean() - (1 - y.mean()) * 0.01 / 0.99)
+    stats = result["calibration_stats"][name]
+    assert {"before", "after"} <= set(stats) and "slope" in stats["after"]
+    subgroups = json.loads((evaluated.metrics / "test_subgroups.json").read_text())
+    assert set(subgroups["attributes"]) == {"sex", "age_band", "view"}
+    sex = subgroups["attributes"]["sex"]["groups"]
+    assert sum(g["images"] for g in sex.values()) == ((table["sex"] == "M") | (table["sex"] == "F")).sum()
+    for group, entry in sex.items():  # the false-negative rate of each group, from the predictions
+        members = table[table["sex"] == group]
+        sick = members[f"{name}_true"] == 1
+        missed = (sick & (members[f"{name}_decision"] == 0)).sum()
+        assert entry["underdiagnosis"]["n"] == sick.sum()
+        if sick.sum():
+            assert entry["underdiagnosis"]["value"] == pytest.approx(missed / sick.sum())
+        finding = entry["findings"][name]
+        small = min(finding["positives"], finding["negatives"]) < MIN_PER_CLASS
+        assert ("note" in finding) == small and ("roc_auc" in finding) != small

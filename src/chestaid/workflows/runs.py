@@ -22,6 +22,8 @@ from chestaid.evaluation import metrics as M
 from chestaid.evaluation.bootstrap import confidence_intervals
 from chestaid.evaluation.discrimination import auc_table
 from chestaid.evaluation.predictions import predictions_table
+from chestaid.evaluation.reviewer import reviewer_figures
+from chestaid.evaluation.subgroups import subgroup_report
 from chestaid.fitting.calibration import choose
 from chestaid.fitting.thresholds import DEFAULT_PARAMS, POLICIES, thresholds_for
 from chestaid.core.fileio import write_json, write_text
@@ -251,12 +253,15 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
     result = {"split": "val_report" if split == "val" else split, "task": predictor.task.name, "summary": summary,
               "per_finding": per_finding, "confidence_intervals": intervals,
               "calibration": calibration_table, "input_gate": gate,
+              **reviewer_figures(target.y, target.logits, scores, labels),
               "calibration_fitted_on": calibration.info.get("fitted_on"),
               "thresholds": {"policy": predictor.thresholds.policy, "params": predictor.thresholds.params,
                              "values": predictor.thresholds.values}}
     name = result["split"]
     paths.metrics.mkdir(exist_ok=True)
     write_json(paths.split_metrics(name), result)
+    write_json(paths.metrics / f"{name}_subgroups.json",
+               subgroup_report(target.y, target.logits, decisions, target.rows, labels))
     write_text(paths.metrics / f"{name}_per_finding.csv", pd.DataFrame(per_finding).to_csv(index=False))
     write_text(paths.metrics / f"{name}_calibration.csv", pd.DataFrame(calibration_table).to_csv(index=False))
     write_text(paths.metrics / f"{name}_predictions.csv", predictions_table(target, scores, decisions, labels)
