@@ -39,7 +39,8 @@ def test_demo_runs_resumes_and_its_serve_command_shows_its_run(tmp_path):
 
     resumed = subprocess.run(_demo(out), capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "nih/synth: done earlier" in resumed.stdout and "nih/prepare: done earlier" in resumed.stdout
+    # the steps are the library's log lines (stderr); the results are printed (stdout)
+    assert "nih/synth: done earlier" in resumed.stderr and "nih/prepare: done earlier" in resumed.stderr
     done = json.loads(state_file.read_text())["done"]
     assert list(done) == ["nih/synth", "nih/prepare", "nih/train", "nih/calibrate", "nih/explain", "nih/evaluate",
                           "pneumonia/synth", "pneumonia/prepare", "pneumonia/train", "pneumonia/calibrate",
@@ -52,7 +53,7 @@ def test_demo_runs_resumes_and_its_serve_command_shows_its_run(tmp_path):
     assert "test mean AUROC over findings" in resumed.stdout and "test ROC-AUC" in resumed.stdout
 
     again = subprocess.run(_demo(out), capture_output=True, text=True, timeout=300)  # all done: nothing redone
-    assert again.returncode == 0 and again.stdout.count("done earlier") == len(done)
+    assert again.returncode == 0 and again.stderr.count("done earlier") == len(done)
 
     line = next(x for x in resumed.stdout.splitlines() if "open the web page:" in x)
     command = shlex.split(line.split("open the web page:")[1].split("(or")[0])

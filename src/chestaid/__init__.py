@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from chestaid.inference.predictor import Predictor
 
 from chestaid.core.version import __version__
-__all__ = ["ChestaidError", "Prediction", "Predictor", "__version__", "calibrate", "compare", "evaluate", "load", "prepare",
-           "thresholds", "train"]
+__all__ = ["ChestaidError", "Prediction", "Predictor", "__version__", "calibrate", "compare", "evaluate", "load",
+           "open_worklist", "prepare", "thresholds", "train"]
 
 
 def load(run: str | Path, device: str = "cpu", backend: str = "auto") -> "Predictor":
@@ -120,6 +120,17 @@ def compare(run_a: str | Path, run_b: str | Path, split: str = "test", *, resamp
     from chestaid.workflows.compare import compare_runs
 
     return compare_runs(run_a, run_b, split, resamples, seed)
+
+
+def open_worklist(store: str | Path):
+    """The DICOM node's store (`chestaid node RUN --store DIR`) for reading: `.instances(state=None)` lists every
+    received instance with its state, reason, risk and top finding; `.outbox()` the results and their sending
+    state; `.close()` when done."""
+    from chestaid.apps.node.store import Store
+
+    if not Path(store).is_dir():
+        raise ChestaidError(f"{store}: no such node store (chestaid node RUN --store DIR makes one)")
+    return Store.open(store)
 
 
 def __getattr__(name: str) -> Any:  # the classes load torch: only when asked for

@@ -17,7 +17,8 @@ from chestaid.core.errors import ChestaidError
 from chestaid.core.run_paths import RunPaths
 from chestaid.data.provenance import manifest_of
 from chestaid.explain.gradcam import CamExplainer, overlay
-from chestaid.inference.predictor import Predictor, Scored
+from chestaid.inference.predictor import Predictor
+from chestaid.inference.result import Scored
 
 DISCLAIMER = (
     "**chestaid supports triage and double-checking; it does not diagnose.** The number shown is a "
@@ -161,11 +162,7 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto") -> gr
         if s.refused and not score_anyway:
             return {"refused": s.refusal, "gate": gate, "run": run.name,
                     "note": "not scored: this model was made for frontal chest X-rays like its training images"}
-        return {"gate": gate, "outside_gate": s.refused, **({"refused": s.refusal} if s.refused else {}),
-                "findings": {name: {"raw_score": float(s.raw[i]), "risk_score": float(s.risk[i]),
-                                    "threshold": predictor.thresholds.values[name], "decision": int(s.decisions[i])}
-                             for i, name in enumerate(labels)},
-                "patient": s.patient, "assumed": s.assumed, "sources": s.data.sources,
+        return {"gate": gate, **s.to_json(),
                 "calibrated": predictor.calibrated, "run": run.name, "backend": predictor.backend,
                 "note": "calibrated risk scores, not clinical probabilities; triage support, not a diagnosis"}
 

@@ -10,7 +10,8 @@ import numpy as np
 from chestaid.core.errors import ChestaidError
 
 if TYPE_CHECKING:
-    from chestaid.inference.predictor import Predictor, Scored
+    from chestaid.inference.predictor import Predictor
+    from chestaid.inference.result import Scored
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Prediction:
             source=scored.path,
             risk={n: float(v) for n, v in zip(labels, scored.risk)},
             decision={n: bool(v) for n, v in zip(labels, scored.decisions)},
-            threshold={n: float(predictor.thresholds.values[n]) for n in labels},
+            threshold={n: float(v) for n, v in zip(labels, scored.thresholds)},
             raw={n: float(v) for n, v in zip(labels, scored.raw)},
             patient=dict(scored.data.values), patient_source=dict(scored.data.sources),
             refused=scored.refused, refusal=scored.refusal, gate_distance=scored.distance,

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy.special import expit
 from torch.utils.data import DataLoader
 
 from chestaid.core.config import RunConfig
@@ -30,45 +28,12 @@ from chestaid.inference.thresholds import Thresholds
 from chestaid.inference.gate import DistanceGate, tag_refusal
 from chestaid.inference.onnx_backend import OnnxNetwork, open_onnx
 from chestaid.inference.prediction import Prediction
+from chestaid.inference.result import Scored
 from chestaid.models.chestnet import ChestNet
-from chestaid.data.patient import PatientData, patient_from_header, read_header
+from chestaid.data.patient import patient_from_header, read_header
 from chestaid.core.run_paths import RunPaths
 from chestaid.models.weights import load_model
 from chestaid.core.tasks import Task
-
-
-@dataclass
-class Scored:
-    """One image's result: per finding the raw score (sigmoid of the logit), the calibrated risk score and the
-    decision at the threshold; the patient data used, where each value came from, and DICOM identifiers; the
-    input gate's verdict (`refusal` is "" when the image passed, else the one-line reason; `distance` is None
-    when the run has no fitted gate). A refused image's scores exist but must not be shown as a result."""
-
-    path: str
-    logits: np.ndarray
-    risk: np.ndarray
-    decisions: np.ndarray
-    data: PatientData
-    tabular: np.ndarray  # the patient vector the model was given
-    image: np.ndarray | None = None  # the preprocessed uint8 image (cache size), for heat maps
-    refusal: str = ""
-    distance: float | None = None
-
-    @property
-    def refused(self) -> bool:
-        return bool(self.refusal)
-
-    @property
-    def raw(self) -> np.ndarray:
-        return expit(self.logits)
-
-    @property
-    def patient(self) -> dict:
-        return self.data.values
-
-    @property
-    def assumed(self) -> list[str]:
-        return self.data.assumed
 
 
 class Predictor:
@@ -225,12 +190,14 @@ class Predictor:
         logits, features = (t.numpy() for t in self.forward(batch, torch.from_numpy(tabular)))
         risk = self.risk_scores(logits)
         decisions, distances = self.decisions(risk), self.distances(features)
+        labels = tuple(self.task.labels)
+        thresholds = np.array([self.thresholds.values[n] for n in labels], dtype=np.float64)
         scored = []
         for k, name in enumerate(names):
             distance = None if distances is None else float(distances[k])
             refusal = (tag_refusal(headers[k]) if headers[k] is not None else "") or (
                 self.gate.refusal(distance) if self.gate is not None else "")
-            scored.append(Scored(name, logits[k], risk[k], decisions[k], data[k], tabular[k],
+            scored.append(Scored(name, labels, logits[k], risk[k], thresholds, decisions[k], data[k], tabular[k],
                                  images[k] if keep_images else None, refusal, distance))
         return scored
 

@@ -27,8 +27,8 @@ from PIL import Image
 from chestaid.data.images import IMAGE_SUFFIXES, looks_like_image
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import atomic_write, write_text
-from chestaid.data.patient import FIELDS, IDENTIFIERS
-from chestaid.inference.predictor import Predictor, Scored
+from chestaid.inference.predictor import Predictor
+from chestaid.inference.result import worklist_columns
 from chestaid.core.progress import progress_bar
 
 
@@ -83,37 +83,6 @@ def parse_cam_rows(text: str) -> str | int:
     raise ChestaidError(f"--cam-rows must be all, flagged or a positive number, got {text!r}")
 
 
-def _row(predictor: Predictor, s: Scored) -> dict:
-    labels = predictor.task.labels
-    top = int(np.argmax(s.risk))
-    row = {"file": s.path, "risk": round(float(s.risk[top]), 6), "top_finding": labels[top],
-           "flagged": "|".join(labels[i] for i in np.flatnonzero(s.decisions)),
-           "_tie_break": float(s.logits[top])}  # a saturated calibrator ties scores; the logit still ranks
-    for i, name in enumerate(labels):
-        row[f"{name}_risk"] = round(float(s.risk[i]), 6)
-        row[f"{name}_decision"] = int(s.decisions[i])
-    for key in FIELDS:
-        row[key] = s.data.values[key]
-    for key in FIELDS:
-        row[f"{key}_source"] = s.data.sources[key]
-    for key in IDENTIFIERS:
-        row[key] = s.data.ids.get(key, "")
-    row["gate_distance"] = None if s.distance is None else round(s.distance, 3)
-    return row
-
-
-def _columns(labels: list[str]) -> list[str]:
-    findings = [f"{name}_{kind}" for name in labels for kind in ("risk", "decision")]
-    return ["file", "risk", "top_finding", "flagged", "_tie_break", *findings, *FIELDS,
-            *(f"{key}_source" for key in FIELDS), *IDENTIFIERS, "gate_distance"]
-
-
-def _refused_row(s: Scored) -> dict:
-    return {"file": s.path, "reason": s.refusal,
-            "gate_distance": None if s.distance is None else round(s.distance, 3),
-            **{key: s.data.ids.get(key, "") for key in IDENTIFIERS}}
-
-
 def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path, cam_dir: str | Path | None = None,
                      cam_finding: str | None = None, device: str = "cpu", batch_size: int = 16,
                      patient: dict | None = None, alpha: float = 0.4, cam_rows: str | int = "all",
@@ -135,10 +104,10 @@ def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path,
             scored, failed = predictor.score_files([f.path for f in files[start:start + chunk]], batch_size, patient,
                                                    progress=lambda n: bar.advance(task, n))
             skipped += failed
-            rows += [_row(predictor, s) for s in scored if not s.refused]
-            refused += [_refused_row(s) for s in scored if s.refused]
+            rows += [s.worklist_row() for s in scored if not s.refused]
+            refused += [s.refused_row() for s in scored if s.refused]
             tabular.update({s.path: s.tabular for s in scored})
-    table = pd.DataFrame(rows, columns=_columns(labels))  # the header even when nothing was ranked
+    table = pd.DataFrame(rows, columns=worklist_columns(labels))  # the header even when nothing was ranked
     heat_maps = 0
     table = table.sort_values(["risk", "_tie_break"], ascending=False, kind="stable").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))

@@ -264,8 +264,9 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
                subgroup_report(target.y, target.logits, decisions, target.rows, labels))
     write_text(paths.metrics / f"{name}_per_finding.csv", pd.DataFrame(per_finding).to_csv(index=False))
     write_text(paths.metrics / f"{name}_calibration.csv", pd.DataFrame(calibration_table).to_csv(index=False))
-    write_text(paths.metrics / f"{name}_predictions.csv", predictions_table(target, scores, decisions, labels)
-               .to_csv(index=False, float_format="%.17g"))
+    thresholds = np.array([predictor.thresholds.values[n] for n in labels])
+    table = predictions_table(target, scores, decisions, labels, thresholds)
+    write_text(paths.metrics / f"{name}_predictions.csv", table.to_csv(index=False, float_format="%.17g"))
     result["plots"] = [str(p) for p in write_plots(paths, predictor, cache, target, scores, decisions, val_report)]
     from chestaid.reporting.report import build_report
 
