@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -14,10 +12,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
+    """CPU model, cores, ISA flags (AVX2/AVX-512/VNNI/BF16/AMX), library versions (chestaid.core.machine), plus
+    torch's threads and the GPU: figures from different machines can be told apart."""
+    from chestaid.core.machine import describe
+
+    return {**describe(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    return info
 
 
 def write_result(name: str, result: dict, out: str | Path | None = None, echo: bool = True) -> Path:
