@@ -101,14 +101,27 @@ def thresholds(run: str | Path, policy: str, params: dict[str, float] | None = N
     return fit_thresholds(run, policy, params or {}, data)
 
 
-def evaluate(run: str | Path, split: str = "test", *, data: str | Path | None = None) -> dict:
+def evaluate(run: str | Path, split: str = "test", *, data: str | Path | None = None,
+             label_map: dict[str, str] | None = None) -> dict:
     """Every metric on the test split (or "val"), plots and RUN/report.html (`chestaid evaluate`); calibrates
-    first when the run has not been. `data`: a cache other than the run's. Returns the metrics, including
-    `summary`."""
+    first when the run has not been. Returns the metrics, including `summary`.
+
+    `data`: a cache of the run's own task, or another dataset's: when its task differs or `label_map`
+    ({model label: data label}) is given, the run is scored on that cache's test split (split="all": all of it)
+    on the shared labels only, into RUN/external/<cache name>/ (external validation; nothing is fitted)."""
+    from chestaid.workflows.external import evaluate_external, is_external
     from chestaid.workflows.runs import evaluate_run
 
+    if data is not None and (label_map or split == "all"):
+        return evaluate_external(run, data, label_map, split)
     if split not in ("test", "val"):
-        raise ChestaidError(f"split must be test or val, got {split!r}")
+        raise ChestaidError(f"split must be test, val or (with data=) all, got {split!r}")
+    if data is not None:
+        from chestaid.core.config import load_config
+        from chestaid.core.run_paths import RunPaths
+
+        if is_external(load_config(RunPaths(run).config).require_task(), data, label_map):
+            return evaluate_external(run, data, label_map, split)
     return evaluate_run(run, split, data)
 
 

@@ -47,19 +47,29 @@ def _parse_params(items: list[str]) -> dict[str, float]:
     return params
 
 
-def evaluate(run: Path, split: Annotated[str, typer.Option(help="test, or val (the val_report part)")] = "test",
-             data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None) -> None:
+def evaluate(run: Path, split: Annotated[str, typer.Option(
+                 help="test, or val (the val_report part); with another dataset's --data: test or all")] = "test",
+             data: Annotated[Optional[Path], typer.Option(
+                 help="a cache other than the run's; another task's cache (or --label-map) evaluates externally "
+                      "into RUN/external/NAME/")] = None,
+             label_map: Annotated[Optional[str], typer.Option(
+                 help="model=data label pairs for another dataset, e.g. Pneumonia=Pneumonia")] = None) -> None:
     """Every metric on the test split, plots and RUN/report.html (fits calibration and thresholds on validation
-    first when the run has none)."""
+    first when the run has none); or, on another dataset, the shared labels (external validation)."""
     import chestaid
-
-    result = chestaid.evaluate(run, split, data=data)
-    summary = result["summary"]
     from chestaid.core.tasks import headline_metrics
-
     from chestaid.evaluation.bootstrap import with_interval
+    from chestaid.workflows.external import parse_label_map
 
-    console.print(f"{result['split']} (95% CIs resampling patients): " + ", ".join(
+    result = chestaid.evaluate(run, split, data=data, label_map=parse_label_map(label_map))
+    if result.get("external"):
+        for row in result["per_finding"]:
+            console.print(f"external {row['finding']} (= {row['data_label']}): ROC-AUC {with_interval(row, 'roc_auc')}"
+                          f", {row['positives']} positives of {row['positives'] + row['negatives']}", highlight=False)
+        console.print(f"report {result['report']}")
+        return
+    summary = result["summary"]
+    console.print(f"{result['split']} (95% CIs: ROC-AUC clustered DeLong, the rest resampling patients): " + ", ".join(
         f"{k} {with_interval(summary, k)}" for k in headline_metrics(summary)))
     console.print(f"metrics in {Path(run) / 'metrics'}, figures in {Path(run) / 'plots'}, report {result['report']}")
 
