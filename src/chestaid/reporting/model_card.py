@@ -1,5 +1,6 @@
 """RUN/model_card.md: what the model is, what it was trained on and what it is for, written from the run's
-config, its manifest (RUN/manifest.json: the training data), train_log.csv and (once they exist) its calibration, thresholds, gate and test
+config, its manifest (RUN/manifest.json: the training data), train_log.csv and (once they exist) its
+calibration, thresholds, gate and test
 metrics. Nothing in it is typed by hand; what the files do not say, the card says is unknown.
 
 Written by `train`, and again by `calibrate` and `evaluate`; shown on the web page.

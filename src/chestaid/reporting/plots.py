@@ -13,6 +13,7 @@ from chestaid.data.balance import balance
 from chestaid.data.stats import plot_metadata
 from chestaid.evaluation.metrics import confusion_matrices
 from chestaid.core.figures import save, subplots
+from chestaid.reporting.reviewer_plots import decision_curves, reliability_wilson
 from chestaid.inference.calibration import Calibration
 
 
@@ -126,4 +127,6 @@ def write_plots(paths, predictor, cache, target, scores, decisions, val_report) 
     if target is not val_report:
         written.append(_reliability(target.y, target.logits, predictor.calibration, labels,
                                     f"Reliability on {name}", out / f"reliability_{name}.png"))
-    return written
+    written.append(reliability_wilson(target.y, scores, name, out / f"reliability_wilson_{name}.png"))
+    curves = decision_curves(target.y, scores, labels, name, out / f"decision_curves_{name}.png")
+    return written + ([curves] if curves else [])

@@ -13,6 +13,8 @@ import pandas as pd
 from chestaid.evaluation.bootstrap import with_interval
 from chestaid.core.fileio import write_text
 from chestaid.core.run_paths import RunPaths
+from chestaid.reporting.reviewer_sections import (calibration_stats_section, reporting_section,
+                                                  subgroups_section)
 
 STATEMENTS = [
     "The numbers are <b>calibrated risk scores</b>, not clinical probabilities: a score of 0.8 does not mean "
@@ -153,9 +155,11 @@ def build_report(run: str | Path, result: dict) -> Path:
         _glance(result, calib_mean, paths),
         f"<h2>Results on {result['split']}</h2><p>Computed on calibrated risk scores, decisions at the thresholds "
         "below. AUCs are omitted (–) where a finding has no positives or no negatives. In brackets: 95% "
-        "confidence intervals from a bootstrap that resamples patients "
-        f"({_bootstrap_text(result)}; ROC-AUC: percentile intervals; sensitivity and specificity: Wilson score "
-        "intervals on the effective count); narrow only when the split is large.</p>" + _table(summary, 4)
+        "confidence intervals: ROC-AUC on the raw score (logit) by DeLong's method clustered by patient, on the "
+        "logit scale (an exact rank bound when a finding is perfectly separated); the mean ROC-AUC, sensitivity "
+        f"and specificity from a bootstrap that resamples patients ({_bootstrap_text(result)}; sensitivity and "
+        "specificity: Wilson score intervals on the effective count); narrow only when the split is large.</p>"
+        + _table(summary, 4)
         + _table(per_finding, 3) + figure("roc_curves", "pr_curves")
         + figure("confusion_matrices", wide=True),
         "<h2>Calibration</h2><p>Temperature, Platt and isotonic calibrators (and none) were fitted per finding on "
@@ -166,7 +170,12 @@ def build_report(run: str | Path, result: dict) -> Path:
         + _table(calib_mean, 4)
         + _table(calibration[["set", "finding", "method", "positives", "ece_before", "ece_after", "brier_before",
                               "brier_after", "roc_auc_before", "roc_auc_after"]], 3)
-        + figure("reliability_val_report", "reliability_test"),
+        + figure("reliability_val_report", "reliability_test", f"reliability_wilson_{result['split']}")
+        + calibration_stats_section(result, _table),
+        "<h2>Decision curves</h2><p>Net benefit of acting on the calibrated risk score at each threshold "
+        "probability, against treating everyone and no one (Vickers &amp; Elkin 2006); the table is in "
+        "test_metrics.json (decision_curve).</p>" + figure(f"decision_curves_{result['split']}"),
+        subgroups_section(paths, result["split"], _table),
         f"<h2>Thresholds</h2><p>Policy <b>{html.escape(thresholds['policy'])}</b> with parameters "
         f"<code>{html.escape(json.dumps(thresholds['params']))}</code>, fitted on the calib part of validation "
         "only (never on test), applied to calibrated risk scores. Refit with "
@@ -180,6 +189,7 @@ def build_report(run: str | Path, result: dict) -> Path:
         + figure("training_loss", "training_metrics")
         + f"<details><summary>config.yaml</summary><pre>{html.escape(cfg)}</pre></details>",
     ]
+    parts.append(reporting_section(result, paths, _table))
     rest = [n for n in plots if n not in used]
     if rest:
         parts.append("<h2>Other figures</h2>" + figure(*rest))

@@ -4,8 +4,8 @@ NIH: labels, patient ids, ages, sexes and views are sampled by patient from the 
 in `nih_metadata/` (NIH Clinical Center, public), so finding co-occurrence is real. Sampling is enriched
 towards rarer findings by default (`enrich`), so that small sets still hold every finding; each patient
 keeps at most `max_per_patient` of their images. Every image is a phantom of the chosen family (FAMILIES:
-data/phantoms/family_a.py, or data/phantoms/family_b.py, written apart to check that nothing is tuned to one) whose planted
-findings are written to BBox_List_2017.csv in the 1024-pixel frame of the real release, whatever the PNG size.
+data/phantoms/family_a.py, or data/phantoms/family_b.py, written apart to check that nothing is tuned to one)
+whose planted findings are written to BBox_List_2017.csv in the 1024-pixel frame of the real release, whatever the PNG size.
 """
 
 from __future__ import annotations
