@@ -326,7 +326,9 @@ def test_outbox_retries_until_the_destination_is_up_and_dead_letters_refusal_abo
             by_dest = {d.split("@")[0]: [r for r in node.store.outbox() if r["destination"] == d]
                        for d in destinations}
             assert len(by_dest["DOWN"]) == 4  # an SR and a heat map per image
-            for name, words in (("REFUSE", "rejected"), ("ABORT", "no C-STORE response"), ("SLOW", "abort")):
+            # an abort after the data set reads as "no C-STORE response" or, when it lands while a retry's
+            # association is being set up (a loaded machine), as "association aborted": both are aborts
+            for name, words in (("REFUSE", "rejected"), ("ABORT", "abort"), ("SLOW", "abort")):
                 assert {r["state"] for r in by_dest[name]} == {"dead"}, name
                 assert all(r["attempts"] == 4 and words in r["last_error"] for r in by_dest[name]), by_dest[name]
             # the node kept serving throughout
