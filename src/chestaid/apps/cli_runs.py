@@ -1,4 +1,4 @@
-"""The CLI's run commands: train, evaluate, calibrate, thresholds, predict, export, explain, serve, demo."""
+"""The CLI's run commands: train, evaluate, calibrate, thresholds, predict, export, explain, demo."""
 
 from __future__ import annotations
 
@@ -194,18 +194,6 @@ def explain(run: Path, data: Annotated[Path, typer.Option("--data", help="an NIH
                       *(f"{row[k]:.2f}" for k in ("pointing_game", "iobb>0.1", "iobb>0.25", "iobb>0.5")))
     console.print(shown)
     console.print(f"tables and figure in {out or Path(run) / 'explain'}")
-
-
-def serve(run: Path, host: Annotated[str, typer.Option(help="0.0.0.0 exposes the page to the network")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(min=1, max=65535)] = 7860,
-          device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-          backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
-          max_upload_mb: Annotated[int, typer.Option(min=1, help="largest upload accepted")] = 64) -> None:
-    """The triage web page (and its HTTP API, e.g. gradio_client's /score)."""
-    from chestaid.apps.serve import serve as run_serve
-
-    console.print(f"serving {run} on http://{host}:{port} (Ctrl+C to stop)")
-    run_serve(run, host, port, device, backend, max_upload_mb)
 
 
 def demo(task: Annotated[str, typer.Option(help="nih, pneumonia or both")] = "both",

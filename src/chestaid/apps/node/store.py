@@ -7,6 +7,9 @@ STORE/chestaid-node.sqlite   instances (one row per SOPInstanceUID: what arrived
 STORE/instances/ab/<sha>.dcm the received bytes, exactly as sent (named by a hash of the SOPInstanceUID)
 STORE/results/ab/<uid>.dcm   the result objects (SR, Secondary Capture heat map), named by their own UID
 
+The page (`chestaid serve RUN --store DIR`) adds reviewed_by/reviewed_at and the audit table (time, user,
+action, SOPInstanceUID: never pixels, names or patient IDs).
+
 A file is made durable before its row is committed (temporary file in the same folder, fsync, rename, fsync
 the folder), and a row is committed (synchronous=FULL) before the receiver answers success.
 """
@@ -34,14 +37,9 @@ OUTBOX_STATES = ("pending", "sent", "dead")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
     sop_uid TEXT PRIMARY KEY,
-    study_uid TEXT NOT NULL DEFAULT '',
-    series_uid TEXT NOT NULL DEFAULT '',
-    sop_class TEXT NOT NULL DEFAULT '',
-    modality TEXT NOT NULL DEFAULT '',
-    patient_id TEXT NOT NULL DEFAULT '',
-    accession TEXT NOT NULL DEFAULT '',
-    calling_ae TEXT NOT NULL DEFAULT '',
-    transfer_syntax TEXT NOT NULL DEFAULT '',
+    study_uid TEXT NOT NULL DEFAULT '', series_uid TEXT NOT NULL DEFAULT '', sop_class TEXT NOT NULL DEFAULT '',
+    modality TEXT NOT NULL DEFAULT '', patient_id TEXT NOT NULL DEFAULT '', accession TEXT NOT NULL DEFAULT '',
+    calling_ae TEXT NOT NULL DEFAULT '', transfer_syntax TEXT NOT NULL DEFAULT '',
     path TEXT NOT NULL,
     received_at REAL NOT NULL,
     state TEXT NOT NULL,
@@ -55,23 +53,17 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE INDEX IF NOT EXISTS instances_state ON instances(state, received_at);
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
 CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    source_uid TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    result_uid TEXT NOT NULL,
-    sop_class TEXT NOT NULL,
-    path TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL NOT NULL DEFAULT 0,
-    last_error TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL,
-    sent_at REAL,
-    UNIQUE(result_uid, destination)
+    id INTEGER PRIMARY KEY, source_uid TEXT NOT NULL, kind TEXT NOT NULL, result_uid TEXT NOT NULL,
+    sop_class TEXT NOT NULL, path TEXT NOT NULL, destination TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL, sent_at REAL, UNIQUE(result_uid, destination)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
+CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at REAL NOT NULL, user TEXT NOT NULL,
+                                  action TEXT NOT NULL, sop_uid TEXT NOT NULL DEFAULT '');
 """
+REVIEW_COLUMNS = {"reviewed_by": "TEXT NOT NULL DEFAULT ''", "reviewed_at": "REAL"}
+AUDIT_ACTIONS = ("view", "score", "heat_map", "review")
 
 
 def fsync_dir(folder: Path) -> None:
@@ -131,12 +123,16 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            have = {r["name"] for r in self._db.execute("PRAGMA table_info(instances)")}
+            for column, kind in REVIEW_COLUMNS.items():  # stores made before reviews existed
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE instances ADD COLUMN {column} {kind}")
         except (OSError, sqlite3.Error) as e:
             raise ChestaidError(f"{self.root}: cannot open the node store ({e})") from None
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, root: str | Path) -> "Store":
+    def open(cls, root: str | Path) -> Store:
         """An existing store (an error when `root` is not one)."""
         return cls(root, create=False)
 
@@ -258,6 +254,34 @@ class Store:
 
     def results_of(self, sop_uid: str) -> list[dict]:
         return [dict(r) for r in self._query("SELECT * FROM outbox WHERE source_uid = ? ORDER BY id", (sop_uid,))]
+
+    # -- reviews and the audit trail ------------------------------------------------------------------------
+
+    def instance(self, sop_uid: str) -> dict | None:
+        rows = self._query("SELECT * FROM instances WHERE sop_uid = ?", (sop_uid,))
+        return dict(rows[0]) if rows else None
+
+    def audit(self, user: str, action: str, sop_uid: str = "", review: bool = False) -> bool:
+        """One audit row (when, who, what, which instance); a review also marks the instance reviewed by `user`.
+        False when a review names no instance (nothing is written)."""
+        if action not in AUDIT_ACTIONS:
+            raise ValueError(f"unknown audit action {action!r}")
+        now = time.time()
+        with self._tx() as db:
+            if review and not db.execute("UPDATE instances SET reviewed_by=?, reviewed_at=? WHERE sop_uid=?",
+                                         (user, now, sop_uid)).rowcount:
+                return False
+            db.execute("INSERT INTO audit (at, user, action, sop_uid) VALUES (?,?,?,?)", (now, user, action, sop_uid))
+        return True
+
+    def review(self, sop_uid: str, user: str) -> bool:
+        """Mark an instance reviewed by `user` now, audited; False when there is no such instance."""
+        return self.audit(user, "review", sop_uid, review=True)
+
+    def audit_rows(self, limit: int = -1) -> list[dict]:
+        """The audit trail, oldest first (only the last `limit` rows when given)."""
+        rows = self._query("SELECT at, user, action, sop_uid FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) for r in reversed(rows)]
 
     # -- restart -----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,122 @@
+"""The node's worklist on the page (`chestaid serve RUN --store DIR`): highest risk first, refreshed as studies
+arrive, state and reason for the ones not scored; open one for its image, per-finding risk scores and
+decisions, the heat map on demand, and "mark reviewed". Every open, heat map and review is audited in the store
+(time, user, action, SOPInstanceUID)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from chestaid.apps.node.store import Store
+from chestaid.apps.page.display import picture_html, user_of
+from chestaid.apps.page.inputs import plain
+
+log = logging.getLogger(__name__)
+COLUMNS = ["risk", "top finding", "flagged", "state", "reason", "reviewed", "received", "AccessionNumber",
+           "SOPInstanceUID"]
+
+
+def _when(t: float | None) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if t else ""
+
+
+def worklist_frame(node: Store) -> pd.DataFrame:
+    """Every instance but the ignored ones, highest risk first, as plain text cells."""
+    rows = [{"risk": "" if i["risk"] is None else f"{i['risk']:.3f}", "top finding": plain(i["top_finding"], 60),
+             "flagged": plain(i["flagged"].replace("|", ", "), 120), "state": i["state"],
+             "reason": plain(i["reason"], 160),
+             "reviewed": f"{plain(i['reviewed_by'], 64)} {_when(i['reviewed_at'])}" if i.get("reviewed_by") else "",
+             "received": _when(i["received_at"]), "AccessionNumber": plain(i["accession"], 64),
+             "SOPInstanceUID": plain(i["sop_uid"], 64)}
+            for i in node.instances() if i["state"] != "ignored"]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def worklist_tab(node: Store, predictor, explainer, refresh_s: float = 2.0) -> None:
+    """Add the Worklist tab to the Blocks being built."""
+    labels = list(predictor.task.labels)
+
+    def refresh():
+        return worklist_frame(node)
+
+    def findings_of(instance: dict) -> pd.DataFrame:
+        scores = json.loads(instance["scores"]) if instance["scores"] else {}
+        rows = [{"finding": name, "risk score": f"{v['risk']:.3f}",
+                 "threshold": f"{predictor.thresholds.values.get(name, float('nan')):.3f}",
+                 "decision": "flag" if v["decision"] else "–"} for name, v in scores.items()]
+        rows.sort(key=lambda r: -float(r["risk score"]))
+        return pd.DataFrame(rows, columns=["finding", "risk score", "threshold", "decision"])
+
+    def summary(instance: dict) -> str:
+        reviewed = (f"reviewed by {plain(instance['reviewed_by'], 64)} at {_when(instance['reviewed_at'])}"
+                    if instance.get("reviewed_by") else "not reviewed")
+        reason = f"; {plain(instance['reason'])}" if instance["reason"] else ""
+        return f"{instance['state']}{reason}; {reviewed}."
+
+    def open_one(sop_uid: str, request: gr.Request):
+        sop_uid = (sop_uid or "").strip()
+        instance = node.instance(sop_uid) if sop_uid else None
+        if instance is None or instance["state"] == "ignored":
+            return sop_uid, "No such study in the worklist.", "", None, ""
+        node.audit(user_of(request), "view", sop_uid)
+        log.info("worklist: opened SOPInstanceUID %s", sop_uid)
+        image, _why = predictor.read(str(node.file_of(instance)))
+        picture = picture_html(np.asarray(image), "the image") if image is not None else ""
+        return sop_uid, summary(instance), picture, findings_of(instance), ""
+
+    def pick(frame: pd.DataFrame, evt: gr.SelectData, request: gr.Request):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        return open_one(str(frame.iloc[row]["SOPInstanceUID"]), request)
+
+    def heat_map(sop_uid: str, request: gr.Request):
+        instance = node.instance(sop_uid) if sop_uid else None
+        if instance is None or instance["state"] != "scored":
+            return "Open a scored study first."
+        scored, failed = predictor.score_files([str(node.file_of(instance))], keep_images=True)
+        if failed or not scored:
+            return ""
+        s = scored[0]
+        index = labels.index(instance["top_finding"]) if instance["top_finding"] in labels else s.top
+        from chestaid.explain.gradcam import overlay
+
+        cam = explainer.maps(s.image[None], s.tabular[None], [index])[0]
+        node.audit(user_of(request), "heat_map", sop_uid)
+        return picture_html(overlay(s.image, cam, 0.4), f"heat map of {labels[index]}")
+
+    def review(sop_uid: str, request: gr.Request):
+        user = user_of(request)
+        if not sop_uid or not node.review(sop_uid, user):
+            return "Open a study first.", worklist_frame(node)
+        log.info("worklist: SOPInstanceUID %s marked reviewed", sop_uid)
+        return summary(node.instance(sop_uid)), worklist_frame(node)
+
+    with gr.Tab("Worklist", elem_id="tab-worklist"):
+        gr.Markdown("Studies sent to the DICOM node, highest calibrated risk score first; refreshed every "
+                    f"{refresh_s:g} s. Risk scores support triage; they are not a diagnosis.")
+        table = gr.Dataframe(worklist_frame(node), interactive=False, elem_id="worklist", wrap=True)
+        with gr.Row():
+            chosen = gr.Textbox(label="SOPInstanceUID", max_lines=1, elem_id="worklist-uid", scale=3)
+            open_button = gr.Button("Open", elem_id="worklist-open", scale=1)
+        status = gr.Textbox(label="Study", interactive=False, elem_id="worklist-status")
+        with gr.Row():
+            with gr.Column():
+                image = gr.HTML(elem_id="worklist-image")
+            with gr.Column():
+                findings = gr.Dataframe(label="Per finding: calibrated risk score and decision", interactive=False,
+                                        elem_id="worklist-findings")
+                heat_button = gr.Button("Show heat map (qualitative explanation)", elem_id="worklist-heat")
+                heat = gr.HTML(elem_id="worklist-heatmap")
+                review_button = gr.Button("Mark reviewed", variant="primary", elem_id="worklist-review")
+        opened = [chosen, status, image, findings, heat]
+        gr.Timer(refresh_s).tick(refresh, None, table, api_name=False, show_progress="hidden")
+        open_button.click(open_one, [chosen], opened, api_name=False)
+        chosen.submit(open_one, [chosen], opened, api_name=False)
+        table.select(pick, [table], opened, api_name=False)
+        heat_button.click(heat_map, [chosen], [heat], api_name=False)
+        review_button.click(review, [chosen], [status, table], api_name=False)
