@@ -124,3 +124,20 @@ def test_api_returns_the_refusal_as_data_and_scores_anyway_when_asked(tiny_run, 
         assert refused["gate"]["passed"] is False and refused["gate"]["distance"] > refused["gate"]["threshold"]
         anyway = client.predict(photo, None, "unknown", "unknown", True, api_name="/score")
         assert anyway["outside_gate"] is True and len(anyway["findings"]) == 14
+
+
+def test_the_gate_threshold_is_the_conformal_quantile_and_says_when_n_is_too_small():
+    from chestaid.inference.gate import conformal_threshold
+
+    rng = np.random.default_rng(0)
+    few = rng.normal(size=12)
+    threshold, note = conformal_threshold(few, 99.0)
+    assert threshold == few.max() and "only 12 validation images" in note and "7.7%" in note
+    # n = 199: the ceil(200 * 0.95) = 190th smallest, not numpy's interpolated 95th percentile
+    val = rng.normal(size=199)
+    threshold, note = conformal_threshold(val, 95.0)
+    assert note == "" and threshold == np.sort(val)[189] and threshold > np.percentile(val, 95)
+    # what it promises: images like the validation ones are refused at most 1 - p of the time, on average
+    refused = [np.mean(rng.normal(size=2000) > conformal_threshold(rng.normal(size=40), 95.0)[0])
+               for _ in range(300)]
+    assert np.mean(refused) <= 0.05 + 0.01
