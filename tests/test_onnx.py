@@ -27,7 +27,7 @@ def _copy(run, tmp_path, image_size: int | None = None):
 
 def test_export_then_onnx_scores_equal_torch_at_224_px(tiny_run, tmp_path):
     run = _copy(tiny_run.root, tmp_path, image_size=224)
-    result = CliRunner().invoke(app, ["export", str(run)])
+    result = CliRunner().invoke(app, ["export", str(run), "--onnx-only"])  # OpenVINO: tests/test_backends.py
     assert result.exit_code == 0, result.output
     assert (run / "model.onnx").is_file() and "224 px" in result.output
     torch_p, onnx_p, auto = (Predictor.load(run, backend=b) for b in ("torch", "onnx", "auto"))
@@ -44,17 +44,19 @@ def test_export_then_onnx_scores_equal_torch_at_224_px(tiny_run, tmp_path):
 
 def test_model_without_patient_fusion_exports(pneumonia_run, tmp_path):
     run = _copy(pneumonia_run.root, tmp_path)
-    assert CliRunner().invoke(app, ["export", str(run)]).exit_code == 0
+    result = CliRunner().invoke(app, ["export", str(run)])  # with the OpenVINO variants: no tabular input
+    assert result.exit_code == 0, result.output
     images = np.random.default_rng(1).integers(0, 256, (3, 64, 64), dtype=np.uint8)
     tabular = np.full((3, 3), 0.5, np.float32)
     expected = Predictor.load(run, backend="torch").score_arrays(images, tabular)[0]
-    np.testing.assert_allclose(Predictor.load(run, backend="onnx").score_arrays(images, tabular)[0], expected,
-                               atol=1e-4)
+    for backend in ("onnx", "openvino"):
+        np.testing.assert_allclose(Predictor.load(run, backend=backend).score_arrays(images, tabular)[0], expected,
+                                   atol=1e-4)
 
 
 def test_a_stale_onnx_file_is_never_used(tiny_run, tmp_path):
     run = _copy(tiny_run.root, tmp_path)
-    assert CliRunner().invoke(app, ["export", str(run)]).exit_code == 0
+    assert CliRunner().invoke(app, ["export", str(run), "--onnx-only"]).exit_code == 0
     cfg, model = load_model(run)
     for p in model.parameters():
         p.data.add_(0.01)

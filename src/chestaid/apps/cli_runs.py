@@ -113,7 +113,10 @@ def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image 
             cam_rows: Annotated[str, typer.Option(help="heat maps for: all, flagged, or N (the N highest-risk "
                                                        "rows)")] = "all",
             device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-            backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
+            backend: Annotated[str, typer.Option(help="auto (the fastest variant `chestaid export` checked and timed "
+                                                      "on this CPU; else ONNX Runtime when RUN/model.onnx is "
+                                                      "current; else torch), torch, onnx, openvino, openvino-bf16 "
+                                                      "or openvino-int8")] = "auto",
             batch_size: Annotated[int, typer.Option(min=1)] = 16,
             age: Annotated[Optional[float], typer.Option(min=0, max=120)] = None,
             sex: Annotated[Optional[str], typer.Option(help="M or F")] = None,
@@ -156,13 +159,41 @@ def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image 
         fail("no image could be read", code=1)
 
 
-def export(run: Path) -> None:
-    """Write RUN/model.onnx for fast CPU scoring (ONNX Runtime), checked against torch before it is kept."""
+def export(run: Path, data: Annotated[Optional[Path], typer.Option(
+        "--data", help="the cache whose test split checks parity (default: the run's)")] = None,
+           onnx_only: Annotated[bool, typer.Option("--onnx-only", help="write model.onnx only: no OpenVINO "
+                                                   "variants, no parity run, auto keeps ONNX Runtime")] = False) -> None:
+    """Write RUN/model.onnx (checked against torch) and the CPU backends this machine runs fastest.
+
+    OpenVINO fp32, bf16 (CPUs with AVX512-BF16 or AMX) and int8 (NNCF, calibrated on the run's calib part of
+    validation; CPUs with VNNI or AMX), each kept only if it passes parity with torch fp32 on the run's test
+    split; RUN/backends/backends.json records the figures and the ms/image of each on this CPU."""
+    from chestaid.inference.backends import PARITY_BOUNDS, export_backends
     from chestaid.inference.onnx_backend import PARITY_LIMIT, export_onnx
 
     result = export_onnx(run)
     console.print(f"wrote {result['path']}: {result['image_size']} px input, dynamic batch; max |logit difference| "
                   f"vs torch {result['max_abs_logit_difference']:.1e} (limit {PARITY_LIMIT:.0e})", highlight=False)
+    if onnx_only:
+        return
+    record = export_backends(run, data)
+    speed = next(iter(record["speed"].values()), {})
+    ms = speed.get("ms_per_image", {})
+    parity = record.get("parity_data")
+    console.print(f"backends on {speed.get('machine', {}).get('cpu_model', '?')} (ms/image at batch 1; parity on "
+                  + (f"{parity['images']} test images" if parity else "no test data") +
+                  f", bounds {PARITY_BOUNDS}):", highlight=False)
+    for name, entry in record["variants"].items():
+        figures = (f"max risk diff {entry['max_risk_difference']:.4f}, AUROC diff "
+                   f"{entry['mean_auroc_difference'] if entry.get('mean_auroc_difference') is None else round(entry['mean_auroc_difference'], 4)}, "
+                   f"decisions changed {entry['decisions_changed']:.1%}"
+                   + ("" if entry.get("gate_verdicts_changed") is None else
+                      f", gate verdicts changed {entry['gate_verdicts_changed']:.1%}")) \
+            if "max_risk_difference" in entry else ""
+        timing = f"{ms[name]:.1f} ms" if name in ms else "-"
+        state = "used" if name == speed.get("chosen") else ("usable" if entry.get("passes") else
+                                                             f"not used: {entry.get('why_not_used')}")
+        console.print(f"  {name:14} {timing:>9}  {state}" + (f"  ({figures})" if figures else ""), highlight=False)
 
 
 def explain(run: Path, data: Annotated[Path, typer.Option("--data", help="an NIH-layout root with the images")],

@@ -32,6 +32,7 @@ class RunPaths:
         self.model_card = self.root / "model_card.md"
         self.gate = self.root / "gate.safetensors"  # the input gate (inference.gate)
         self.onnx = self.root / "model.onnx"  # `chestaid export` (inference.onnx_backend)
+        self.backends = self.root / "backends"  # `chestaid export`: backends.json, int8.xml/.bin (inference.backends)
         self.cohort_cache = self.root / "cohort_cache"  # `calibrate --cohort`: the local cohort, decoded
         self.compare = self.root / "compare"  # `chestaid compare RUN OTHER`: RUN/compare/OTHER/
         self.external = self.root / "external"  # `evaluate --data OTHER`: RUN/external/NAME/

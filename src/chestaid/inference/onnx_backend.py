@@ -106,6 +106,32 @@ class OnnxNetwork:
         return logits, features
 
 
+def onnx_status(run: str | Path) -> str:
+    """"" when RUN/model.onnx is present, of the current format and exported from model.safetensors; else why not
+    (read from the file's metadata, without building a session)."""
+    import onnx
+
+    from chestaid.core.run_paths import RunPaths
+
+    paths = RunPaths(run)
+    path = paths.onnx
+    if not path.is_file():
+        return f"no {paths.onnx.name} in the run (chestaid export RUN)"
+    try:
+        metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception as e:  # noqa: BLE001 - a corrupt file must not stop scoring with torch
+        return f"{path} cannot be loaded ({type(e).__name__})"
+    return _stale(path, metadata, paths.weights)
+
+
+def _stale(path: Path, metadata: dict, weights: Path) -> str:
+    if metadata.get("chestaid_onnx_format") != ONNX_FORMAT:
+        return f"{path} was exported by an older chestaid (run chestaid export again)"
+    if metadata.get("chestaid_weights_sha256") != sha256_of(weights):
+        return f"{path} was exported from other weights than model.safetensors (run chestaid export again)"
+    return ""
+
+
 def open_onnx(run: str | Path, threads: int | None = None) -> tuple[OnnxNetwork | None, str]:
     """RUN/model.onnx ready to score, or (None, why not): absent, onnxruntime missing, or stale weights."""
     from chestaid.core.run_paths import RunPaths
@@ -120,8 +146,5 @@ def open_onnx(run: str | Path, threads: int | None = None) -> tuple[OnnxNetwork 
         return None, "onnxruntime is not installed"
     except Exception as e:  # noqa: BLE001 - a corrupt file must not stop scoring with torch
         return None, f"{path} cannot be loaded ({type(e).__name__})"
-    if network.metadata.get("chestaid_onnx_format") != ONNX_FORMAT:
-        return None, f"{path} was exported by an older chestaid (run chestaid export again)"
-    if network.metadata.get("chestaid_weights_sha256") != sha256_of(paths.weights):
-        return None, f"{path} was exported from other weights than model.safetensors (run chestaid export again)"
-    return network, ""
+    why = _stale(path, network.metadata, paths.weights)
+    return (None, why) if why else (network, "")

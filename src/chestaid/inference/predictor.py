@@ -1,8 +1,9 @@
 """The one inference path: load a run directory, turn uint8 images into logits with the evaluation transform.
 
-Evaluation, `predict`, the web page and the API all score images through `Predictor`. Logits come from
-ONNX Runtime when the run has an up-to-date model.onnx (`chestaid export`; the fastest on a CPU) and from
-torch otherwise; Grad-CAM always uses the torch model.
+Evaluation, `predict`, the web page and the API all score images through `Predictor`. Logits come from the
+backend chosen by measurement for this CPU among what `chestaid export` wrote and checked (ONNX Runtime,
+OpenVINO fp32/bf16/int8: chestaid.inference.backends), from ONNX Runtime when the run has only a current
+model.onnx, and from torch otherwise; Grad-CAM always uses the torch model.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from chestaid.core.errors import ChestaidError, ImageDecodeError, describe
 from chestaid.inference.calibration import Calibration
 from chestaid.inference.thresholds import Thresholds
 from chestaid.inference.gate import DistanceGate, tag_refusal
-from chestaid.inference.onnx_backend import OnnxNetwork, open_onnx
+from chestaid.inference.backends import CHOICES, Network, select
+from chestaid.inference.onnx_backend import OnnxNetwork
 from chestaid.inference.prediction import Prediction
 from chestaid.inference.result import Scored
 from chestaid.models.chestnet import ChestNet
@@ -41,16 +43,20 @@ class Predictor:
 
     Raw logits → calibrated risk scores (RUN/calibration.json; plain sigmoid when absent) → decisions at
     RUN/thresholds.json (0.5 when absent). `calibrated` and `thresholded` say which the run had; `backend` says
-    what computes the logits ("onnx" or "torch") and `backend_note` why torch was used when ONNX was asked;
+    what computes the logits and the input gate's features (chestaid.inference.backends.VARIANTS) and
+    `backend_note` why a faster one was not used;
     `gate` is the run's fitted input gate (RUN/gate.safetensors; None: no gate, which is said wherever it scores).
     The Predictor owns its model: it is put in eval mode and its weights take no gradients."""
 
     def __init__(self, cfg: RunConfig, model: ChestNet, device: str = "cpu", calibration: Calibration | None = None,
-                 thresholds: Thresholds | None = None, onnx: OnnxNetwork | None = None) -> None:
+                 thresholds: Thresholds | None = None, onnx: OnnxNetwork | None = None,
+                 network: Network | None = None, backend: str | None = None) -> None:
         self.cfg, self.device = cfg, torch.device(device)
         self.task: Task = cfg.require_task()
         self.model = model.to(self.device).eval().requires_grad_(False)
-        self.onnx = onnx
+        self.network: Network | None = network if network is not None else onnx  # None: the torch model
+        self._backend = backend or ("onnx" if self.network is not None else "torch")
+        self.onnx = self.network if self._backend == "onnx" else None
         self.backend_note = ""
         self.gate: DistanceGate | None = None
         if cfg.train.channels_last:
@@ -72,17 +78,14 @@ class Predictor:
     def load(cls, run: str | Path, device: str = "cpu", raw: bool = False, backend: str = "auto") -> "Predictor":
         """Load a run; raw=True ignores its calibration and thresholds (used while fitting them).
 
-        backend: "auto" (ONNX Runtime when RUN/model.onnx is present and current and the device is the CPU,
-        else torch), "onnx" (an error when it cannot be used) or "torch"."""
-        if backend not in ("auto", "onnx", "torch"):
-            raise ChestaidError(f"backend must be auto, onnx or torch, got {backend!r}")
+        backend: "auto" (on the CPU, the fastest variant `chestaid export` recorded as passing parity for this
+        CPU, measured again on a CPU not recorded; ONNX Runtime when the run has only a current model.onnx; else
+        torch), or one of torch, onnx, openvino, openvino-bf16, openvino-int8 (an error when it cannot be used)."""
+        if backend not in CHOICES:
+            raise ChestaidError(f"backend must be one of {', '.join(CHOICES)}, got {backend!r}")
         cfg, model = load_model(run)
-        onnx, note = None, ""
-        if backend != "torch":
-            onnx, note = open_onnx(run) if device == "cpu" else (None, "ONNX Runtime is used on the CPU only")
-            if onnx is None and backend == "onnx":
-                raise ChestaidError(f"{run}: cannot score with ONNX Runtime: {note}")
-        predictor = cls(cfg, model, device, onnx=onnx)
+        network, name, note = select(run, backend, device, model, cfg)
+        predictor = cls(cfg, model, device, network=network, backend=name)
         predictor.backend_note = note
         if not raw:
             predictor.load_fitted(run)
@@ -90,7 +93,7 @@ class Predictor:
 
     @property
     def backend(self) -> str:
-        return "onnx" if self.onnx is not None else "torch"
+        return self._backend
 
     def load_fitted(self, run: str | Path) -> None:
         """(Re)read the run's calibration.json, thresholds.json and input gate; what is absent stays sigmoid / 0.5
@@ -115,8 +118,8 @@ class Predictor:
         """uint8 images [B,1,H,W] + patient vectors [B,3] → (logits [B, labels], the pooled DenseNet features the
         input gate measures), on the CPU."""
         x = eval_transform(images.to(self.device), self.cfg.data.image_size, self.cfg.data.augment.crop)
-        if self.onnx is not None:
-            logits, features = self.onnx(x.numpy(), tabular.numpy() if self.cfg.model.tabular else None)
+        if self.network is not None:
+            logits, features = self.network(x.numpy(), tabular.numpy() if self.cfg.model.tabular else None)
             return torch.from_numpy(logits), torch.from_numpy(features)
         if self.cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
