@@ -120,6 +120,7 @@ def serve(run: str | Path, options: ServeOptions | None = None) -> None:
                  o.host, o.port, "required" if logins_of(o).required else "off: loopback only")
         uvicorn.run(app, host=o.host, port=o.port, log_level="warning", access_log=False,
                     ssl_certfile=str(o.certfile) if o.certfile else None,
-                    ssl_keyfile=str(o.keyfile) if o.keyfile else None, server_header=False)
+                    ssl_keyfile=str(o.keyfile) if o.keyfile else None, server_header=False,
+                    timeout_graceful_shutdown=5)
     finally:
         uploads.close()
