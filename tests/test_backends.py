@@ -141,3 +141,15 @@ def test_unknown_backend_and_stale_record(exported, tmp_path):
     save_weights(model, run / "model.safetensors", cfg.task.name)  # retrained: the record is for other weights
     assert backends.read_record(RunPaths(run)) == {}
     assert Predictor.load(run).backend == "torch"
+
+
+def test_predict_with_decode_workers_gives_the_same_worklist(ungated_run, nih_root, tmp_path):
+    from chestaid.workflows.predict import predict_worklist
+
+    tables = []
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}.csv"
+        result = predict_worklist(ungated_run.root, [nih_root], out, batch_size=16, decode_workers=workers)
+        assert result.scored > 16
+        tables.append(out.read_text())
+    assert tables[0] == tables[1]

@@ -12,11 +12,20 @@ Heat maps mirror the input tree under the heat-map folder (FOLDER/sub/IM-0001.pn
 CAM/FOLDER/sub/IM-0001_Effusion.png), so same-named files of different studies never share a map; a name
 that would still collide within one job gets a numbered suffix. They are made after ranking, only for the
 rows asked for (all, flagged, or the top N).
+
+Decoding (PNG/JPEG/DICOM → the cache-size square) runs in `decode_workers` worker processes while the model
+scores the batches before it, so the slower of the two stages sets the pace (0: decode in threads of this
+process, as `Predictor.score_files` does). The worklist is the same either way.
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +39,9 @@ from chestaid.core.fileio import atomic_write, write_text
 from chestaid.inference.predictor import Predictor
 from chestaid.inference.result import worklist_columns
 from chestaid.core.progress import progress_bar
+
+log = logging.getLogger(__name__)
+IN_FLIGHT_BATCHES = 4  # decoded batches waiting for the model at most: memory stays bounded on a large archive
 
 
 @dataclass(frozen=True)
@@ -86,7 +98,9 @@ def parse_cam_rows(text: str) -> str | int:
 def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path, cam_dir: str | Path | None = None,
                      cam_finding: str | None = None, device: str = "cpu", batch_size: int = 16,
                      patient: dict | None = None, alpha: float = 0.4, cam_rows: str | int = "all",
-                     backend: str = "auto") -> Worklist:
+                     backend: str = "auto", decode_workers: int | None = None) -> Worklist:
+    """Score `inputs` into the worklist `out` (see the module). decode_workers: processes decoding while the model
+    scores (None: one per core beyond the first, at least 1; 0: threads of this process)."""
     predictor = Predictor.load(run, device, backend=backend)
     labels = list(predictor.task.labels)
     if cam_finding is not None and cam_finding not in labels:
@@ -97,12 +111,13 @@ def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path,
                             "for DICOM files by content)")
     names = {str(f.path): f.name for f in files}
     rows, refused, tabular, skipped = [], [], {}, []
-    chunk = batch_size * 8
+    workers = default_decode_workers() if decode_workers is None else decode_workers
+    if workers > 0 and len(files) <= batch_size:  # one batch: starting processes costs more than it saves
+        workers = 0
     with progress_bar() as bar:
         task = bar.add_task("scoring", total=len(files))
-        for start in range(0, len(files), chunk):
-            scored, failed = predictor.score_files([f.path for f in files[start:start + chunk]], batch_size, patient,
-                                                   progress=lambda n: bar.advance(task, n))
+        for scored, failed in _score_batches(predictor, [str(f.path) for f in files], batch_size, patient, workers,
+                                             lambda n: bar.advance(task, n)):
             skipped += failed
             rows += [s.worklist_row() for s in scored if not s.refused]
             refused += [s.refused_row() for s in scored if s.refused]
@@ -125,6 +140,63 @@ def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path,
         result.refused_csv = out.with_name(out.stem + "_refused.csv")
         write_text(result.refused_csv, pd.DataFrame(refused).to_csv(index=False))
     return result
+
+
+def default_decode_workers() -> int:
+    """One decoding process per core beyond the first (the model's), at least one."""
+    from chestaid.core.machine import cores
+
+    return max(1, cores() - 1)
+
+
+def decode_file(path: str, size: int) -> tuple[np.ndarray | None, str, object]:
+    """(image as the model sees it, "", DICOM header or None) or (None, one-line reason, None); never raises.
+    The same decoding as `Predictor.read`, in a form a worker process can run."""
+    from chestaid.core.errors import ImageDecodeError, describe
+    from chestaid.data.images import read_grey, resize_square
+    from chestaid.data.patient import read_header
+
+    try:
+        image = resize_square(read_grey(path, draft_size=size), size)
+    except ImageDecodeError as e:
+        return None, e.reason, None
+    except Exception as e:  # noqa: BLE001 - the per-file safety net
+        return None, f"cannot be decoded ({describe(e)})", None
+    return image, "", read_header(path)
+
+
+def _decode_batch(paths: list[str], size: int) -> list[tuple[np.ndarray | None, str, object]]:
+    return [decode_file(p, size) for p in paths]
+
+
+def _score_batches(predictor: Predictor, paths: list[str], batch_size: int, patient: dict | None, workers: int,
+                   progress) -> Iterator[tuple[list, list[tuple[str, str]]]]:
+    """(scored, failed) per batch, in input order; with workers, decoding runs ahead in worker processes."""
+    if workers <= 0:
+        chunk = batch_size * 8
+        for start in range(0, len(paths), chunk):
+            yield predictor.score_files(paths[start:start + chunk], batch_size, patient, progress=progress)
+        return
+    batches = iter([paths[i:i + batch_size] for i in range(0, len(paths), batch_size)])
+    # spawn: a forked copy of a process running torch/OpenVINO thread pools can hang
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending: deque[tuple[list[str], Future]] = deque()
+        for batch in batches:
+            pending.append((batch, pool.submit(_decode_batch, batch, predictor.image_size)))
+            if len(pending) >= IN_FLIGHT_BATCHES + workers:
+                break
+        while pending:
+            batch, future = pending.popleft()
+            decoded = future.result()
+            following = next(batches, None)
+            if following is not None:
+                pending.append((following, pool.submit(_decode_batch, following, predictor.image_size)))
+            good = [(p, img, header) for p, (img, _, header) in zip(batch, decoded) if img is not None]
+            failed = [(p, reason) for p, (img, reason, _) in zip(batch, decoded) if img is None]
+            scored = predictor.score_images([p for p, _, _ in good], [img for _, img, _ in good],
+                                            [h for _, _, h in good], patient) if good else []
+            progress(len(batch))
+            yield scored, failed
 
 
 def _chosen(table: pd.DataFrame, cam_rows: str | int) -> list[int]:
