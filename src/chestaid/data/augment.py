@@ -8,26 +8,14 @@ All geometry is one `grid_sample` per batch, so a GPU is not starved by per-imag
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from chestaid.core.config import AugmentSettings
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Train-time augmentation; the defaults are seed 000's (NIH). Seed 003 uses crop 1.0, rotate 5, jitter 0.1."""
-
-    crop: float = 0.9
-    rotate_deg: float = 7.0
-    translate: float = 0.06
-    blur_p: float = 0.4
-    blur_sigma: tuple[float, float] = (0.2, 1.5)
-    brightness: float = 0.0
-    contrast: float = 0.0
 
 
 def _to_unit(batch: torch.Tensor, size: int, crop: float) -> torch.Tensor:
@@ -68,7 +56,7 @@ def eval_transform(batch: torch.Tensor, size: int, crop: float = 0.9) -> torch.T
     return _normalise(x)
 
 
-def train_transform(batch: torch.Tensor, size: int, cfg: AugmentConfig = AugmentConfig(),
+def train_transform(batch: torch.Tensor, size: int, cfg: AugmentSettings = AugmentSettings(),
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Random crop + resize + rotation + translation in one resampling, then blur and jitter, per image."""
     x = _to_unit(batch, size, cfg.crop)
@@ -97,7 +85,7 @@ def train_transform(batch: torch.Tensor, size: int, cfg: AugmentConfig = Augment
     return _normalise(x)
 
 
-def _random_blur(x: torch.Tensor, cfg: AugmentConfig, uniform) -> torch.Tensor:
+def _random_blur(x: torch.Tensor, cfg: AugmentSettings, uniform) -> torch.Tensor:
     """3×3 Gaussian blur with σ drawn per image, applied to a random `blur_p` share of the batch.
 
     The kernel is separable with taps [w, 1-2w, w], so each axis is two shifted adds (reflect padding)."""

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from chestaid.core.config import RunConfig
 from chestaid.core.errors import ChestaidError
-from chestaid.data.augment import AugmentConfig, eval_transform, train_transform
+from chestaid.data.augment import eval_transform, train_transform
 from chestaid.data.balance import balance
 from chestaid.data.cache import Cache
 from chestaid.data.dataset import CacheDataset
@@ -41,7 +41,7 @@ class CacheDataModule(L.LightningDataModule):
         if one_class:
             log.warning("validation has no positives (or no negatives) for %s: mean AUROC and the best "
                         "checkpoint are computed without them", ", ".join(one_class))
-        self.augment = AugmentConfig(**cfg.data.augment.model_dump())
+        self.augment = cfg.data.augment
 
     def pos_weight(self) -> torch.Tensor:
         """BCE pos_weight from the (balanced) training frequencies, then the manual overrides (SPEC A12)."""
