@@ -69,7 +69,7 @@ def audit(store: Path, json_out: Annotated[bool, typer.Option("--json", help="on
 
     node = chestaid.open_worklist(store)
     try:
-        rows = node.audit_rows(last)
+        rows = node.audit_rows(last or -1)
     finally:
         node.close()
     for r in rows:

@@ -1,0 +1,141 @@
+"""The page in a real browser (Playwright + Debian's chromium) with logins on (issue 25): a wrong password is
+refused; a DICOM whose tags are Markdown links and images, and a file name that is one, render as inert text;
+the empty Age box reaches the model as unknown; after the session no upload is left in the upload folder.
+Then the node's worklist: a study that arrives while the page is open appears, is opened and reviewed, and
+the review is in `chestaid audit`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from serving import PASSWORD, free_port, serve_command, serving, users_file
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+EVIL = "http://127.0.0.1:7951/"
+FOREIGN = """() => [...document.querySelectorAll('a[href], img[src]')].map(e => e.href || e.src)
+    .filter(u => !u.startsWith('data:') && !u.startsWith(location.origin) && !u.startsWith('https://gradio.app'))"""  # Gradio's footer
+
+
+def _browser(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"])
+
+
+def _login(page, url: str, password: str = PASSWORD) -> None:
+    page.goto(url)
+    page.fill("input[type=text]", "alice")
+    page.fill("input[type=password]", password)
+    page.keyboard.press("Enter")
+
+
+def _analyse(page, path: Path, box: str) -> str:
+    page.set_input_files("#upload input[type=file]", str(path))
+    page.wait_for_timeout(1000)
+    page.click("#analyse")
+    page.wait_for_function(f"() => document.querySelector('{box} textarea').value.length > 0", timeout=60_000)
+    return page.input_value(f"{box} textarea")
+
+
+def _injection_files(folder: Path) -> tuple[Path, Path]:
+    import pydicom
+    from node_helpers import phantom
+
+    dicom = phantom(folder / "tags.dcm", "1.2.826.0.1.3680043.8.498.1", 0)
+    ds = pydicom.dcmread(dicom)
+    ds.BodyPartExamined = f"[CLICK HERE TO LOGIN]({EVIL})"
+    ds.SeriesDescription = f"![I]({EVIL}PIXEL.PNG)"
+    ds.save_as(dicom)
+    named = folder / "[click me](javascript:alert(1)) **b**.png"  # a file name cannot hold a URL's slashes
+    return dicom, named
+
+
+def test_browser_logins_inert_text_unknown_age_and_no_upload_left(ungated_run, nih_root, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    users, _ = users_file(tmp_path)
+    parent = tmp_path / "uploads"
+    dicom, named = _injection_files(tmp_path)
+    shutil.copy(sorted((nih_root / "images_001" / "images").glob("*.png"))[0], named)
+    port = free_port()
+    with serving(serve_command(ungated_run.root, port, "--users", str(users), "--upload-dir", str(parent)), port) \
+            as url, sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        _login(page, url, "wrong password!")
+        page.wait_for_timeout(1500)
+        assert page.locator("#analyse").count() == 0  # still the login screen
+        _login(page, url)
+        page.wait_for_selector("#analyse", timeout=30_000)
+        message = _analyse(page, named, "#message")  # the empty Age box: unknown, not 0
+        assert "age unknown (neutral value assumed)" in message
+        assert page.evaluate(FOREIGN) == [] and page.locator("a[href^='javascript']").count() == 0
+        assert page.locator("strong:text-is('b'), b:text-is('b')").count() == 0
+        page.goto(url)
+        page.wait_for_selector("#analyse")
+        refusal = _analyse(page, dicom, "#decision")
+        assert f"[CLICK HERE TO LOGIN]({EVIL.upper()})" in refusal  # shown as the text it is
+        assert page.evaluate(FOREIGN) == [] and page.locator(f"a[href^='{EVIL}']").count() == 0
+        browser.close()
+        folder = next(parent.glob("chestaid-page-*"))
+        assert [f for f in folder.rglob("*") if f.is_file() and f.stat().st_size] == []
+
+
+def _arrive(store, dicom: Path, risk: float, labels: list[str]) -> str:
+    import pydicom
+
+    from chestaid.apps.node.store import Instance
+
+    ds = pydicom.dcmread(dicom)
+    store.receive(Instance(ds.SOPInstanceUID, ds.StudyInstanceUID, modality="CR", accession="ACC1"),
+                  dicom.read_bytes())
+    scores = {name: {"risk": risk / (k + 1), "decision": int(k == 0)} for k, name in enumerate(labels)}
+    store.finish(ds.SOPInstanceUID, "scored", risk=risk, top=labels[0], flagged=labels[0], scores=scores)
+    return ds.SOPInstanceUID
+
+
+def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_run, tmp_path):
+    from node_helpers import phantom
+    from playwright.sync_api import sync_playwright
+
+    from chestaid.apps.node.store import Store
+
+    store = Store(tmp_path / "store")
+    labels = ["Atelectasis", "Effusion"]
+    first = _arrive(store, phantom(tmp_path / "a.dcm", "1.2.3.4", 0), 0.2, labels)
+    port = free_port()
+    command = serve_command(ungated_run.root, port, "--store", str(tmp_path / "store"))
+    with serving(command, port) as url, sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(url)
+        page.click("button[role=tab]:has-text('Worklist')")
+        page.wait_for_function(f"() => document.querySelector('#worklist').innerText.includes('{first}')")
+        second = _arrive(store, phantom(tmp_path / "b.dcm", "1.2.3.5", 1), 0.9, labels)  # while the page is open
+        page.wait_for_function(f"() => document.querySelector('#worklist').innerText.includes('{second}')",
+                               timeout=30_000)
+        text = page.inner_text("#worklist")
+        assert text.index(second) < text.index(first)  # highest risk first
+        page.fill("#worklist-uid textarea, #worklist-uid input", second)
+        page.click("#worklist-open")
+        page.wait_for_function("() => document.querySelector('#worklist-image img') !== null", timeout=30_000)
+        assert "Effusion" in page.inner_text("#worklist-findings")
+        page.click("#worklist-heat")
+        page.wait_for_function("() => document.querySelector('#worklist-heatmap img') !== null", timeout=60_000)
+        page.click("#worklist-review")
+        page.wait_for_function("() => document.querySelector('#worklist-status textarea').value.includes('reviewed by')")
+        browser.close()
+    done = subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "audit", str(tmp_path / "store"), "--json"],
+                          capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["user"], r["action"], r["SOPInstanceUID"]) for r in rows] == [
+        ("local", "view", second), ("local", "heat_map", second), ("local", "review", second)]
+    assert store.instance(second)["reviewed_by"] == "local" and store.instance(first)["reviewed_by"] == ""
+    store.close()
