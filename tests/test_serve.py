@@ -54,8 +54,8 @@ def test_http_api_answers_gradio_client(server, ungated_run, nih_root, tmp_path)
     assert "Model card: tiny" in page and "**Synthetic phantoms**" in page  # the run's model card is on the page
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
-    assert "not a recognised image" in client.predict(handle_file(str(bad)), None, "unknown", "unknown",
-                                                      api_name="/score")["error"]
+    with pytest.raises(Exception, match="(?i)415|only png|upload"):  # refused at upload, by its content
+        client.predict(handle_file(str(bad)), None, "unknown", "unknown", api_name="/score")
     big = tmp_path / "big.png"  # over the server's --max-upload-mb 1: refused with a message, the server lives
     big.write_bytes(image.read_bytes() + b"\0" * 1_200_000)
     with pytest.raises(Exception, match="(?i)file size|too large|exceeds"):
@@ -79,8 +79,9 @@ def test_browser_threshold_changes_decision_not_score(server, kaggle_root, tmp_p
         page.set_input_files("#upload input[type=file]", str(bad))
         page.wait_for_timeout(1000)
         page.click("#analyse")
-        page.wait_for_function("() => document.querySelector('#message').innerText.includes('Could not read')")
-        assert "not a recognised image" in page.inner_text("#message") or "truncated" in page.inner_text("#message")
+        page.wait_for_function("() => document.querySelector('#message textarea').value.includes('Could not read')")
+        assert "not a recognised image" in page.input_value("#message textarea") or \
+            "truncated" in page.input_value("#message textarea")
         page.goto(server)  # a fresh page for the good image
         page.set_input_files("#upload input[type=file]", str(image))
         page.wait_for_timeout(1000)
@@ -95,8 +96,8 @@ def test_browser_threshold_changes_decision_not_score(server, kaggle_root, tmp_p
         for value in (max(0.0, score - 0.05), min(1.0, score + 0.05) if score < 0.999 else 1.0):
             number.fill(f"{value:.3f}")
             number.press("Enter")
-            page.wait_for_function(f"() => document.querySelector('#decision').innerText.includes('{value:.3f}')")
-            decisions.append(page.inner_text("#decision"))
+            page.wait_for_function(f"() => document.querySelector('#decision textarea').value.includes('{value:.3f}')")
+            decisions.append(page.input_value("#decision textarea"))
             assert float(page.input_value(score_box)) == score  # the slider never changes the score
         assert decisions[0].startswith("Above threshold")
         if score < 0.95:
@@ -121,12 +122,12 @@ def test_browser_photograph_is_refused_until_scored_anyway(server, tmp_path):
         page.set_input_files("#upload input[type=file]", str(photo))
         page.wait_for_timeout(1000)
         page.click("#analyse")
-        page.wait_for_function("() => document.querySelector('#decision').innerText.includes('Not scored')",
+        page.wait_for_function("() => document.querySelector('#decision textarea').value.includes('Not scored')",
                                timeout=60_000)
-        assert "unlike the training images" in page.inner_text("#decision")
+        assert "unlike the training images" in page.input_value("#decision textarea")
         assert page.input_value("#score textarea, #score input") == ""
         page.click("#score-anyway")
-        page.wait_for_function("() => document.querySelector('#decision').innerText.includes('outside the input')",
+        page.wait_for_function("() => document.querySelector('#decision textarea').value.includes('outside the input')",
                                timeout=60_000)
         assert float(page.input_value("#score textarea, #score input")) >= 0
         page.screenshot(path=str(SCREENSHOTS / "serve_refused.png"), full_page=True)
