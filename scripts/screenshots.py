@@ -51,7 +51,7 @@ def main() -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(url)
-            page.fill("#age input", "58")
+            page.locator("#age textarea, #age input").first.fill("58")  # the Age box is text: empty = unknown
             page.set_input_files("#upload input[type=file]", str(image))
             page.wait_for_timeout(1000)
             page.click("#analyse")
