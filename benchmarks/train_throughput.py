@@ -1,8 +1,10 @@
 """Training-step throughput of the NIH model (DenseNet-121 + FPN + fusion), variants side by side in one run.
 
 Each step is what ChestModule does: uint8 batch on the device → batch augmentation → forward → BCE loss →
-backward → Adam step. CPU: fp32 and fp32 + channels_last. GPU (when present): fp32, bf16 autocast, and bf16
-autocast + channels_last. Writes benchmarks/results/train_throughput[_gpu].json.
+backward → Adam step. CPU: fp32, fp32 + channels_last, bf16 autocast and bf16 autocast + channels_last, interleaved
+step by step (a machine shared with other work slows each alike), with what `train.precision: auto` picks here
+(bf16 only on CPUs with AMX; benchmarks/results records the CPU's flags). GPU (when present): fp32, bf16
+autocast, and bf16 autocast + channels_last. Writes benchmarks/results/train_throughput[_gpu].json.
 Usage: python benchmarks/train_throughput.py [--size 224] [--batch 16] [--steps 3]
 """
 
@@ -35,7 +37,7 @@ def measure(device: str, batch: int, size: int, steps: int, channels_last: bool,
         x = train_transform(images, size)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with autocast:
             loss = loss_fn(model(x, tabular).float(), target)
         optimiser.zero_grad(set_to_none=True)
@@ -54,6 +56,44 @@ def measure(device: str, batch: int, size: int, steps: int, channels_last: bool,
         step()
     sync()
     return batch * steps / (time.perf_counter() - start)
+
+
+def interleaved_cpu(batch: int, size: int, steps: int, variants: dict) -> dict[str, float]:
+    """images/s of each CPU variant, one step of each per round (medians over `steps` rounds)."""
+    stepper = {name: _stepper("cpu", batch, size, cl, bf16) for name, (cl, bf16) in variants.items()}
+    for fn in stepper.values():
+        fn()
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(steps):
+        for name, fn in stepper.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: batch / float(sorted(t)[len(t) // 2]) for name, t in times.items()}
+
+
+def _stepper(device: str, batch: int, size: int, channels_last: bool, bf16: bool):
+    torch.manual_seed(0)
+    model = ChestNet(num_outputs=14).to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.BCEWithLogitsLoss()
+    images = torch.randint(0, 256, (batch, 1, 256, 256), dtype=torch.uint8, device=device)
+    tabular, target = torch.rand(batch, 3, device=device), (torch.rand(batch, 14, device=device) < 0.1).float()
+
+    def step() -> None:
+        x = train_transform(images, size)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = loss_fn(model(x, tabular).float(), target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    return step
 
 
 def main() -> None:
@@ -78,12 +118,18 @@ def main() -> None:
             results[f"gpu_batch{args.gpu_batch}_bf16_autocast_channels_last_images_per_s"] / base, 2)
         write_result("train_throughput_gpu", results, args.out)
         return
-    fp32 = measure("cpu", args.batch, args.size, args.steps, channels_last=False, bf16=False)
-    cl = measure("cpu", args.batch, args.size, args.steps, channels_last=True, bf16=False)
-    results.update({"batch": args.batch, "cpu_fp32_images_per_s": round(fp32, 2),
-                    "cpu_fp32_channels_last_images_per_s": round(cl, 2),
-                    "channels_last_speedup": round(cl / fp32, 2),
-                    "note": "bf16 is not measured on CPU: without AMX it is far slower than fp32"})
+    from chestaid.core.config import RunConfig
+    from chestaid.training.fit import resolve_precision
+
+    variants = {"fp32": (False, False), "fp32_channels_last": (True, False), "bf16_autocast": (False, True),
+                "bf16_autocast_channels_last": (True, True)}
+    got = interleaved_cpu(args.batch, args.size, args.steps, variants)
+    results.update({"batch": args.batch, "steps": args.steps,
+                    **{f"cpu_{name}_images_per_s": round(v, 2) for name, v in got.items()},
+                    "channels_last_speedup": round(got["fp32_channels_last"] / got["fp32"], 2),
+                    "bf16_channels_last_vs_fp32": round(got["bf16_autocast_channels_last"] / got["fp32"], 2),
+                    "precision_auto_here": resolve_precision(RunConfig.model_validate(
+                        {"train": {"precision": "auto", "accelerator": "cpu"}}))})
     write_result("train_throughput", results, args.out)
 
 

@@ -2,10 +2,14 @@
 
 Maps come back in the coordinates of the preprocessed image (the cache-size square the model saw before
 its centre crop), normalised to [0, 1] per image: a qualitative explanation of where the network looked.
+`precision="auto"` makes the map under bf16 autocast only on CPUs with AMX (and GPUs with bf16), where it pays;
+fp32 elsewhere (AVX512-BF16 without AMX is measured in benchmarks/inference.py, docs/speed.md). A bf16 map has
+the same argmax as the fp32 one and differs by at most BF16_MAP_TOLERANCE (tests/test_backends.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +30,21 @@ METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCA
 TRANSITIONS = ("backbone.features.transition1.conv", "backbone.features.transition2.conv",
                "backbone.features.transition3.conv")  # maps of side size/4, size/8, size/16
 MIN_MAP_SIDE = 8
+PRECISIONS = ("auto", "fp32", "bf16")
+BF16_MAP_TOLERANCE = 0.1  # max |bf16 map - fp32 map| on [0, 1] maps, argmax identical
+
+
+def resolve_cam_precision(precision: str, device: torch.device) -> str:
+    """"bf16" where bf16 autocast pays for the map (a CUDA GPU with bf16, a CPU with AMX), else "fp32"."""
+    if precision not in PRECISIONS:
+        raise ChestaidError(f"unknown Grad-CAM precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    from chestaid.core.machine import has
+
+    return "bf16" if has("amx") else "fp32"
 
 
 def default_target_layers(model: nn.Module, image_size: int) -> list[str]:
@@ -59,16 +78,24 @@ def _gradient_starts_here(module: nn.Module, inputs, output: torch.Tensor) -> to
     return output if output.requires_grad else output.requires_grad_(True)
 
 
+def _fp32_gradient_starts_here(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+    """As `_gradient_starts_here`, under bf16 autocast: the target layer's output is handed on (and to
+    pytorch-grad-cam, which reads it with numpy) in fp32; the layers after it cast back to bf16 themselves."""
+    return _gradient_starts_here(module, inputs, output.float())
+
+
 class CamExplainer:
     """Grad-CAM maps for a Predictor's model: `maps(images, tabular, finding_indices)`.
 
     Hooks exist only while `maps` runs (nothing accumulates between calls, whatever scores the model in
     between), and one map is made at a time: the model is shared with concurrent scoring, which is unaffected."""
 
-    def __init__(self, predictor, target_layers: list[str] | None = None, method: str = "gradcam") -> None:
+    def __init__(self, predictor, target_layers: list[str] | None = None, method: str = "gradcam",
+                 precision: str = "auto") -> None:
         if method not in METHODS:
             raise ChestaidError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
         self.predictor, self.method = predictor, method
+        self.precision = resolve_cam_precision(precision, predictor.device)
         model = predictor.model
         default = default_target_layers(model, predictor.cfg.data.image_size)
         names = target_layers or default
@@ -89,7 +116,10 @@ class CamExplainer:
             x = x.contiguous(memory_format=torch.channels_last)
         tab = torch.from_numpy(np.ascontiguousarray(tabular)).to(device) if cfg.model.tabular else None
         targets = [ClassifierOutputTarget(int(f)) for f in findings]
-        with self._lock, _hooks(self._modules, _gradient_starts_here), torch.enable_grad():
+        bf16 = self.precision == "bf16"
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        hook = _fp32_gradient_starts_here if bf16 else _gradient_starts_here
+        with self._lock, _hooks(self._modules, hook), torch.enable_grad(), autocast:
             with METHODS[self.method](model=_ImageOnly(self.predictor.model, tab), target_layers=self._modules) as cam:
                 grey = cam(input_tensor=x, targets=targets)
         return np.stack([uncrop(m, images.shape[-1], cfg.data.augment.crop) for m in grey])

@@ -63,11 +63,18 @@ def _quiet_lightning() -> Iterator[None]:
 
 
 def resolve_precision(cfg: RunConfig) -> str:
-    """bf16 autocast on a GPU that has it; fp32 elsewhere (bf16 on CPU is ~450× slower here)."""
+    """`train.precision: auto`: bf16 autocast on a GPU that has it and on a CPU with AMX; fp32 elsewhere.
+
+    Measured, not assumed (benchmarks/train_throughput.py, docs/speed.md): bf16 was ~450x slower than fp32 on an
+    AVX2-only CPU, and on an AVX512-BF16 CPU without AMX (AMD EPYC, 2 cores) bf16 autocast did not pay."""
     if cfg.train.precision != "auto":
         return cfg.train.precision
     on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
-    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+    if on_gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    from chestaid.core.machine import has
+
+    return "bf16-mixed" if has("amx") else "32-true"
 
 
 def _open_cache(cfg: RunConfig, data: str | Path, out: Path, lead: bool) -> Cache:

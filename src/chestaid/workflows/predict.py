@@ -178,8 +178,10 @@ def _score_batches(predictor: Predictor, paths: list[str], batch_size: int, pati
             yield predictor.score_files(paths[start:start + chunk], batch_size, patient, progress=progress)
         return
     batches = iter([paths[i:i + batch_size] for i in range(0, len(paths), batch_size)])
-    # spawn: a forked copy of a process running torch/OpenVINO thread pools can hang
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # fork where there is one, as torch's DataLoader workers: they only decode (PIL, numpy, pydicom), never touch
+    # the parent's torch/OpenVINO thread pools; spawn elsewhere
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
         pending: deque[tuple[list[str], Future]] = deque()
         for batch in batches:
             pending.append((batch, pool.submit(_decode_batch, batch, predictor.image_size)))
