@@ -1,12 +1,15 @@
 """Load test of `chestaid serve`: N requests at concurrency C through gradio_client's /score API.
 
-Starts the server as a user would (`python -m chestaid.apps.cli serve RUN` on a free loopback port), warms it up,
+Starts the server as a user would, with logins on (`python -m chestaid.apps.cli serve RUN --users FILE` on a free
+loopback port; each client sends the user's API token), warms it up,
 then sends N requests from C threads (each with its own client), every fifth one a bad file (not an image, a
-truncated PNG, an empty file) that must come back as an error message, never as a failure of the server; a
+truncated PNG, an empty file) that must come back as an error message or be refused at upload (415), never as a
+failure of the server; a
 good file must come back scored (or, from a run with an input gate, refused with its reason: both are answers;
 the share refused is reported).
 Reports errors, p50/p95 latency, requests/s and the server's resident memory (VmRSS) after warm-up and at
-the end. Only loopback is contacted; the number of requests and the time are bounded.
+the end, and the files left in the private upload folder at the end (after the sweeper's 10 s grace for
+Gradio's empty temporary files). Only loopback is contacted; the number of requests and the time are bounded.
 Writes benchmarks/results/serve_load.json.
 Usage: python benchmarks/serve_load.py RUN [--n 2000] [--concurrency 8]
 """
@@ -20,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -60,9 +64,15 @@ def load_test(run: str | Path, n: int, concurrency: int, warmup: int = 50, deadl
     """Start the server on `run`, send `warmup` then `n` requests at `concurrency`; figures as a dict."""
     from gradio_client import Client, handle_file
 
+    from chestaid.apps.page.auth import add_user
+
     run = Path(run)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "chestaid.apps.cli", "serve", str(run), "--port", str(port)],
+    work = Path(tempfile.mkdtemp(prefix="serve-load-"))
+    token = add_user(work / "users.json", "loadtest", "a long enough password")
+    headers = {"Authorization": f"Bearer {token}"}
+    server = subprocess.Popen([sys.executable, "-m", "chestaid.apps.cli", "serve", str(run), "--port", str(port),
+                               "--users", str(work / "users.json"), "--upload-dir", str(work / "uploads")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     local = threading.local()
@@ -81,7 +91,7 @@ def load_test(run: str | Path, n: int, concurrency: int, warmup: int = 50, deadl
 
             def request(i: int) -> tuple[float, bool, bool]:
                 if not hasattr(local, "client"):
-                    local.client = Client(url, verbose=False)
+                    local.client = Client(url, verbose=False, headers=headers)
                 is_bad = i % 5 == 4
                 path = bad[i % len(bad)] if is_bad else good[i % len(good)]
                 begin = time.perf_counter()
@@ -89,8 +99,8 @@ def load_test(run: str | Path, n: int, concurrency: int, warmup: int = 50, deadl
                     result = local.client.predict(handle_file(str(path)), 60, "M", "PA", api_name="/score")
                     refused = "refused" in result and not is_bad
                     ok = ("error" in result) if is_bad else (refused or len(result.get("findings", {})) > 0)
-                except Exception:  # noqa: BLE001 - any failure of a request is counted, not raised
-                    ok = refused = False
+                except Exception as e:  # noqa: BLE001 - any failure of a request is counted, not raised
+                    ok, refused = is_bad and "415" in str(e), False  # a bad file refused at upload is an answer
                 return time.perf_counter() - begin, ok, refused
 
             def send(count: int, offset: int) -> list[tuple[float, bool, bool]]:
@@ -104,6 +114,14 @@ def load_test(run: str | Path, n: int, concurrency: int, warmup: int = 50, deadl
             results = send(n, warmup)
             elapsed = time.perf_counter() - begin
             rss_after = rss_mib(server.pid)
+            time.sleep(25)  # the sweeper's grace for Gradio's empty temporary upload files
+            left = [f for f in (work / "uploads").rglob("*") if f.is_file()]
+            unauthenticated = urllib.request.Request(url + "gradio_api/info")
+            try:
+                urllib.request.urlopen(unauthenticated, timeout=10)
+                refused_without_login = False
+            except urllib.error.HTTPError as e:
+                refused_without_login = e.code == 401
     finally:
         server.terminate()
         try:
@@ -118,7 +136,8 @@ def load_test(run: str | Path, n: int, concurrency: int, warmup: int = 50, deadl
             "p95_ms": round(float(np.percentile(latencies, 95)), 1),
             "requests_per_s": round(n / elapsed, 1),
             "server_rss_after_warmup_mib": round(rss_before, 1), "server_rss_end_mib": round(rss_after, 1),
-            "server_rss_growth_mib": round(rss_after - rss_before, 1)}
+            "server_rss_growth_mib": round(rss_after - rss_before, 1), "logins": True,
+            "request_without_login_refused": refused_without_login, "upload_folder_files_at_end": len(left)}
 
 
 def main() -> None:

@@ -19,3 +19,4 @@ def test_serve_load_small(tiny_run, tmp_path):
     result = json.loads(out.read_text())
     assert result["requests"] == 40 and result["errors"] == 0
     assert result["p95_ms"] >= result["p50_ms"] > 0 and result["server_rss_end_mib"] > 0
+    assert result["logins"] and result["request_without_login_refused"] and result["upload_folder_files_at_end"] == 0
