@@ -39,7 +39,7 @@ def test_train_writes_the_manifest(tiny_run, nih_cache):
 
 
 def test_a_run_copied_without_its_cache_keeps_what_it_says(tiny_run, nih_cache, tmp_path):
-    from chestaid.apps.serve import _run_notes
+    from chestaid.apps.page.notes import run_notes as _run_notes
     from chestaid.inference.predictor import Predictor
 
     copied = _copy_without_cache(tiny_run, tmp_path / "deployed")
@@ -55,7 +55,7 @@ def test_a_run_copied_without_its_cache_keeps_what_it_says(tiny_run, nih_cache, 
 
 
 def test_a_run_without_manifest_loads_and_says_what_is_unknown(tiny_run, tmp_path):
-    from chestaid.apps.serve import _run_notes
+    from chestaid.apps.page.notes import run_notes as _run_notes
     from chestaid.inference.predictor import Predictor
 
     old = _copy_without_cache(tiny_run, tmp_path / "old")

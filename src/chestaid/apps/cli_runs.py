@@ -262,7 +262,7 @@ def demo(task: Annotated[str, typer.Option(help="nih, pneumonia or both")] = "bo
     console.print(f"open the web page:  [bold]chestaid serve {first}[/]" +
                   "".join(f"   (or chestaid serve {Path(out) / t / 'run'})" for t in tasks[1:]), highlight=False)
     if serve:
-        from chestaid.apps.serve import serve as run_serve
+        from chestaid.apps.page.server import serve as run_serve
 
         run_serve(first)
 
