@@ -153,3 +153,26 @@ def test_predict_with_decode_workers_gives_the_same_worklist(ungated_run, nih_ro
         assert result.scored > 16
         tables.append(out.read_text())
     assert tables[0] == tables[1]
+
+
+def test_gradcam_in_bf16_keeps_the_argmax_and_stays_within_tolerance(tiny_run, tmp_path):
+    import torch
+
+    from chestaid.explain.gradcam import BF16_MAP_TOLERANCE, CamExplainer, resolve_cam_precision
+
+    run = _copy(tiny_run.root, tmp_path / "run")
+    cfg, model = load_model(run)
+    torch.manual_seed(0)
+    for module in model.modules():  # random weights: the 2-epoch model's maps are flat
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    save_weights(model, run / "model.safetensors", cfg.task.name)
+    predictor = Predictor.load(run, backend="torch")
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64), dtype=np.uint8)
+    tabular = np.full((2, 3), 0.5, np.float32)
+    fp32, bf16 = (CamExplainer(predictor, precision=p).maps(images, tabular, [0, 1]) for p in ("fp32", "bf16"))
+    assert fp32.max() > 0 and np.abs(fp32 - bf16).max() <= BF16_MAP_TOLERANCE
+    assert [int(np.argmax(m)) for m in fp32] == [int(np.argmax(m)) for m in bf16]
+    assert resolve_cam_precision("auto", predictor.device) == ("bf16" if machine.has("amx") else "fp32")
+    with pytest.raises(ChestaidError, match="precision"):
+        CamExplainer(predictor, precision="fp8")

@@ -66,7 +66,8 @@ def resolve_precision(cfg: RunConfig) -> str:
     """`train.precision: auto`: bf16 autocast on a GPU that has it and on a CPU with AMX; fp32 elsewhere.
 
     Measured, not assumed (benchmarks/train_throughput.py, docs/speed.md): bf16 was ~450x slower than fp32 on an
-    AVX2-only CPU, and on an AVX512-BF16 CPU without AMX (AMD EPYC, 2 cores) bf16 autocast did not pay."""
+    AVX2-only CPU; on an AVX512-BF16 CPU without AMX (AMD EPYC, 2 cores) bf16 autocast alone was 3x slower than
+    fp32 and only bf16 + channels_last was faster (2.2x), which this rule cannot switch on: fp32 there."""
     if cfg.train.precision != "auto":
         return cfg.train.precision
     on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
