@@ -280,6 +280,8 @@ def export_backends(run: str | Path, data: str | Path | None = None) -> dict:
         cache = Cache.open(data or cfg.data.path)
     except Exception as e:  # noqa: BLE001 - a run copied without its cache still exports fp32
         cache, record["no_data"] = None, f"the run's cache cannot be opened ({type(e).__name__}): no parity check"
+    if cache is not None and not (cache.table["split"] == "test").any():
+        cache, record["no_data"] = None, "the run's cache has no test split: no parity check"
     int8 = int8_path(paths)
     int8.unlink(missing_ok=True)
     int8.with_suffix(".bin").unlink(missing_ok=True)
