@@ -171,7 +171,8 @@ def export(run: Path, data: Annotated[Optional[Path], typer.Option(
     OpenVINO fp32, bf16 (CPUs with AVX512-BF16 or AMX) and int8 (NNCF, calibrated on the run's calib part of
     validation; CPUs with VNNI or AMX), each kept only if it passes parity with torch fp32 on the run's test
     split; RUN/backends/backends.json records the figures and the ms/image of each on this CPU."""
-    from chestaid.inference.backends import PARITY_BOUNDS, export_backends
+    from chestaid.inference.backend_export import export_backends
+    from chestaid.inference.backends import PARITY_BOUNDS
     from chestaid.inference.onnx_backend import PARITY_LIMIT, export_onnx
 
     result = export_onnx(run)

@@ -98,6 +98,22 @@ def read_grey(path: str | Path, draft_size: int | None = None, max_pixels: int =
     return _read_pil(path, draft_size, max_pixels)
 
 
+def image_shape(path: str | Path) -> tuple[int, int] | None:
+    """(height, width) of an image file from its header alone (DICOM Rows/Columns, or Pillow's lazy open), or
+    None when it cannot be read; what a resize to the model's size started from (e.g. to scale boxes)."""
+    path = Path(path)
+    try:
+        if is_dicom(path):
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            return int(ds.Rows), int(ds.Columns)
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+    except Exception:  # noqa: BLE001 - unreadable means "no shape"; the decoder says why when it is read
+        return None
+
+
 def _check_size(path: Path, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageDecodeError(path, f"image is {width}x{height} pixels, over the limit of {max_pixels:,} "

@@ -18,18 +18,23 @@ import numpy as np
 import pandas as pd
 
 from chestaid.data.cache import Cache
-from chestaid.data.images import read_grey, resize_square
-from chestaid.data.sources import find_box_file, patient_vectors, read_boxes, read_source
-from chestaid.core.errors import ChestaidError, ImageDecodeError
+from chestaid.data.images import image_shape
+from chestaid.data.sources import find_box_file, read_boxes, read_source
+from chestaid.core.errors import ChestaidError
 from chestaid.explain.gradcam import CamExplainer, overlay
 from chestaid.core.fileio import write_json, write_text
-from chestaid.data.patient import patient_for
 from chestaid.inference.predictor import Predictor
 from chestaid.core.progress import track
 from chestaid.core.run_paths import RunPaths
 
 IOBB_LEVELS = (0.1, 0.25, 0.5)
 NIH_BOX_FRAME = 1024
+
+
+def _given(meta: pd.Series) -> dict:
+    """The source table's age/sex/view for one image (a DICOM file's own tags still win in the Predictor)."""
+    return {"age": meta["age"] if not pd.isna(meta["age"]) else None, "sex": meta["sex"] or None,
+            "view": meta["view"] or None}
 
 
 def _splits(predictor: Predictor, root: Path) -> pd.Series:
@@ -71,27 +76,25 @@ def score_boxes(run: str | Path, root: str | Path, boxes_file: str | Path | None
     rows, examples = [], []
     for start in track(range(0, len(pairs), batch_size), (len(pairs) + batch_size - 1) // batch_size, "Grad-CAM"):
         chunk = pairs.iloc[start:start + batch_size]
-        images, tabular, scales = [], [], []
-        for image_id in chunk["image_id"]:
-            path = source.at[image_id, "path"]
-            try:
-                grey = read_grey(path)
-            except ImageDecodeError:
-                grey = None
-            images.append(resize_square(grey, size) if grey is not None else np.zeros((size, size), np.uint8))
-            scales.append(_box_scale(grey.shape, size, box_frame) if grey is not None else None)
-            meta = source.loc[image_id]
-            given = {"age": meta["age"] if not pd.isna(meta["age"]) else None, "sex": meta["sex"] or None,
-                     "view": meta["view"] or None}
-            tabular.append(patient_vectors([patient_for(path, given).values])[0])
-        maps = explainer.maps(np.stack(images), np.stack(tabular), [labels.index(f) for f in chunk["finding"]])
-        for (image_id, finding), cam, scale, image in zip(chunk.itertuples(index=False), maps, scales, images):
-            if scale is None:
+        paths = [source.at[image_id, "path"] for image_id in chunk["image_id"]]
+        given = [_given(source.loc[image_id]) for image_id in chunk["image_id"]]
+        # decoded, resized and given its patient vector by the Predictor: the one inference path
+        scored = {s.path: s for s in predictor.score_files(paths, len(paths), given, keep_images=True)[0]}
+        kept = [(pair, scored[str(path)]) for pair, path in zip(chunk.itertuples(index=False), paths)
+                if str(path) in scored]
+        if not kept:
+            continue
+        maps = explainer.maps(np.stack([s.image for _, s in kept]), np.stack([s.tabular for _, s in kept]),
+                              [labels.index(pair.finding) for pair, _ in kept])
+        for ((image_id, finding), s), cam in zip(kept, maps):
+            shape = image_shape(s.path)
+            if shape is None:
                 continue
+            scale = _box_scale(shape, size, box_frame)
             own = boxes[(boxes["image_id"] == image_id) & (boxes["finding"] == finding)]
             rows += _score_pair(image_id, finding, cam, own, scale, threshold, size)
             if len(examples) < 16 and finding not in {e[1] for e in examples[-4:]}:
-                examples.append((image_id, finding, image, cam, own, scale))
+                examples.append((image_id, finding, s.image, cam, own, scale))
     per_box = pd.DataFrame(rows)
     warnings = _frame_warnings(per_box, size, box_frame)
     inside = per_box[~per_box["outside"]]

@@ -161,33 +161,37 @@ class Predictor:
         except Exception as e:  # noqa: BLE001 - the per-file safety net
             return None, f"cannot be decoded ({describe(e)})"
 
-    def score_files(self, paths: list[str | Path], batch_size: int = 16, patient: dict | None = None,
+    def score_files(self, paths: list[str | Path], batch_size: int = 16, patient: dict | list[dict] | None = None,
                     keep_images: bool = False, progress=None) -> tuple[list[Scored], list[tuple[str, str]]]:
         """Score files in batches. Returns the scored images and (file, reason) for each unreadable one.
 
-        `patient` values (age/sex/view) fill only what a file's DICOM tags lack (chestaid.data.patient). Each scored
+        `patient` values (age/sex/view; one dict for all files, or one per file) fill only what a file's DICOM
+        tags lack (chestaid.data.patient). Each scored
         image carries the input gate's verdict: its DICOM tags (chestaid.inference.gate), then its distance from the
         training images when the run has a fitted gate."""
         scored, failed = [], []
         pool = self.readers
         for start in range(0, len(paths), batch_size):
             batch = [str(p) for p in paths[start:start + batch_size]]
+            given = patient[start:start + batch_size] if isinstance(patient, list) else [patient] * len(batch)
             loaded = list(pool.map(self.read, batch))
-            good = [(p, img) for p, (img, _) in zip(batch, loaded) if img is not None]
+            good = [(p, img, g) for p, (img, _), g in zip(batch, loaded, given) if img is not None]
             failed += [(p, reason) for p, (img, reason) in zip(batch, loaded) if img is None]
             if good:
-                headers = list(pool.map(read_header, [p for p, _ in good]))
-                scored += self.score_images([p for p, _ in good], [img for _, img in good], headers, patient,
-                                            keep_images)
+                headers = list(pool.map(read_header, [p for p, _, _ in good]))
+                scored += self.score_images([p for p, _, _ in good], [img for _, img, _ in good], headers,
+                                            [g for _, _, g in good], keep_images)
             if progress is not None:
                 progress(len(batch))
         return scored, failed
 
-    def score_images(self, names: list[str], images: list[np.ndarray], headers: list, patient: dict | None = None,
-                     keep_images: bool = False) -> list[Scored]:
+    def score_images(self, names: list[str], images: list[np.ndarray], headers: list,
+                     patient: dict | list[dict | None] | None = None, keep_images: bool = False) -> list[Scored]:
         """Score decoded uint8 images (resized to `image_size`) with their DICOM headers (None where not DICOM):
-        patient data, logits, calibrated risk scores, decisions, and the input gate's verdict."""
-        data = [patient_from_header(h, patient) for h in headers]
+        patient data (`patient`: given values, one dict for all or one per image), logits, calibrated risk
+        scores, decisions, and the input gate's verdict."""
+        given = patient if isinstance(patient, list) else [patient] * len(headers)
+        data = [patient_from_header(h, g) for h, g in zip(headers, given)]
         tabular = patient_vectors([d.values for d in data])
         batch = torch.from_numpy(np.stack(images)).unsqueeze(1)
         logits, features = (t.numpy() for t in self.forward(batch, torch.from_numpy(tabular)))
