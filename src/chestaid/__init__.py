@@ -31,8 +31,8 @@ __all__ = ["ChestaidError", "Prediction", "Predictor", "__version__", "calibrate
 def load(run: str | Path, device: str = "cpu", backend: str = "auto") -> "Predictor":
     """Load a run directory for scoring: its model, calibration, thresholds and input gate.
 
-    backend: "auto" (ONNX Runtime when `chestaid export` made a current RUN/model.onnx and the device is the
-    CPU, else torch), "onnx" or "torch". `predictor.task.labels` lists the findings, in output order."""
+    backend: "auto" (on the CPU, the fastest variant `chestaid export` recorded as passing parity for this CPU;
+    else torch), or one of "torch", "onnx", "openvino", "openvino-bf16", "openvino-int8". `predictor.task.labels` lists the findings, in output order."""
     from chestaid.inference.predictor import Predictor
     from chestaid.core.run_paths import RunPaths
 

@@ -10,7 +10,8 @@ import typer
 
 from chestaid.apps.cli_output import console
 
-BACKEND_HELP = "auto (ONNX Runtime when RUN/model.onnx is current, else torch), onnx or torch"
+BACKEND_HELP = ("auto (the fastest variant `chestaid export` recorded as passing parity on this CPU, else torch), "
+                "torch, onnx, openvino, openvino-bf16 or openvino-int8")
 
 
 def serve(run: Path,

@@ -101,7 +101,8 @@ def thresholds(run: Path, policy: Annotated[str, typer.Option(help="youden | f1-
                   ", ".join(f"{k} {v:.3f}" for k, v in fitted.values.items()))
 
 
-BACKEND_HELP = "auto (ONNX Runtime when RUN/model.onnx is current, else torch), onnx or torch"
+BACKEND_HELP = ("auto (the fastest variant `chestaid export` recorded as passing parity on this CPU, else torch), "
+                "torch, onnx, openvino, openvino-bf16 or openvino-int8")
 
 
 def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image files and/or folders")],
