@@ -29,7 +29,8 @@ def reliability_wilson(y: np.ndarray, risk: np.ndarray, name: str, path: Path, b
     mean = np.array([b["mean_predicted"] for b in table])
     observed = np.array([b["observed"] for b in table])
     low, high = np.array([b["observed_low"] for b in table]), np.array([b["observed_high"] for b in table])
-    ax.errorbar(mean, observed, yerr=[observed - low, high - observed], fmt="o", capsize=3,
+    # a Wilson bound can sit a rounding error past its own rate (e.g. 0 events): bars never negative
+    ax.errorbar(mean, observed, yerr=np.clip([observed - low, high - observed], 0, None), fmt="o", capsize=3,
                 label=f"{bins} equal-count bins, 95% Wilson")
     ax.set(xlabel="mean calibrated risk score in bin", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1),
            title=f"Reliability on {name} (calibrated)")
