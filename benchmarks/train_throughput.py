@@ -3,7 +3,7 @@
 Each step is what ChestModule does: uint8 batch on the device → batch augmentation → forward → BCE loss →
 backward → Adam step. CPU: fp32, fp32 + channels_last, bf16 autocast and bf16 autocast + channels_last, interleaved
 step by step (a machine shared with other work slows each alike), with what `train.precision: auto` picks here
-(bf16 only on CPUs with AMX; benchmarks/results records the CPU's flags). GPU (when present): fp32, bf16
+(training.precision: measured on CPUs with bf16 instructions; benchmarks/results records the CPU's flags). GPU (when present): fp32, bf16
 autocast, and bf16 autocast + channels_last. Writes benchmarks/results/train_throughput[_gpu].json.
 Usage: python benchmarks/train_throughput.py [--size 224] [--batch 16] [--steps 3]
 """
@@ -118,8 +118,9 @@ def main() -> None:
             results[f"gpu_batch{args.gpu_batch}_bf16_autocast_channels_last_images_per_s"] / base, 2)
         write_result("train_throughput_gpu", results, args.out)
         return
-    from chestaid.core.config import RunConfig
-    from chestaid.training.fit import resolve_precision
+    from chestaid.core.config import RunConfig, with_task
+    from chestaid.core.tasks import get_task
+    from chestaid.training.precision import choose_precision
 
     variants = {"fp32": (False, False), "fp32_channels_last": (True, False), "bf16_autocast": (False, True),
                 "bf16_autocast_channels_last": (True, True)}
@@ -128,8 +129,9 @@ def main() -> None:
                     **{f"cpu_{name}_images_per_s": round(v, 2) for name, v in got.items()},
                     "channels_last_speedup": round(got["fp32_channels_last"] / got["fp32"], 2),
                     "bf16_channels_last_vs_fp32": round(got["bf16_autocast_channels_last"] / got["fp32"], 2),
-                    "precision_auto_here": resolve_precision(RunConfig.model_validate(
-                        {"train": {"precision": "auto", "accelerator": "cpu"}}))})
+                    "precision_auto_here": choose_precision(with_task(RunConfig.model_validate(
+                        {"data": {"image_size": args.size, "batch_size": args.batch},
+                         "train": {"precision": "auto", "accelerator": "cpu"}}), get_task("nih"))).to_json()})
     write_result("train_throughput", results, args.out)
 
 

@@ -29,6 +29,7 @@ class RunPaths:
         self.explain = self.root / "explain"
         self.localisation = self.explain / "localisation.json"
         self.manifest = self.root / "manifest.json"  # what the run is and was trained on (core.manifest)
+        self.training_precision = self.root / "training_precision.json"  # what train.precision: auto chose, why
         self.model_card = self.root / "model_card.md"
         self.gate = self.root / "gate.safetensors"  # the input gate (inference.gate)
         self.onnx = self.root / "model.onnx"  # `chestaid export` (inference.onnx_backend)

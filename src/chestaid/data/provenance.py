@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -46,8 +47,11 @@ def build_manifest(cache: Cache, cfg: RunConfig, paths: RunPaths) -> Manifest:
     weights = {"start": start if start_file is None else start_file.name,
                "start_sha256": sha256_of(start_file) if start_file is not None and start_file.is_file() else None,
                "model_sha256": sha256_of(paths.weights) if paths.weights.is_file() else None}
+    chosen = paths.training_precision
+    extra = {"training_precision": json.loads(chosen.read_text())} if chosen.is_file() else {}
     return Manifest(task={"name": task.name, "kind": task.kind, "labels": list(task.labels)}, data=data,
-                    weights=weights, chestaid_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                    weights=weights, chestaid_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    extra=extra)
 
 
 def manifest_of(paths: RunPaths) -> Manifest | None:

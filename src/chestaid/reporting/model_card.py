@@ -103,6 +103,11 @@ def _model(cfg: RunConfig, paths: RunPaths) -> list[str]:
             row = best.iloc[0]
             lines.append(f"Trained {len(log)} epoch(s); the kept weights are epoch {int(row['epoch'])}'s "
                          f"(validation {cfg.train.monitor}: {row['monitor']:.3f}).")
+    manifest = manifest_of(paths)
+    chosen = manifest.extra.get("training_precision") if manifest is not None else None
+    if chosen:
+        rates = ", ".join(f"{k} {v:g} images/s" for k, v in chosen.get("images_per_s", {}).items())
+        lines.append(f"Training precision `{chosen['precision']}` ({chosen['reason']}{'; ' + rates if rates else ''}).")
     return lines + [""]
 
 

@@ -29,8 +29,9 @@ from chestaid.core.config import RunConfig, load_config, save_config, with_task
 from chestaid.data.cache import Cache, prepare, source_or_cache
 from chestaid.training.datamodule import CacheDataModule
 from chestaid.core.errors import ChestaidError
-from chestaid.core.fileio import atomic_write
+from chestaid.core.fileio import atomic_write, write_json
 from chestaid.training.module import MONITORS, ChestModule
+from chestaid.training.precision import choose_precision
 from chestaid.core.run_paths import RunPaths
 from chestaid.training.run_log import BestCheckpoint, EpochTable, StepCheckpoint, StepTime
 
@@ -60,22 +61,6 @@ def _quiet_lightning() -> Iterator[None]:
             yield
     finally:
         logger.removeFilter(_without_litlogger_tip)
-
-
-def resolve_precision(cfg: RunConfig) -> str:
-    """`train.precision: auto`: bf16 autocast on a GPU that has it and on a CPU with AMX; fp32 elsewhere.
-
-    Measured, not assumed (benchmarks/train_throughput.py, docs/speed.md): bf16 was ~450x slower than fp32 on an
-    AVX2-only CPU; on an AVX512-BF16 CPU without AMX (AMD EPYC, 2 cores) bf16 autocast alone was 3x slower than
-    fp32 and only bf16 + channels_last was faster (2.2x), which this rule cannot switch on: fp32 there."""
-    if cfg.train.precision != "auto":
-        return cfg.train.precision
-    on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
-    if on_gpu:
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    from chestaid.core.machine import has
-
-    return "bf16-mixed" if has("amx") else "32-true"
 
 
 def _open_cache(cfg: RunConfig, data: str | Path, out: Path, lead: bool) -> Cache:
@@ -137,8 +122,11 @@ def fit(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool =
     cache = _open_cache(cfg, data, paths.root, lead)
     cfg = with_task(cfg, cache.task).model_copy(update={"data": cfg.data.model_copy(update={  # what inference
         "path": str(cache.root.resolve()), "cache_size": int(cache.meta["size"])})})             # must reproduce
+    precision = choose_precision(cfg)  # `auto` resolved once: a resumed run keeps what was chosen
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"precision": precision.precision})})
     if lead and not resume:
         save_config(cfg, paths.config)
+        write_json(paths.training_precision, precision.to_json())
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     datamodule = CacheDataModule(cache, cfg)
     module = ChestModule(cfg, datamodule.pos_weight().tolist())
@@ -146,7 +134,7 @@ def fit(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool =
         trainer = L.Trainer(
             max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
             num_nodes=cfg.train.num_nodes,
-            strategy=cfg.train.strategy, precision=resolve_precision(cfg), callbacks=_callbacks(cfg, paths),
+            strategy=cfg.train.strategy, precision=cfg.train.precision, callbacks=_callbacks(cfg, paths),
             logger=_loggers(cfg, paths), default_root_dir=paths.root, plugins=[AtomicCheckpointIO()],
             log_every_n_steps=1, num_sanity_val_steps=0, enable_model_summary=False,
             limit_train_batches=cfg.train.limit_train_batches if cfg.train.limit_train_batches != 1.0 else None)
