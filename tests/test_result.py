@@ -28,7 +28,8 @@ def test_api_json_worklist_row_and_predictions_row_agree(ungated_run, nih_cache,
     predictor = Predictor.load(run.root)
     scored, _ = predictor.score_files([study["path"]], patient=given)
     answer = scored[0].to_json()  # what the page's /score returns per image (apps/page adds the run's facts)
-    worklist = pd.read_csv(predict_worklist(run.root, [study["path"]], tmp_path / "w.csv", patient=given).out)
+    worklist = pd.read_csv(predict_worklist(run.root, [study["path"]], tmp_path / "w.csv", patient=given).out,
+                           keep_default_na=False)  # an empty "flagged" is no finding, not NaN
     row = worklist.iloc[0]
     labels = predictor.task.labels
     for name in labels:
