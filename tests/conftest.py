@@ -1,49 +1,24 @@
-"""Shared fixtures: tiny synthetic NIH and Kaggle folders (64 px) and runs trained on them, made once per test
-session; under pytest-xdist (`pytest -n N`) by whichever worker asks first while the others wait for it (a file
-lock, as pytest-xdist's documentation shows). On 2 cores `-n 2` was slower (16.5 vs 12.2 min: two workers of
-two torch threads each oversubscribe the cores), so scripts/test.sh runs one process."""
+"""Shared fixtures: tiny synthetic NIH and Kaggle folders (64 px) made once per test session."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 from chestaid.data.phantoms.synthetic import synth_nih, synth_pneumonia
 
 REAL_NIH = Path(__file__).resolve().parents[1] / "src" / "chestaid" / "data" / "nih_metadata"
 
 
-def once(tmp_path_factory, name: str, make: Callable[[Path], object]) -> Path:
-    """`make(folder)` run once per test session, also across xdist workers; the folder it filled."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        folder = tmp_path_factory.mktemp(name, numbered=False)
-        make(folder)
-        return folder
-    folder = tmp_path_factory.getbasetemp().parent / name  # the session's folder, above each worker's own
-    with FileLock(f"{folder}.lock"):
-        if not (folder / ".made").is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-            make(folder)
-            (folder / ".made").touch()
-    return folder
-
-
 @pytest.fixture(scope="session")
 def nih_root(tmp_path_factory) -> Path:
-    return once(tmp_path_factory, "nih", lambda d: synth_nih(d / "nih", n=120, size=64, seed=3, per_folder=50,
-                                                             workers=2)) / "nih"
+    return synth_nih(tmp_path_factory.mktemp("nih") / "nih", n=120, size=64, seed=3, per_folder=50, workers=2)
 
 
 @pytest.fixture(scope="session")
 def kaggle_root(tmp_path_factory) -> Path:
-    return once(tmp_path_factory, "kaggle",
-                lambda d: synth_pneumonia(d / "chest_xray", n=80, size=64, seed=5, workers=2)) / "chest_xray"
+    return synth_pneumonia(tmp_path_factory.mktemp("kaggle") / "chest_xray", n=80, size=64, seed=5, workers=2)
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +34,9 @@ TINY = ["data.image_size=64", "data.batch_size=16", "train.epochs=2", "train.che
 def nih_cache(nih_root, tmp_path_factory) -> Path:
     from chestaid.data.cache import prepare
 
-    return once(tmp_path_factory, "cache",
-                lambda d: prepare(nih_root, d / "nih64", size=64, workers=2, fractions=(0.6, 0.2, 0.2))) / "nih64"
+    out = tmp_path_factory.mktemp("cache") / "nih64"
+    prepare(nih_root, out, size=64, workers=2, fractions=(0.6, 0.2, 0.2))
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +46,9 @@ def tiny_run(nih_cache, tmp_path_factory):
     from chestaid.core.run_paths import RunPaths
     from chestaid.workflows.train import train
 
-    return RunPaths(once(tmp_path_factory, "runs",
-                         lambda d: train(load_config(CONFIGS / "demo.yaml", TINY), nih_cache, d / "tiny")) / "tiny")
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(load_config(CONFIGS / "demo.yaml", TINY), nih_cache, run)
+    return RunPaths(run)
 
 
 @pytest.fixture(scope="session")
@@ -82,23 +59,24 @@ def pneumonia_run(tmp_path_factory):
     from chestaid.core.run_paths import RunPaths
     from chestaid.workflows.train import train
 
-    def make(tmp: Path) -> None:
-        root = synth_pneumonia(tmp / "kaggle", n=400, size=64, seed=11, workers=2)
-        prepare(root, tmp / "cache", size=64, workers=2, fractions=(0.6, 0.25, 0.15))
-        train(load_config(CONFIGS / "demo_pneumonia.yaml", ["data.image_size=64", "train.epochs=6"]),
-              tmp / "cache", tmp / "run")
-
-    return RunPaths(once(tmp_path_factory, "pneumonia", make) / "run")
+    tmp = tmp_path_factory.mktemp("pneumonia")
+    root = synth_pneumonia(tmp / "kaggle", n=400, size=64, seed=11, workers=2)
+    prepare(root, tmp / "cache", size=64, workers=2, fractions=(0.6, 0.25, 0.15))
+    train(load_config(CONFIGS / "demo_pneumonia.yaml", ["data.image_size=64", "train.epochs=6"]), tmp / "cache",
+          tmp / "run")
+    return RunPaths(tmp / "run")
 
 
 def _without_gate(paths, tmp_path_factory, name: str):
     """A copy of a run without its input gate: for tests of mechanics that any image must reach (ranking,
     heat maps, the page), so that a phantom near the gate's threshold cannot make them flaky."""
+    import shutil
+
     from chestaid.core.run_paths import RunPaths
 
-    folder = once(tmp_path_factory, f"ungated-{name}", lambda d: shutil.copytree(
-        paths.root, d / name, ignore=shutil.ignore_patterns("gate.safetensors", "checkpoints")))
-    return RunPaths(folder / name)
+    target = tmp_path_factory.mktemp("ungated") / name
+    shutil.copytree(paths.root, target, ignore=shutil.ignore_patterns("gate.safetensors", "checkpoints"))
+    return RunPaths(target)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from chestaid.core.version import __version__
 from chestaid.core.config import RunConfig, load_config
 from chestaid.evaluation.bootstrap import with_interval
 from chestaid.core.fileio import write_text
+from chestaid.core.manifest import Manifest
 from chestaid.core.run_paths import RunPaths
 from chestaid.core.tasks import headline_metrics
 from chestaid.data.provenance import manifest_of
@@ -39,11 +40,12 @@ DATASET_FACTS = {
 def write_model_card(run: str | Path) -> Path:
     """(Re)write RUN/model_card.md from what the run directory holds now."""
     paths = RunPaths(run)
-    cfg = load_config(paths.config)
+    cfg, manifest = load_config(paths.config), manifest_of(paths)
     text = "\n".join([f"# Model card: {paths.root.name}", "",
                       f"chestaid {__version__}, {time.strftime('%Y-%m-%d')}: generated from the run's files.", "",
                       "## Intended use", "", INTENDED_USE, "",
-                      *_task(cfg), *_data(paths), *_model(cfg, paths), *_fitted(paths), *_evaluation(paths)])
+                      *_task(cfg), *_data(manifest), *_model(cfg, paths, manifest), *_fitted(paths),
+                      *_evaluation(paths)])
     write_text(paths.model_card, text + "\n")
     return paths.model_card
 
@@ -53,9 +55,8 @@ def _task(cfg: RunConfig) -> list[str]:
     return ["## Task", "", f"`{task.name}`, {task.kind}: {', '.join(task.labels)}.", ""]
 
 
-def _data(paths: RunPaths) -> list[str]:
+def _data(manifest: Manifest | None) -> list[str]:
     lines = ["## Training data", ""]
-    manifest = manifest_of(paths)
     if manifest is None:
         return lines + ["Not recorded: the run has no manifest.json (it predates them) and its training cache is "
                         "not available here, so nothing is known about the data.", ""]
@@ -88,7 +89,7 @@ def _data(paths: RunPaths) -> list[str]:
     return lines + [""]
 
 
-def _model(cfg: RunConfig, paths: RunPaths) -> list[str]:
+def _model(cfg: RunConfig, paths: RunPaths, manifest: Manifest | None) -> list[str]:
     m = cfg.model
     start = {"imagenet": "ImageNet", "none": "random initialisation"}.get(m.weights, f"`{Path(m.weights).name}`")
     parts = ["DenseNet-121"] + (["Feature Pyramid Network"] if m.fpn else []) + (
@@ -103,11 +104,11 @@ def _model(cfg: RunConfig, paths: RunPaths) -> list[str]:
             row = best.iloc[0]
             lines.append(f"Trained {len(log)} epoch(s); the kept weights are epoch {int(row['epoch'])}'s "
                          f"(validation {cfg.train.monitor}: {row['monitor']:.3f}).")
-    manifest = manifest_of(paths)
     chosen = manifest.extra.get("training_precision") if manifest is not None else None
     if chosen:
         rates = ", ".join(f"{k} {v:g} images/s" for k, v in chosen.get("images_per_s", {}).items())
-        lines.append(f"Training precision `{chosen['precision']}` ({chosen['reason']}{'; ' + rates if rates else ''}).")
+        lines.append(f"Training precision `{chosen['precision']}` "
+                     f"({chosen['reason']}{'; ' + rates if rates else ''}).")
     return lines + [""]
 
 
