@@ -224,8 +224,10 @@ def test_failed_durable_write_is_0xA700_and_the_retry_succeeds(run, tmp_path):
         assert node.store.has(uid_of(files[1])) and len(node.store.instances()) == 3
 
 
-def test_allow_list_and_four_concurrent_senders_then_a_fifth_rejected_as_transient_and_retried(run,
-                                                                                                tmp_path):
+def test_allow_list_and_four_concurrent_senders_then_a_fifth_rejected_as_transient_and_retried(run, tmp_path,
+                                                                                                caplog):
+    caplog.set_level("INFO", logger="chestaid")
+    caplog.set_level("WARNING", logger="pynetdicom")
     store_dir = tmp_path / "store"
     sets = [phantoms(tmp_path / f"in{k}", 100, seed=10 + k) for k in range(5)]
     allow = "MOD0,MOD1,MOD2,MOD3,MOD4"
@@ -236,10 +238,13 @@ def test_allow_list_and_four_concurrent_senders_then_a_fifth_rejected_as_transie
         senders = [subprocess.Popen([str(DCMTK / "dcmsend"), "-aet", f"MOD{k}", "-aec", "CHESTAID", "127.0.0.1",
                                      str(node.port), "+crf", str(reports[k]), *map(str, sets[k])],
                                     stderr=subprocess.PIPE, text=True) for k in range(4)]
-        wait_for(lambda: len(node.receiver.server.active_associations) >= 4, 60, 0.005, "four associations")
+        senders_in = lambda: sum(a.is_established and a.requestor.ae_title in allow.split(",")[:4]  # noqa: E731
+                                 for a in node.receiver.server.active_associations)
+        wait_for(lambda: senders_in() >= 4, 60, 0.005, "four associations")  # not the intruder's, if still there
         fifth, _ = dcmsend(node.port, sets[4], "-d", aet="MOD4", check=False)
         errors = [s.communicate(timeout=300)[1] for s in senders]
-        assert all(s.returncode == 0 for s in senders), errors
+        node_log = [r.getMessage() for r in caplog.records if "stored, queued" not in r.getMessage()]
+        assert all(s.returncode == 0 for s in senders), (errors, node_log[-40:])
         for report in map(read_report, reports):  # 0 failures reported by the senders
             assert len(report["ok"]) == 100 and not report["failed"], report["text"][-500:]
         assert fifth.returncode != 0 and "rejected" in fifth.stderr.lower(), fifth.stderr
@@ -250,6 +255,21 @@ def test_allow_list_and_four_concurrent_senders_then_a_fifth_rejected_as_transie
     uids = [r["sop_uid"] for r in rows]
     assert len(uids) == len(set(uids)) == 500
     assert set(uids) == {uid_of(p) for files in sets for p in files}
+
+
+def test_a_silent_association_is_aborted_after_the_idle_timeout_and_the_log_says_so(run, tmp_path, caplog):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    caplog.set_level("INFO", logger="chestaid")
+    with start_node(run, tmp_path / "store", idle_timeout=1.0) as node:
+        ae = AE(ae_title="QUIET")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="CHESTAID")
+        assert assoc.is_established
+        wait_for(lambda: not assoc.is_alive(), 30, 0.1, "the node to abort the silent association")
+    assert assoc.is_aborted
+    assert any("QUIET" in r.getMessage() and "aborted (idle for 1 s)" in r.getMessage() for r in caplog.records)
 
 
 def test_kill_9_during_a_send_then_restart_loses_nothing_and_results_arrive_once(run, tmp_path):

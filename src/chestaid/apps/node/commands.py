@@ -43,6 +43,8 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
              help="calling AE titles accepted, comma-separated (default: any)")] = None,
          max_associations: Annotated[int, typer.Option(
              "--max-associations", min=1, help="concurrent associations; more are rejected as transient")] = 16,
+         idle_timeout: Annotated[float, typer.Option(
+             "--idle-timeout", min=1.0, help="seconds an association may stay silent before it is aborted")] = 300.0,
          batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
          heat_maps: Annotated[bool, typer.Option(help="a Secondary Capture heat map per scored image")] = True,
          send_tries: Annotated[int, typer.Option("--send-tries", min=1,
@@ -62,6 +64,7 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
         raise ChestaidError(f"{run}: not a trained run (no model.safetensors)")
     config = NodeConfig(run=Path(run), store=Path(store), port=port, ae_title=ae_title, host=host,
                         send_to=_split(send_to), allow=_split(allow), max_associations=max_associations,
+                        idle_timeout=idle_timeout,
                         batch_size=batch_size, heat_maps=heat_maps, send_tries=send_tries, retry_delay=retry_delay,
                         max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device)
     stop = threading.Event()

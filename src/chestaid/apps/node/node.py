@@ -31,6 +31,7 @@ class NodeConfig:
     send_to: list[str] = field(default_factory=list)
     allow: list[str] = field(default_factory=list)
     max_associations: int = 16
+    idle_timeout: float = 300.0
     batch_size: int = 16
     heat_maps: bool = True
     send_tries: int = 8
@@ -71,7 +72,8 @@ class Node:
         self.sender = Sender(self.store, config.ae_title, config.send_tries, config.retry_delay,
                              config.max_retry_delay, config.send_timeout)
         self.receiver = Receiver(self.store, config.port, config.ae_title, config.host, config.allow,
-                                 config.max_associations, on_stored=self.worker.wake)
+                                 config.max_associations, on_stored=self.worker.wake,
+                                 idle_timeout=config.idle_timeout)
         self.worker.start()
         self.sender.start()
         self.receiver.start()

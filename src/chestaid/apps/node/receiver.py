@@ -68,11 +68,15 @@ class Receiver:
     """pynetdicom's AE as the node's SCP. `start()` listens (non-blocking), `stop()` closes the server."""
 
     def __init__(self, store: Store, port: int = 11112, ae_title: str = "CHESTAID", host: str = "0.0.0.0",
-                 allow: list[str] | None = None, max_associations: int = 16, on_stored=None) -> None:
+                 allow: list[str] | None = None, max_associations: int = 16, on_stored=None,
+                 idle_timeout: float = 300.0) -> None:
         self.store, self.port, self.host, self.on_stored = store, port, host, on_stored
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
         self.ae.maximum_pdu_size = 0  # no limit on what we accept per PDU: fewer, larger reads
+        # pynetdicom's idle timer also runs while our own handler writes and fsyncs (the sender waits for our
+        # answer then), so its 60 s default can abort a sender on a loaded machine; the node's is longer
+        self.ae.network_timeout = idle_timeout
         if allow:
             self.ae.require_calling_aet = list(allow)
         for context in AllStoragePresentationContexts:
@@ -114,6 +118,8 @@ class Receiver:
         with self._lock:
             stored, duplicates, failed = self._counts.pop(id(event.assoc), [0, 0, 0])
         how = "released" if event.event is evt.EVT_RELEASED else "aborted"
+        if event.event is evt.EVT_ABORTED and event.assoc.dul.idle_timer_expired():
+            how += f" (idle for {self.ae.network_timeout:g} s)"
         log.info("association from %s %s: %d stored, %d duplicates, %d failed", self._peer(event), how, stored,
                  duplicates, failed)
 
