@@ -154,7 +154,7 @@ def auto_vs_onnx(run: Path, rounds: int) -> dict:
 
 def gradcam_precisions(run: Path, rounds: int) -> dict:
     """Grad-CAM (the predictor's torch model) in fp32 and under bf16 autocast: time and how far the maps move."""
-    from chestaid.explain.gradcam import BF16_MAP_TOLERANCE, CamExplainer, resolve_cam_precision
+    from chestaid.explain.gradcam import BF16_MAP_TOLERANCE, CamExplainer
     from chestaid.inference.predictor import Predictor
 
     predictor = Predictor.load(run, backend="torch")
@@ -175,7 +175,18 @@ def gradcam_precisions(run: Path, rounds: int) -> dict:
             "gradcam_bf16_argmax_identical": f"{sum(same)}/{len(same)}",
             "gradcam_bf16_tolerance": BF16_MAP_TOLERANCE,
             "gradcam_maps_nonzero": bool(maps["fp32"].max() > 0),
-            "gradcam_auto_precision_here": resolve_cam_precision("auto", predictor.device)}
+            **gradcam_auto(predictor, images, tabular, findings)}
+
+
+def gradcam_auto(predictor, images: np.ndarray, tabular: np.ndarray, findings: list[int]) -> dict:
+    """What `precision="auto"` resolves to here and, where it measures, what it measured and kept."""
+    from chestaid.explain.gradcam import CamExplainer
+
+    explainer = CamExplainer(predictor)
+    resolved = explainer.precision
+    explainer.maps(images[:1], tabular[:1], findings[:1])
+    return {"gradcam_auto_resolves_to": resolved, "gradcam_auto_precision_here": explainer.precision,
+            "gradcam_auto_measured_ms": explainer.measured}
 
 
 def predict_workers(run: Path, files: int, tmp: Path, batch: int = 16) -> dict:
@@ -250,6 +261,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or synthetic_run(Path(tmp), args.size)
         results.update(run=str(args.run) if args.run else "synthetic: random weights, synthetic cache (400 images)")
+        if args.run:  # the run's own input size, not --size
+            from chestaid.core.config import load_config
+            results["size"] = load_config(args.run / "config.yaml").data.image_size
         table = backend_table(run, args.rounds)
         print_table(table)
         results["table"] = table

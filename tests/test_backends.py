@@ -155,6 +155,7 @@ def test_predict_with_decode_workers_gives_the_same_worklist(ungated_run, nih_ro
     assert tables[0] == tables[1]
 
 
+@pytest.mark.cam_auto
 def test_gradcam_in_bf16_keeps_the_argmax_and_stays_within_tolerance(tiny_run, tmp_path):
     import torch
 
@@ -175,6 +176,28 @@ def test_gradcam_in_bf16_keeps_the_argmax_and_stays_within_tolerance(tiny_run, t
     for a, b in zip(fp32, bf16):  # the peak stays put (identical at 224 px in benchmarks/inference.py; at 64 px
         pa, pb = np.unravel_index(np.argmax(a), a.shape), np.unravel_index(np.argmax(b), b.shape)  # random
         assert max(abs(pa[0] - pb[0]), abs(pa[1] - pb[1])) <= 1                       # weights: a pixel at most)
-    assert resolve_cam_precision("auto", predictor.device) == ("bf16" if machine.has("amx") else "fp32")
+    assert resolve_cam_precision("auto", predictor.device) == ("measure" if machine.has("bf16") else "fp32")
     with pytest.raises(ChestaidError, match="precision"):
         CamExplainer(predictor, precision="fp8")
+
+
+@pytest.mark.cam_auto
+def test_gradcam_precision_auto_is_measured_where_the_cpu_has_bf16_and_fp32_elsewhere(tiny_run, monkeypatch):
+    from chestaid.explain.gradcam import CamExplainer
+
+    predictor = Predictor.load(tiny_run.root, backend="torch")
+    images = np.random.default_rng(1).integers(0, 256, (2, 64, 64), dtype=np.uint8)
+    tabular = np.full((2, 3), 0.5, np.float32)
+    if machine.has("bf16"):  # (bf16 is emulated, hundreds of times slower, on CPUs without: not timed there)
+        explainer = CamExplainer(predictor)
+        assert explainer.precision == "measure"
+        maps = explainer.maps(images, tabular, [0, 1])
+        assert explainer.precision in ("fp32", "bf16") and set(explainer.measured) == {"fp32", "bf16"}
+        again = CamExplainer(predictor, precision=explainer.precision).maps(images, tabular, [0, 1])
+        np.testing.assert_allclose(maps, again, atol=1e-5)  # the map of the precision it kept
+    real_has = machine.has
+    monkeypatch.setattr(machine, "has", lambda feature: feature != "bf16" and feature != "amx" and real_has(feature))
+    explainer = CamExplainer(predictor)
+    assert explainer.precision == "fp32"
+    explainer.maps(images, tabular, [0, 1])
+    assert explainer.precision == "fp32" and not explainer.measured

@@ -188,6 +188,28 @@ def test_receive_every_syntax_give_each_a_state_results_pass_dciodvfy_duplicates
     assert ((band[..., 0] > 200) & (band[..., 1] > 200) & (band[..., 2] < 80)).sum() > 200
 
 
+def test_an_image_without_the_type_2_patient_and_study_attributes_still_gets_valid_results(run, tmp_path):
+    """Modalities and anonymisers leave out PatientBirthDate, PatientSex ...; the SR and the heat map carry them
+    empty, as DICOM allows (seen: 'no result objects (AttributeError: ... PatientBirthDate)')."""
+    path = phantom(tmp_path / "bare.dcm", "1.2.826.0.1.3680043.8.498.7", 0)
+    ds = pydicom.dcmread(path)
+    for keyword in ("PatientBirthDate", "PatientSex", "PatientName", "StudyID", "StudyTime", "AccessionNumber",
+                    "ReferringPhysicianName"):
+        delattr(ds, keyword)
+    ds.save_as(path)
+    store_dir = tmp_path / "store"
+    with start_node(run, store_dir) as node:
+        dcmsend(node.port, [path])
+        wait_for(lambda: settled(store_dir, False), what="scored")
+        row = node.store.instances()[0]
+    assert (row["state"], row["reason"]) == ("scored", "")
+    results = sorted((store_dir / "results").rglob("*.dcm"))
+    assert len(results) == 2 and sum(pydicom.dcmread(p).Modality == "SR" for p in results) == 1  # SR + heat map
+    for result in results:
+        assert dciodvfy_errors(result) == [], result
+        assert "PatientBirthDate" in pydicom.dcmread(result, stop_before_pixels=True)
+
+
 def test_worklist_command_highest_risk_first_json_and_status(run, tmp_path):
     store_dir = tmp_path / "store"
     files = phantoms(tmp_path / "in", 6, seed=2) + [Path(get_testdata_file("CT_small.dcm"))]

@@ -2,16 +2,20 @@
 
 Maps come back in the coordinates of the preprocessed image (the cache-size square the model saw before
 its centre crop), normalised to [0, 1] per image: a qualitative explanation of where the network looked.
-`precision="auto"` makes the map under bf16 autocast only on CPUs with AMX (and GPUs with bf16), where it pays;
-fp32 elsewhere (AVX512-BF16 without AMX is measured in benchmarks/inference.py, docs/speed.md). A bf16 map differs
-from the fp32 one by at most BF16_MAP_TOLERANCE with its peak in the same place (identical at 224 px; within one
-pixel at 64 px with random weights: tests/test_backends.py).
+`precision="auto"` is chosen by measurement: on a GPU with bf16, bf16 autocast; on a CPU with bf16 instructions
+(AVX512-BF16 or AMX) the first `maps` call times the map in fp32 and in bf16 side by side on its own images and
+keeps bf16 only when it is `MIN_SPEEDUP` times faster (on an AMX CPU it was 1.15x *slower* at 96 px:
+docs/speed.md); fp32 on every other CPU. A bf16 map differs from the fp32 one by at most BF16_MAP_TOLERANCE with
+its peak in the same place (identical at 224 px; within one pixel at 64 px with random weights:
+tests/test_backends.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,10 +37,13 @@ TRANSITIONS = ("backbone.features.transition1.conv", "backbone.features.transiti
 MIN_MAP_SIDE = 8
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_MAP_TOLERANCE = 0.25  # max |bf16 - fp32| on [0, 1] maps (0.15 measured at 64 px, random weights)
+MIN_SPEEDUP = 1.2  # bf16 must beat fp32 by this much to be kept: below it, a shared machine's noise decides
+log = logging.getLogger(__name__)
 
 
 def resolve_cam_precision(precision: str, device: torch.device) -> str:
-    """"bf16" where bf16 autocast pays for the map (a CUDA GPU with bf16, a CPU with AMX), else "fp32"."""
+    """"bf16" on a CUDA GPU with bf16, "measure" on a CPU with bf16 instructions (the first maps call decides),
+    else "fp32"; an explicit "fp32"/"bf16" is kept."""
     if precision not in PRECISIONS:
         raise ChestaidError(f"unknown Grad-CAM precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision != "auto":
@@ -45,7 +52,7 @@ def resolve_cam_precision(precision: str, device: torch.device) -> str:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     from chestaid.core.machine import has
 
-    return "bf16" if has("amx") else "fp32"
+    return "measure" if has("bf16") else "fp32"
 
 
 def default_target_layers(model: nn.Module, image_size: int) -> list[str]:
@@ -107,6 +114,7 @@ class CamExplainer:
         self.layers = names
         self._modules = [modules[n] for n in names]
         self._lock = threading.Lock()
+        self.measured: dict[str, float] = {}  # ms per map call of each precision, when "auto" measured them
 
     def maps(self, images: np.ndarray, tabular: np.ndarray, findings: list[int]) -> np.ndarray:
         """uint8 images [B,S,S], patient vectors [B,3], one finding index per image → maps [B,S,S] in [0,1]."""
@@ -117,13 +125,34 @@ class CamExplainer:
             x = x.contiguous(memory_format=torch.channels_last)
         tab = torch.from_numpy(np.ascontiguousarray(tabular)).to(device) if cfg.model.tabular else None
         targets = [ClassifierOutputTarget(int(f)) for f in findings]
-        bf16 = self.precision == "bf16"
+        with self._lock:
+            if self.precision == "measure":
+                self.precision = self._measure(x, tab, targets)
+            grey = self._cam(x, tab, targets, self.precision == "bf16")
+        return np.stack([uncrop(m, images.shape[-1], cfg.data.augment.crop) for m in grey])
+
+    def _cam(self, x: torch.Tensor, tab: torch.Tensor | None, targets: list, bf16: bool) -> np.ndarray:
+        device = self.predictor.device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         hook = _fp32_gradient_starts_here if bf16 else _gradient_starts_here
-        with self._lock, _hooks(self._modules, hook), torch.enable_grad(), autocast:
+        with _hooks(self._modules, hook), torch.enable_grad(), autocast:
             with METHODS[self.method](model=_ImageOnly(self.predictor.model, tab), target_layers=self._modules) as cam:
-                grey = cam(input_tensor=x, targets=targets)
-        return np.stack([uncrop(m, images.shape[-1], cfg.data.augment.crop) for m in grey])
+                return cam(input_tensor=x, targets=targets)
+
+    def _measure(self, x: torch.Tensor, tab: torch.Tensor | None, targets: list) -> str:
+        """Time this call's maps in fp32 and bf16 (a warm-up each, then two rounds interleaved, best of each)."""
+        times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        for round_ in range(3):
+            for name in times:
+                start = time.perf_counter()
+                self._cam(x, tab, targets, name == "bf16")
+                if round_:
+                    times[name].append(time.perf_counter() - start)
+        self.measured = {name: round(min(t) * 1000, 1) for name, t in times.items()}
+        speedup = self.measured["fp32"] / max(self.measured["bf16"], 1e-6)
+        choice = "bf16" if speedup >= MIN_SPEEDUP else "fp32"
+        log.info("Grad-CAM precision auto: %s (measured: bf16 %.2fx fp32 on this CPU)", choice, speedup)
+        return choice
 
 
 @contextmanager

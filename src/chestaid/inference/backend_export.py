@@ -47,9 +47,15 @@ def _mean_auroc(y: np.ndarray, scores: np.ndarray) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def parity(reference: dict, got: dict, y: np.ndarray) -> dict:
-    """Figures of one variant against the fp32 reference (dicts of logits, risk, decisions, refused, distance)."""
+def parity(reference: dict, got: dict, y: np.ndarray, labels: tuple[str, ...] | None = None) -> dict:
+    """Figures of one variant against the fp32 reference (dicts of logits, risk, decisions, refused, distance);
+    `worst_risk` says where the largest risk difference was: a steep calibrator (a small temperature) turns a
+    small logit difference into a large risk difference, and that is the reason to see."""
     a_ref, a_got = _mean_auroc(y, reference["risk"]), _mean_auroc(y, got["risk"])
+    image, finding = np.unravel_index(int(np.argmax(np.abs(got["risk"] - reference["risk"]))), got["risk"].shape)
+    name = labels[finding] if labels and finding < len(labels) else str(finding)
+    worst = (f"{name}: logit {reference['logits'][image, finding]:.3f} -> {got['logits'][image, finding]:.3f}, "
+             f"risk {reference['risk'][image, finding]:.3f} -> {got['risk'][image, finding]:.3f}")
     figures = {
         "max_logit_difference": float(np.abs(got["logits"] - reference["logits"]).max()),
         "max_risk_difference": float(np.abs(got["risk"] - reference["risk"]).max()),
@@ -61,8 +67,9 @@ def parity(reference: dict, got: dict, y: np.ndarray) -> dict:
         "max_gate_distance_relative_difference": None if reference["distance"] is None else
         float((np.abs(got["distance"] - reference["distance"]) / np.maximum(reference["distance"], 1e-6)).max()),
     }
-    over = [f"{key} {figures[key]:.4g} > {bound}" for key, bound in PARITY_BOUNDS.items()
-            if figures[key] is not None and figures[key] > bound]
+    figures["worst_risk"] = worst
+    over = [f"{key} {figures[key]:.4g} > {bound}" + (f" ({worst})" if key == "max_risk_difference" else "")
+            for key, bound in PARITY_BOUNDS.items() if figures[key] is not None and figures[key] > bound]
     figures["passes"] = not over
     figures["why_not_used"] = ("exceeds the parity bounds: " + ", ".join(over)) if over else ""
     return figures
@@ -160,7 +167,7 @@ def export_backends(run: str | Path, data: str | Path | None = None) -> dict:
                 entry.update(passes=name in ("onnx", "openvino"), why_not_used="" if name in ("onnx", "openvino")
                              else record["no_data"])
             else:
-                entry.update(parity(reference, summary(network), y))
+                entry.update(parity(reference, summary(network), y, labels))
         record["variants"][name] = entry
     record["speed"] = {}
     speed = measure_speed(run, record, model, cfg)  # writes the record

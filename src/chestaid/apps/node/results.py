@@ -83,10 +83,31 @@ def _text(name: CodedConcept, value: str) -> hd.sr.TextContentItem:
     return hd.sr.TextContentItem(name=name, value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
 
 
+# Type 2 attributes of the Patient and General Study modules: required, possibly empty. Modalities and
+# anonymisers often leave some out; highdicom copies them from the source, so a missing one would mean no results.
+TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                       "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def with_type2(source: Dataset) -> Dataset:
+    """The source header, with its missing Type 2 patient and study attributes present and empty (a copy)."""
+    missing = [k for k in TYPE2_PATIENT_STUDY if k not in source]
+    if not missing:
+        return source
+    completed = Dataset(dict(source.items()))  # a new element dict (Dataset(source) would share its dict)
+    if hasattr(source, "file_meta"):
+        completed.file_meta = source.file_meta
+    completed.is_little_endian, completed.is_implicit_VR = source.is_little_endian, source.is_implicit_VR
+    for keyword in missing:
+        setattr(completed, keyword, None)
+    return completed
+
+
 def make_sr(source: Dataset, algorithm: Algorithm, labels: list[str], risk: np.ndarray | None,
             decisions: np.ndarray | None, thresholds: dict[str, float] | None, not_analysed: str = "") -> Dataset:
     """A TID 1500 measurement report: one group per finding (its code, present/absent at the run's
     threshold, the calibrated risk score), or, when `not_analysed` gives a reason, one group saying so."""
+    source = with_type2(source)
     sop_uid, series_uid = result_uids(source.SOPInstanceUID, source.StudyInstanceUID, algorithm, "sr")
     algo = algorithm.identification()
     image = hd.sr.SourceImageForMeasurementGroup.from_source_image(source)
@@ -150,6 +171,7 @@ def caption_image(rgb: np.ndarray, lines: list[str], width: int = 512) -> np.nda
 
 def make_heat_map(source: Dataset, algorithm: Algorithm, rgb: np.ndarray, finding: str, risk: float) -> Dataset:
     """A Secondary Capture of the top finding's heat map (RGB), its caption burned in and in SeriesDescription."""
+    source = with_type2(source)
     sop_uid, series_uid = result_uids(source.SOPInstanceUID, source.StudyInstanceUID, algorithm, "sc")
     pixels = caption_image(rgb, [CAPTION, f"Grad-CAM: {finding}  (calibrated risk score {risk:.3f})"])
     orientation = tuple(str(v) for v in (source.get("PatientOrientation") or []))

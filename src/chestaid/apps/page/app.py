@@ -157,37 +157,42 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto", uploa
         gr.Markdown(run_notes(predictor, run), elem_id="run-notes")
         with gr.Accordion("Model card: what this model was trained on and is for", open=False):
             gr.Markdown(model_card(run), elem_id="model-card")
-        with gr.Tab("Upload", elem_id="tab-upload"):
-            state = gr.State(None)
-            with gr.Row():
-                with gr.Column(scale=1):
-                    upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", type="filepath", elem_id="upload",
-                                     file_types=[".png", ".jpg", ".jpeg", ".dcm", ".dicom"])
-                    age = gr.Textbox(label="Age in years (empty = unknown; a DICOM's own PatientAge wins)",
-                                     value="", placeholder="unknown", max_lines=1, max_length=8, visible=tabular,
-                                     elem_id="age")
-                    sex = gr.Radio(["unknown", "M", "F"], value="unknown", label="Sex", visible=tabular)
-                    view = gr.Radio(["unknown", "PA", "AP"], value="unknown", label="View", visible=tabular)
-                    button = gr.Button("Analyse", variant="primary", elem_id="analyse")
-                    message = gr.Textbox(label="Message", interactive=False, max_lines=4, elem_id="message")
-                    anyway = gr.Button("Score anyway (outside the input gate)", visible=False,
-                                       elem_id="score-anyway")
-                with gr.Column(scale=1):
-                    finding = gr.Dropdown(labels, value=labels[0], label="Finding (heat map and score)",
-                                          visible=multi, elem_id="finding")
-                    score = gr.Textbox(label="Calibrated risk score" if predictor.calibrated else
-                                       "Risk score (UNCALIBRATED: this run has no calibration)", interactive=False,
-                                       elem_id="score")
-                    threshold = gr.Slider(0, 1, value=predictor.thresholds.values[labels[0]], step=0.001,
-                                          label="Decision threshold (changes the decision, never the score)",
-                                          elem_id="threshold")
-                    decision = gr.Textbox(label="Decision", interactive=False, max_lines=4, elem_id="decision")
-                    alpha = gr.Slider(0, 1, value=0.4, step=0.05, label="Heat-map opacity (display only)",
-                                      elem_id="alpha")
-                    gr.Markdown("Grad-CAM heat map: a qualitative explanation, not a lesion mask")
-                    heatmap = gr.HTML(elem_id="heatmap")
-            findings_table = gr.Dataframe(label="Findings by calibrated risk score", visible=multi,
-                                          interactive=False, elem_id="findings")
+        with gr.Tabs(elem_id="tabs"):  # one tab bar: the upload and, with a store, the worklist
+            with gr.Tab("Upload", elem_id="tab-upload"):
+                state = gr.State(None)
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", type="filepath", elem_id="upload",
+                                         file_types=[".png", ".jpg", ".jpeg", ".dcm", ".dicom"])
+                        age = gr.Textbox(label="Age in years (empty = unknown; a DICOM's own PatientAge wins)",
+                                         value="", placeholder="unknown", max_lines=1, max_length=8, visible=tabular,
+                                         elem_id="age")
+                        sex = gr.Radio(["unknown", "M", "F"], value="unknown", label="Sex", visible=tabular)
+                        view = gr.Radio(["unknown", "PA", "AP"], value="unknown", label="View", visible=tabular)
+                        button = gr.Button("Analyse", variant="primary", elem_id="analyse")
+                        message = gr.Textbox(label="Message", interactive=False, max_lines=4, elem_id="message")
+                        anyway = gr.Button("Score anyway (outside the input gate)", visible=False,
+                                           elem_id="score-anyway")
+                    with gr.Column(scale=1):
+                        finding = gr.Dropdown(labels, value=labels[0], label="Finding (heat map and score)",
+                                              visible=multi, elem_id="finding")
+                        score = gr.Textbox(label="Calibrated risk score" if predictor.calibrated else
+                                           "Risk score (UNCALIBRATED: this run has no calibration)", interactive=False,
+                                           elem_id="score")
+                        threshold = gr.Slider(0, 1, value=predictor.thresholds.values[labels[0]], step=0.001,
+                                              label="Decision threshold (changes the decision, never the score)",
+                                              elem_id="threshold")
+                        decision = gr.Textbox(label="Decision", interactive=False, max_lines=4, elem_id="decision")
+                        alpha = gr.Slider(0, 1, value=0.4, step=0.05, label="Heat-map opacity (display only)",
+                                          elem_id="alpha")
+                        gr.Markdown("Grad-CAM heat map: a qualitative explanation, not a lesion mask")
+                        heatmap = gr.HTML(elem_id="heatmap")
+                findings_table = gr.Dataframe(label="Findings by calibrated risk score", visible=multi,
+                                              interactive=False, elem_id="findings")
+            if node is not None:
+                from chestaid.apps.page.worklist_view import worklist_tab
+
+                worklist_tab(node, predictor, explainer, refresh_s)
         shown_outputs = [state, score, threshold, decision, heatmap, findings_table, finding, message, anyway]
         button.click(analyse, [upload, age, sex, view, alpha], shown_outputs, api_name=False)
         anyway.click(score_outside_gate, [state, alpha], shown_outputs, api_name=False)
@@ -198,8 +203,4 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto", uploa
         api_anyway = gr.Checkbox(False, visible=False, label="score anyway")
         api_fields = [gr.Textbox(visible=False, label=name) for name in ("age", "sex", "view")]  # checked here
         gr.Button(visible=False).click(score_api, [upload, *api_fields, api_anyway], [api_out], api_name="score")
-        if node is not None:
-            from chestaid.apps.page.worklist_view import worklist_tab
-
-            worklist_tab(node, predictor, explainer, refresh_s)
     return demo

@@ -20,6 +20,7 @@ from chestaid.apps.page.inputs import plain
 log = logging.getLogger(__name__)
 COLUMNS = ["risk", "top finding", "flagged", "state", "reason", "reviewed", "received", "AccessionNumber",
            "SOPInstanceUID"]
+COLUMN_WIDTHS = ["70px", "140px", "180px", "90px", "260px", "150px", "150px", "130px", "300px"]
 
 
 def _when(t: float | None) -> str:
@@ -99,7 +100,8 @@ def worklist_tab(node: Store, predictor, explainer, refresh_s: float = 2.0) -> N
     with gr.Tab("Worklist", elem_id="tab-worklist"):
         gr.Markdown("Studies sent to the DICOM node, highest calibrated risk score first; refreshed every "
                     f"{refresh_s:g} s. Risk scores support triage; they are not a diagnosis.")
-        table = gr.Dataframe(worklist_frame(node), interactive=False, elem_id="worklist", wrap=True)
+        table = gr.Dataframe(worklist_frame(node), interactive=False, elem_id="worklist", wrap=True,
+                             column_widths=COLUMN_WIDTHS, max_height=420)
         with gr.Row():
             chosen = gr.Textbox(label="SOPInstanceUID", max_lines=1, elem_id="worklist-uid", scale=3)
             open_button = gr.Button("Open", elem_id="worklist-open", scale=1)
