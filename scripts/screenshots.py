@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -86,31 +88,18 @@ def main() -> None:
     boxed = [line.split(",")[0] for line in (demo / "nih" / "data" / "BBox_List_2017.csv").read_text().splitlines()[1:]]
     image = next(p for name in boxed if name in test_ids
                  for p in (demo / "nih" / "data").glob(f"images_*/images/{name}"))
-    port = _port()
-    server = subprocess.Popen([sys.executable, "-m", "chestaid.apps.cli", "serve", str(run), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait(url)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url)
-            page.locator("#age textarea, #age input").first.fill("58")  # the Age box is text: empty = unknown
-            page.set_input_files("#upload input[type=file]", str(image))
-            page.wait_for_timeout(1000)
-            page.click("#analyse")
-            page.wait_for_function("() => { const e = document.querySelector('#score textarea, #score input');"
-                                   " return e && e.value.length > 0; }", timeout=120_000)
-            page.wait_for_timeout(1500)
-            page.screenshot(path=str(out / "page.png"), full_page=True)
-            report = browser.new_page(viewport={"width": 1150, "height": 1500})
-            report.goto((run / "report.html").resolve().as_uri())
-            report.screenshot(path=str(out / "report.png"))
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    with served(run, width=1280, height=900) as (browser, page):
+        page.locator("#age textarea, #age input").first.fill("58")  # the Age box is text: empty = unknown
+        page.set_input_files("#upload input[type=file]", str(image))
+        page.wait_for_timeout(1000)
+        page.click("#analyse")
+        page.wait_for_function("() => { const e = document.querySelector('#score textarea, #score input');"
+                               " return e && e.value.length > 0; }", timeout=120_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(out / "page.png"), full_page=True)
+        report = browser.new_page(viewport={"width": 1150, "height": 1500})
+        report.goto((run / "report.html").resolve().as_uri())
+        report.screenshot(path=str(out / "report.png"))
     worklist(demo, run, out)
     print(f"wrote {out / 'page.png'}, {out / 'report.png'} (image {image.name}) and {out / 'worklist.png'}")
 
@@ -122,39 +111,42 @@ def worklist(demo: Path, run: Path, out: Path) -> None:
         opened = Store.open(store)
         uid = max(opened.instances("scored"), key=lambda row: row["risk"])["sop_uid"]
         opened.close()
-        port = _port()
-        server = subprocess.Popen([sys.executable, "-m", "chestaid.apps.cli", "serve", str(run), "--port", str(port),
-                                   "--store", str(store)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            _wait(url)
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-                page = browser.new_page(viewport={"width": 1300, "height": 1000})
-                page.goto(url)
-                page.click("button[role=tab]:has-text('Worklist')")
-                page.wait_for_function("() => document.querySelector('#worklist').innerText.includes('scored')")
-                page.fill("#worklist-uid textarea, #worklist-uid input", uid)
-                page.click("#worklist-open")
-                page.wait_for_function("() => document.querySelector('#worklist-image img') !== null", timeout=60_000)
-                page.click("#worklist-heat")
-                page.wait_for_function("() => document.querySelector('#worklist-heatmap img') !== null",
-                                       timeout=120_000)
-                page.wait_for_timeout(1500)
-                page.screenshot(path=str(out / "worklist.png"), full_page=True)
-                browser.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
+        with served(run, "--store", str(store), width=1300, height=1000) as (_, page):
+            page.click("button[role=tab]:has-text('Worklist')")
+            page.wait_for_function("() => document.querySelector('#worklist').innerText.includes('scored')")
+            page.fill("#worklist-uid textarea, #worklist-uid input", uid)
+            page.click("#worklist-open")
+            page.wait_for_function("() => document.querySelector('#worklist-image img') !== null", timeout=60_000)
+            page.click("#worklist-heat")
+            page.wait_for_function("() => document.querySelector('#worklist-heatmap img') !== null",
+                                   timeout=120_000)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(out / "worklist.png"), full_page=True)
 
 
-def _wait(url: str) -> None:
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
+@contextmanager
+def served(run: Path, *serve_args: str, width: int, height: int) -> Iterator[tuple]:
+    """`chestaid serve RUN` on a free loopback port, and a headless chromium page open on it."""
+    port = _port()
+    server = subprocess.Popen([sys.executable, "-m", "chestaid.apps.cli", "serve", str(run), "--port", str(port),
+                               *serve_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(url)
+            yield browser, page
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
 
 
 if __name__ == "__main__":

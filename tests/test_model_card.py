@@ -33,3 +33,19 @@ def test_card_says_what_the_data_is(tmp_path):
     assert "paediatric patients aged one to five, from one centre" in card and "Synthetic" not in card
     positives = int(Cache.open(tmp_path / "kaggle_cache").table.query("split == 'train'")["Pneumonia"].sum())
     assert f"Positives in train: Pneumonia {positives}." in card
+
+
+def test_card_names_the_findings_whose_calibrator_is_steep(tmp_path):
+    import json
+
+    root = synth_pneumonia(tmp_path / "kaggle", n=40, size=32, seed=1, workers=1)
+    prepare(root, tmp_path / "cache", size=32, workers=1)
+    run = tmp_path / "run"
+    _card_for(tmp_path / "cache", run)
+    findings = {"Pneumonia": {"method": "temperature", "temperature": 0.018315}}
+    RunPaths(run).calibration.write_text(json.dumps({"fitted_on": "cache", "findings": findings}))
+    card = write_model_card(run).read_text()
+    assert "**Steep calibration** for Pneumonia (55x)" in card
+    findings["Pneumonia"] = {"method": "platt", "a": 1.4, "b": -0.2}
+    RunPaths(run).calibration.write_text(json.dumps({"fitted_on": "cache", "findings": findings}))
+    assert "Steep calibration" not in write_model_card(run).read_text()

@@ -22,6 +22,20 @@ METHODS = ("identity", "temperature", "platt", "isotonic")
 MIN_ISOTONIC_CLASS = 30
 
 
+LOG_TEMPERATURE_BOUNDS = (-4.0, 4.0)  # T in [0.018, 55]
+STEEP_GAIN = 10.0  # a calibrator multiplying logits by this much turns a 0.1 logit change into up to 0.25 of risk
+
+
+def gain(params: dict) -> float | None:
+    """How much a fitted calibrator multiplies logit differences (1/T, Platt's |a|, 1; None for isotonic)."""
+    method = params.get("method")
+    if method == "temperature":
+        return 1.0 / float(params["temperature"])
+    if method == "platt":
+        return abs(float(params["a"]))
+    return 1.0 if method == "identity" else None
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """The T > 0 minimising the binary NLL of sigmoid(logits / T) (searched on log T)."""
     logits, y = np.asarray(logits, float), np.asarray(y, float)
@@ -30,7 +44,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         z = logits / np.exp(log_t)
         return float(np.mean(np.logaddexp(0, z) - y * z))
 
-    return float(np.exp(minimize_scalar(nll, bounds=(-4, 4), method="bounded", options={"xatol": 1e-6}).x))
+    return float(np.exp(minimize_scalar(nll, bounds=LOG_TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-6}).x))
 
 
 def fit(method: str, logits: np.ndarray, y: np.ndarray) -> dict:

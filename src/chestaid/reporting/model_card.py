@@ -118,6 +118,7 @@ def _fitted(paths: RunPaths) -> list[str]:
         info = json.loads(paths.calibration.read_text())
         lines.append(f"- Calibrated on validation data of `{Path(str(info.get('fitted_on', '?'))).name}` "
                      "(never the test split).")
+        lines += _steep(info.get("findings", {}))
     else:
         lines.append("- **Not calibrated**: scores are plain sigmoid outputs (`chestaid calibrate`).")
     if paths.thresholds.is_file():
@@ -129,6 +130,20 @@ def _fitted(paths: RunPaths) -> list[str]:
     lines.append("- Input gate: DICOM tags (CR/DX chest only) and a distance from the training images; images "
                  "unlike them are refused." if gate else "- **No input gate**: any image is scored.")
     return lines + [""]
+
+
+def _steep(findings: dict) -> list[str]:
+    """A line naming the findings whose calibrator multiplies logit differences by STEEP_GAIN or more."""
+    from chestaid.fitting.calibration import STEEP_GAIN, gain
+
+    steep = {name: g for name, params in findings.items() if (g := gain(params)) is not None and g >= STEEP_GAIN}
+    if not steep:
+        return []
+    named = ", ".join(f"{name} ({g:.0f}x)" for name, g in sorted(steep.items(), key=lambda item: -item[1]))
+    return [f"- **Steep calibration** for {named}: the calibrator multiplies logit differences that much, as when "
+            "validation data are (nearly) separable for a finding. A small change in an image, or in the arithmetic "
+            "(reduced-precision backends), can then move that finding's risk score a lot; more validation data "
+            "would give a gentler fit."]
 
 
 def _evaluation(paths: RunPaths) -> list[str]:
