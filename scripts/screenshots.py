@@ -49,9 +49,10 @@ def as_dicom(png: Path, out: Path, age: int, sex: str, view: str, body_part: str
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=["study", png.name])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=["series", png.name])
-    ds.PatientName, ds.PatientID, ds.PatientAge, ds.PatientSex = "SYNTHETIC^PHANTOM", png.stem, f"{age:03d}Y", sex
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=["study", png.name, body_part])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=["series", png.name, body_part])
+    ds.PatientName, ds.PatientAge, ds.PatientSex = "SYNTHETIC^PHANTOM", f"{age:03d}Y", sex
+    ds.PatientID = png.stem if body_part == "CHEST" else f"{png.stem}-{body_part}"
     ds.StudyDate, ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "20240101", "CR", body_part, view
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
@@ -77,6 +78,8 @@ def fill_store(demo: Path, store: Path, folder: Path) -> None:
             if not node.store.counts().get("queued", 0):
                 break
             time.sleep(0.5)
+        else:
+            raise RuntimeError(f"the node has not scored what it received after 300 s: {node.store.counts()}")
 
 
 def main() -> None:

@@ -126,8 +126,10 @@ def test_a_variant_over_the_parity_bounds_is_not_used_and_says_why(exported, mon
                  "distance": np.ones(4), "refused": np.zeros(4, bool)}
     got = {**reference, "risk": reference["risk"] + np.array([[0.03, 0], [0, 0], [0, 0], [0, 0]])}
     y = np.array([[0, 1], [1, 0], [0, 1], [1, 0]])
-    figures = parity(reference, got, y)
+    figures = parity(reference, got, y, labels=("Effusion", "Mass"))
     assert not figures["passes"] and "max_risk_difference" in figures["why_not_used"]
+    assert figures["worst_risk"] == "Effusion: logit 0.000 -> 0.000, risk 0.500 -> 0.530"  # where, and by how much
+    assert "(Effusion: logit" in figures["why_not_used"]
 
 
 def test_unknown_backend_and_stale_record(exported, tmp_path):

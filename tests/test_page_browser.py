@@ -118,6 +118,7 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
         page.goto(url)
         page.click("button[role=tab]:has-text('Worklist')")
         page.wait_for_function(f"() => document.querySelector('#worklist').innerText.includes('{first}')")
+        assert not page.locator("#analyse").is_visible()  # one tab bar: the Upload tab is hidden now
         second = _arrive(store, phantom(tmp_path / "b.dcm", "1.2.3.5", 1), 0.9, labels)  # while the page is open
         page.wait_for_function(f"() => document.querySelector('#worklist').innerText.includes('{second}')",
                                timeout=30_000)

@@ -96,7 +96,8 @@ class CamExplainer:
     """Grad-CAM maps for a Predictor's model: `maps(images, tabular, finding_indices)`.
 
     Hooks exist only while `maps` runs (nothing accumulates between calls, whatever scores the model in
-    between), and one map is made at a time: the model is shared with concurrent scoring, which is unaffected."""
+    between), and one map is made at a time: the model is shared with concurrent scoring, which is unaffected.
+    `precision` reads "measure" until the first `maps` call of an "auto" explainer has decided fp32 or bf16."""
 
     def __init__(self, predictor, target_layers: list[str] | None = None, method: str = "gradcam",
                  precision: str = "auto") -> None:
@@ -145,7 +146,13 @@ class CamExplainer:
         for round_ in range(3):
             for name in times:
                 start = time.perf_counter()
-                self._cam(x, tab, targets, name == "bf16")
+                try:
+                    self._cam(x, tab, targets, name == "bf16")
+                except Exception as e:  # noqa: BLE001 - a bf16 kernel this build lacks: fp32 still works
+                    if name == "fp32":
+                        raise
+                    log.warning("Grad-CAM precision auto: fp32 (bf16 failed here: %s)", type(e).__name__)
+                    return "fp32"
                 if round_:
                     times[name].append(time.perf_counter() - start)
         self.measured = {name: round(min(t) * 1000, 1) for name, t in times.items()}

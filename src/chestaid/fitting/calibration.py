@@ -27,11 +27,12 @@ STEEP_GAIN = 10.0  # a calibrator multiplying logits by this much turns a 0.1 lo
 
 
 def gain(params: dict) -> float | None:
-    """How much a fitted calibrator multiplies logit differences (1/T, Platt's |a|, 1; None for isotonic)."""
+    """How much a fitted calibrator multiplies logit differences (1/T, Platt's |a|, 1); None where it is not one
+    number (isotonic: a step function) or the parameters are missing."""
     method = params.get("method")
-    if method == "temperature":
+    if method == "temperature" and params.get("temperature"):
         return 1.0 / float(params["temperature"])
-    if method == "platt":
+    if method == "platt" and params.get("a") is not None:
         return abs(float(params["a"]))
     return 1.0 if method == "identity" else None
 
@@ -44,7 +45,8 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         z = logits / np.exp(log_t)
         return float(np.mean(np.logaddexp(0, z) - y * z))
 
-    return float(np.exp(minimize_scalar(nll, bounds=LOG_TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-6}).x))
+    best = minimize_scalar(nll, bounds=LOG_TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(best.x))
 
 
 def fit(method: str, logits: np.ndarray, y: np.ndarray) -> dict:

@@ -119,7 +119,7 @@ class Receiver:
             stored, duplicates, failed = self._counts.pop(id(event.assoc), [0, 0, 0])
         how = "released" if event.event is evt.EVT_RELEASED else "aborted"
         if event.event is evt.EVT_ABORTED and event.assoc.dul.idle_timer_expired():
-            how += f" (idle for {self.ae.network_timeout:g} s)"
+            how += f" (nothing received for {event.assoc.network_timeout:g} s)"
         log.info("association from %s %s: %d stored, %d duplicates, %d failed", self._peer(event), how, stored,
                  duplicates, failed)
 

@@ -90,14 +90,14 @@ TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientS
 
 
 def with_type2(source: Dataset) -> Dataset:
-    """The source header, with its missing Type 2 patient and study attributes present and empty (a copy)."""
+    """A copy of the source header with its missing Type 2 patient and study attributes present and empty
+    (the source itself when none is missing; it is never changed)."""
     missing = [k for k in TYPE2_PATIENT_STUDY if k not in source]
     if not missing:
         return source
     completed = Dataset(dict(source.items()))  # a new element dict (Dataset(source) would share its dict)
     if hasattr(source, "file_meta"):
         completed.file_meta = source.file_meta
-    completed.is_little_endian, completed.is_implicit_VR = source.is_little_endian, source.is_implicit_VR
     for keyword in missing:
         setattr(completed, keyword, None)
     return completed

@@ -85,7 +85,9 @@ class Worker:
 
         try:
             if self._explainer is None:
-                self._explainer = CamExplainer(self.predictor)
+                # fp32, never measured: a re-score after a restart must make the same object under the
+                # same UID, and a measured choice could flip between starts on a noisy machine
+                self._explainer = CamExplainer(self.predictor, precision="fp32")
             top = [int(np.argmax(s.risk)) for s in good]
             maps = self._explainer.maps(np.stack([s.image for s in good]), np.stack([s.tabular for s in good]), top)
             return [overlay(s.image, m) for s, m in zip(good, maps)]
