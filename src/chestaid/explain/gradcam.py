@@ -4,7 +4,7 @@ Maps come back in the coordinates of the preprocessed image (the cache-size squa
 its centre crop), normalised to [0, 1] per image: a qualitative explanation of where the network looked.
 `precision="auto"` is chosen by measurement: on a GPU with bf16, bf16 autocast; on a CPU with bf16 instructions
 (AVX512-BF16 or AMX) the first `maps` call times the map in fp32 and in bf16 side by side on its own images and
-keeps bf16 only when it is `MIN_SPEEDUP` times faster (on an AMX CPU it was 1.15x *slower* at 96 px:
+keeps bf16 only when it is `MIN_SPEEDUP` times faster (on an AMX CPU it was 1.12x *slower* at 96 px:
 docs/speed.md); fp32 on every other CPU. A bf16 map differs from the fp32 one by at most BF16_MAP_TOLERANCE with
 its peak in the same place (identical at 224 px; within one pixel at 64 px with random weights:
 tests/test_backends.py).
