@@ -61,3 +61,20 @@ def test_isotonic_needs_enough_cases_of_each_class():
 def test_a_finding_without_positives_stays_uncalibrated():
     params, table = choose(np.zeros(20), np.zeros(20), np.zeros(20), np.zeros(20))
     assert params == {"method": "identity"} and len(table) == 1
+
+
+def test_separable_calibration_data_give_a_finite_fit_not_certainty():
+    """Platt's smoothed targets: on separable data 0/1 targets would send temperature scaling to its bound (55x)
+    and Platt's slope to infinity; the fits must stay near the sample's own confidence (N+ + 1)/(N+ + 2)."""
+    from chestaid.fitting.calibration import STEEP_GAIN, gain
+
+    rng = np.random.default_rng(3)
+    logits = np.concatenate([rng.uniform(1, 4, 50), rng.uniform(-4, -1, 50)])
+    y = np.r_[np.ones(50), np.zeros(50)]
+    for method in ("temperature", "platt"):
+        params = fit(method, logits, y)
+        assert gain(params) < STEEP_GAIN, (method, params)
+        risks = apply(params, logits)
+        assert risks.max() < 0.999 and risks.min() > 0.001, method
+    isotonic = apply(fit("isotonic", logits, y), logits)
+    assert isotonic.max() == pytest.approx(51 / 52) and isotonic.min() == pytest.approx(1 / 52)

@@ -89,3 +89,35 @@ def test_worklist_ties_of_a_saturated_calibrator_are_ranked_by_the_model(ungated
     scored, _ = Predictor.load(run).score_files(files)
     by_logit = [s.path for s in sorted(scored, key=lambda s: -float(s.logits[0]))]
     assert list(table["file"]) == by_logit
+
+
+def test_two_processes_through_lightning_give_the_same_worklist(tiny_run, nih_root, tmp_path):
+    """`chestaid predict --devices 2`: Lightning's predict loop shares the files between two CPU processes; the
+    worklist, the refused and the skipped lists are those of one process, written once, by rank 0."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "in"
+    shutil.copytree(nih_root / "images_001" / "images", folder / "a")
+    (folder / "a" / "empty.png").write_bytes(b"")
+    pixels = (np.random.default_rng(0).random((64, 64)) * 4000).astype(np.uint16)
+    _dicom(folder / "mr.dcm", pixels, "MONOCHROME2", Modality="MR", BodyPartExamined="HEAD")
+    cli = [sys.executable, "-m", "chestaid.apps.cli", "predict", str(tiny_run.root), str(folder), "--batch-size", "4",
+           "--backend", "torch"]
+    one = subprocess.run([*cli, "--out", str(tmp_path / "one" / "w.csv")], capture_output=True, text=True, timeout=600)
+    two = subprocess.run([*cli, "--out", str(tmp_path / "two" / "w.csv"), "--devices", "2"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
+    assert "MEMBER: 2/2" in two.stderr  # Lightning started a second process
+    assert two.stdout.count("worklist ") == 1 and "1 file(s) skipped" in two.stderr  # one process speaks
+    tables = {n: pd.read_csv(tmp_path / n / "w.csv") for n in ("one", "two")}
+    assert len(tables["one"]) >= 10
+    risks = [c for c in tables["one"] if c.endswith("_risk")]
+    pd.testing.assert_frame_equal(tables["one"].drop(columns=risks + ["risk"]),
+                                  tables["two"].drop(columns=risks + ["risk"]))
+    np.testing.assert_allclose(tables["one"][risks + ["risk"]], tables["two"][risks + ["risk"]], atol=1e-6)
+    assert (tmp_path / "one" / "w_skipped.csv").read_text() == (tmp_path / "two" / "w_skipped.csv").read_text()
+    refused = {n: pd.read_csv(tmp_path / n / "w_refused.csv") for n in ("one", "two")}
+    assert len(refused["one"]) >= 1 and "Modality is MR" in refused["one"].to_string()
+    pd.testing.assert_frame_equal(refused["one"], refused["two"], check_exact=False, rtol=1e-5)  # 1 vs 2 threads
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["w.csv", "w_refused.csv", "w_skipped.csv"]

@@ -122,6 +122,9 @@ def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image 
             decode_workers: Annotated[Optional[int], typer.Option(
                 min=0, help="processes decoding files while the model scores (default: one per core beyond the "
                             "first, at least 1; 0: in this process)")] = None,
+            devices: Annotated[int, typer.Option(
+                min=1, help="processes (--device cpu) or GPUs (--device cuda) sharing the files, through "
+                            "Lightning's predict loop; the worklist is the same as one process's")] = 1,
             age: Annotated[Optional[float], typer.Option(min=0, max=120)] = None,
             sex: Annotated[Optional[str], typer.Option(help="M or F")] = None,
             view: Annotated[Optional[str], typer.Option(help="PA or AP")] = None) -> None:
@@ -144,7 +147,9 @@ def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image 
         fail(str(e))
     patient = {"age": age, "sex": sex.upper() if sex else None, "view": view.upper() if view else None}
     result = predict_worklist(run, inputs, out, cam, cam_finding, device, batch_size, patient, cam_rows=rows,
-                              backend=backend, decode_workers=decode_workers)
+                              backend=backend, decode_workers=decode_workers, devices=devices)
+    if not result.lead:  # process 1…N-1 of --devices N: rank 0 wrote the worklist and reports
+        return
     console.print(f"worklist {result.out}: {result.scored} image(s) sorted by risk" +
                   (f", {result.heat_maps} heat map(s) in {cam}" if cam else ""))
     if not result.gate:

@@ -2,15 +2,20 @@
 
 Each calibrator maps a logit to a calibrated risk score. The choice per finding is the lowest ECE on
 `val_report` (ties broken by Brier); calibrators are fitted on `calib` only. Stored in RUN/calibration.json.
+
+Every fit uses Platt's (1999) smoothed targets instead of 0 and 1: (N+ + 1)/(N+ + 2) for positives and
+1/(N- + 2) for negatives (as scikit-learn's sigmoid calibration does). A finite calibration set never shows
+certainty, so no calibrator may claim it: on (nearly) separable data 0/1 targets drive temperature scaling to
+its bound and Platt's slope to infinity (risks of 0 and 1, and a tiny logit change swinging a risk by 0.5),
+while smoothed targets give the finite fit the sample supports.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
 from chestaid.evaluation.metrics import ece
@@ -37,16 +42,36 @@ def gain(params: dict) -> float | None:
     return 1.0 if method == "identity" else None
 
 
+def smoothed_targets(y: np.ndarray) -> np.ndarray:
+    """Platt's targets: (N+ + 1)/(N+ + 2) for positives, 1/(N- + 2) for negatives."""
+    y = np.asarray(y, float)
+    positives, negatives = float(np.sum(y > 0.5)), float(np.sum(y <= 0.5))
+    return np.where(y > 0.5, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+
+
+def _nll(z: np.ndarray, targets: np.ndarray) -> float:
+    return float(np.mean(np.logaddexp(0, z) - targets * z))
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The T > 0 minimising the binary NLL of sigmoid(logits / T) (searched on log T)."""
-    logits, y = np.asarray(logits, float), np.asarray(y, float)
-
-    def nll(log_t: float) -> float:
-        z = logits / np.exp(log_t)
-        return float(np.mean(np.logaddexp(0, z) - y * z))
-
-    best = minimize_scalar(nll, bounds=LOG_TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-6})
+    """The T > 0 minimising the binary NLL of sigmoid(logits / T) against smoothed targets (searched on log T)."""
+    logits, targets = np.asarray(logits, float), smoothed_targets(y)
+    best = minimize_scalar(lambda log_t: _nll(logits / np.exp(log_t), targets), bounds=LOG_TEMPERATURE_BOUNDS,
+                           method="bounded", options={"xatol": 1e-6})
     return float(np.exp(best.x))
+
+
+def fit_platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(a, b) minimising the binary NLL of sigmoid(a * logit + b) against smoothed targets."""
+    logits, targets = np.asarray(logits, float), smoothed_targets(y)
+
+    def loss(ab: np.ndarray) -> tuple[float, np.ndarray]:
+        z = ab[0] * logits + ab[1]
+        residual = expit(z) - targets
+        return _nll(z, targets), np.array([np.mean(residual * logits), np.mean(residual)])
+
+    best = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
+    return float(best.x[0]), float(best.x[1])
 
 
 def fit(method: str, logits: np.ndarray, y: np.ndarray) -> dict:
@@ -56,10 +81,11 @@ def fit(method: str, logits: np.ndarray, y: np.ndarray) -> dict:
     if method == "temperature":
         return {"method": "temperature", "temperature": fit_temperature(logits, y)}
     if method == "platt":
-        model = LogisticRegression(C=1e6, max_iter=1000).fit(np.asarray(logits).reshape(-1, 1), y)
-        return {"method": "platt", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])}
+        a, b = fit_platt(logits, y)
+        return {"method": "platt", "a": a, "b": b}
     if method == "isotonic":
-        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(expit(logits), y)
+        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(expit(logits),
+                                                                                  smoothed_targets(y))
         return {"method": "isotonic", "x": model.X_thresholds_.tolist(), "y": model.y_thresholds_.tolist()}
     raise ValueError(f"unknown calibration method {method!r}; choose one of {METHODS}")
 

@@ -105,7 +105,7 @@ def read_record(paths: RunPaths) -> dict:
 
 
 def select(run: str | Path, backend: str, device: str, model: torch.nn.Module | None = None,
-           cfg=None) -> tuple[Network | None, str, str]:
+           cfg=None, threads: int | None = None) -> tuple[Network | None, str, str]:
     """(network or None for torch, the variant's name, a note on the choice). A forced variant that cannot be
     used raises ChestaidError; `auto` falls back to what can (ONNX Runtime, then torch) and says why."""
     if backend not in CHOICES:
@@ -116,7 +116,7 @@ def select(run: str | Path, backend: str, device: str, model: torch.nn.Module | 
         return None, "torch", "ONNX Runtime and OpenVINO are used on the CPU only"
     paths = RunPaths(run)
     if backend != "auto":
-        network, why = open_variant(run, backend)
+        network, why = open_variant(run, backend, threads)
         if why:
             raise ChestaidError(f"{run}: cannot score with {backend}: {why}")
         failed = read_record(paths).get("variants", {}).get(backend, {}).get("why_not_used", "")
@@ -125,18 +125,18 @@ def select(run: str | Path, backend: str, device: str, model: torch.nn.Module | 
         return network, backend, ""
     record = read_record(paths)
     if not record:
-        network, why = open_variant(run, "onnx")
+        network, why = open_variant(run, "onnx", threads)
         return (network, "onnx", "") if network is not None else (None, "torch", why)
     speed = record.get("speed", {}).get(machine.cpu_key())
     if speed is None and model is not None and cfg is not None:
         speed = measure_speed(run, record, model, cfg)
     ranked = sorted((ms, name) for name, ms in (speed or {}).get("ms_per_image", {}).items() if ms is not None)
     if not ranked:  # no speed recorded and none measured: the old rule
-        network, why = open_variant(run, "onnx")
+        network, why = open_variant(run, "onnx", threads)
         return (network, "onnx", "") if network is not None else (None, "torch", why)
     notes = []
     for _, name in ranked:
-        network, why = open_variant(run, name)
+        network, why = open_variant(run, name, threads)
         if not why:
             return network, name, "; ".join(notes)
         notes.append(f"{name}: {why}")

@@ -38,6 +38,18 @@ from chestaid.models.weights import load_model
 from chestaid.core.tasks import Task
 
 
+def decode_file(path: str, size: int) -> tuple[np.ndarray | None, str, object]:
+    """(image as the model sees it, "", DICOM header or None) or (None, one-line reason, None); never raises.
+    The same decoding as `Predictor.read`, in a form a worker process can run."""
+    try:
+        image = resize_square(read_grey(path, draft_size=size), size)
+    except ImageDecodeError as e:
+        return None, e.reason, None
+    except Exception as e:  # noqa: BLE001 - the per-file safety net
+        return None, f"cannot be decoded ({describe(e)})", None
+    return image, "", read_header(path)
+
+
 class Predictor:
     """A trained model ready to score images: `Predictor.load(RUN)`.
 
@@ -75,16 +87,18 @@ class Predictor:
         return self._readers
 
     @classmethod
-    def load(cls, run: str | Path, device: str = "cpu", raw: bool = False, backend: str = "auto") -> "Predictor":
+    def load(cls, run: str | Path, device: str = "cpu", raw: bool = False, backend: str = "auto",
+             threads: int | None = None) -> "Predictor":
         """Load a run; raw=True ignores its calibration and thresholds (used while fitting them).
 
         backend: "auto" (on the CPU, the fastest variant `chestaid export` recorded as passing parity for this
         CPU, measured again on a CPU not recorded; ONNX Runtime when the run has only a current model.onnx; else
-        torch), or one of torch, onnx, openvino, openvino-bf16, openvino-int8 (an error when it cannot be used)."""
+        torch), or one of torch, onnx, openvino, openvino-bf16, openvino-int8 (an error when it cannot be used).
+        threads: CPU threads of ONNX Runtime / OpenVINO (None: theirs, all cores)."""
         if backend not in CHOICES:
             raise ChestaidError(f"backend must be one of {', '.join(CHOICES)}, got {backend!r}")
         cfg, model = load_model(run)
-        network, name, note = select(run, backend, device, model, cfg)
+        network, name, note = select(run, backend, device, model, cfg, threads)
         predictor = cls(cfg, model, device, network=network, backend=name)
         predictor.backend_note = note
         if not raw:

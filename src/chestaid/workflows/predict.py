@@ -15,7 +15,9 @@ rows asked for (all, flagged, or the top N).
 
 Decoding (PNG/JPEG/DICOM → the cache-size square) runs in `decode_workers` worker processes while the model
 scores the batches before it, so the slower of the two stages sets the pace (0: decode in threads of this
-process, as `Predictor.score_files` does). The worklist is the same either way.
+process, as `Predictor.score_files` does). With `devices` > 1 the files are shared between that many processes
+(CPU) or GPUs through Lightning's predict loop (chestaid.inference.distributed); global rank 0 ranks them and
+writes the worklist and the heat maps. The worklist is the same in every case.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from PIL import Image
 from chestaid.data.images import IMAGE_SUFFIXES, looks_like_image
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import atomic_write, write_text
-from chestaid.inference.predictor import Predictor
+from chestaid.inference.predictor import Predictor, decode_file
 from chestaid.inference.result import worklist_columns
 from chestaid.core.progress import progress_bar
 
@@ -60,6 +62,7 @@ class Worklist:
     refused_csv: Path | None = None
     heat_maps: int = 0
     gate: bool = True  # False: the run has no input gate (said by the CLI)
+    lead: bool = True  # False: a process 1…N-1 of `devices` > 1, which wrote nothing (rank 0 did)
 
 
 def collect_inputs(items: list[str | Path]) -> list[InputFile]:
@@ -98,10 +101,21 @@ def parse_cam_rows(text: str) -> str | int:
 def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path, cam_dir: str | Path | None = None,
                      cam_finding: str | None = None, device: str = "cpu", batch_size: int = 16,
                      patient: dict | None = None, alpha: float = 0.4, cam_rows: str | int = "all",
-                     backend: str = "auto", decode_workers: int | None = None) -> Worklist:
+                     backend: str = "auto", decode_workers: int | None = None, devices: int = 1) -> Worklist:
     """Score `inputs` into the worklist `out` (see the module). decode_workers: processes decoding while the model
-    scores (None: one per core beyond the first, at least 1; 0: threads of this process)."""
-    predictor = Predictor.load(run, device, backend=backend)
+    scores (None: one per core beyond the first, at least 1; 0: threads of this process; with devices > 1, per
+    process, default none on the CPU). devices: processes (device "cpu") or GPUs (device "cuda") to share the
+    files between, through Lightning (every process runs this same call)."""
+    from chestaid.core.machine import cores
+
+    if devices < 1:
+        raise ChestaidError(f"--devices must be at least 1, got {devices}")
+    if devices > 1:
+        from chestaid.inference.distributed import rank_device
+
+        device = rank_device(device)
+    threads = max(1, cores() // devices) if devices > 1 and device == "cpu" else None
+    predictor = Predictor.load(run, device, backend=backend, threads=threads)
     labels = list(predictor.task.labels)
     if cam_finding is not None and cam_finding not in labels:
         raise ChestaidError(f"--cam-finding {cam_finding!r} is not a finding of this model; choose from {labels}")
@@ -111,17 +125,14 @@ def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path,
                             "for DICOM files by content)")
     names = {str(f.path): f.name for f in files}
     rows, refused, tabular, skipped = [], [], {}, []
-    workers = default_decode_workers() if decode_workers is None else decode_workers
-    if workers > 0 and len(files) <= batch_size:  # one batch: starting processes costs more than it saves
-        workers = 0
-    with progress_bar() as bar:
-        task = bar.add_task("scoring", total=len(files))
-        for scored, failed in _score_batches(predictor, [str(f.path) for f in files], batch_size, patient, workers,
-                                             lambda n: bar.advance(task, n)):
-            skipped += failed
-            rows += [s.worklist_row() for s in scored if not s.refused]
-            refused += [s.refused_row() for s in scored if s.refused]
-            tabular.update({s.path: s.tabular for s in scored})
+    for scored, failed in _score_all(predictor, [str(f.path) for f in files], batch_size, patient, decode_workers,
+                                     devices):
+        if scored is None:
+            return Worklist(Path(out), lead=False)
+        skipped += failed
+        rows += [s.worklist_row() for s in scored if not s.refused]
+        refused += [s.refused_row() for s in scored if s.refused]
+        tabular.update({s.path: s.tabular for s in scored})
     table = pd.DataFrame(rows, columns=worklist_columns(labels))  # the header even when nothing was ranked
     heat_maps = 0
     table = table.sort_values(["risk", "_tie_break"], ascending=False, kind="stable").reset_index(drop=True)
@@ -142,27 +153,29 @@ def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path,
     return result
 
 
+def _score_all(predictor: Predictor, paths: list[str], batch_size: int, patient: dict | None,
+               decode_workers: int | None, devices: int) -> Iterator[tuple[list | None, list[tuple[str, str]]]]:
+    """(scored, failed) per batch in input order; (None, []) once in a process other than rank 0 of devices > 1."""
+    if devices > 1:
+        from chestaid.inference.distributed import score_distributed
+
+        workers = decode_workers if decode_workers is not None else (0 if predictor.device.type == "cpu" else 2)
+        shared = score_distributed(predictor, paths, devices, batch_size, patient, workers)
+        yield (shared.scored, shared.failed) if shared.lead else (None, [])
+        return
+    workers = default_decode_workers() if decode_workers is None else decode_workers
+    if workers > 0 and len(paths) <= batch_size:  # one batch: starting processes costs more than it saves
+        workers = 0
+    with progress_bar() as bar:
+        task = bar.add_task("scoring", total=len(paths))
+        yield from _score_batches(predictor, paths, batch_size, patient, workers, lambda n: bar.advance(task, n))
+
+
 def default_decode_workers() -> int:
     """One decoding process per core beyond the first (the model's), at least one."""
     from chestaid.core.machine import cores
 
     return max(1, cores() - 1)
-
-
-def decode_file(path: str, size: int) -> tuple[np.ndarray | None, str, object]:
-    """(image as the model sees it, "", DICOM header or None) or (None, one-line reason, None); never raises.
-    The same decoding as `Predictor.read`, in a form a worker process can run."""
-    from chestaid.core.errors import ImageDecodeError, describe
-    from chestaid.data.images import read_grey, resize_square
-    from chestaid.data.patient import read_header
-
-    try:
-        image = resize_square(read_grey(path, draft_size=size), size)
-    except ImageDecodeError as e:
-        return None, e.reason, None
-    except Exception as e:  # noqa: BLE001 - the per-file safety net
-        return None, f"cannot be decoded ({describe(e)})", None
-    return image, "", read_header(path)
 
 
 def _decode_batch(paths: list[str], size: int) -> list[tuple[np.ndarray | None, str, object]]:
