@@ -3,7 +3,9 @@
 # test), dcmtk (JPEG Lossless DICOMs made with dcmcjpeg; modalities and receivers for the node), orthanc (a PACS),
 # dicom3tools (dciodvfy, DICOM's validator) and r-cran-proc (R's pROC, a statistics oracle) are there (installed with apt-get when missing and
 # we are root; otherwise those tests are skipped),
-# run the whole suite, then every code block of the README in a fresh copy (scripts/run_readme.py).
+# run the whole suite in two pytest-xdist workers (one thread each, whole files per worker, the trained fixtures
+# built once and shared: tests/conftest.py; waits on servers and subprocesses then overlap with computing),
+# then every code block of the README in a fresh copy (scripts/run_readme.py).
 # Arguments go to pytest and skip the README run (e.g. bash scripts/test.sh -k serve).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,7 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v dcmcjpeg >/dev/null 2>&
         echo "note: chromium or dcmtk not found and not root: the browser and dcmtk tests will be skipped" >&2
     fi
 fi
-python -m pytest -q "$@"
+python -m pytest -q -n 2 --dist loadfile "$@"
 if [ "$#" -eq 0 ]; then
     python scripts/run_readme.py
 fi
