@@ -112,11 +112,13 @@ def test_two_processes_through_lightning_give_the_same_worklist(tiny_run, nih_ro
     assert two.stdout.count("worklist ") == 1 and "1 file(s) skipped" in two.stderr  # one process speaks
     tables = {n: pd.read_csv(tmp_path / n / "w.csv") for n in ("one", "two")}
     assert len(tables["one"]) >= 10
-    # the two ranks score other batches, on one thread each, which moves a float32 figure in its last digits
-    # (a gate distance by 1e-5 relative on an AVX2-only CPU): figures within float32 noise, the rest exact
-    measured = [c for c in tables["one"] if c.endswith("_risk")] + ["risk", "gate_distance"]
-    pd.testing.assert_frame_equal(tables["one"].drop(columns=measured), tables["two"].drop(columns=measured))
-    np.testing.assert_allclose(tables["one"][measured], tables["two"][measured], rtol=1e-4, atol=1e-5)
+    risks = [c for c in tables["one"] if c.endswith("_risk")] + ["risk"]
+    pd.testing.assert_frame_equal(tables["one"].drop(columns=risks + ["gate_distance"]),
+                                  tables["two"].drop(columns=risks + ["gate_distance"]))
+    np.testing.assert_allclose(tables["one"][risks], tables["two"][risks], atol=1e-6)
+    # the two ranks score other batches on one thread each, which moved a gate distance (a sum over all
+    # features) by 1.3e-5 relative on an AVX2-only CPU
+    np.testing.assert_allclose(tables["one"]["gate_distance"], tables["two"]["gate_distance"], rtol=1e-4)
     assert (tmp_path / "one" / "w_skipped.csv").read_text() == (tmp_path / "two" / "w_skipped.csv").read_text()
     refused = {n: pd.read_csv(tmp_path / n / "w_refused.csv") for n in ("one", "two")}
     assert len(refused["one"]) >= 1 and "Modality is MR" in refused["one"].to_string()
