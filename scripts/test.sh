@@ -6,9 +6,15 @@
 # run the whole suite in two pytest-xdist workers (one thread each, whole files per worker, the trained fixtures
 # built once and shared: tests/conftest.py; waits on servers and subprocesses then overlap with computing),
 # then every code block of the README in a fresh copy (scripts/run_readme.py).
-# Arguments go to pytest and skip the README run (e.g. bash scripts/test.sh -k serve).
+#   --fast   the inner loop: only the tests that train nothing and start no peer (markers trains, peers, slow
+#            deselected; a few minutes on 2 cores), no package or README step
+# Other arguments go to pytest and skip the README run (e.g. bash scripts/test.sh -k serve).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--fast" ]; then
+    shift
+    exec python -m pytest -q -n 2 --dist loadfile -m "not trains and not peers and not slow" "$@"
+fi
 python -m pip install -q -e ".[dev]"
 if ! command -v chromium >/dev/null 2>&1 || ! command -v dcmcjpeg >/dev/null 2>&1 || ! command -v dciodvfy >/dev/null 2>&1 \
         || ! command -v Orthanc >/dev/null 2>&1 || ! command -v Rscript >/dev/null 2>&1; then

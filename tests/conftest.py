@@ -48,6 +48,18 @@ def shared(tmp_path_factory, name: str, build: Callable[[Path], Path]) -> Path:
     return Path(done.read_text())
 
 
+TRAINED_FIXTURES = {"tiny_run", "pneumonia_run"}  # and every fixture built on them (ungated_*, exported, ...)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tiers (`bash scripts/test.sh --fast` deselects `trains`, `peers` and `slow`): a test that needs a trained
+    fixture, directly or through another fixture, is marked `trains` here; tests that train by themselves or
+    start a real peer (Orthanc, DCMTK, R, the browser, a served page) carry their marker in their module."""
+    for item in items:
+        if TRAINED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.trains)
+
+
 @pytest.fixture(autouse=True)
 def _grad_cam_auto_is_fp32(request, monkeypatch):
     """Grad-CAM's `precision="auto"` measures fp32 against bf16 on CPUs with bf16 and may keep either, so two

@@ -46,3 +46,55 @@ def test_each_command_reports_a_user_error_in_one_line(index, tmp_path, capsys, 
     stderr = capsys.readouterr().err
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and named in errors[0], (args, stderr[-2000:])
+
+
+def _run_main(args: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
+    monkeypatch.setattr(sys, "argv", ["chestaid", *args])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    return stopped.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_set_mistakes_name_the_key_and_suggest_without_blaming_the_package(tmp_path, capsys, monkeypatch):
+    code, lines = _run_main(["train", "--config", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+                             "--set", "train.epoch=1"], monkeypatch, capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert "train.epoch" in lines[0] and "did you mean train.epochs" in lines[0] and "demo.yaml" not in lines[0]
+    code, lines = _run_main(["train", "--config", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+                             "--set", "train.epochs", "1"], monkeypatch, capsys)
+    assert code == 2 and lines == ["error: --set takes key=value in one word: --set train.epochs=1"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_failed_checks_create_nothing(tmp_path, capsys, monkeypatch):
+    """A mistyped --data leaves no run folder; predict on a missing input is a usage error that writes
+    nothing; compare names the path that is not a run."""
+    code, lines = _run_main(["train", "--config", "demo", "--data", str(tmp_path / "nothere"),
+                             "--out", str(tmp_path / "r2")], monkeypatch, capsys)
+    assert code == 2 and len(lines) == 1 and "nothere" in lines[0]
+    assert not (tmp_path / "r2").exists()
+    code, lines = _run_main(["prepare", str(tmp_path / "nothere"), "--out", str(tmp_path / "c2")], monkeypatch, capsys)
+    assert code == 2 and not (tmp_path / "c2").exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")
+    (run / "model.safetensors").write_bytes(b"")
+    out = tmp_path / "out" / "w.csv"
+    code, lines = _run_main(["predict", str(run), str(tmp_path / "nonexistent"), "--out", str(out)],
+                            monkeypatch, capsys)
+    assert code == 2 and len(lines) == 1 and "nonexistent: no such file or folder" in lines[0]
+    assert not out.parent.exists()
+    code, lines = _run_main(["compare", str(run), str(tmp_path / "doesnotexist")], monkeypatch, capsys)
+    assert code == 2 and "doesnotexist: no such folder" in lines[0] and "evaluate" not in lines[0]
+
+
+def test_verbose_shows_the_cause_of_an_error(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    code, lines = _run_main(["--verbose", "train", "--config", str(bad), "--data", str(tmp_path), "--out",
+                             str(tmp_path / "r")], monkeypatch, capsys)
+    assert code == 2 and lines[-1].startswith("error:") and "not valid YAML" in lines[-1]
+    assert any("Traceback" in line for line in lines) and any("yaml" in line.lower() for line in lines[:-1])
+    code, lines = _run_main(["train", "--config", str(bad), "--data", str(tmp_path), "--out", str(tmp_path / "r")],
+                            monkeypatch, capsys)
+    assert len(lines) == 1

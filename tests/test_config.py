@@ -37,7 +37,7 @@ def test_set_overrides_and_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["train.lrr=1"], "unknown key 'train.lrr'"),
+    (["train.lrr=1"], "--set train.lrr: not a config key; did you mean train.lr"),
     (["train.lr=abc"], "train.lr"),
     (["train.optimizer=sgd"], "train.optimizer"),
     (["task=nih", "loss.overrides={Pnemonia: 2}"], "unknown finding"),

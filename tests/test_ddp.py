@@ -4,6 +4,8 @@ of a one-process run with the same global batch within the noise measured by ben
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import subprocess
@@ -18,6 +20,8 @@ from chestaid.training.module import ChestModule
 from chestaid.core.run_paths import RunPaths
 from chestaid.models.weights import load_model
 from chestaid.training.run_log import read_steps
+
+pytestmark = pytest.mark.trains
 
 # benchmarks/results/ddp_parity.json: best validation ROC-AUC, 3 seeds each, one process vs two
 PARITY_TOLERANCE = 0.05

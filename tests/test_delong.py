@@ -58,6 +58,7 @@ write.table(format(out, digits = 17), args[2], sep = ",", row.names = FALSE, col
 """
 
 
+@pytest.mark.peers
 def test_matches_proc(tmp_path):
     rscript = shutil.which("Rscript")
     if rscript is None:

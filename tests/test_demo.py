@@ -17,6 +17,8 @@ from serving import free_port, serving
 from chestaid.apps.demo import STATE, demo_settings, open_demo_dir
 from chestaid.core.errors import ChestaidError
 
+pytestmark = pytest.mark.slow
+
 TINY = ["--images", "200", "--size", "64", "--epochs", "1"]
 
 

@@ -100,6 +100,7 @@ def test_chest_cr_reencoded_in_each_lossless_syntax_decodes_identically(syntax, 
     np.testing.assert_array_equal(read_grey(tmp_path / "x.dcm"), read_grey(CORPUS / "RG1_UNCR.dcm"))
 
 
+@pytest.mark.peers
 @pytest.mark.skipif(shutil.which("dcmcjpeg") is None, reason="Debian's dcmtk is not installed")
 @pytest.mark.parametrize("option,syntax", [("+e1", uid.JPEGLosslessSV1), ("+el", uid.JPEGLossless)])
 def test_chest_cr_in_jpeg_lossless_from_dcmtk(option, syntax, tmp_path):

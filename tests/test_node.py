@@ -28,8 +28,9 @@ from node_helpers import (DCMTK, ORTHANC, Orthanc, dciodvfy_errors, dcmsend, dcm
 
 data_store = pytest.importorskip("data_store", reason="pydicom-data is a test dependency")
 CORPUS = Path(data_store.__file__).parent / "data"
-pytestmark = pytest.mark.skipif(not (DCMTK / "dcmsend").is_file() or shutil.which("dciodvfy") is None,
-                                reason="DCMTK and dicom3tools are test dependencies")
+pytestmark = [pytest.mark.peers,
+              pytest.mark.skipif(not (DCMTK / "dcmsend").is_file() or shutil.which("dciodvfy") is None,
+                                 reason="DCMTK and dicom3tools are test dependencies")]
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ def table_csv(tmp_path_factory):
     return folder / "studies.csv"
 
 
+@pytest.mark.trains
 def test_table_to_prediction_through_cli_and_api(table_csv, tmp_path):
     cache, run = tmp_path / "cache", tmp_path / "run"
     result = CliRunner().invoke(app, ["prepare", "--table", str(table_csv), "--task", "lungs", "--out", str(cache),

@@ -17,7 +17,8 @@ import pytest
 from serving import PASSWORD, free_port, serve_command, serving, users_file
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+pytestmark = [pytest.mark.peers,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")]
 EVIL = "http://127.0.0.1:7951/"
 FOREIGN = """() => [...document.querySelectorAll('a[href], img[src]')].map(e => e.href || e.src)
     .filter(u => !u.startsWith('data:') && !u.startsWith(location.origin) && !u.startsWith('https://gradio.app'))"""  # Gradio's footer

@@ -4,6 +4,8 @@ scripts/run_readme.py runs the runnable blocks themselves."""
 
 from __future__ import annotations
 
+import pytest
+
 import importlib.util
 import shlex
 from pathlib import Path
@@ -11,6 +13,8 @@ from pathlib import Path
 import typer
 
 from chestaid.apps.cli import app
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("run_readme", ROOT / "scripts" / "run_readme.py")

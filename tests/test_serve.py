@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from serving import free_port, serving
 
+pytestmark = pytest.mark.peers
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("CHESTAID_SCREENSHOTS", Path(__file__).resolve().parents[1] / "tmp"))
 
@@ -132,3 +134,26 @@ def test_browser_photograph_is_refused_until_scored_anyway(server, tmp_path):
         assert float(page.input_value("#score textarea, #score input")) >= 0
         page.screenshot(path=str(SCREENSHOTS / "serve_refused.png"), full_page=True)
         browser.close()
+
+
+@pytest.mark.parametrize("server", ["ungated_run"], indirect=True)
+def test_identical_uploads_at_the_same_time_each_get_their_result(server, nih_root):
+    """Gradio stores uploads by content: 8 clients sending one image at once share one file, which must stay
+    until the last of them is scored (each gets the same result, none "upload it again")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    image = str(sorted((nih_root / "images_001" / "images").glob("*.png"))[1])
+
+    def client_run(k: int) -> list:
+        client = Client(server, verbose=False)
+        return [client.predict(handle_file(image), 50, "M", "PA", api_name="/score") for _ in range(3)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [r for rs in pool.map(client_run, range(8)) for r in rs]
+    assert len(results) == 24
+    errors = [r for r in results if "findings" not in r]
+    assert not errors, errors[:2]
+    risks = {round(r["findings"]["Effusion"]["risk_score"], 6) for r in results}
+    assert len(risks) == 1

@@ -3,10 +3,14 @@ calls, good and bad files mixed; the figures are for the benchmark's JSON, only 
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+pytestmark = pytest.mark.peers
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -23,6 +23,8 @@ from chestaid.workflows.train import train
 
 from conftest import CONFIGS, TINY
 
+pytestmark = pytest.mark.trains
+
 
 def test_run_directory_holds_the_expected_files(tiny_run):
     for path in (tiny_run.config, tiny_run.weights, tiny_run.last, tiny_run.best, tiny_run.train_log,

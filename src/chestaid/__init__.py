@@ -62,10 +62,11 @@ def prepare(source: str | Path | None = None, out: str | Path | None = None, *, 
 
 
 def train(data: str | Path | None, out: str | Path, config: str | Path | None = None,
-          overrides: dict[str, Any] | None = None, resume: bool = False) -> Path:
+          overrides: dict[str, Any] | None = None, resume: bool = False, force: bool = False) -> Path:
     """Train into the run directory `out` (`chestaid train`); returns it. `config` is a YAML file or a bundled
     name ("demo", "nih_densenet_fpn", ...); `overrides` are dotted keys, e.g. {"train.epochs": 2}. The task is
-    the data's; `resume=True` continues `out` from its last checkpoint (data and config come from the run).
+    the data's; `resume=True` continues `out` from its newest checkpoint (data and config come from the run),
+    whenever it was interrupted; `force=True` starts over in `out` (removing only what train wrote there).
 
     >>> run = chestaid.train("cache", "runs/mine", config="demo", overrides={"train.epochs": 1})  # doctest: +SKIP
     """
@@ -75,7 +76,7 @@ def train(data: str | Path | None, out: str | Path, config: str | Path | None = 
     if not resume and out is None:
         raise ChestaidError("train needs out= (the run directory to create), or resume=True with out= the run")
     cfg = load_config(None if resume else config, overrides or {})
-    return run_train(cfg, data, out, resume=resume).root
+    return run_train(cfg, data, out, resume=resume, force=force).root
 
 
 def calibrate(run: str | Path, cohort: str | Path | None = None, *, data: str | Path | None = None,

@@ -51,11 +51,29 @@ def output(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print noth
     console.quiet = err.quiet = quiet  # results and warnings; errors always show (cli_output.fail)
 
 
+def set_without_equals(argv: list[str]) -> str:
+    """The one-line hint for `--set key value` (Typer would only say "unexpected extra argument"), or ""."""
+    for i, item in enumerate(argv[:-1]):
+        if item == "--set" and "=" not in argv[i + 1]:
+            value = argv[i + 2] if i + 2 < len(argv) and not argv[i + 2].startswith("-") else "VALUE"
+            return f"--set takes key=value in one word: --set {argv[i + 1]}={value}"
+    return ""
+
+
 def main() -> None:
-    """Entry point: library errors become one red line and exit code 2."""
+    """Entry point: library errors become one red line and exit code 2 (with --verbose, the cause's traceback
+    follows it)."""
+    hint = set_without_equals(sys.argv[1:])
+    if hint:
+        errors.print(f"[bold red]error:[/] {hint}", highlight=False)
+        sys.exit(2)
     try:
         app()
     except ChestaidError as e:
+        if e.__cause__ is not None and logging.getLogger("chestaid").isEnabledFor(logging.DEBUG):
+            import traceback
+
+            errors.print("".join(traceback.format_exception(e.__cause__)).rstrip(), highlight=False, markup=False)
         errors.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:

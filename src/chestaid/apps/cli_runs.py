@@ -16,8 +16,10 @@ def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML 
           data: Annotated[Optional[Path], typer.Option("--data", help="a cache, or an NIH/Kaggle root")] = None,
           out: Annotated[Optional[Path], typer.Option("--out", help="the run directory to create")] = None,
           overrides: Annotated[Optional[list[str]], typer.Option("--set", help="key=value, e.g. train.lr=3e-4")] = None,
-          resume: Annotated[Optional[Path], typer.Option("--resume", help="continue this run from last.ckpt")] = None
-          ) -> None:
+          resume: Annotated[Optional[Path], typer.Option("--resume", help="continue this run from its newest "
+                                                                          "checkpoint")] = None,
+          force: Annotated[bool, typer.Option("--force", help="start over in --out (removes only what train "
+                                                              "wrote there)")] = False) -> None:
     """Train a model into a run directory (config.yaml, model.safetensors, checkpoints/, train_log.csv)."""
     import chestaid
     from chestaid.core.run_paths import RunPaths
@@ -28,7 +30,7 @@ def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML 
     else:
         if out is None:
             fail("--out RUN is required (or --resume RUN)")
-        root = chestaid.train(data, out, config, overrides or [])
+        root = chestaid.train(data, out, config, overrides or [], force=force)
     if is_global_zero():  # under DDP every process returns here; one says it
         paths = RunPaths(root)
         console.print(f"run {paths.root}: weights {paths.weights}, per-epoch log {paths.train_log}")
@@ -150,7 +152,8 @@ def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image 
                               backend=backend, decode_workers=decode_workers, devices=devices)
     if not result.lead:  # process 1…N-1 of --devices N: rank 0 wrote the worklist and reports
         return
-    console.print(f"worklist {result.out}: {result.scored} image(s) sorted by risk" +
+    console.print(f"worklist {result.out}: {result.scored} image(s) sorted by risk, scored by the {result.backend} "
+                  "backend" +
                   (f", {result.heat_maps} heat map(s) in {cam}" if cam else ""))
     if not result.gate:
         err.print("[yellow]warning:[/] this run has no input gate (chestaid calibrate RUN fits one): every "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,7 +117,7 @@ def with_task(cfg: RunConfig, task: Task) -> RunConfig:
     try:
         return RunConfig.model_validate({**cfg.model_dump(), "task": task.model_dump()})
     except ValidationError as e:
-        raise ChestaidError(f"config: {e.errors()[0]['msg']}") from None
+        raise ChestaidError(f"config: {e.errors()[0]['msg']}") from e
 
 
 def _set_dotted(tree: dict, key: str, value: Any) -> None:
@@ -163,12 +164,12 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] =
             tree = yaml.safe_load(Path(path).read_text()) or {}
         except OSError as e:
             raise ChestaidError(f"{path}: cannot read config ({e.strerror or e}); bundled configs: "
-                                f"{', '.join(bundled_configs())}") from None
+                                f"{', '.join(bundled_configs())}") from e
         except yaml.YAMLError as e:
-            raise ChestaidError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raise ChestaidError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
         if not isinstance(tree, dict):
             raise ChestaidError(f"{path}: a config must be a mapping of sections")
-    pairs = overrides.items() if isinstance(overrides, dict) else [_parse_override(item) for item in overrides]
+    pairs = list(overrides.items() if isinstance(overrides, dict) else [_parse_override(item) for item in overrides])
     for key, value in pairs:
         _set_dotted(tree, key, value)
     try:
@@ -176,9 +177,32 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] =
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
+        mine = [key for key, _ in pairs if key == where or key.startswith(where + ".")]  # a --set of the user's
+        where = mine[0] if mine else where
+        origin = f"--set {where}" if mine else f"{path or 'config'}: {where}"
         if first["type"] == "extra_forbidden":
-            raise ChestaidError(f"{path or 'config'}: unknown key '{where}'") from None
-        raise ChestaidError(f"{path or 'config'}: {where}: {first['msg']} (got {first.get('input')!r})") from None
+            close = difflib.get_close_matches(where, config_keys(), n=2, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else f"; the section's keys: {_siblings(where)}"
+            raise ChestaidError(f"{origin}: not a config key{hint}") from e
+        raise ChestaidError(f"{origin}: {first['msg']} (got {first.get('input')!r})") from e
+
+
+def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key a config (or `--set`) may give, e.g. train.epochs."""
+    keys = []
+    for name, field in (model or RunConfig).model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            keys += config_keys(kind, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _siblings(key: str) -> str:
+    section = key.rpartition(".")[0]
+    keys = [k for k in config_keys() if k.rpartition(".")[0] == section] if section else []
+    return ", ".join(keys) if keys else ", ".join(sorted({k.split(".")[0] for k in config_keys()}))
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -11,15 +11,41 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Call write(f) on a temporary file beside `path`, fsync it, then rename it over `path`."""
+def _process_umask() -> int:
+    """The process's umask, read once: from /proc on Linux (no change at all), else by setting it and back
+    (at import, before any thread of ours writes)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _process_umask()
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in `folder` durable (its directory entry reaches the disk)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], mode: int | None = None) -> None:
+    """Call write(f) on a temporary file beside `path`, fsync it, rename it over `path` and fsync the folder:
+    `path` is its old version or its complete new one, also after a power cut. `mode`: the file's permissions
+    (default: what the process's umask gives a new file; 0o600 for patient data)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.fchmod(fd, 0o666 & ~UMASK if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -28,6 +54,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def sha256_of(path: str | Path) -> str:

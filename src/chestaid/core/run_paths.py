@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from chestaid.core.errors import ChestaidError
+
 
 class RunPaths:
     """Names of the files of a run directory."""
@@ -37,6 +39,15 @@ class RunPaths:
         self.cohort_cache = self.root / "cohort_cache"  # `calibrate --cohort`: the local cohort, decoded
         self.compare = self.root / "compare"  # `chestaid compare RUN OTHER`: RUN/compare/OTHER/
         self.external = self.root / "external"  # `evaluate --data OTHER`: RUN/external/NAME/
+
+    def require(self) -> "RunPaths":
+        """These paths, when they are a run (config.yaml and model.safetensors); else a one-line error."""
+        if not self.config.is_file() or not self.weights.is_file():
+            what = "no such folder" if not self.root.exists() else (
+                "an unfinished run (no model.safetensors yet: `chestaid train --resume` continues it)"
+                if self.config.is_file() else "not a chestaid run (no config.yaml)")
+            raise ChestaidError(f"{self.root}: {what}")
+        return self
 
     def split_metrics(self, split: str) -> Path:
         """RUN/metrics/{split}_metrics.json (`evaluate`)."""

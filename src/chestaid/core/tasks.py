@@ -76,9 +76,9 @@ def get_task(name: str) -> Task:
     """A built-in task by name ('nih' or 'pneumonia')."""
     try:
         return TASKS[name]
-    except KeyError:
+    except KeyError as exc:
         raise ValueError(f"unknown task {name!r}: the built-in tasks are {', '.join(sorted(TASKS))}; a task of "
-                         "your own is defined by its data (chestaid prepare --table) or as {name, labels}") from None
+                         "your own is defined by its data (chestaid prepare --table) or as {name, labels}") from exc
 
 
 # The headline test metrics of `evaluate`'s summary, per kind of task: shown by the CLI, the model card and the

@@ -85,12 +85,12 @@ def read_grey(path: str | Path, draft_size: int | None = None, max_pixels: int =
     try:
         with open(path, "rb") as f:
             head = f.read(132)
-    except FileNotFoundError:
-        raise ImageDecodeError(path, "file not found") from None
-    except IsADirectoryError:
-        raise ImageDecodeError(path, "is a folder, not an image file") from None
+    except FileNotFoundError as exc:
+        raise ImageDecodeError(path, "file not found") from exc
+    except IsADirectoryError as exc:
+        raise ImageDecodeError(path, "is a folder, not an image file") from exc
     except OSError as e:
-        raise ImageDecodeError(path, f"cannot be opened ({e.strerror or e})") from None
+        raise ImageDecodeError(path, f"cannot be opened ({e.strerror or e})") from e
     if not head:
         raise ImageDecodeError(path, "empty file (0 bytes)")
     if _dicom_by_name_or_magic(path, head):
@@ -131,14 +131,14 @@ def _read_pil(path: Path, draft_size: int | None, max_pixels: int) -> np.ndarray
                 img.draft("L", (draft_size, draft_size))
             img.load()
             return _pil_to_grey(img)
-    except UnidentifiedImageError:
-        raise ImageDecodeError(path, "not a recognised image (expected PNG, JPEG or DICOM)") from None
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(path, "not a recognised image (expected PNG, JPEG or DICOM)") from exc
     except Image.DecompressionBombError as e:
-        raise ImageDecodeError(path, f"possible decompression bomb ({e})") from None
+        raise ImageDecodeError(path, f"possible decompression bomb ({e})") from e
     except ImageDecodeError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageDecodeError(path, f"truncated or corrupt image data ({e})") from None
+        raise ImageDecodeError(path, f"truncated or corrupt image data ({e})") from e
 
 
 def _pil_to_grey(img: Image.Image) -> np.ndarray:
@@ -180,10 +180,10 @@ def _read_dicom(path: Path, max_pixels: int) -> np.ndarray:
 
     try:
         ds = _dcmread(path)
-    except InvalidDicomError:
-        raise ImageDecodeError(path, "not a readable DICOM file (no DICOM header, and no image without one)") from None
+    except InvalidDicomError as exc:
+        raise ImageDecodeError(path, "not a readable DICOM file (no DICOM header, and no image without one)") from exc
     except Exception as e:  # noqa: BLE001 - any parser failure is a bad file, never a crash
-        raise ImageDecodeError(path, f"not a readable DICOM file ({describe(e)})") from None
+        raise ImageDecodeError(path, f"not a readable DICOM file ({describe(e)})") from e
     if "PixelData" not in ds:
         what = "a DICOMDIR index" if is_dicomdir(path) else "no PixelData"
         raise ImageDecodeError(path, f"DICOM file holds no image ({what})")
@@ -197,7 +197,7 @@ def _read_dicom(path: Path, max_pixels: int) -> np.ndarray:
         return dicom_to_grey(pixels, ds)
     except Exception as e:  # noqa: BLE001 - decoders raise every type for missing codecs and corrupt data
         name = getattr(syntax, "name", None) or "unknown transfer syntax"
-        raise ImageDecodeError(path, f"DICOM pixel data ({name}) cannot be decoded ({describe(e)})") from None
+        raise ImageDecodeError(path, f"DICOM pixel data ({name}) cannot be decoded ({describe(e)})") from e
 
 
 def _dcmread(path: Path):

@@ -99,7 +99,7 @@ def read_nih(path: Path) -> Source:
     try:
         raw = pd.read_csv(csv, dtype={"Patient ID": str, "Image Index": str})
     except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise ChestaidError(f"{csv}: cannot be read as a CSV ({e})") from None
+        raise ChestaidError(f"{csv}: cannot be read as a CSV ({e})") from e
     raw.columns = [c.strip() for c in raw.columns]
     needed = ["Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender", "View Position"]
     missing = [c for c in needed if c not in raw.columns]
@@ -224,7 +224,7 @@ def read_boxes(path: str | Path) -> pd.DataFrame:
     try:
         raw = pd.read_csv(path, header=0)
     except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise ChestaidError(f"{path}: cannot be read as the NIH box CSV ({e})") from None
+        raise ChestaidError(f"{path}: cannot be read as the NIH box CSV ({e})") from e
     if raw.shape[1] < 6:
         raise ChestaidError(f"{path}: expected 6 columns (Image Index, Finding Label, x, y, w, h)")
     boxes = pd.DataFrame({"image_id": raw.iloc[:, 0].astype(str).str.strip(),

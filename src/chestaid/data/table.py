@@ -28,10 +28,10 @@ def read_table(csv: str | Path, task_name: str | None = None, labels: list[str] 
     csv = Path(csv)
     try:
         raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise ChestaidError(f"{csv}: no such file") from None
+    except FileNotFoundError as exc:
+        raise ChestaidError(f"{csv}: no such file") from exc
     except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise ChestaidError(f"{csv}: cannot be read as a CSV ({e})") from None
+        raise ChestaidError(f"{csv}: cannot be read as a CSV ({e})") from e
     raw.columns = [c.strip() for c in raw.columns]
     missing = [c for c in REQUIRED if c not in raw.columns]
     if missing:
@@ -47,7 +47,7 @@ def read_table(csv: str | Path, task_name: str | None = None, labels: list[str] 
     try:
         task = Task.model_validate({"name": task_name or csv.stem, "labels": labels})
     except ValueError as e:
-        raise ChestaidError(f"{csv}: {e.errors()[0]['msg'] if hasattr(e, 'errors') else e}") from None
+        raise ChestaidError(f"{csv}: {e.errors()[0]['msg'] if hasattr(e, 'errors') else e}") from e
     paths = raw["path"].str.strip()
     if (paths == "").any():
         raise ChestaidError(f"{csv}: row {int(np.argmax(paths == '')) + 2} has an empty path")

@@ -21,7 +21,7 @@ from chestaid.data.cache import Cache
 from chestaid.data.images import image_shape
 from chestaid.data.sources import find_box_file, read_boxes, read_source
 from chestaid.core.errors import ChestaidError
-from chestaid.explain.gradcam import CamExplainer, overlay
+from chestaid.explain.gradcam import overlay
 from chestaid.core.fileio import write_json, write_text
 from chestaid.inference.predictor import Predictor
 from chestaid.core.progress import track
@@ -69,7 +69,7 @@ def score_boxes(run: str | Path, root: str | Path, boxes_file: str | Path | None
         boxes = boxes[boxes["image_id"].map(splits).isin([split, "trainval" if split != "test" else "test"])]
     if boxes.empty:
         raise ChestaidError(f"no boxes for images of the {split!r} split under {root}")
-    explainer = CamExplainer(predictor, target_layers, method)
+    explainer = predictor.explainer(method, target_layers=target_layers)
     labels = list(predictor.task.labels)
     pairs = boxes[["image_id", "finding"]].drop_duplicates().reset_index(drop=True)
     size = predictor.image_size

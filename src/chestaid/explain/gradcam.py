@@ -13,6 +13,7 @@ tests/test_backends.py).
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 import time
@@ -95,9 +96,13 @@ def _fp32_gradient_starts_here(module: nn.Module, inputs, output: torch.Tensor) 
 class CamExplainer:
     """Grad-CAM maps for a Predictor's model: `maps(images, tabular, finding_indices)`.
 
-    Hooks exist only while `maps` runs (nothing accumulates between calls, whatever scores the model in
-    between), and one map is made at a time: the model is shared with concurrent scoring, which is unaffected.
-    `precision` reads "measure" until the first `maps` call of an "auto" explainer has decided fp32 or bf16."""
+    The explainer works on its own copy of the Predictor's network (made once, about 30 MiB for DenseNet-121 +
+    FPN): pytorch-grad-cam's hooks see every forward pass through their layers, so on the shared model a
+    concurrent request's scoring would land in this map's activations (another patient's image). Nothing else
+    runs the copy, and one map is made at a time (a lock), so scoring never waits for a map and a map never
+    depends on what else runs. Hooks exist only while `maps` runs. `precision` reads "measure" until the first
+    `maps` call of an "auto" explainer has decided fp32 or bf16. Get one through `Predictor.explainer()`, which
+    keeps one per setting (the measurement and the copy are made once)."""
 
     def __init__(self, predictor, target_layers: list[str] | None = None, method: str = "gradcam",
                  precision: str = "auto") -> None:
@@ -105,14 +110,14 @@ class CamExplainer:
             raise ChestaidError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
         self.predictor, self.method = predictor, method
         self.precision = resolve_cam_precision(precision, predictor.device)
-        model = predictor.model
+        model = copy.deepcopy(predictor.model)  # this explainer's own weights: see the class docstring
         default = default_target_layers(model, predictor.cfg.data.image_size)
         names = target_layers or default
         modules = dict(model.named_modules())
         missing = [n for n in names if n not in modules]
         if missing:
             raise ChestaidError(f"unknown target layer(s) {missing}; e.g. {default}")
-        self.layers = names
+        self.layers, self.model = names, model
         self._modules = [modules[n] for n in names]
         self._lock = threading.Lock()
         self.measured: dict[str, float] = {}  # ms per map call of each precision, when "auto" measured them
@@ -120,11 +125,11 @@ class CamExplainer:
     def maps(self, images: np.ndarray, tabular: np.ndarray, findings: list[int]) -> np.ndarray:
         """uint8 images [B,S,S], patient vectors [B,3], one finding index per image → maps [B,S,S] in [0,1]."""
         cfg, device = self.predictor.cfg, self.predictor.device
-        batch = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).to(device)
+        batch = torch.from_numpy(np.array(images)).unsqueeze(1).to(device)  # a copy: callers' arrays may be read-only
         x = eval_transform(batch, cfg.data.image_size, cfg.data.augment.crop)
         if cfg.train.channels_last:  # the Predictor's model is in that layout: no conversion inside the network
             x = x.contiguous(memory_format=torch.channels_last)
-        tab = torch.from_numpy(np.ascontiguousarray(tabular)).to(device) if cfg.model.tabular else None
+        tab = torch.from_numpy(np.array(tabular, np.float32)).to(device) if cfg.model.tabular else None
         targets = [ClassifierOutputTarget(int(f)) for f in findings]
         with self._lock:
             if self.precision == "measure":  # timed on two of the images: the first call stays cheap
@@ -137,7 +142,7 @@ class CamExplainer:
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         hook = _fp32_gradient_starts_here if bf16 else _gradient_starts_here
         with _hooks(self._modules, hook), torch.enable_grad(), autocast:
-            with METHODS[self.method](model=_ImageOnly(self.predictor.model, tab), target_layers=self._modules) as cam:
+            with METHODS[self.method](model=_ImageOnly(self.model, tab), target_layers=self._modules) as cam:
                 return cam(input_tensor=x, targets=targets)
 
     def _measure(self, x: torch.Tensor, tab: torch.Tensor | None, targets: list) -> str:

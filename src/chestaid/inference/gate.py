@@ -127,4 +127,4 @@ class DistanceGate:
                            json.loads(meta["info"]))
         except Exception as e:  # noqa: BLE001 - a damaged file is a user-fixable problem
             raise ChestaidError(f"{path}: not a readable input gate ({type(e).__name__}); run chestaid calibrate "
-                                "RUN to refit it") from None
+                                "RUN to refit it") from e

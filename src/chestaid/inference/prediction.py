@@ -70,10 +70,7 @@ class Prediction:
 
     def heatmap(self, finding: str) -> np.ndarray:
         """The Grad-CAM map [S, S] in [0, 1] for `finding`, over `image` (qualitative)."""
-        from chestaid.explain.gradcam import CamExplainer
-
         labels = list(self.risk)
         if finding not in labels:
             raise ChestaidError(f"unknown finding {finding!r}; this model's findings: {', '.join(labels)}")
-        explainer = CamExplainer(self._predictor)
-        return explainer.maps(self.image[None], self._scored.tabular[None], [labels.index(finding)])[0]
+        return self._predictor.explainer().maps(self.image[None], self._scored.tabular[None], [labels.index(finding)])[0]

@@ -9,8 +9,10 @@ model.onnx, and from torch otherwise; Grad-CAM always uses the torch model.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,9 @@ from chestaid.data.patient import patient_from_header, read_header
 from chestaid.core.run_paths import RunPaths
 from chestaid.models.weights import load_model
 from chestaid.core.tasks import Task
+
+if TYPE_CHECKING:
+    from chestaid.explain.gradcam import CamExplainer
 
 
 def decode_file(path: str, size: int) -> tuple[np.ndarray | None, str, object]:
@@ -77,14 +82,29 @@ class Predictor:
         self.calibration = calibration or Calibration.identity(self.task.labels)
         self.thresholds = thresholds or Thresholds({n: 0.5 for n in self.task.labels}, "default", {})
         self._readers: ThreadPoolExecutor | None = None  # decoding threads, made once and shared by callers
+        self._explainers: dict[tuple, "CamExplainer"] = {}
+        self._lazy = threading.Lock()  # guards the two lazily made members above
 
     @property
     def readers(self) -> ThreadPoolExecutor:
         """The threads that decode files for `score_files` (made on first use, shared by concurrent callers)."""
-        if self._readers is None:
-            self._readers = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
-                                               thread_name_prefix="chestaid-read")
-        return self._readers
+        with self._lazy:
+            if self._readers is None:
+                self._readers = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
+                                                   thread_name_prefix="chestaid-read")
+            return self._readers
+
+    def explainer(self, method: str = "gradcam", precision: str = "auto",
+                  target_layers: list[str] | None = None) -> "CamExplainer":
+        """This Predictor's Grad-CAM explainer for these settings, made once (its own copy of the network, its
+        precision measured once) and shared by every caller: maps never see another request's forward pass."""
+        from chestaid.explain.gradcam import CamExplainer
+
+        key = (method, precision, tuple(target_layers or ()))
+        with self._lazy:
+            if key not in self._explainers:
+                self._explainers[key] = CamExplainer(self, target_layers, method, precision)
+            return self._explainers[key]
 
     @classmethod
     def load(cls, run: str | Path, device: str = "cpu", raw: bool = False, backend: str = "auto",

@@ -34,7 +34,7 @@ def load_densenet(weights: str) -> nn.Module:
             raise ChestaidError(
                 f"ImageNet weights for DenseNet-121 are not available ({type(e).__name__}: {e}); put "
                 f"densenet121-a639ec97.pth in $TORCH_HOME/hub/checkpoints, or set model.weights to a local "
-                f"file or to 'none'") from None
+                f"file or to 'none'") from e
     net = densenet121(weights=None)
     load_backbone_file(net, Path(weights))
     return net
@@ -52,7 +52,7 @@ def load_backbone_file(net: nn.Module, path: Path) -> None:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ChestaidError(f"{path}: cannot be read as a weights file ({e})") from None
+        raise ChestaidError(f"{path}: cannot be read as a weights file ({e})") from e
     state = state.get("state_dict", state)
     state = {_OLD_KEY.sub(r"\1\2", k.removeprefix("module.").removeprefix("backbone.")): v for k, v in state.items()}
     features = {k: v for k, v in state.items() if k.startswith("features.")}

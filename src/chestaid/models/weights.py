@@ -26,15 +26,13 @@ def load_model(run: str | Path, map_location: str = "cpu") -> tuple[RunConfig, C
     """Rebuild a run's model from config.yaml + model.safetensors alone (no network, no checkpoint)."""
     from safetensors.torch import load_file
 
-    paths = RunPaths(run)
-    if not paths.config.is_file() or not paths.weights.is_file():
-        raise ChestaidError(f"{paths.root}: not a finished chestaid run (needs config.yaml and model.safetensors)")
+    paths = RunPaths(run).require()
     cfg = load_config(paths.config)
     model = build_model(cfg.model.model_copy(update={"weights": "none"}), cfg.require_task().num_outputs)
     try:
         state = load_file(str(paths.weights), device=map_location)
     except Exception as e:
-        raise ChestaidError(f"{paths.weights}: cannot be read ({e})") from None
+        raise ChestaidError(f"{paths.weights}: cannot be read ({e})") from e
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ChestaidError(f"{paths.weights}: does not match config.yaml ({len(missing)} missing, "

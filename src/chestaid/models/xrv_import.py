@@ -50,16 +50,16 @@ def read_xrv_state(path: str | Path, trust_pickle: bool = False) -> dict[str, to
             return load_file(str(path))
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
+        except pickle.UnpicklingError as exc:
             if not trust_pickle:
                 raise ChestaidError(f"{path}: holds a pickled model; unpickling runs code from the file. If you "
                                     "trust its source (e.g. torchxrayvision's own downloads), pass --trust-pickle"
-                                    ) from None
+                                    ) from exc
             loaded = torch.load(path, map_location="cpu", weights_only=False)
     except ChestaidError:
         raise
     except Exception as e:  # noqa: BLE001 - any reader failure is "cannot be read", one line
-        raise ChestaidError(f"{path}: cannot be read as a weights file ({type(e).__name__}: {e})") from None
+        raise ChestaidError(f"{path}: cannot be read as a weights file ({type(e).__name__}: {e})") from e
     state = loaded.state_dict() if isinstance(loaded, torch.nn.Module) else loaded
     if not isinstance(state, dict):
         raise ChestaidError(f"{path}: holds a {type(state).__name__}, not a model or a state dict")

@@ -63,10 +63,10 @@ def _quiet_lightning() -> Iterator[None]:
         logger.removeFilter(_without_litlogger_tip)
 
 
-def _open_cache(cfg: RunConfig, data: str | Path, out: Path, lead: bool) -> Cache:
-    """The cache `data` is, or the one built from the source folder `data` into RUN/cache (by rank 0 only: other
-    processes find it ready when Lightning launches them; under torchrun or SLURM, prepare it first)."""
-    found = source_or_cache(data)
+def _open_cache(cfg: RunConfig, data: str | Path, found, out: Path, lead: bool) -> Cache:
+    """The cache `data` is (`found`: what source_or_cache read there), or the one built from the source folder
+    `data` into RUN/cache (by rank 0 only: other processes find it ready when Lightning launches them; under
+    torchrun or SLURM, prepare it first)."""
     if isinstance(found, Cache):
         cache = found
     else:
@@ -100,26 +100,71 @@ class Fitted:
     lead: bool
 
 
-def fit(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool = False) -> Fitted:
-    """Train into a run directory (or continue one from checkpoints/last.ckpt when resume=True)."""
+WRITTEN_BY_TRAIN = ("config", "weights", "checkpoints", "train_log", "logs", "manifest", "training_precision",
+                    "model_card", "gate", "calibration", "thresholds", "metrics", "plots", "report", "explain",
+                    "onnx", "backends", "cohort_cache", "compare", "external")
+
+
+def newest_checkpoint(paths: RunPaths) -> Path | None:
+    """The checkpoint a resume continues from: the newer of last.ckpt and best.ckpt (each written whole, by
+    rename; an interruption between the two writes of an epoch leaves best.ckpt the newer), or None."""
+    found = [p for p in (paths.last, paths.best) if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
+def check_fresh_out(paths: RunPaths) -> None:
+    """A new run may go into `paths.root` only when no run (finished or interrupted) is there."""
+    if not paths.config.exists():
+        return
+    state = "a finished run" if paths.model_card.is_file() else "an interrupted run"
+    how = "" if paths.model_card.is_file() else f"continue it with `chestaid train --resume {paths.root}`, or "
+    raise ChestaidError(f"{paths.root}: already holds {state}; {how}start over with --force (removes only what "
+                        "train wrote), or choose another --out")
+
+
+def remove_run(paths: RunPaths) -> None:
+    """--force: remove what `train` and the commands after it wrote into the run folder (and the cache it
+    prepared there), nothing else."""
+    import shutil
+
+    for name in (*WRITTEN_BY_TRAIN, "cache"):
+        target = getattr(paths, name, None) or paths.root / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def fit(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool = False,
+        force: bool = False) -> Fitted:
+    """Train into a run directory, or continue one (resume=True) from its newest checkpoint; a run interrupted
+    before its first checkpoint starts again from its saved config. force=True starts over in `out`."""
     paths, lead = RunPaths(out), is_global_zero()
+    checkpoint = None
     if resume:
         if not paths.config.is_file():
-            raise ChestaidError(f"{paths.root}: no config.yaml; nothing to resume")
+            hint = (" (interrupted before training started: run the same `chestaid train` command again)"
+                    if paths.root.is_dir() else "")
+            raise ChestaidError(f"{paths.root}: not a run (no config.yaml); nothing to resume{hint}")
         cfg = load_config(paths.config)
         data = cfg.data.path
-        if not paths.last.is_file():
-            raise ChestaidError(f"{paths.root}: no checkpoints/last.ckpt to resume from")
+        checkpoint = newest_checkpoint(paths)
         if lead:
             for stale in paths.root.rglob(".*.tmp"):  # half-written temporaries of a killed run; originals intact
                 stale.unlink()
-    elif lead and paths.config.exists():
-        raise ChestaidError(f"{paths.root}: already holds a run; use --resume {paths.root} or another --out")
+            if checkpoint is None:
+                logging.getLogger(__name__).info("%s: no checkpoint yet; training starts again from epoch 0",
+                                                 paths.root)
+    elif lead and force and paths.root.is_dir():
+        remove_run(paths)
+    elif lead:
+        check_fresh_out(paths)
     if data is None:
         raise ChestaidError("no data: pass --data ROOT_OR_CACHE")
+    found = source_or_cache(data)  # a missing or unreadable --data fails here, before the run folder exists
     if lead:
         paths.root.mkdir(parents=True, exist_ok=True)
-    cache = _open_cache(cfg, data, paths.root, lead)
+    cache = _open_cache(cfg, data, found, paths.root, lead)
     cfg = with_task(cfg, cache.task).model_copy(update={"data": cfg.data.model_copy(update={  # what inference
         "path": str(cache.root.resolve()), "cache_size": int(cache.meta["size"])})})             # must reproduce
     precision = choose_precision(cfg)  # `auto` resolved once: a resumed run keeps what was chosen
@@ -138,7 +183,7 @@ def fit(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool =
             logger=_loggers(cfg, paths), default_root_dir=paths.root, plugins=[AtomicCheckpointIO()],
             log_every_n_steps=1, num_sanity_val_steps=0, enable_model_summary=False,
             limit_train_batches=cfg.train.limit_train_batches if cfg.train.limit_train_batches != 1.0 else None)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=paths.last if resume else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
     return Fitted(paths, cache, cfg, trainer.is_global_zero)
 
 
@@ -163,6 +208,6 @@ def _loggers(cfg: RunConfig, paths: RunPaths) -> list[Logger] | bool:
     if cfg.train.logger == "tensorboard":
         try:
             loggers.append(TensorBoardLogger(paths.root, name="logs"))
-        except ModuleNotFoundError:
-            raise ChestaidError("train.logger=tensorboard needs TensorBoard: pip install tensorboard") from None
+        except ModuleNotFoundError as exc:
+            raise ChestaidError("train.logger=tensorboard needs TensorBoard: pip install tensorboard") from exc
     return loggers

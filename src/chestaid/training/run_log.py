@@ -54,7 +54,8 @@ class StepCheckpoint(ModelCheckpoint):
     skip that epoch's validation. The validation's own last.ckpt follows a moment later."""
 
     def __init__(self, paths: RunPaths, every: int) -> None:
-        super().__init__(dirpath=paths.checkpoints, every_n_train_steps=every, save_top_k=0, save_last=True)
+        super().__init__(dirpath=paths.checkpoints, every_n_train_steps=every, save_top_k=0, save_last=True,
+                         enable_version_counter=False)  # one last.ckpt, shared with BestCheckpoint's
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:

@@ -51,7 +51,7 @@ def _join(a: pd.DataFrame, b: pd.DataFrame, run_a: RunPaths, run_b: RunPaths) ->
 def compare_runs(run_a: str | Path, run_b: str | Path, split: str = "test", resamples: int = 2000,
                  seed: int = 0, alpha: float = 0.05) -> dict:
     """The comparison of B against A (differences are B − A); see the module's docstring."""
-    paths_a, paths_b = RunPaths(run_a), RunPaths(run_b)
+    paths_a, paths_b = RunPaths(run_a).require(), RunPaths(run_b).require()
     joined, findings = _join(_predictions(paths_a, split), _predictions(paths_b, split), paths_a, paths_b)
     patients = joined["patient_id_a"].to_numpy()
     rows = {}

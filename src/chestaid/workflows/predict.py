@@ -38,6 +38,7 @@ from PIL import Image
 from chestaid.data.images import IMAGE_SUFFIXES, looks_like_image
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import atomic_write, write_text
+from chestaid.core.run_paths import RunPaths
 from chestaid.inference.predictor import Predictor, decode_file
 from chestaid.inference.result import worklist_columns
 from chestaid.core.progress import progress_bar
@@ -63,11 +64,18 @@ class Worklist:
     heat_maps: int = 0
     gate: bool = True  # False: the run has no input gate (said by the CLI)
     lead: bool = True  # False: a process 1…N-1 of `devices` > 1, which wrote nothing (rank 0 did)
+    backend: str = ""  # what computed the logits (chestaid.inference.backends.VARIANTS)
 
 
-def collect_inputs(items: list[str | Path]) -> list[InputFile]:
-    """Files as given (whatever they are); folders searched recursively (`images.looks_like_image`)."""
+def collect_inputs(items: list[str | Path]) -> tuple[list[InputFile], list[tuple[str, str]]]:
+    """Files as given (whatever they are); folders searched recursively (`images.looks_like_image`). Returns the
+    files to score and (file, reason) for each file of a folder passed over for not being an image."""
+    missing = [str(item) for item in items if not Path(item).exists()]
+    if missing:
+        raise ChestaidError(f"{missing[0]}: no such file or folder" +
+                            (f" (and {len(missing) - 1} more input(s) missing)" if len(missing) > 1 else ""))
     found: list[InputFile] = []
+    passed_over: list[tuple[str, str]] = []
     seen: set[Path] = set()
     for item in map(Path, items):
         if item.is_dir():
@@ -78,6 +86,10 @@ def collect_inputs(items: list[str | Path]) -> list[InputFile]:
                     path = Path(folder) / name
                     if looks_like_image(path):
                         found.append(InputFile(path, base / path.relative_to(item)))
+                    else:
+                        passed_over.append((str(path), "DICOMDIR, an index of a DICOM media, not an image"
+                                            if name.upper() == "DICOMDIR" else
+                                            "not an image (neither PNG, JPEG nor DICOM by its name or content)"))
         else:
             found.append(InputFile(item, Path(item.name)))
     unique = []
@@ -86,7 +98,7 @@ def collect_inputs(items: list[str | Path]) -> list[InputFile]:
         if key not in seen:
             seen.add(key)
             unique.append(entry)
-    return unique
+    return unique, passed_over
 
 
 def parse_cam_rows(text: str) -> str | int:
@@ -115,16 +127,19 @@ def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path,
 
         device = rank_device(device)
     threads = max(1, cores() // devices) if devices > 1 and device == "cpu" else None
+    RunPaths(run).require()
+    files, passed_over = collect_inputs(inputs)  # a missing input is an error before anything is loaded or written
+    if not files:
+        raise ChestaidError(f"no input files (folders are searched for {', '.join(sorted(IMAGE_SUFFIXES))} and "
+                            "for DICOM files by content)")
     predictor = Predictor.load(run, device, backend=backend, threads=threads)
     labels = list(predictor.task.labels)
     if cam_finding is not None and cam_finding not in labels:
         raise ChestaidError(f"--cam-finding {cam_finding!r} is not a finding of this model; choose from {labels}")
-    files = collect_inputs(inputs)
-    if not files:
-        raise ChestaidError(f"no input files (folders are searched for {', '.join(sorted(IMAGE_SUFFIXES))} and "
-                            "for DICOM files by content)")
+    log.info("scoring with the %s backend%s", predictor.backend,
+             f" ({predictor.backend_note})" if predictor.backend_note else "")
     names = {str(f.path): f.name for f in files}
-    rows, refused, tabular, skipped = [], [], {}, []
+    rows, refused, tabular, skipped = [], [], {}, list(passed_over)
     for scored, failed in _score_all(predictor, [str(f.path) for f in files], batch_size, patient, decode_workers,
                                      devices):
         if scored is None:
@@ -137,13 +152,14 @@ def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path,
     heat_maps = 0
     table = table.sort_values(["risk", "_tie_break"], ascending=False, kind="stable").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
+    table["backend"] = predictor.backend  # what computed the logits (auto's choice included)
     if cam_dir is not None and len(table):
         heat_maps = _write_cams(predictor, table, names, tabular, Path(cam_dir), cam_finding, cam_rows, batch_size,
                                 alpha)
     out = Path(out)
     write_text(out, table.drop(columns="_tie_break", errors="ignore").to_csv(index=False))
     result = Worklist(out, len(rows), skipped, refused=[(r["file"], r["reason"]) for r in refused],
-                      heat_maps=heat_maps, gate=predictor.gate is not None)
+                      heat_maps=heat_maps, gate=predictor.gate is not None, backend=predictor.backend)
     if skipped:
         result.skipped_csv = out.with_name(out.stem + "_skipped.csv")
         write_text(result.skipped_csv, pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(index=False))
@@ -231,9 +247,9 @@ def heat_map_name(name: Path, finding: str) -> Path:
 def _write_cams(predictor: Predictor, table: pd.DataFrame, names: dict[str, Path], tabular: dict[str, np.ndarray],
                 cam_dir: Path, cam_finding: str | None, cam_rows: str | int, batch_size: int, alpha: float) -> int:
     """Heat maps for the chosen rows, each decoded again from its own file; returns how many were written."""
-    from chestaid.explain.gradcam import CamExplainer, overlay
+    from chestaid.explain.gradcam import overlay
 
-    explainer = CamExplainer(predictor)
+    explainer = predictor.explainer()
     labels = list(predictor.task.labels)
     table["heat_map"] = ""
     claimed: set[Path] = set()

@@ -22,10 +22,11 @@ from chestaid.training.fit import fit
 log = logging.getLogger(__name__)
 
 
-def train(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool = False) -> RunPaths:
-    """Train into a run directory (or continue one from checkpoints/last.ckpt when resume=True); returns its
-    paths once the manifest, the input gate and the model card are written."""
-    fitted = fit(cfg, data, out, resume)
+def train(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool = False,
+          force: bool = False) -> RunPaths:
+    """Train into a run directory (or continue one from its newest checkpoint when resume=True; force=True starts
+    over in it); returns its paths once the manifest, the input gate and the model card are written."""
+    fitted = fit(cfg, data, out, resume, force)
     if fitted.lead:
         write_manifest(fitted.paths.manifest, build_manifest(fitted.cache, fitted.cfg, fitted.paths))
         fit_input_gate(fitted.paths, fitted.cache, fitted.cfg)

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -60,6 +61,9 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
     from chestaid.apps.node.node import Node, NodeConfig
 
     _log_to_stderr()
+    # pydicom's and highdicom's warnings about a sender's odd values quote those values (patient data): this
+    # process is the node's own, so they are silenced here, once, before any thread starts (never per call)
+    warnings.filterwarnings("ignore", module=r"(highdicom|pydicom)(\.|$)")
     if not (Path(run) / "model.safetensors").is_file():
         raise ChestaidError(f"{run}: not a trained run (no model.safetensors)")
     config = NodeConfig(run=Path(run), store=Path(store), port=port, ae_title=ae_title, host=host,
@@ -71,7 +75,7 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
     try:
         running = Node(config).start()
     except OSError as e:
-        raise ChestaidError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+        raise ChestaidError(f"cannot listen on {host}:{port} ({e.strerror or e})") from e
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chestaid.core.errors import ChestaidError
+from chestaid.core.fileio import atomic_write
 
 DB_NAME = "chestaid-node.sqlite"
 STATES = ("queued", "scored", "refused", "unreadable", "ignored")
@@ -66,28 +65,10 @@ REVIEW_COLUMNS = {"reviewed_by": "TEXT NOT NULL DEFAULT ''", "reviewed_at": "REA
 AUDIT_ACTIONS = ("view", "score", "heat_map", "review")
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def durable_write(path: Path, data: bytes) -> None:
-    """`data` at `path`, or nothing: a temporary file in the same folder, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    """`data` at `path`, or nothing, readable by this user only (patient data): chestaid.core.fileio's one
+    durable writer (temporary file, fsync, rename, fsync the folder)."""
+    atomic_write(path, lambda f: f.write(data), mode=0o600)
 
 
 @dataclass
@@ -128,7 +109,7 @@ class Store:
                 if column not in have:
                     self._db.execute(f"ALTER TABLE instances ADD COLUMN {column} {kind}")
         except (OSError, sqlite3.Error) as e:
-            raise ChestaidError(f"{self.root}: cannot open the node store ({e})") from None
+            raise ChestaidError(f"{self.root}: cannot open the node store ({e})") from e
         self._lock = threading.RLock()
 
     @classmethod

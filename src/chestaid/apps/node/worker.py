@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import threading
-import warnings
 
 import numpy as np
 
@@ -40,7 +39,6 @@ class Worker:
         self.labels = list(predictor.task.labels)
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chestaid-node-worker", daemon=True)
-        self._explainer = None
 
     def start(self) -> None:
         self._thread.start()
@@ -81,15 +79,14 @@ class Worker:
             self._scored(by_path[s.path], s, cam)
 
     def _cams(self, good) -> list[np.ndarray | None]:
-        from chestaid.explain.gradcam import CamExplainer, overlay
+        from chestaid.explain.gradcam import overlay
 
         try:
-            if self._explainer is None:
-                # fp32, never measured: a re-score after a restart must make the same object under the
-                # same UID, and a measured choice could flip between starts on a noisy machine
-                self._explainer = CamExplainer(self.predictor, precision="fp32")
+            # fp32, never measured: a re-score after a restart must make the same object under the same UID,
+            # and a measured choice could flip between starts on a noisy machine
+            explainer = self.predictor.explainer(precision="fp32")
             top = [int(np.argmax(s.risk)) for s in good]
-            maps = self._explainer.maps(np.stack([s.image for s in good]), np.stack([s.tabular for s in good]), top)
+            maps = explainer.maps(np.stack([s.image for s in good]), np.stack([s.tabular for s in good]), top)
             return [overlay(s.image, m) for s, m in zip(good, maps)]
         except Exception as e:  # noqa: BLE001 - no heat map is better than no result
             log.error("worker: heat maps failed for %d instances (%s)", len(good), describe(e))
@@ -117,10 +114,7 @@ class Worker:
         try:
             source = self._source(row)
             if source is not None:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    sr = make_sr(source, self.algorithm, self.labels, None, None, None,
-                                 not_analysed=f"{state}: {reason}")
+                sr = make_sr(source, self.algorithm, self.labels, None, None, None, not_analysed=f"{state}: {reason}")
                 results = self._outbox([("sr", sr)])
         except Exception as e:  # noqa: BLE001
             note = f"; no SR ({describe(e)})"
@@ -138,13 +132,11 @@ class Worker:
             source = self._source(row)
             if source is None:
                 raise ValueError("no DICOM header to reference")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                objects.append(("sr", make_sr(source, self.algorithm, self.labels, s.risk, s.decisions,
-                                              self.predictor.thresholds.values)))
-                if cam is not None:
-                    objects.append(("sc", make_heat_map(source, self.algorithm, cam, self.labels[top],
-                                                        float(s.risk[top]))))
+            objects.append(("sr", make_sr(source, self.algorithm, self.labels, s.risk, s.decisions,
+                                          self.predictor.thresholds.values)))
+            if cam is not None:
+                objects.append(("sc", make_heat_map(source, self.algorithm, cam, self.labels[top],
+                                                    float(s.risk[top]))))
             results = self._outbox(objects)
         except Exception as e:  # noqa: BLE001
             results, note = [], f"no result objects ({describe(e)})"

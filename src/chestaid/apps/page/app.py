@@ -21,7 +21,7 @@ from chestaid.apps.page.inputs import clinical_inputs, plain
 from chestaid.apps.page.notes import DISCLAIMER, model_card, run_notes, title
 from chestaid.apps.page.uploads import UploadFolder
 from chestaid.core.errors import ChestaidError
-from chestaid.explain.gradcam import CamExplainer, overlay
+from chestaid.explain.gradcam import overlay
 from chestaid.inference.predictor import Predictor
 from chestaid.inference.result import Scored
 
@@ -40,7 +40,7 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto", uploa
     """The page for `run`; uploads are deleted from `uploads` once scored; `store` adds the node's worklist."""
     run = Path(run).resolve()
     predictor = Predictor.load(run, device, backend=backend)
-    explainer = CamExplainer(predictor)
+    explainer = predictor.explainer()
     labels = list(predictor.task.labels)
     multi = len(labels) > 1
     tabular = predictor.cfg.model.tabular
@@ -51,7 +51,7 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto", uploa
             node.audit(user_of(request), action, sop_uid)
 
     def score_one(file, age, sex, view, request) -> tuple[Scored | None, str]:
-        """Score one upload and delete it; (result, "") or (None, the one-line reason)."""
+        """Score one upload and release it (deleted when no request holds it); (result, "") or (None, the one-line reason)."""
         try:
             if not file:
                 return None, "No file: upload a PNG, JPEG or DICOM chest X-ray first."
@@ -66,7 +66,7 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto", uploa
             return None, plain(e)
         finally:
             if uploads is not None:
-                uploads.delete(file)
+                uploads.release(file)  # deleted once no other request holds the same (identical) upload
         if failed:
             return None, f"Could not read {plain(Path(failed[0][0]).name, 80)}: {plain(failed[0][1])}."
         s = scored[0]

@@ -43,7 +43,7 @@ def _read(path: Path) -> dict:
     except FileNotFoundError:
         return {"users": {}}
     except (OSError, ValueError) as e:
-        raise ChestaidError(f"{path}: not a readable users file ({e})") from None
+        raise ChestaidError(f"{path}: not a readable users file ({e})") from e
     if not isinstance(data, dict) or not isinstance(data.get("users"), dict):
         raise ChestaidError(f"{path}: not a chestaid users file (no \"users\" object)")
     return data

@@ -32,9 +32,9 @@ def _age(value: object) -> float | None:
         raise ChestaidError(f"age must be a number of years or empty (unknown), got {plain(repr(value), 40)}")
     try:
         age = float(value.strip()) if isinstance(value, str) else float(value)
-    except ValueError:
+    except ValueError as exc:
         raise ChestaidError(f"age must be a number of years or empty (unknown), got {plain(repr(value), 40)}") \
-            from None
+            from exc
     if not math.isfinite(age) or not 0 <= age <= 120:
         raise ChestaidError(f"age must be between 0 and 120 years, got {plain(repr(value), 40)}")
     return age

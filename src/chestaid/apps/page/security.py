@@ -175,18 +175,20 @@ class Guard:
             else:
                 body += message.get("body", b"")
 
-        await self.app(scope, replay, capture)
-        if start.get("status") == 200:
-            try:
-                stored = [Path(p) for p in json.loads(body)]
-            except (ValueError, TypeError):
-                stored = []
-            bad = [p for p in stored if not looks_like_image(p)]
-            if bad:
-                for p in stored:
-                    self.uploads.delete(p)
-                log.warning("refused an upload that is not PNG, JPEG or DICOM (by its content)")
-                return await _send_plain(send, 415, "Only PNG, JPEG and DICOM files are accepted")
+        with self.uploads.uploading():  # the file may be one another request holds: claimed before it can go
+            await self.app(scope, replay, capture)
+            stored = []
+            if start.get("status") == 200:
+                try:
+                    stored = [Path(p) for p in json.loads(body)]
+                except (ValueError, TypeError):
+                    stored = []
+                self.uploads.claim(stored)
+        if any(not looks_like_image(p) for p in stored):
+            for p in stored:
+                self.uploads.release(p)
+            log.warning("refused an upload that is not PNG, JPEG or DICOM (by its content)")
+            return await _send_plain(send, 415, "Only PNG, JPEG and DICOM files are accepted")
         out = self._with_headers(send, "/gradio_api/upload")
         await out({**start, "headers": [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
                    + [(b"content-length", str(len(body)).encode())]})

@@ -57,8 +57,8 @@ def logins_of(o: ServeOptions) -> Logins:
     for address in o.trusted_proxies:
         try:
             ipaddress.ip_address(address)
-        except ValueError:
-            raise ChestaidError(f"--trusted-proxy {address!r}: give the proxy's IP address") from None
+        except ValueError as exc:
+            raise ChestaidError(f"--trusted-proxy {address!r}: give the proxy's IP address") from exc
     logins = Logins(Users(o.users) if o.users else None, o.trusted_header, frozenset(o.trusted_proxies))
     if (o.certfile is None) != (o.keyfile is None):
         raise ChestaidError("--certfile and --keyfile go together")

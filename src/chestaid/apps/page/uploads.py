@@ -1,7 +1,10 @@
 """The page's private upload folder: 0700, owned by this server, emptied while it runs and removed at shutdown.
 
-Gradio writes every upload (and nothing else of ours: heat maps stay in memory) under this folder. The page
-deletes an upload as soon as it is scored; a sweeper deletes whatever is older than `max_age_s` (an upload
+Gradio writes every upload (and nothing else of ours: heat maps stay in memory) under this folder, by content:
+two uploads of the same bytes share one file. Each upload the page's guard sees `claim`s its file, each scoring
+request `release`s it, and the file is deleted when no request holds it any more (and no upload is in flight
+that may be handing it to another request), so identical files uploaded at the same time each get their
+result. A sweeper deletes whatever is older than `max_age_s` (an upload
 never analysed, Gradio's leftovers); `close()` removes the folder. Old `/gradio_api/file=` URLs therefore
 point at nothing after a restart, and the security middleware refuses any URL under the folder anyway."""
 
@@ -13,6 +16,8 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from chestaid.core.errors import ChestaidError
@@ -31,9 +36,13 @@ class UploadFolder:
             self.path = Path(tempfile.mkdtemp(prefix="chestaid-page-", dir=parent)).resolve()
         except OSError as e:
             raise ChestaidError(f"cannot make the page's upload folder under {parent or tempfile.gettempdir()}: "
-                                f"{e.strerror}") from None
+                                f"{e.strerror}") from e
         os.chmod(self.path, 0o700)
         self.max_age_s, self.empty_age_s = max_age_s, empty_age_s
+        self._lock = threading.Lock()  # guards the three below
+        self._holders: dict[Path, int] = {}  # file -> requests that uploaded it and have not released it
+        self._in_flight = 0  # uploads being stored by Gradio, whose paths are not known yet
+        self._deferred: set[Path] = set()  # released to zero while an upload was in flight
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sweep_loop, args=(sweep_every_s,), daemon=True,
                                         name="chestaid-upload-sweeper")
@@ -48,6 +57,46 @@ class UploadFolder:
             return Path(os.path.realpath(path)).is_relative_to(self.path)
         except (OSError, ValueError):
             return False
+
+    @contextmanager
+    def uploading(self) -> Iterator[None]:
+        """Around one upload request until its files are claimed: no released file is deleted meanwhile (it may
+        be the very file this upload stores again)."""
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                ready = [] if self._in_flight else [p for p in self._deferred if not self._holders.get(p)]
+                self._deferred.difference_update(ready)
+            for p in ready:
+                self.delete(p)
+
+    def claim(self, paths: list[Path]) -> None:
+        """One more request holds each of these uploaded files."""
+        with self._lock:
+            for path in paths:
+                if self.holds(path):
+                    key = Path(os.path.realpath(path))
+                    self._holders[key] = self._holders.get(key, 0) + 1
+
+    def release(self, path: str | Path | None) -> None:
+        """A request is done with its upload: deleted once no request holds it (unclaimed files at once)."""
+        if not path or not self.holds(path):
+            return
+        key = Path(os.path.realpath(path))
+        with self._lock:
+            left = self._holders.get(key, 0) - 1
+            if left > 0:
+                self._holders[key] = left
+                return
+            self._holders.pop(key, None)
+            if self._in_flight:
+                self._deferred.add(key)
+                return
+        self.delete(key)
 
     def delete(self, path: str | Path | None) -> None:
         """Delete one upload (and its Gradio hash folder when that is left empty); only inside the folder."""
