@@ -56,7 +56,7 @@ def test_maps_through_frozen_blocks(tiny_run, nih_root):
     before = CamExplainer(predictor).maps(images, tabular, findings)
     assert CamExplainer(predictor).layers == ["backbone.features.transition1.conv",
                                               "backbone.features.transition2.conv"]
-    freeze_blocks(predictor.model.backbone.features, 3)
+    freeze_blocks(predictor.model.backbone, 3)
     after = CamExplainer(predictor).maps(images, tabular, findings)
     assert before.max() > 0 and np.allclose(before, after, atol=1e-5)
 

@@ -27,7 +27,9 @@ def test_the_nih_run_on_the_pneumonia_cache(tiny_run, nih_cache, kaggle_root, tm
     calibration = run.calibration.read_bytes()
     result = chestaid.evaluate(run.root, data=tmp_path / "pneumonia_cache")
     assert result["external"] and result["label_map"] == {"Pneumonia": "Pneumonia"}
-    out = run.external / "pneumonia_cache"
+    out = run.external_for(tmp_path / "pneumonia_cache")
+    assert out.parent == run.external and out.name.startswith("pneumonia_cache-")
+    assert run.external_for(tmp_path / "other" / "pneumonia_cache") != out  # same name, another cache
     assert {"metrics.json", "predictions.csv", "subgroups.json", "report.html"} <= {p.name for p in out.iterdir()}
     assert "External data" in (out / "report.html").read_text()
     table = pd.read_csv(out / "predictions.csv")

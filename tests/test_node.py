@@ -272,6 +272,9 @@ def test_allow_list_and_four_concurrent_senders_then_a_fifth_rejected_as_transie
             assert len(report["ok"]) == 100 and not report["failed"], report["text"][-500:]
         assert fifth.returncode != 0 and "rejected" in fifth.stderr.lower(), fifth.stderr
         assert "transient" in fifth.stderr.lower(), fifth.stderr
+        said = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+        assert any("INTRUDER" in m and "not in --allow" in m for m in said), said  # the real reason of each
+        assert any("MOD4" in m and "too many associations" in m for m in said), said
         _, retry = dcmsend(node.port, sets[4], aet="MOD4")
         assert len(retry["ok"]) == 100 and not retry["failed"]
         rows = node.store.instances()

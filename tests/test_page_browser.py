@@ -136,7 +136,10 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
         browser.close()
     done = subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "audit", str(tmp_path / "store"), "--json"],
                           capture_output=True, text=True, check=True)
-    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    rows = json.loads(done.stdout)  # one JSON array, as worklist --json
+    table = subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "audit", str(tmp_path / "store")],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert table[0] == "time\tuser\taction\tSOPInstanceUID" and len(table) == 1 + len(rows)
     assert [(r["user"], r["action"], r["SOPInstanceUID"]) for r in rows] == [
         ("local", "view", second), ("local", "heat_map", second), ("local", "review", second)]
     assert store.instance(second)["reviewed_by"] == "local" and store.instance(first)["reviewed_by"] == ""

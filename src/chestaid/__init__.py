@@ -109,7 +109,7 @@ def evaluate(run: str | Path, split: str = "test", *, data: str | Path | None = 
 
     `data`: a cache of the run's own task, or another dataset's: when its task differs or `label_map`
     ({model label: data label}) is given, the run is scored on that cache's test split (split="all": all of it)
-    on the shared labels only, into RUN/external/<cache name>/ (external validation; nothing is fitted)."""
+    on the shared labels only, into RUN/external/<cache name>-<path digest>/ (external validation; nothing is fitted)."""
     from chestaid.workflows.external import evaluate_external, is_external
     from chestaid.workflows.runs import evaluate_run
 

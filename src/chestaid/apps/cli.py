@@ -1,6 +1,6 @@
 """The `chestaid` command line: parses arguments and calls the library; errors are one line, no traceback.
 
-Commands live in cli_data (synth, weights, prepare, stats) and cli_runs (train … demo); the DICOM node's in
+Commands live in cli_data (synth, weights, prepare, stats), cli_runs (train … compare), cli_demo and cli_page; the DICOM node's in
 apps.node.commands (node, worklist). `--quiet` shows only errors, `--verbose` the library's debug records."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from chestaid.apps import cli_data, cli_page, cli_runs
+from chestaid.apps import cli_data, cli_demo, cli_page, cli_runs
 from chestaid.apps.cli_output import console, err, errors
 from chestaid.apps.node import commands as node_commands
 from chestaid.core.errors import ChestaidError
@@ -29,7 +29,7 @@ synth_app.command("pneumonia")(cli_data.synth_pneumonia_cmd)
 weights_app.command("import-xrv")(cli_data.import_xrv_cmd)
 for command in (cli_data.prepare, cli_data.stats, cli_runs.train, cli_runs.evaluate, cli_runs.calibrate,
                 cli_runs.thresholds, cli_runs.predict, cli_runs.export, cli_runs.explain, cli_page.serve,
-                cli_runs.demo, cli_runs.compare, cli_page.audit):
+                cli_demo.demo, cli_runs.compare, cli_page.audit):
     app.command()(command)
 users_app = typer.Typer(no_args_is_help=True, help="The page's users file (argon2 password hashes, API tokens).")
 app.add_typer(users_app, name="users")

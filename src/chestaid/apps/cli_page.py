@@ -61,9 +61,14 @@ def users_add(name: str, users: Annotated[Path, typer.Option(help="the users fil
     console.print(f"API token (shown once; send it as 'Authorization: Bearer TOKEN'): {token}", highlight=False)
 
 
-def audit(store: Path, json_out: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+AUDIT_COLUMNS = ("time", "user", "action", "SOPInstanceUID")
+
+
+def audit(store: Path,
+          json_out: Annotated[bool, typer.Option("--json", help="a JSON array (as worklist --json)")] = False,
           last: Annotated[int | None, typer.Option(min=1, help="only the last N rows")] = None) -> None:
-    """The page's audit trail in a node store: time, user, action, SOPInstanceUID (no pixels, no names)."""
+    """The page's audit trail in a node store: time, user, action, SOPInstanceUID (no pixels, no names); a
+    tab-separated table with a header row, or with --json one JSON array of objects."""
     import json
 
     import chestaid
@@ -73,10 +78,11 @@ def audit(store: Path, json_out: Annotated[bool, typer.Option("--json", help="on
         rows = node.audit_rows(last or -1)
     finally:
         node.close()
-    for r in rows:
-        when = datetime.fromtimestamp(r["at"], timezone.utc).isoformat(timespec="seconds")
-        if json_out:
-            console.print(json.dumps({"time": when, "user": r["user"], "action": r["action"],
-                                      "SOPInstanceUID": r["sop_uid"]}), highlight=False, soft_wrap=True)
-        else:
-            console.print(f"{when}\t{r['user']}\t{r['action']}\t{r['sop_uid']}", highlight=False, soft_wrap=True)
+    records = [{"time": datetime.fromtimestamp(r["at"], timezone.utc).isoformat(timespec="seconds"),
+                "user": r["user"], "action": r["action"], "SOPInstanceUID": r["sop_uid"]} for r in rows]
+    if json_out:
+        typer.echo(json.dumps(records, indent=2))
+        return
+    typer.echo("\t".join(AUDIT_COLUMNS))
+    for record in records:
+        typer.echo("\t".join(record[c] for c in AUDIT_COLUMNS))

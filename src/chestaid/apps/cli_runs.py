@@ -1,8 +1,7 @@
-"""The CLI's run commands: train, evaluate, calibrate, thresholds, predict, export, explain, demo."""
+"""The CLI's run commands: train, evaluate, calibrate, thresholds, predict, export, explain, compare."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,12 +24,21 @@ def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML 
     from chestaid.core.run_paths import RunPaths
     from chestaid.training.fit import is_global_zero
 
-    if resume is not None:
-        root = chestaid.train(None, resume, resume=True)
-    else:
-        if out is None:
-            fail("--out RUN is required (or --resume RUN)")
-        root = chestaid.train(data, out, config, overrides or [], force=force)
+    if resume is None and out is None:
+        fail("--out RUN is required (or --resume RUN)")
+    try:
+        if resume is not None:
+            root = chestaid.train(None, resume, resume=True)
+        else:
+            root = chestaid.train(data, out, config, overrides or [], force=force)
+    except (KeyboardInterrupt, SystemExit) as stop:
+        # Lightning ends a fit stopped by Ctrl-C with exit(1) and one stopped by SIGTERM with a SystemExit whose
+        # code is None (exit status 0): both are interruptions, said as such, with a failing status
+        if isinstance(stop, SystemExit) and stop.code not in (None, 0, 1):
+            raise
+        sigterm = isinstance(stop, SystemExit) and stop.code is None
+        fail(f"{'terminated' if sigterm else 'interrupted'}: `chestaid train --resume {resume or out}` continues "
+             "the run from its newest checkpoint", code=143 if sigterm else 130)
     if is_global_zero():  # under DDP every process returns here; one says it
         paths = RunPaths(root)
         console.print(f"run {paths.root}: weights {paths.weights}, per-epoch log {paths.train_log}")
@@ -53,7 +61,7 @@ def evaluate(run: Path, split: Annotated[str, typer.Option(
                  help="test, or val (the val_report part); with another dataset's --data: test or all")] = "test",
              data: Annotated[Optional[Path], typer.Option(
                  help="a cache other than the run's; another task's cache (or --label-map) evaluates externally "
-                      "into RUN/external/NAME/")] = None,
+                      "into RUN/external/NAME-DIGEST/")] = None,
              label_map: Annotated[Optional[str], typer.Option(
                  help="model=data label pairs for another dataset, e.g. Pneumonia=Pneumonia")] = None) -> None:
     """Every metric on the test split, plots and RUN/report.html (fits calibration and thresholds on validation
@@ -238,43 +246,6 @@ def explain(run: Path, data: Annotated[Path, typer.Option("--data", help="an NIH
                       *(f"{row[k]:.2f}" for k in ("pointing_game", "iobb>0.1", "iobb>0.25", "iobb>0.5")))
     console.print(shown)
     console.print(f"tables and figure in {out or Path(run) / 'explain'}")
-
-
-def demo(task: Annotated[str, typer.Option(help="nih, pneumonia or both")] = "both",
-         out: Annotated[Path, typer.Option("--out", help="folder for data, caches and runs")] = Path("chestaid-demo"),
-         serve: Annotated[bool, typer.Option("--serve", help="start the web page on the (first) demo run")] = False,
-         force: Annotated[bool, typer.Option(
-             "--force", help="start over in OUT (removes only what a demo wrote)")] = False,
-         images: Annotated[Optional[int], typer.Option(min=200, help="images per task (default 2000 NIH, 1200 "
-                                                                     "pneumonia)")] = None,
-         size: Annotated[int, typer.Option(min=64, max=512, help="synthetic image size")] = 128,
-         epochs: Annotated[Optional[int], typer.Option(
-             min=1, help="override the demo configs' epochs")] = None) -> None:
-    """Everything end to end on built-in synthetic data: synth → prepare → train → calibrate + thresholds →
-    Grad-CAM localisation → evaluate → report.html. Interrupted? Run the same command again to resume."""
-    from chestaid.apps.demo import TASKS, run_demo, summary
-
-    tasks = list(TASKS) if task == "both" else [task]
-    started = time.perf_counter()
-    run_demo(out, tasks, force, {t: images for t in tasks} if images else None, size, epochs)
-    console.rule("[bold]chestaid demo: done[/]", align="left")
-    console.print(f"synthetic data (phantoms, not radiographs) in {out}; {time.perf_counter() - started:.0f} s in this "
-                  "session")
-    for row in summary(out, tasks):
-        located = f", Grad-CAM pointing game {row['pointing_game']:.2f}" if row["pointing_game"] is not None else ""
-        auroc = "test mean AUROC over findings" if row["task"] == "nih" else "test ROC-AUC"
-        gate = row["gate"]
-        located += (f"; input gate refuses {gate['refused']} of {gate['images']} test images" if gate.get("fitted")
-                    else "")
-        console.print(f"  {row['task']}: {auroc} {row['test_auroc']:.3f}{located}\n"
-                      f"    run    {row['run']}\n    report {row['report']}", highlight=False)
-    first = Path(out) / tasks[0] / "run"
-    console.print(f"open the web page:  [bold]chestaid serve {first}[/]" +
-                  "".join(f"   (or chestaid serve {Path(out) / t / 'run'})" for t in tasks[1:]), highlight=False)
-    if serve:
-        from chestaid.apps.page.server import serve as run_serve
-
-        run_serve(first)
 
 
 def compare(run_a: Annotated[Path, typer.Argument(help="the reference run")],

@@ -41,6 +41,8 @@ class DataConfig(Strict):
 
 
 class ModelConfig(Strict):
+    backbone: Literal["densenet121", "efficientnet_b0"] = Field(
+        "densenet121", description="the network under the FPN and head (chestaid.models.backbone.BACKBONES)")
     weights: str = "imagenet"
     fpn: bool = True
     tabular: bool = True

@@ -5,6 +5,7 @@ Every command finds a run's files through RunPaths; no other module spells a fil
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -38,7 +39,7 @@ class RunPaths:
         self.backends = self.root / "backends"  # `chestaid export`: backends.json, int8.xml/.bin (inference.backends)
         self.cohort_cache = self.root / "cohort_cache"  # `calibrate --cohort`: the local cohort, decoded
         self.compare = self.root / "compare"  # `chestaid compare RUN OTHER`: RUN/compare/OTHER/
-        self.external = self.root / "external"  # `evaluate --data OTHER`: RUN/external/NAME/
+        self.external = self.root / "external"  # `evaluate --data OTHER`: RUN/external/NAME-DIGEST/
 
     def require(self) -> "RunPaths":
         """These paths, when they are a run (config.yaml and model.safetensors); else a one-line error."""
@@ -48,6 +49,12 @@ class RunPaths:
                 if self.config.is_file() else "not a chestaid run (no config.yaml)")
             raise ChestaidError(f"{self.root}: {what}")
         return self
+
+    def external_for(self, cache: Path) -> Path:
+        """RUN/external/<cache name>-<8 hex of its absolute path's SHA-256>/: two caches of one name (the demo's
+        are both `cache`) never share a folder."""
+        digest = hashlib.sha256(str(Path(cache).resolve()).encode()).hexdigest()[:8]
+        return self.external / f"{Path(cache).name}-{digest}"
 
     def split_metrics(self, split: str) -> Path:
         """RUN/metrics/{split}_metrics.json (`evaluate`)."""

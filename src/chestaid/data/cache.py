@@ -115,6 +115,8 @@ def prepare(root: str | Path | Source, out: str | Path, size: int = 256, workers
 
 def _decode_into(images: np.ndarray, done: np.ndarray, done_path: Path, todo: list[tuple[int, str]],
                  table: pd.DataFrame, size: int, workers: int | None, skipped: list[tuple[str, str]]) -> int:
+    if not todo:  # an already-cached cohort: no pool, no bar
+        return 0
     chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
     workers = workers or os.cpu_count() or 1
     decoded = 0

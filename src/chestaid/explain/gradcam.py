@@ -33,9 +33,6 @@ from chestaid.core.errors import ChestaidError
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "layercam": LayerCAM,
            "gradcam-elementwise": GradCAMElementWise, "xgradcam": XGradCAM, "eigengradcam": EigenGradCAM}
-TRANSITIONS = ("backbone.features.transition1.conv", "backbone.features.transition2.conv",
-               "backbone.features.transition3.conv")  # maps of side size/4, size/8, size/16
-MIN_MAP_SIDE = 8
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_MAP_TOLERANCE = 0.25  # max |bf16 - fp32| on [0, 1] maps (0.15 measured at 64 px, random weights)
 MIN_SPEEDUP = 1.2  # bf16 must beat fp32 by this much to be kept: below it, a shared machine's noise decides
@@ -57,15 +54,9 @@ def resolve_cam_precision(precision: str, device: torch.device) -> str:
 
 
 def default_target_layers(model: nn.Module, image_size: int) -> list[str]:
-    """Multi-label (NIH) models: the two deepest backbone transition convolutions whose maps are still at least
-    8×8 at this input size (64-96 px: transition1+2; 128 px and up: transition2+3), Grad-CAM averaged over both
-    (pytorch-grad-cam's layer fusion). Chosen on phantom family A's validation boxes at 64 and 128 px over single
-    layers, other pairs, norm5, P3, Grad-CAM++, HiResCAM and LayerCAM; confirmed on family B (docs/localisation.md).
-    They exist with and without the FPN. Binary models: the last DenseNet features (norm5), as seed 003 did."""
-    if model.head[-1].out_features == 1:
-        return ["backbone.features.norm5"]
-    usable = [name for i, name in enumerate(TRANSITIONS) if image_size // 2 ** (i + 2) >= MIN_MAP_SIDE]
-    return list(TRANSITIONS[:2]) if len(usable) < 2 else usable[-2:]
+    """The backbone's own choice (chestaid.models.backbone: BackboneSpec.cam_layers) for a binary or a multi-label
+    model at this input size; for DenseNet-121, two transition convolutions (NIH) or norm5 (binary)."""
+    return model.spec.cam_layers(image_size, model.head[-1].out_features == 1)
 
 
 class _ImageOnly(nn.Module):

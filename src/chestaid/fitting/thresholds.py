@@ -10,15 +10,30 @@ Thresholds apply to the calibrated risk scores. Stored in RUN/thresholds.json wi
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 from sklearn.metrics import f1_score, precision_score, roc_curve
 
+from chestaid.core.errors import ChestaidError
 from chestaid.inference.thresholds import Thresholds
 
 POLICIES = ("youden", "f1-precision", "seed000", "sensitivity")
 GRID = np.round(np.arange(0.10, 0.85 + 1e-9, 0.05), 2)
 DEFAULT_PARAMS = {"youden": {}, "f1-precision": {"p_min": 0.30}, "seed000": {"p_min": 0.40, "f1_floor": 0.30, "step": 0.05},
                   "sensitivity": {"target": 0.90}}
+
+
+def check_policy(policy: str, params: dict) -> None:
+    """A one-line error for an unknown policy or parameter, before any data is read."""
+    if policy not in POLICIES:
+        close = difflib.get_close_matches(policy, POLICIES, n=1)
+        raise ChestaidError(f"unknown threshold policy {policy!r}" + (f"; did you mean {close[0]}?" if close else "")
+                            + f" (policies: {', '.join(POLICIES)})")
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS[policy]))
+    if unknown:
+        known = ", ".join(DEFAULT_PARAMS[policy]) or "none"
+        raise ChestaidError(f"policy {policy} takes no parameter {unknown[0]!r} (its parameters: {known})")
 
 
 def _youden(y: np.ndarray, s: np.ndarray) -> float:

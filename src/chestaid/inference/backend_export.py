@@ -113,8 +113,10 @@ def export_backends(run: str | Path, data: str | Path | None = None) -> dict:
         val = cache.table[cache.table["split"] == "val"]
         calibration = Calibration.load(paths.calibration, labels) if paths.calibration.is_file() else None
         info = calibration.info if calibration else {}
+        if info.get("split", "val") != "val":  # calibrated on a local cohort: int8 still takes the run's own
+            info = {}                           # validation images (their calib half, as an uncalibrated run)
         fraction, seed = float(info.get("calib_fraction", 0.5)), int(info.get("seed", 0))
-        if len(val) >= 4 and info.get("split", "val") == "val":
+        if len(val) >= 4:
             parts = stratified_group_split(val["patient_id"].astype(str).to_numpy(),
                                            val[list(labels)].to_numpy(dtype=int), (fraction, 1 - fraction), seed)
             calib = val[parts == 0]
@@ -127,7 +129,8 @@ def export_backends(run: str | Path, data: str | Path | None = None) -> dict:
                                           "images": int(len(calib))}
             written["openvino-int8"] = str(int8.relative_to(paths.root))
         else:
-            record["int8_calibration"] = {"note": "no calib part of the run's validation split: int8 not written"}
+            record["int8_calibration"] = {"note": f"the run's cache has {len(val)} validation image(s), fewer than "
+                                                  "the 4 int8 quantisation needs: int8 not written"}
     if cache is not None:
         test = cache.table[cache.table["split"] == "test"]
         if len(test) > PARITY_LIMIT_IMAGES:

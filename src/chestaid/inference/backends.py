@@ -81,7 +81,9 @@ def open_variant(run: str | Path, name: str, threads: int | None = None) -> tupl
             if int8_path(paths).is_file() and not record.get("variants", {}).get(name, {}).get("written"):
                 return None, "the int8 model is not from the current export (run chestaid export again)"
             if not int8_path(paths).is_file():
-                return None, "no int8 model in the run (chestaid export RUN on a CPU with VNNI or AMX)"
+                note = record.get("int8_calibration", {}).get("note") or record.get("no_data")
+                return None, (f"no int8 model in the run: the last export wrote none ({note})" if note else
+                              "no int8 model in the run (chestaid export RUN on a CPU with VNNI or AMX)")
             return OpenVinoNetwork(int8_path(paths), "fp32", threads), ""
         return OpenVinoNetwork(paths.onnx, "bf16" if name == "openvino-bf16" else "fp32", threads), ""
     except Exception as e:  # noqa: BLE001 - a broken runtime must not stop scoring with torch

@@ -1,47 +1,134 @@
-"""The DenseNet-121 backbone: weights (ImageNet, none, or a local file) and the frozen-blocks switch."""
+"""The backbone seam: one `BackboneSpec` per network (`model.backbone`), holding everything the rest of chestaid
+needs to know about it — how to build it (weights: ImageNet, none, or a local file), the nodes the FPN reads and
+their channels, the block groups `freeze_blocks` freezes, the width of the pooled features the input gate
+measures, and the Grad-CAM target layers. DenseNet-121 is the default (every seed config); EfficientNet-B0 is
+the second, a network 7x cheaper per image (0.39 vs 2.9 GFLOPs at 224 px)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import DenseNet121_Weights, densenet121
+from torchvision import models
 
 from chestaid.core.errors import ChestaidError
 
-# DenseNet-121's features in order; `freeze_blocks = k` freezes the first k groups (B3 partial fine-tuning).
-BLOCK_GROUPS = (
-    ("conv0", "norm0", "relu0", "pool0"),
-    ("denseblock1", "transition1"),
-    ("denseblock2", "transition2"),
-    ("denseblock3", "transition3"),
-    ("denseblock4", "norm5"),
-)
-# Old torchvision checkpoints name layers 'norm.1'; today they are 'norm1' (torchvision does the same fix).
-_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What chestaid needs to know about one torchvision network.
+
+    levels        the FPN's three input nodes (strides 8, 16, 32) → c3, c4, c5, and their channels
+    c5_relu       whether c5 gets a ReLU (DenseNet's norm5 is the last BatchNorm before torchvision's own ReLU)
+    block_groups  `model.freeze_blocks = k` freezes the first k groups (module paths inside the network)
+    cam_layers    (image size, binary?) → Grad-CAM target layers, as module names inside the ChestNet
+    """
+
+    name: str
+    title: str  # as people write it: "DenseNet-121"
+    constructor: Callable[..., nn.Module]
+    imagenet: str  # the torchvision weights enum member, e.g. DenseNet121_Weights.IMAGENET1K_V1
+    levels: dict[str, str]
+    channels: tuple[int, int, int]
+    c5_relu: bool
+    block_groups: tuple[tuple[str, ...], ...]
+    cam_layers: Callable[[int, bool], list[str]]
+
+    @property
+    def gate_features(self) -> int:
+        """The width of the pooled final features the input gate measures (c5's channels)."""
+        return self.channels[-1]
+
+    def build(self, weights: str) -> nn.Module:
+        """The network with `weights` = 'imagenet', 'none', or a path to a state dict (its classifier ignored)."""
+        if weights == "none":
+            return self.constructor(weights=None)
+        if weights == "imagenet":
+            enum_name, member = self.imagenet.split(".")
+            try:
+                return self.constructor(weights=getattr(getattr(models, enum_name), member))
+            except Exception as e:  # URLError, hash mismatch, no disk: all mean "not available here"
+                raise ChestaidError(
+                    f"ImageNet weights for {self.title} are not available ({type(e).__name__}: {e}); put torchvision's "
+                    f"file in $TORCH_HOME/hub/checkpoints, or set model.weights to a local file or to 'none'") from e
+        net = self.constructor(weights=None)
+        load_backbone_file(net, Path(weights), self.title)
+        return net
+
+
+MIN_MAP_SIDE = 8  # Grad-CAM maps smaller than 8×8 say little about where the network looked
+_DENSENET_TRANSITIONS = ("backbone.features.transition1.conv", "backbone.features.transition2.conv",
+                         "backbone.features.transition3.conv")  # maps of side size/4, size/8, size/16
+
+
+def _densenet_cam_layers(image_size: int, binary: bool) -> list[str]:
+    """Multi-label (NIH) models: the two deepest transition convolutions whose maps are still at least 8×8 at
+    this input size (64-96 px: transition1+2; 128 px and up: transition2+3), Grad-CAM averaged over both. Chosen
+    on phantom family A's validation boxes at 64 and 128 px over single layers, other pairs, norm5, P3,
+    Grad-CAM++, HiResCAM and LayerCAM; confirmed on family B (docs/localisation.md). Binary models: norm5, as
+    seed 003 did."""
+    if binary:
+        return ["backbone.features.norm5"]
+    usable = [n for i, n in enumerate(_DENSENET_TRANSITIONS) if image_size // 2 ** (i + 2) >= MIN_MAP_SIDE]
+    return list(_DENSENET_TRANSITIONS[:2]) if len(usable) < 2 else usable[-2:]
+
+
+def _efficientnet_cam_layers(image_size: int, binary: bool) -> list[str]:
+    """Binary: the last features (stride 32). Multi-label: the two deepest stages whose maps are at least 8×8
+    among stride 8 (features.3), 16 (features.5) and 32 (features.7), as for DenseNet (not tuned on boxes)."""
+    if binary:
+        return ["backbone.features.8"]
+    stages = (("backbone.features.3", 8), ("backbone.features.5", 16), ("backbone.features.7", 32))
+    usable = [name for name, stride in stages if image_size // stride >= MIN_MAP_SIDE]
+    return [s for s, _ in stages[:2]] if len(usable) < 2 else usable[-2:]
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "densenet121": BackboneSpec(
+        name="densenet121", title="DenseNet-121", constructor=models.densenet121,
+        imagenet="DenseNet121_Weights.IMAGENET1K_V1",
+        # c3: after denseblock2 (512 ch, stride 8); c4: after denseblock3 (1024, /16); c5: final (1024, /32)
+        levels={"features.denseblock2": "c3", "features.denseblock3": "c4", "features.norm5": "c5"},
+        channels=(512, 1024, 1024), c5_relu=True,
+        block_groups=(("features.conv0", "features.norm0", "features.relu0", "features.pool0"),
+                      ("features.denseblock1", "features.transition1"),
+                      ("features.denseblock2", "features.transition2"),
+                      ("features.denseblock3", "features.transition3"),
+                      ("features.denseblock4", "features.norm5")),
+        cam_layers=_densenet_cam_layers),
+    "efficientnet_b0": BackboneSpec(
+        name="efficientnet_b0", title="EfficientNet-B0", constructor=models.efficientnet_b0,
+        imagenet="EfficientNet_B0_Weights.IMAGENET1K_V1",
+        # c3: stage 3 (40 ch, stride 8); c4: stage 5 (112, /16); c5: the final 1×1 convolution (1280, /32)
+        levels={"features.3": "c3", "features.5": "c4", "features.8": "c5"},
+        channels=(40, 112, 1280), c5_relu=False,  # features.8 ends in its own SiLU
+        block_groups=(("features.0", "features.1"), ("features.2",), ("features.3",), ("features.4", "features.5"),
+                      ("features.6", "features.7", "features.8")),
+        cam_layers=_efficientnet_cam_layers),
+}
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise ChestaidError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name]
 
 
 def load_densenet(weights: str) -> nn.Module:
     """torchvision densenet121 with `weights` = 'imagenet', 'none', or a path to a state dict."""
-    if weights == "none":
-        return densenet121(weights=None)
-    if weights == "imagenet":
-        try:
-            return densenet121(weights=DenseNet121_Weights.IMAGENET1K_V1)
-        except Exception as e:  # URLError, hash mismatch, no disk: all mean "not available here"
-            raise ChestaidError(
-                f"ImageNet weights for DenseNet-121 are not available ({type(e).__name__}: {e}); put "
-                f"densenet121-a639ec97.pth in $TORCH_HOME/hub/checkpoints, or set model.weights to a local "
-                f"file or to 'none'") from e
-    net = densenet121(weights=None)
-    load_backbone_file(net, Path(weights))
-    return net
+    return BACKBONES["densenet121"].build(weights)
 
 
-def load_backbone_file(net: nn.Module, path: Path) -> None:
-    """Load DenseNet-121 weights from a .pth/.pt or .safetensors state dict (the classifier is ignored)."""
+# Old torchvision checkpoints name layers 'norm.1'; today they are 'norm1' (torchvision does the same fix).
+_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def load_backbone_file(net: nn.Module, path: Path, title: str = "DenseNet-121") -> None:
+    """Load a network's weights from a .pth/.pt or .safetensors state dict (the classifier is ignored)."""
     if not path.is_file():
         raise ChestaidError(f"{path}: weights file not found (model.weights takes 'imagenet', 'none' or a path)")
     try:
@@ -57,21 +144,26 @@ def load_backbone_file(net: nn.Module, path: Path) -> None:
     state = {_OLD_KEY.sub(r"\1\2", k.removeprefix("module.").removeprefix("backbone.")): v for k, v in state.items()}
     features = {k: v for k, v in state.items() if k.startswith("features.")}
     if not features:
-        raise ChestaidError(f"{path}: holds no DenseNet 'features.*' weights")
-    missing, _ = net.load_state_dict(features, strict=False)
+        raise ChestaidError(f"{path}: holds no {title} 'features.*' weights")
+    try:
+        missing, _ = net.load_state_dict(features, strict=False)
+    except RuntimeError as e:  # shapes of another network
+        raise ChestaidError(f"{path}: not {title} weights ({str(e).splitlines()[-1].strip()})") from e
     missing = [k for k in missing if k.startswith("features.")]
     if missing:
-        raise ChestaidError(f"{path}: DenseNet-121 weights missing {len(missing)} tensors (e.g. {missing[0]})")
+        raise ChestaidError(f"{path}: {title} weights missing {len(missing)} tensors (e.g. {missing[0]})")
 
 
-def freeze_blocks(features: nn.Module, count: int) -> list[nn.Module]:
-    """Freeze the first `count` block groups; returns the frozen modules (kept in eval mode by the model)."""
-    if not 0 <= count <= len(BLOCK_GROUPS):
-        raise ValueError(f"freeze_blocks must be 0..{len(BLOCK_GROUPS)}, got {count}")
+def freeze_blocks(network: nn.Module, count: int, spec: BackboneSpec | None = None) -> list[nn.Module]:
+    """Freeze the first `count` block groups of `network` (a torchvision model, or the feature extractor made
+    from one); returns the frozen modules (kept in eval mode by the model)."""
+    spec = spec or BACKBONES["densenet121"]
+    if not 0 <= count <= len(spec.block_groups):
+        raise ValueError(f"freeze_blocks must be 0..{len(spec.block_groups)}, got {count}")
     frozen = []
-    for group in BLOCK_GROUPS[:count]:
+    for group in spec.block_groups[:count]:
         for name in group:
-            module = getattr(features, name)
+            module = network.get_submodule(name)
             module.requires_grad_(False)
             frozen.append(module)
     return frozen

@@ -1,4 +1,5 @@
-"""ChestNet: DenseNet-121 → (FPN over c3, c4, c5) → pooled image features ⊕ patient vector → logits.
+"""ChestNet: a backbone (DenseNet-121 by default: `model.backbone`, chestaid.models.backbone) → (FPN over c3, c4,
+c5) → pooled image features ⊕ patient vector → logits.
 
 SPEC A8–A11 (seed 000): FPN on, tabular on, 14 outputs. SPEC B3 (seed 003): FPN off, tabular off, 1 output,
 early blocks frozen — then the model is DenseNet-121 with its classifier replaced by one logit.
@@ -21,11 +22,7 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops import FeaturePyramidNetwork
 
-from chestaid.models.backbone import freeze_blocks, load_densenet
-
-# c3: after denseblock2 (512 ch, stride 8); c4: after denseblock3 (1024 ch, stride 16); c5: final (1024, /32)
-LEVELS = {"features.denseblock2": "c3", "features.denseblock3": "c4", "features.norm5": "c5"}
-LEVEL_CHANNELS = (512, 1024, 1024)
+from chestaid.models.backbone import backbone_spec, freeze_blocks
 
 
 class ChestNet(nn.Module):
@@ -33,24 +30,28 @@ class ChestNet(nn.Module):
 
     def __init__(self, num_outputs: int = 14, fpn: bool = True, tabular: bool = True, weights: str = "none",
                  freeze: int = 0, hidden: tuple[int, ...] = (128,), dropout: float = 0.3,
-                 fpn_channels: int = 256, fpn_head: str = "seed", pool: str = "avg", fpn_norm: bool = False) -> None:
+                 fpn_channels: int = 256, fpn_head: str = "seed", pool: str = "avg", fpn_norm: bool = False,
+                 backbone: str = "densenet121") -> None:
         super().__init__()
+        self.spec = spec = backbone_spec(backbone)
+        channels = spec.channels
         if fpn_head not in ("seed", "with_c5") or pool not in ("avg", "avgmax"):
             raise ValueError(f"fpn_head must be seed or with_c5 and pool avg or avgmax, got {fpn_head}, {pool}")
         self.use_fpn, self.use_tabular = fpn, tabular
         self.keep_c5, self.pool = fpn and fpn_head == "with_c5", pool
         widen = 2 if pool == "avgmax" else 1
-        densenet = load_densenet(weights)
-        self._frozen = freeze_blocks(densenet.features, freeze)
-        nodes = LEVELS if fpn else {"features.norm5": "c5"}
-        self.backbone = create_feature_extractor(densenet, return_nodes=nodes)
+        network = spec.build(weights)
+        self._frozen = freeze_blocks(network, freeze, spec)
+        c5_node = next(node for node, level in spec.levels.items() if level == "c5")
+        nodes = spec.levels if fpn else {c5_node: "c5"}
+        self.backbone = create_feature_extractor(network, return_nodes=nodes)
         if fpn:
-            self.fpn = FeaturePyramidNetwork(list(LEVEL_CHANNELS), fpn_channels,
+            self.fpn = FeaturePyramidNetwork(list(channels), fpn_channels,
                                              norm_layer=nn.BatchNorm2d if fpn_norm else None)
             self.project = nn.Sequential(nn.Linear(3 * fpn_channels * widen, 256), nn.ReLU(inplace=True))
-            image_dim = 256 + (LEVEL_CHANNELS[-1] * widen if self.keep_c5 else 0)
+            image_dim = 256 + (channels[-1] * widen if self.keep_c5 else 0)
         else:
-            image_dim = LEVEL_CHANNELS[-1] * widen
+            image_dim = channels[-1] * widen
         self.tabular = nn.Sequential(nn.Linear(3, 8), nn.ReLU(inplace=True)) if tabular else None
         layers: list[nn.Module] = []
         width = image_dim + (8 if tabular else 0)
@@ -62,7 +63,8 @@ class ChestNet(nn.Module):
 
     def _backbone_and_pyramid(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict | None]:
         feats = self.backbone(image)
-        feats["c5"] = torch.relu(feats["c5"])
+        if self.spec.c5_relu:
+            feats["c5"] = torch.relu(feats["c5"])
         pyramid = self.fpn(OrderedDict((k, feats[k]) for k in ("c3", "c4", "c5"))) if self.use_fpn else None
         return feats, pyramid
 
@@ -76,11 +78,11 @@ class ChestNet(nn.Module):
 
     def embed(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the pooled image features the head sees: the projected pyramid (with pooled c5 beside it when
-        `fpn_head` is with_c5), or pooled c5; the average-pooled final DenseNet features c5, which the input gate
+        `fpn_head` is with_c5), or pooled c5; the average-pooled final backbone features c5, which the input gate
         measures for every model, as Wollek et al. measured CheXNet's)."""
         feats, pyramid = self._backbone_and_pyramid(image)
         c5 = _pool(feats["c5"], self.pool)
-        gate = c5[:, :LEVEL_CHANNELS[-1]]  # the mean half of avgmax
+        gate = c5[:, :self.spec.gate_features]  # the mean half of avgmax
         if pyramid is None:
             return c5, gate
         projected = self.project(torch.cat([_pool(v, self.pool) for v in pyramid.values()], 1))
@@ -110,4 +112,4 @@ def build_model(cfg, num_outputs: int) -> ChestNet:
     """A ChestNet from a ModelConfig (config.py)."""
     return ChestNet(num_outputs=num_outputs, fpn=cfg.fpn, tabular=cfg.tabular, weights=cfg.weights,
                     freeze=cfg.freeze_blocks, hidden=tuple(cfg.hidden), dropout=cfg.dropout, fpn_head=cfg.fpn_head,
-                    pool=cfg.pool, fpn_norm=cfg.fpn_norm)
+                    pool=cfg.pool, fpn_norm=cfg.fpn_norm, backbone=cfg.backbone)

@@ -1,6 +1,6 @@
 """`chestaid evaluate RUN --data OTHER_CACHE [--label-map model=data,…] [--split all]`: a run scored on another
 dataset, only on the labels both share (external validation). The run's own calibration and thresholds are used
-as they are (nothing is fitted on the other data); results go to RUN/external/<cache name>/ and never replace the
+as they are (nothing is fitted on the other data); results go to RUN/external/<cache name>-<path digest>/ and never replace the
 run's own test metrics."""
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def evaluate_external(run: str | Path, data: str | Path, label_map: dict[str, st
     distances = predictor.distances(features)
     refused = None if distances is None else int((distances > predictor.gate.threshold).sum())
     target = SimpleNamespace(rows=rows, logits=raw, y=y)
-    out = paths.external / cache.root.name
+    out = paths.external_for(cache.root)
     result = {"external": True, "run": paths.root.name, "data": str(cache.root), "data_task": cache.task.name,
               "split": split, "images": int(len(rows)), "patients": int(len(set(patients))), "label_map": mapping,
               "per_finding": per_finding, "input_gate": {"fitted": distances is not None, "refused": refused,

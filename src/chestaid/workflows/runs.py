@@ -25,7 +25,7 @@ from chestaid.evaluation.predictions import predictions_table
 from chestaid.evaluation.reviewer import reviewer_figures
 from chestaid.evaluation.subgroups import subgroup_report
 from chestaid.fitting.calibration import choose
-from chestaid.fitting.thresholds import DEFAULT_PARAMS, POLICIES, thresholds_for
+from chestaid.fitting.thresholds import check_policy, thresholds_for
 from chestaid.core.fileio import write_json, write_text
 from chestaid.inference.calibration import Calibration
 from chestaid.inference.predictor import Predictor
@@ -143,12 +143,7 @@ def _calibrate(paths: RunPaths, predictor: Predictor, scores: Scores, mask: np.n
 
 def _fit_and_save_thresholds(paths: RunPaths, labels, scores: np.ndarray, y: np.ndarray, policy: str,
                              params: dict, info: dict) -> Thresholds:
-    if policy not in POLICIES:
-        raise ChestaidError(f"unknown threshold policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    unknown = set(params) - set(DEFAULT_PARAMS[policy])
-    if unknown:
-        raise ChestaidError(f"policy {policy} takes {sorted(DEFAULT_PARAMS[policy]) or 'no parameters'}, "
-                            f"not {sorted(unknown)}")
+    check_policy(policy, params)
     fitted = thresholds_for(policy, labels, y, scores, {"fitted_on": info["fitted_on"], "part": "calib",
                                                           "images": int(len(y)), "score": "calibrated risk score"},
                             **params)
@@ -168,6 +163,7 @@ def calibration_data(predictor: Predictor, paths: RunPaths, data=None) -> tuple[
 
 def fit_thresholds(run: str | Path, policy: str, params: dict, data=None) -> Thresholds:
     """Refit thresholds without retraining, on the calib part of validation (same split as calibration)."""
+    check_policy(policy, params)
     paths, predictor = RunPaths(run), Predictor.load(run, raw=True)
     info, scores, mask, split_info = calibration_data(predictor, paths, data)
     labels = predictor.task.labels

@@ -111,8 +111,22 @@ class Receiver:
             self._counts[id(event.assoc)] = [0, 0, 0]  # stored, duplicates, failed
 
     def _rejected(self, event) -> None:
-        log.info("association from %s rejected (active %d, allowed %d)", self._peer(event),
-                 len(self.server.active_associations) if self.server else 0, self.ae.maximum_associations)
+        log.info("association from %s rejected: %s", self._peer(event), self._why_rejected(event))
+
+    def _why_rejected(self, event) -> str:
+        """The reason pynetdicom rejected an association, in the words of the node's options."""
+        calling = event.assoc.requestor.ae_title.strip()
+        allowed = [a.strip() for a in self.ae.require_calling_aet]
+        if allowed and calling not in allowed:
+            return f"calling AE title {calling!r} is not in --allow ({', '.join(allowed)})"
+        active = len(self.server.active_associations) if self.server else 0
+        if active > self.ae.maximum_associations:
+            return (f"too many associations at once ({active - 1} active, --max-associations "
+                    f"{self.ae.maximum_associations}): transient, the sender may retry")
+        called = getattr(event.assoc.requestor.primitive, "called_ae_title", "")
+        if self.ae.require_called_aet and called.strip() != self.ae.ae_title.strip():
+            return f"called AE title {called.strip()!r} is not this node's ({self.ae.ae_title.strip()})"
+        return "no presentation context this node accepts, or an invalid request"
 
     def _closed(self, event) -> None:
         with self._lock:

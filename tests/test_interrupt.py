@@ -1,0 +1,67 @@
+"""Interrupt anywhere: a tiny training stopped by SIGINT, SIGTERM or kill -9 at many moments (during an epoch,
+during validation, between the two checkpoint writes of an epoch, right after an epoch's row, after the
+weights export, before the gate and the card) is always finished by `chestaid train --resume`, with the whole
+epoch table and exactly one last.ckpt and one best.ckpt; the same `train` command on such a folder says in one
+line how to resume or start over."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import chestaid
+from chestaid.core.errors import ChestaidError
+from chestaid.core.run_paths import RunPaths
+from conftest import CONFIGS
+
+pytestmark = pytest.mark.trains
+HERE = Path(__file__).parent
+SETS = ["data.image_size=64", "data.batch_size=16", "train.epochs=2", "train.checkpoint_every_n_steps=2"]
+# (where, the Nth time it happens, signal): with 5 training and 2 validation batches an epoch, checkpoint writes
+# 1-2 are epoch 0's step checkpoints, 3 its best.ckpt (its last.ckpt not yet written), 4 that last.ckpt
+MOMENTS = [("batch", 1, "SIGKILL"), ("batch", 4, "SIGINT"), ("ckpt", 1, "SIGTERM"), ("ckpt", 3, "SIGKILL"),
+           ("ckpt", 3, "SIGINT"), ("ckpt", 4, "SIGTERM"), ("val", 2, "SIGKILL"), ("val", 3, "SIGINT"),
+           ("weights", 1, "SIGKILL"), ("gate", 1, "SIGTERM"), ("card", 1, "SIGKILL")]
+
+
+@pytest.mark.parametrize("kind, n, sig", MOMENTS, ids=[f"{k}{n}-{s}" for k, n, s in MOMENTS])
+def test_interrupted_training_always_resumes_to_completion(kind, n, sig, nih_cache, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--config", str(CONFIGS / "demo.yaml"), "--data", str(nih_cache), "--out", str(run),
+            *(f"--set={s}" for s in SETS)]
+    stopped = subprocess.run([sys.executable, str(HERE / "interrupted_train.py"), kind, str(n), sig, "--", "chestaid",
+                              *args], capture_output=True, text=True, timeout=600)
+    assert stopped.returncode != 0, f"the training was not interrupted: {stopped.stderr[-1500:]}"
+    assert "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    if sig == "SIGINT" or (sig == "SIGTERM" and kind in ("batch", "val", "ckpt")):  # Lightning's and ours: one line
+        assert f"chestaid train --resume {run}" in stopped.stderr, stopped.stderr[-1500:]
+    paths = RunPaths(run)
+    assert paths.config.is_file()
+    with pytest.raises(ChestaidError, match=r"--resume .*--force|--force.*--resume") as said:
+        chestaid.train(nih_cache, run, CONFIGS / "demo.yaml", dict(s.split("=") for s in SETS))
+    assert "\n" not in str(said.value)
+    resumed = subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "train", "--resume", str(run)],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert list(pd.read_csv(paths.train_log)["epoch"]) == [0, 1]
+    assert sorted(p.name for p in paths.checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert paths.weights.is_file() and paths.model_card.is_file() and paths.manifest.is_file()
+    assert not list(run.rglob("*.tmp"))
+    chestaid.load(run).predict(__import__("numpy").zeros((64, 64), "uint8"))
+
+
+def test_force_starts_over_removing_only_what_train_wrote(nih_cache, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    (run / "config.yaml").write_text("{}\n")  # what an interrupted train leaves, before its first checkpoint
+    with pytest.raises(ChestaidError, match="interrupted run.*--resume.*--force"):
+        chestaid.train(nih_cache, run, CONFIGS / "demo.yaml", {"train.epochs": 1})
+    chestaid.train(nih_cache, run, CONFIGS / "demo.yaml", {"train.epochs": 1, "data.image_size": 64}, force=True)
+    assert (run / "notes.txt").read_text() == "mine" and RunPaths(run).model_card.is_file()
+    with pytest.raises(ChestaidError, match="finished run.*--force"):
+        chestaid.train(nih_cache, run, CONFIGS / "demo.yaml", {"train.epochs": 1})
