@@ -41,7 +41,7 @@ class DataConfig(Strict):
 
 
 class ModelConfig(Strict):
-    backbone: Literal["densenet121", "efficientnet_b0"] = Field(
+    backbone: Literal["densenet121", "efficientnet_b0", "resnet18", "resnet50"] = Field(
         "densenet121", description="the network under the FPN and head (chestaid.models.backbone.BACKBONES)")
     weights: str = "imagenet"
     fpn: bool = True

@@ -108,6 +108,7 @@ class CamExplainer:
         missing = [n for n in names if n not in modules]
         if missing:
             raise ChestaidError(f"unknown target layer(s) {missing}; e.g. {default}")
+        names = [model.spec.cam_module(model, n) for n in names]  # a stage → its last block (hooks fire there)
         self.layers, self.model = names, model
         self._modules = [modules[n] for n in names]
         self._lock = threading.Lock()

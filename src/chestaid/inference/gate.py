@@ -4,7 +4,7 @@ Two checks, both before an image may take a place in a worklist or show a score:
 1. DICOM tags (`tag_refusal`): Modality must be one of the accepted ones (CR, DX by default); BodyPartExamined,
    when present, must name the chest; ViewPosition, when present, must not be lateral or decubitus. A missing
    tag never refuses on its own.
-2. Out of distribution (`DistanceGate`): the Mahalanobis distance of the image's pooled final DenseNet features
+2. Out of distribution (`DistanceGate`): the Mahalanobis distance of the image's pooled final backbone features
    (1024-d, CheXNet's penultimate layer, as in Wollek et al., Med Phys 2024) from the training split's, with a
    Ledoit–Wolf shrinkage covariance, must not exceed a threshold set at a high percentile of the validation
    split's distances. No outlier data is used to fit it. Saved as RUN/gate.safetensors (arrays + JSON
@@ -65,6 +65,13 @@ def conformal_threshold(distances: np.ndarray, percentile: float) -> tuple[float
     return float(d[-1]), note
 
 
+# The covariance's smallest eigenvalue, relative to the features' mean square: (1e-3 × their RMS)². Below it (a
+# backbone whose pooled features barely vary, e.g. EfficientNet-B0 after a short run from random weights) the
+# precision would turn float rounding (1e-7 relative, the difference between two exact backends) into distances
+# of hundreds; DenseNet-121's covariances have stayed far above it, so their gates are as before.
+VARIANCE_FLOOR = 1e-6
+
+
 @dataclass
 class DistanceGate:
     """Mahalanobis distance from the training features; refuse above `threshold`."""
@@ -83,14 +90,20 @@ class DistanceGate:
         if len(train) < 10 or len(val) < 10:
             raise ChestaidError(f"too few images to fit the input gate ({len(train)} train, {len(val)} val)")
         estimate = LedoitWolf().fit(train.astype(np.float64))
-        gate = cls(estimate.location_.astype(np.float32), estimate.precision_.astype(np.float32), 0.0)
+        precision, floor = estimate.precision_, VARIANCE_FLOOR * float(np.mean(np.square(train, dtype=np.float64)))
+        if np.linalg.eigvalsh(estimate.covariance_).min() < floor:  # features (nearly) constant in training: a
+            precision = np.linalg.inv(estimate.covariance_ + floor * np.eye(train.shape[1]))  # backend's rounding
+        else:                                                # noise would otherwise read as a large distance
+            floor = 0.0
+        gate = cls(estimate.location_.astype(np.float32), precision.astype(np.float32), 0.0)
         distances = gate.distance(val)
         gate.threshold, note = conformal_threshold(distances, percentile)
-        gate.info = {"method": "Mahalanobis distance of pooled final DenseNet features, Ledoit-Wolf covariance",
+        gate.info = {"method": "Mahalanobis distance of pooled final backbone features, Ledoit-Wolf covariance",
                      "threshold_rule": "conformal: the ceil((n+1)p)-th smallest validation distance",
                      **({"note": note} if note else {}),
                      "percentile": percentile, "train_images": int(len(train)), "val_images": int(len(val)),
                      "shrinkage": float(estimate.shrinkage_), "features": int(train.shape[1]),
+                     **({"variance_floor": floor} if floor else {}),
                      "val_distance_median": float(np.median(distances)), **(info or {})}
         return gate
 

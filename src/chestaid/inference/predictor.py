@@ -149,7 +149,7 @@ class Predictor:
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor, tabular: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images [B,1,H,W] + patient vectors [B,3] → (logits [B, labels], the pooled DenseNet features the
+        """uint8 images [B,1,H,W] + patient vectors [B,3] → (logits [B, labels], the pooled backbone features the
         input gate measures), on the CPU."""
         x = eval_transform(images.to(self.device), self.cfg.data.image_size, self.cfg.data.augment.crop)
         if self.network is not None:

@@ -1,8 +1,12 @@
 """The backbone seam: one `BackboneSpec` per network (`model.backbone`), holding everything the rest of chestaid
 needs to know about it — how to build it (weights: ImageNet, none, or a local file), the nodes the FPN reads and
 their channels, the block groups `freeze_blocks` freezes, the width of the pooled features the input gate
-measures, and the Grad-CAM target layers. DenseNet-121 is the default (every seed config); EfficientNet-B0 is
-the second, a network 7x cheaper per image (0.39 vs 2.9 GFLOPs at 224 px)."""
+measures, and the Grad-CAM target layers. DenseNet-121 is the default (every seed config); EfficientNet-B0
+(0.39 GFLOPs at 224 px against DenseNet-121's 2.9), ResNet-18 and ResNet-50 are the others.
+
+EfficientNet-B0 from random weights needs many steps before its BatchNorm statistics carry the signal through:
+at initialisation its pooled features are ~1e-15 in eval mode, and after a 10-step run still constant to 1e-8
+(measured at 64 px), so tiny test runs use ResNet-18; start it from ImageNet weights or train it for real."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models
+from torchvision import models, ops
 
 from chestaid.core.errors import ChestaidError
 
@@ -37,6 +41,17 @@ class BackboneSpec:
     c5_relu: bool
     block_groups: tuple[tuple[str, ...], ...]
     cam_layers: Callable[[int, bool], list[str]]
+    leaf_modules: tuple[type, ...] = ()  # blocks the feature extractor keeps whole, so hooks on them fire
+
+    def cam_module(self, model: nn.Module, name: str) -> str:
+        """A Grad-CAM target as a module the traced network really calls (hooks fire only there): a stage whose
+        blocks the feature extractor calls one by one becomes its last block, whose output is the stage's."""
+        if not name.startswith("backbone."):
+            return name
+        inner = name.removeprefix("backbone.")
+        called = [node.target for node in model.backbone.graph.nodes if node.op == "call_module"]
+        inside = [target for target in called if target.startswith(inner + ".")]
+        return name if inner in called or not inside else f"backbone.{inside[-1]}"
 
     @property
     def gate_features(self) -> int:
@@ -87,6 +102,16 @@ def _efficientnet_cam_layers(image_size: int, binary: bool) -> list[str]:
     return [s for s, _ in stages[:2]] if len(usable) < 2 else usable[-2:]
 
 
+def _resnet_cam_layers(image_size: int, binary: bool) -> list[str]:
+    """Binary: layer4 (stride 32). Multi-label: the two deepest of layer1-3 (strides 4, 8, 16) whose maps are at
+    least 8×8, as DenseNet's transitions (not tuned on boxes)."""
+    if binary:
+        return ["backbone.layer4"]
+    stages = (("backbone.layer1", 4), ("backbone.layer2", 8), ("backbone.layer3", 16))
+    usable = [name for name, stride in stages if image_size // stride >= MIN_MAP_SIDE]
+    return [s for s, _ in stages[:2]] if len(usable) < 2 else usable[-2:]
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     "densenet121": BackboneSpec(
         name="densenet121", title="DenseNet-121", constructor=models.densenet121,
@@ -108,7 +133,19 @@ BACKBONES: dict[str, BackboneSpec] = {
         channels=(40, 112, 1280), c5_relu=False,  # features.8 ends in its own SiLU
         block_groups=(("features.0", "features.1"), ("features.2",), ("features.3",), ("features.4", "features.5"),
                       ("features.6", "features.7", "features.8")),
-        cam_layers=_efficientnet_cam_layers),
+        cam_layers=_efficientnet_cam_layers,
+        leaf_modules=(models.efficientnet.MBConv, ops.Conv2dNormActivation)),
+    "resnet50": BackboneSpec(
+        name="resnet50", title="ResNet-50", constructor=models.resnet50, imagenet="ResNet50_Weights.IMAGENET1K_V2",
+        levels={"layer2": "c3", "layer3": "c4", "layer4": "c5"}, channels=(512, 1024, 2048), c5_relu=False,
+        block_groups=(("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)),
+        cam_layers=_resnet_cam_layers, leaf_modules=(models.resnet.BasicBlock, models.resnet.Bottleneck)),
+    "resnet18": BackboneSpec(
+        name="resnet18", title="ResNet-18", constructor=models.resnet18, imagenet="ResNet18_Weights.IMAGENET1K_V1",
+        # c3: layer2 (128 ch, stride 8); c4: layer3 (256, /16); c5: layer4 (512, /32), already after its ReLU
+        levels={"layer2": "c3", "layer3": "c4", "layer4": "c5"}, channels=(128, 256, 512), c5_relu=False,
+        block_groups=(("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)),
+        cam_layers=_resnet_cam_layers, leaf_modules=(models.resnet.BasicBlock, models.resnet.Bottleneck)),
 }
 
 

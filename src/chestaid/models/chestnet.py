@@ -44,7 +44,8 @@ class ChestNet(nn.Module):
         self._frozen = freeze_blocks(network, freeze, spec)
         c5_node = next(node for node, level in spec.levels.items() if level == "c5")
         nodes = spec.levels if fpn else {c5_node: "c5"}
-        self.backbone = create_feature_extractor(network, return_nodes=nodes)
+        leaves = {"tracer_kwargs": {"leaf_modules": list(spec.leaf_modules)}} if spec.leaf_modules else {}
+        self.backbone = create_feature_extractor(network, return_nodes=nodes, **leaves)
         if fpn:
             self.fpn = FeaturePyramidNetwork(list(channels), fpn_channels,
                                              norm_layer=nn.BatchNorm2d if fpn_norm else None)

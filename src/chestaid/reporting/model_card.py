@@ -22,6 +22,7 @@ from chestaid.core.manifest import Manifest
 from chestaid.core.run_paths import RunPaths
 from chestaid.core.tasks import headline_metrics
 from chestaid.data.provenance import manifest_of
+from chestaid.models.backbone import backbone_spec
 
 INTENDED_USE = (
     "Triage support and double-checking: ranking frontal chest radiographs so that a clinician looks at the "
@@ -92,7 +93,7 @@ def _data(manifest: Manifest | None) -> list[str]:
 def _model(cfg: RunConfig, paths: RunPaths, manifest: Manifest | None) -> list[str]:
     m = cfg.model
     start = {"imagenet": "ImageNet", "none": "random initialisation"}.get(m.weights, f"`{Path(m.weights).name}`")
-    parts = ["DenseNet-121"] + (["Feature Pyramid Network"] if m.fpn else []) + (
+    parts = [backbone_spec(m.backbone).title] + (["Feature Pyramid Network"] if m.fpn else []) + (
         ["patient age/sex/view fusion"] if m.tabular else [])
     lines = ["## Model", "", f"{' + '.join(parts)}, started from {start}. Input: one grey image resized to "
              f"{cfg.data.cache_size} px, centre crop {cfg.data.augment.crop:g}, {cfg.data.image_size} px to the "
