@@ -215,7 +215,7 @@ def synthetic_run(tmp: Path, size: int) -> Path:
     from chestaid.core.config import RunConfig, save_config
     from chestaid.data.cache import Cache, prepare
     from chestaid.data.phantoms.synthetic import synth_nih
-    from chestaid.inference.backend_export import export_backends
+    from chestaid.workflows.export import export_backends
     from chestaid.inference.gate import DistanceGate
     from chestaid.inference.onnx_backend import export_onnx
     from chestaid.inference.predictor import Predictor

@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, nargs="+", required=True)
     parser.add_argument("--candidates", nargs="+", default=CANDIDATES)
     args = parser.parse_args()
-    from chestaid.evaluation.localisation import score_boxes
+    from chestaid.workflows.localisation import score_boxes
 
     results = []
     for candidate in args.candidates:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from node_helpers import DCMTK, free_port, phantoms, wait_port  # noqa: E402
 
 from chestaid.apps.node.node import Node, NodeConfig  # noqa: E402
-from chestaid.apps.node.store import Store  # noqa: E402
+from chestaid.store import Store  # noqa: E402
 
 
 def folder_size(path: Path) -> int:

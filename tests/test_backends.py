@@ -120,7 +120,7 @@ def test_a_cpu_without_bf16_or_vnni_gets_neither(tiny_run, monkeypatch, tmp_path
 
 
 def test_a_variant_over_the_parity_bounds_is_not_used_and_says_why(exported, monkeypatch):
-    from chestaid.inference.backend_export import parity
+    from chestaid.workflows.export import parity
 
     reference = {"logits": np.zeros((4, 2)), "risk": np.full((4, 2), 0.5), "decisions": np.zeros((4, 2), bool),
                  "distance": np.ones(4), "refused": np.zeros(4, bool)}

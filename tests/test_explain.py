@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from chestaid.apps.cli import app
 from chestaid.core.errors import ChestaidError
 from chestaid.explain.gradcam import CamExplainer, overlay, uncrop
-from chestaid.evaluation.localisation import _box_scale, _frame_warnings, _score_pair
+from chestaid.evaluation.localisation import box_scale, frame_warnings, score_pair
 from chestaid.inference.predictor import Predictor
 
 
@@ -139,36 +139,36 @@ def test_pointing_game_and_iobb_by_hand():
     cam[20:30, 20:30] = 1.0  # the thresholded map is this 10×10 square
     cam[25, 25] = 1.5
     boxes = pd.DataFrame({"x": [15.0, 60.0], "y": [15.0, 60.0], "w": [10.0, 20.0], "h": [10.0, 20.0]})
-    rows = _score_pair("a.png", "Mass", cam / 1.5, boxes, (1.0, 1.0), threshold=0.5, size=100)
+    rows = score_pair("a.png", "Mass", cam / 1.5, boxes, (1.0, 1.0), threshold=0.5, size=100)
     assert all(r["pointing_hit"] is False for r in rows)  # max at (25, 25) is outside both boxes
     assert rows[0]["iobb"] == pytest.approx(25 / 100) and rows[1]["iobb"] == 0.0
     # the same boxes on an image of 2/3 the size: box 0 becomes [22.5, 37.5]², holding the maximum (25, 25)
     # and pixels 22..37 of the mask's 20..29: 8 × 8 of its 100
-    rows = _score_pair("a.png", "Mass", cam / 1.5, boxes, (1.5, 1.5), threshold=0.5, size=100)
+    rows = score_pair("a.png", "Mass", cam / 1.5, boxes, (1.5, 1.5), threshold=0.5, size=100)
     assert rows[0]["pointing_hit"] is True and rows[0]["iobb"] == pytest.approx(64 / 100)
     # box 1 becomes [90, 120]², beyond the 100-pixel square: marked outside (left out of the scores)
     assert [r["outside"] for r in rows] == [False, True]
     cam[95, 95] = 2.0  # a maximum in the visible corner of box 1 does not count as a hit: the box is left out
-    rows = _score_pair("a.png", "Mass", cam / 2.0, boxes.iloc[[1]], (1.5, 1.5), threshold=0.5, size=100)
+    rows = score_pair("a.png", "Mass", cam / 2.0, boxes.iloc[[1]], (1.5, 1.5), threshold=0.5, size=100)
     assert rows[0]["outside"] and rows[0]["pointing_hit"] is False
 
 
 def test_boxes_scale_from_the_nih_frame_to_each_image():
     """NIH boxes are in the 1024 frame; a 256-pixel copy scored at 64 pixels scales them by 1/16 whatever its
     size, and by the image's own size when they are in its pixels (box_frame None)."""
-    assert _box_scale((256, 256), 64, 1024) == (1 / 16, 1 / 16)
-    assert _box_scale((1024, 1024), 64, 1024) == (1 / 16, 1 / 16)
-    assert _box_scale((256, 200), 64, None) == (64 / 200, 64 / 256)
+    assert box_scale((256, 256), 64, 1024) == (1 / 16, 1 / 16)
+    assert box_scale((1024, 1024), 64, 1024) == (1 / 16, 1 / 16)
+    assert box_scale((256, 200), 64, None) == (64 / 200, 64 / 256)
 
 
 def test_frame_warnings_name_what_was_left_out():
     import pandas as pd
 
     rows = pd.DataFrame({"outside": [True] + [False] * 12, "x1": [0.3] * 13, "y1": [0.4] * 13})
-    warnings = _frame_warnings(rows, 64, 1024)
+    warnings = frame_warnings(rows, 64, 1024)
     assert "1 of 13 boxes fall outside" in warnings[0] and "1024-pixel frame" in warnings[0]
     assert "top-left quarter" in warnings[1]
-    assert _frame_warnings(rows.assign(outside=False, x1=0.9), 64, 1024) == []
+    assert frame_warnings(rows.assign(outside=False, x1=0.9), 64, 1024) == []
 
 
 def test_explain_command_writes_the_localisation_table(tiny_run, nih_root, tmp_path):

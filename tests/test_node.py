@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from chestaid.apps.node.commands import node as node_command, worklist as worklist_command
 from chestaid.apps.node.node import Node, NodeConfig
 from chestaid.apps.node.results import CAPTION
-from chestaid.apps.node.store import Store
+from chestaid.store import Store
 from node_helpers import (DCMTK, ORTHANC, Orthanc, dciodvfy_errors, dcmsend, dcmtk, free_port, node_process, phantom,
                           phantoms, read_report, wait_port)
 

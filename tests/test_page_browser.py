@@ -92,7 +92,7 @@ def test_browser_logins_inert_text_unknown_age_and_no_upload_left(ungated_run, n
 def _arrive(store, dicom: Path, risk: float, labels: list[str]) -> str:
     import pydicom
 
-    from chestaid.apps.node.store import Instance
+    from chestaid.store import Instance
 
     ds = pydicom.dcmread(dicom)
     store.receive(Instance(ds.SOPInstanceUID, ds.StudyInstanceUID, modality="CR", accession="ACC1"),
@@ -106,7 +106,7 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
     from node_helpers import phantom
     from playwright.sync_api import sync_playwright
 
-    from chestaid.apps.node.store import Store
+    from chestaid.store import Store
 
     store = Store(tmp_path / "store")
     labels = ["Atelectasis", "Effusion"]

@@ -30,18 +30,18 @@ def synth_nih_cmd(out: Path, n: Annotated[int, typer.Option("--n", min=1)] = 200
                                                           "(data/phantoms/family_b.py, drawn apart)")] = "a") -> None:
     """NIH layout: Data_Entry_2017.csv, images_001/images/*.png, BBox_List_2017.csv (1024-pixel frame, as
     NIH's), split lists."""
-    from chestaid.data.phantoms.synthetic import synth_nih
+    import chestaid
 
-    synth_nih(out, n, size, seed, enrich, per_folder, family=family)
+    chestaid.synth("nih", out, n, size, seed, enrich=enrich, per_folder=per_folder, family=family)
     console.print(f"wrote {n} synthetic NIH-layout images (family {family}) to {out}")
 
 
 def synth_pneumonia_cmd(out: Path, n: Annotated[int, typer.Option("--n", min=8)] = 1500,
                         size: Annotated[int, typer.Option("--size", min=32)] = 256, seed: int = 0) -> None:
     """Kaggle layout: train|val|test/NORMAL|PNEUMONIA/*.jpeg."""
-    from chestaid.data.phantoms.synthetic import synth_pneumonia
+    import chestaid
 
-    synth_pneumonia(out, n, size, seed)
+    chestaid.synth("pneumonia", out, n, size, seed)
     console.print(f"wrote {n} synthetic pneumonia-layout images to {out}")
 
 
@@ -51,9 +51,9 @@ def import_xrv_cmd(source: Annotated[str, typer.Argument(help="a torchxrayvision
                    trust_pickle: Annotated[bool, typer.Option(help="unpickle the file (runs code from it): only for "
                                                               "files from a source you trust")] = False) -> None:
     """Convert chest-pretrained torchxrayvision DenseNet-121 weights into a backbone (`model.weights: OUT`)."""
-    from chestaid.models.xrv_import import import_xrv
+    import chestaid
 
-    written = import_xrv(source, out, trust_pickle)
+    written = chestaid.import_xrv(source, out, trust_pickle)
     console.print(f"wrote {written}: use it with --set model.weights={written} (and data.augment.crop=1.0 to "
                   "see images framed as torchxrayvision's models were trained)")
 
@@ -101,23 +101,9 @@ def stats(path: Annotated[Path, typer.Argument(help="NIH CSV, NIH or Kaggle root
           balance: Annotated[str, typer.Option(help="also show a recipe's effect on the train part")] = "none",
           seed: int = 0) -> None:
     """Label frequencies, patients, and age/sex/view distributions."""
-    from chestaid.data.balance import balance as run_balance, distribution
-    from chestaid.data.cache import source_or_cache
-    from chestaid.data.splits import assign_splits
-    from chestaid.data.stats import plot_metadata, summarise
+    import chestaid
 
-    data = source_or_cache(path)
-    table, labels = data.table, data.task.labels
-    summary = summarise(table, labels, getattr(data, "ages_clipped", 0))
-    balanced = None
-    if balance != "none":
-        split = table["split"] if set(table["split"]) <= {"train", "val", "test"} else assign_splits(table, labels)
-        train = table[split == "train"]
-        balanced = (train, run_balance(train, labels, balance, seed))
-        summary["balance"] = {"recipe": balance, "train_before": distribution(train, labels).to_dict(),
-                              "train_after": distribution(balanced[1], labels).to_dict()}
-    if plot is not None:
-        summary["plots"] = [str(p) for p in plot_metadata(table, labels, plot, balanced)]
+    summary = chestaid.stats(path, plot=plot, balance=balance, seed=seed)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, default=int) + "\n")
         return

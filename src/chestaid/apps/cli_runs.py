@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 from chestaid.apps.cli_output import console, err, fail
-from chestaid.core.errors import ChestaidError
 
 
 def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML config (configs/*.yaml)")] = None,
@@ -21,8 +20,8 @@ def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML 
                                                               "wrote there)")] = False) -> None:
     """Train a model into a run directory (config.yaml, model.safetensors, checkpoints/, train_log.csv)."""
     import chestaid
+    from chestaid.api import is_lead_process
     from chestaid.core.run_paths import RunPaths
-    from chestaid.training.fit import is_global_zero
 
     if resume is None and out is None:
         fail("--out RUN is required (or --resume RUN)")
@@ -39,7 +38,7 @@ def train(config: Annotated[Optional[Path], typer.Option("--config", help="YAML 
         sigterm = isinstance(stop, SystemExit) and stop.code is None
         fail(f"{'terminated' if sigterm else 'interrupted'}: `chestaid train --resume {resume or out}` continues "
              "the run from its newest checkpoint", code=143 if sigterm else 130)
-    if is_global_zero():  # under DDP every process returns here; one says it
+    if is_lead_process():  # under DDP every process returns here; one says it
         paths = RunPaths(root)
         console.print(f"run {paths.root}: weights {paths.weights}, per-epoch log {paths.train_log}")
 
@@ -67,11 +66,10 @@ def evaluate(run: Path, split: Annotated[str, typer.Option(
     """Every metric on the test split, plots and RUN/report.html (fits calibration and thresholds on validation
     first when the run has none); or, on another dataset, the shared labels (external validation)."""
     import chestaid
+    from chestaid.api import with_interval
     from chestaid.core.tasks import headline_metrics
-    from chestaid.evaluation.bootstrap import with_interval
-    from chestaid.workflows.external import parse_label_map
 
-    result = chestaid.evaluate(run, split, data=data, label_map=parse_label_map(label_map))
+    result = chestaid.evaluate(run, split, data=data, label_map=label_map)
     if result.get("external"):
         for row in result["per_finding"]:
             console.print(f"external {row['finding']} (= {row['data_label']}): ROC-AUC {with_interval(row, 'roc_auc')}"
@@ -145,19 +143,11 @@ def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image 
     image could be read, 1 when none could. Age/sex/view come from a file's DICOM tags; --age/--sex/--view
     only fill what a file lacks (they never override a tag); else neutral defaults. The worklist's *_source
     columns say which."""
-    from chestaid.workflows.predict import parse_cam_rows, predict_worklist
+    import chestaid
 
-    if sex is not None and sex.upper() not in ("M", "F"):
-        fail(f"--sex must be M or F, got {sex!r}")
-    if view is not None and view.upper() not in ("PA", "AP"):
-        fail(f"--view must be PA or AP, got {view!r}")
-    try:
-        rows = parse_cam_rows(cam_rows)
-    except ChestaidError as e:
-        fail(str(e))
-    patient = {"age": age, "sex": sex.upper() if sex else None, "view": view.upper() if view else None}
-    result = predict_worklist(run, inputs, out, cam, cam_finding, device, batch_size, patient, cam_rows=rows,
-                              backend=backend, decode_workers=decode_workers, devices=devices)
+    result = chestaid.predict(run, inputs, out, cam=cam, cam_finding=cam_finding, cam_rows=cam_rows, device=device,
+                              backend=backend, batch_size=batch_size, decode_workers=decode_workers,
+                              devices=devices, age=age, sex=sex, view=view)
     if not result.lead:  # process 1…N-1 of --devices N: rank 0 wrote the worklist and reports
         return
     console.print(f"worklist {result.out}: {result.scored} image(s) sorted by risk, scored by the {result.backend} "
@@ -188,22 +178,21 @@ def export(run: Path, data: Annotated[Optional[Path], typer.Option(
     OpenVINO fp32, bf16 (CPUs with AVX512-BF16 or AMX) and int8 (NNCF, calibrated on the run's calib part of
     validation; CPUs with VNNI or AMX), each kept only if it passes parity with torch fp32 on the run's test
     split; RUN/backends/backends.json records the figures and the ms/image of each on this CPU."""
-    from chestaid.inference.backend_export import export_backends
-    from chestaid.inference.backends import PARITY_BOUNDS
-    from chestaid.inference.onnx_backend import PARITY_LIMIT, export_onnx
+    import chestaid
 
-    result = export_onnx(run)
+    exported = chestaid.export(run, data, onnx_only=onnx_only)
+    result, record = exported["onnx"], exported["backends"]
     console.print(f"wrote {result['path']}: {result['image_size']} px input, dynamic batch; max |logit difference| "
-                  f"vs torch {result['max_abs_logit_difference']:.1e} (limit {PARITY_LIMIT:.0e})", highlight=False)
-    if onnx_only:
+                  f"vs torch {result['max_abs_logit_difference']:.1e} (limit {exported['parity_limit']:.0e})",
+                  highlight=False)
+    if record is None:
         return
-    record = export_backends(run, data)
     speed = next(iter(record["speed"].values()), {})
     ms = speed.get("ms_per_image", {})
     parity = record.get("parity_data")
     console.print(f"backends on {speed.get('machine', {}).get('cpu_model', '?')} (ms/image at batch 1; parity on "
                   + (f"{parity['images']} test images" if parity else "no test data") +
-                  f", bounds {PARITY_BOUNDS}):", highlight=False)
+                  f", bounds {exported['parity_bounds']}):", highlight=False)
     for name, entry in record["variants"].items():
         figures = (f"max risk diff {entry['max_risk_difference']:.4f}, AUROC diff "
                    f"{entry['mean_auroc_difference'] if entry.get('mean_auroc_difference') is None else round(entry['mean_auroc_difference'], 4)}, "
@@ -231,10 +220,10 @@ def explain(run: Path, data: Annotated[Path, typer.Option("--data", help="an NIH
                                                               "images' own pixels")] = 1024,
             ) -> None:
     """Grad-CAM localisation against boxes: pointing game and IoBB > 0.1/0.25/0.5 per finding (RUN/explain/)."""
-    from chestaid.evaluation.localisation import score_boxes
+    import chestaid
 
-    table = score_boxes(run, data, boxes, split, target_layer, threshold, out=out, box_frame=box_frame or None,
-                        method=method)
+    table = chestaid.localise(run, data, boxes=boxes, split=split, target_layers=target_layer, threshold=threshold,
+                              out=out, box_frame=box_frame or None, method=method)
     for warning in table.attrs.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {warning}")
     from rich.table import Table

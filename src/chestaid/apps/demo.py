@@ -93,7 +93,7 @@ def task_steps(task: str, base: Path, settings: dict) -> list[DemoStep]:
     from chestaid.data.cache import prepare
     from chestaid.data.phantoms.synthetic import synth_nih, synth_pneumonia
     from chestaid.workflows.runs import calibrate_run, evaluate_run
-    from chestaid.evaluation.localisation import score_boxes
+    from chestaid.workflows.localisation import score_boxes
 
     n, size, seed = settings["images"][task], settings["size"], settings["seed"]
     data, cache, run = base / "data", base / "cache", base / "run"

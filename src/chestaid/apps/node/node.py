@@ -15,7 +15,7 @@ from pathlib import Path
 from chestaid.apps.node.receiver import Receiver
 from chestaid.apps.node.results import Algorithm
 from chestaid.apps.node.sender import Destination, Sender
-from chestaid.apps.node.store import Store
+from chestaid.store import Store
 from chestaid.apps.node.worker import Worker
 
 log = logging.getLogger("chestaid.node")

@@ -16,7 +16,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 from pydicom import uid
 
-from chestaid.apps.node.store import Instance, Store
+from chestaid.store import Instance, Store
 from chestaid.core.errors import describe
 
 log = logging.getLogger("chestaid.node")

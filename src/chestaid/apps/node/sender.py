@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pynetdicom import AE
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from chestaid.apps.node.store import Store
+from chestaid.store import Store
 from chestaid.core.errors import ChestaidError, describe
 
 log = logging.getLogger("chestaid.node")

@@ -16,7 +16,7 @@ import threading
 import numpy as np
 
 from chestaid.apps.node.results import Algorithm, make_heat_map, make_sr
-from chestaid.apps.node.store import Store, durable_write
+from chestaid.store import Store, durable_write
 from chestaid.core.errors import describe
 from chestaid.data.patient import read_header
 

@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from chestaid.apps.node.store import STATES, Store
+from chestaid.store import STATES, Store
 from chestaid.core.errors import ChestaidError
 
 COLUMNS = ["received", "PatientID", "AccessionNumber", "StudyInstanceUID", "SOPInstanceUID", "state", "reason",

@@ -15,7 +15,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from chestaid.apps.node.store import Store
+from chestaid.store import Store
 from chestaid.apps.page.display import picture_html, user_of
 from chestaid.apps.page.inputs import clinical_inputs, plain
 from chestaid.apps.page.notes import DISCLAIMER, model_card, run_notes, title
