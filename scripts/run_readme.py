@@ -79,7 +79,14 @@ def run_blocks(work: Path, env: dict[str, str]) -> bool:
             continue
         print(f"README.md:{line}: running\n{code}", flush=True)
         start = time.perf_counter()
-        result = subprocess.run([*RUNNERS[language], code], cwd=work, env=env)
+        quiet = language == "python"  # the library prints nothing: a Python block's stderr must stay empty
+        result = subprocess.run([*RUNNERS[language], code], cwd=work, env=env,
+                                stderr=subprocess.PIPE if quiet else None, text=True)
+        if quiet and result.stderr:
+            print(result.stderr, file=sys.stderr, end="")
+            if result.returncode == 0:
+                print(f"README.md:{line}: FAILED: the library wrote to stderr (copy kept in {work})", file=sys.stderr)
+                return False
         if result.returncode != 0:
             print(f"README.md:{line}: FAILED with exit code {result.returncode} (copy kept in {work}):\n{code}",
                   file=sys.stderr)

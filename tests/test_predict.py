@@ -52,7 +52,7 @@ def test_same_scores_from_files_as_from_the_cache(tiny_run, nih_root):
     from chestaid.data.cache import Cache
 
     cache = Cache.open(predictor.cfg.data.path)
-    logits, rows = predictor.predict_cache(cache, "test")
+    logits, _, rows = predictor.cache_outputs(cache, "test")
     paths = rows["path"].tolist()[:5]
     given = [{"age": r.age, "sex": r.sex, "view": r.view} for r in rows.iloc[:5].itertuples()]
     for k, (path, meta) in enumerate(zip(paths, given)):

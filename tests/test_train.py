@@ -100,7 +100,7 @@ def test_pneumonia_model_learns_on_tiny_synthetic_data(pneumonia_run):
     from chestaid.inference.predictor import Predictor
 
     predictor = Predictor.load(pneumonia_run.root, raw=True)
-    logits, rows = predictor.predict_cache(Cache.open(predictor.cfg.data.path), "val")
+    logits, _, rows = predictor.cache_outputs(Cache.open(predictor.cfg.data.path), "val")
     auroc = roc_auc_score(rows["Pneumonia"], logits[:, 0])
     assert auroc >= 0.8, f"validation ROC-AUC {auroc:.3f}; an untrained model scores about 0.6 here"
     assert np.nanmax(pd.read_csv(pneumonia_run.train_log)["auroc_mean"]) >= 0.8

@@ -199,6 +199,15 @@ def read_kaggle(path: Path) -> Source:
     return Source(task=get_task("pneumonia"), table=table, root=root, layout="kaggle")
 
 
+NEUTRAL = 0.5  # an unknown age, sex or view in the patient vector (age 50; between M/F, PA/AP)
+
+
+def neutral_patients(count: int) -> np.ndarray:
+    """`count` patient vectors [count, 3] with nothing known: what a scorer without patient data feeds a model
+    that fuses it."""
+    return np.full((count, 3), NEUTRAL, np.float32)
+
+
 def patient_vectors(metas: list[dict]) -> np.ndarray:
     """patient_info for dicts {age, sex, view} in which unknown values are None."""
     return patient_info(pd.DataFrame({
@@ -209,11 +218,11 @@ def patient_vectors(metas: list[dict]) -> np.ndarray:
 def patient_info(table: pd.DataFrame) -> np.ndarray:
     """The patient vector of SPEC A4: [age/100, sex (M=0, F=1), view (PA=0, AP=1)], float32.
 
-    Unknown values take the neutral 0.5 (age 50), as documented for inputs without metadata.
+    Unknown values take NEUTRAL (0.5; age 50), as documented for inputs without metadata.
     """
-    age = (table["age"].astype(float) / MAX_AGE).fillna(0.5).to_numpy()
-    sex = table["sex"].map({"M": 0.0, "F": 1.0}).fillna(0.5).to_numpy()
-    view = table["view"].map({"PA": 0.0, "AP": 1.0}).fillna(0.5).to_numpy()
+    age = (table["age"].astype(float) / MAX_AGE).fillna(NEUTRAL).to_numpy()
+    sex = table["sex"].map({"M": 0.0, "F": 1.0}).fillna(NEUTRAL).to_numpy()
+    view = table["view"].map({"PA": 0.0, "AP": 1.0}).fillna(NEUTRAL).to_numpy()
     return np.stack([age, sex, view], axis=1).astype(np.float32)
 
 

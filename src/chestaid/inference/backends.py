@@ -25,6 +25,7 @@ from chestaid.core import machine
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import sha256_of, write_json
 from chestaid.core.run_paths import RunPaths
+from chestaid.data.sources import neutral_patients
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def _torch_network(model: torch.nn.Module, cfg) -> Network:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         tab = torch.from_numpy(np.ascontiguousarray(tabular, np.float32)) if use_tabular and tabular is not None \
-            else (torch.full((len(x), 3), 0.5) if use_tabular else None)
+            else (torch.from_numpy(neutral_patients(len(x))) if use_tabular else None)
         head, features = model.embed(x)
         return model.classify(head, tab).float().numpy(), features.float().numpy()
 
@@ -195,7 +196,7 @@ def time_variant(network: Network | None, model: torch.nn.Module, cfg, budget_s:
     size = cfg.data.image_size
     rng = np.random.default_rng(0)
     image = rng.standard_normal((1, 3, size, size)).astype(np.float32)
-    tabular = np.full((1, 3), 0.5, np.float32)
+    tabular = neutral_patients(1)
     fn = network or _torch_network(model.eval(), cfg)
     for _ in range(2):
         fn(image, tabular)

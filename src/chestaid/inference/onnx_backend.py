@@ -17,6 +17,7 @@ import torch
 
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import atomic_write, sha256_of
+from chestaid.data.sources import neutral_patients
 
 OPSET = 17
 PARITY_LIMIT = 1e-4  # max |logit difference| accepted at export
@@ -50,7 +51,7 @@ def export_onnx(run: str | Path, out: str | Path | None = None) -> dict:
     cfg, model = load_model(run)
     size = cfg.data.image_size
     network = _Network(model, cfg.model.tabular).eval()  # export restores the mode it found: keep it eval
-    example = (torch.zeros(2, 3, size, size), torch.full((2, 3), 0.5))
+    example = (torch.zeros(2, 3, size, size), torch.from_numpy(neutral_patients(2)))
     buffer = io.BytesIO()
     batch = {0: "batch"}
     torch.onnx.export(network, example, buffer, dynamo=False, opset_version=OPSET, input_names=["image", "tabular"],
@@ -100,7 +101,7 @@ class OnnxNetwork:
         feeds = {"image": np.ascontiguousarray(image, np.float32)}
         if "tabular" in self.inputs:  # the exporter drops the input when the model does not fuse patient data
             if tabular is None:
-                tabular = np.full((image.shape[0], 3), 0.5, np.float32)
+                tabular = neutral_patients(image.shape[0])
             feeds["tabular"] = np.ascontiguousarray(tabular, np.float32)
         logits, features = self.session.run(OUTPUTS, feeds)
         return logits, features

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from chestaid.data.sources import neutral_patients
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
@@ -46,7 +48,7 @@ class OpenVinoNetwork:
         feeds = {"image": np.ascontiguousarray(image, np.float32)}
         if "tabular" in self.inputs:
             if tabular is None:
-                tabular = np.full((image.shape[0], 3), 0.5, np.float32)
+                tabular = neutral_patients(image.shape[0])
             feeds["tabular"] = np.ascontiguousarray(tabular, np.float32)
         out = request.infer(feeds)
         return (np.array(out[self._logits], np.float32, copy=True),
@@ -67,7 +69,7 @@ def quantize_int8(onnx_path: str | Path, batches: Iterable[tuple[np.ndarray, np.
         for k in range(len(image)):
             item = {"image": np.ascontiguousarray(image[k:k + 1], np.float32)}
             if "tabular" in names:
-                tab = tabular[k:k + 1] if tabular is not None else np.full((1, 3), 0.5, np.float32)
+                tab = tabular[k:k + 1] if tabular is not None else neutral_patients(1)
                 item["tabular"] = np.ascontiguousarray(tab, np.float32)
             items.append(item)
     if not items:

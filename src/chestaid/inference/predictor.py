@@ -30,7 +30,6 @@ from chestaid.inference.calibration import Calibration
 from chestaid.inference.thresholds import Thresholds
 from chestaid.inference.gate import DistanceGate, tag_refusal
 from chestaid.inference.backends import CHOICES, Network, select
-from chestaid.inference.onnx_backend import OnnxNetwork
 from chestaid.inference.prediction import Prediction
 from chestaid.inference.result import Scored
 from chestaid.models.chestnet import ChestNet
@@ -66,14 +65,13 @@ class Predictor:
     The Predictor owns its model: it is put in eval mode and its weights take no gradients."""
 
     def __init__(self, cfg: RunConfig, model: ChestNet, device: str = "cpu", calibration: Calibration | None = None,
-                 thresholds: Thresholds | None = None, onnx: OnnxNetwork | None = None,
-                 network: Network | None = None, backend: str | None = None) -> None:
+                 thresholds: Thresholds | None = None, network: Network | None = None,
+                 backend: str | None = None) -> None:
         self.cfg, self.device = cfg, torch.device(device)
         self.task: Task = cfg.require_task()
         self.model = model.to(self.device).eval().requires_grad_(False)
-        self.network: Network | None = network if network is not None else onnx  # None: the torch model
-        self._backend = backend or ("onnx" if self.network is not None else "torch")
-        self.onnx = self.network if self._backend == "onnx" else None
+        self.network: Network | None = network  # None: the torch model
+        self._backend = backend or ("torch" if network is None else "onnx")
         self.backend_note = ""
         self.gate: DistanceGate | None = None
         if cfg.train.channels_last:
@@ -161,10 +159,6 @@ class Predictor:
         head, features = self.model.embed(x)
         return self.model.classify(head, tab).float().cpu(), features.float().cpu()
 
-    def logits(self, images: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
-        """uint8 images [B,1,H,W] + patient vectors [B,3] → logits [B, labels] (on the CPU)."""
-        return self.forward(images, tabular)[0]
-
     def distances(self, features: np.ndarray) -> np.ndarray | None:
         """The input gate's distance per image, or None when the run has no gate."""
         return None if self.gate is None else self.gate.distance(features)
@@ -174,14 +168,9 @@ class Predictor:
         """The size images are resized to before the evaluation transform: the training cache's size."""
         return self.cfg.data.cache_size
 
-    def load_image(self, path: str | Path) -> np.ndarray:
-        """Decode any supported file and resize it exactly as the cache did (raises ImageDecodeError)."""
-        return resize_square(read_grey(path, draft_size=self.image_size), self.image_size)
-
     def score_arrays(self, images: np.ndarray, tabular: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """uint8 [B,S,S] images + patient vectors [B,3] → (logits, calibrated risk scores, decisions)."""
-        logits = self.logits(torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1),
-                             torch.from_numpy(tabular)).numpy()
+        logits = self.forward(torch.from_numpy(np.array(images)).unsqueeze(1), torch.from_numpy(tabular))[0].numpy()
         risk = self.risk_scores(logits)
         return logits, risk, self.decisions(risk)
 
@@ -189,7 +178,7 @@ class Predictor:
         """(the image as the model sees it, "") or (None, one-line reason). Never raises: whatever a decoder
         throws, of any type, becomes the reason, so one bad file cannot stop a batch."""
         try:
-            return self.load_image(path), ""
+            return resize_square(read_grey(path, draft_size=self.image_size), self.image_size), ""
         except ImageDecodeError as e:
             return None, e.reason
         except Exception as e:  # noqa: BLE001 - the per-file safety net
@@ -264,11 +253,6 @@ class Predictor:
                 raise ChestaidError(f"{image}: {reason}")
             scored = self.score_images([str(image)], [grey], [read_header(image)], given, keep_images=True)[0]
         return Prediction.of(scored, self)
-
-    def predict_cache(self, cache: Cache, split: str | None, batch_size: int = 64) -> tuple[np.ndarray, pd.DataFrame]:
-        """Logits [N, labels] for one split of a cache, with the rows they belong to (targets included)."""
-        logits, _, rows = self.cache_outputs(cache, split, batch_size)
-        return logits, rows
 
     def cache_outputs(self, cache: Cache, split: str | None, batch_size: int = 64,
                       limit: int | None = None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
