@@ -181,7 +181,9 @@ def test_pacs_folder_with_extensionless_files_and_dicomdir(ungated_run, nih_root
                                       "--cam", str(tmp_path / "cams"), "--age", "30"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out, keep_default_na=False)
-    assert len(table) == 3 and not (tmp_path / "worklist_skipped.csv").exists()
+    assert len(table) == 3  # the index file is passed over, and listed as such
+    skipped = pd.read_csv(tmp_path / "worklist_skipped.csv")
+    assert [Path(f).name for f in skipped["file"]] == ["DICOMDIR"] and "DICOMDIR" in skipped["reason"][0]
     assert sorted(table["AccessionNumber"]) == ["A0", "A1", "A2"]
     assert (table["age"] == 55).all() and (table["age_source"] == "tag").all()  # --age never overrides a tag
     assert (table["sex_source"] == "assumed").all()

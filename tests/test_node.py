@@ -249,8 +249,8 @@ def test_failed_durable_write_is_0xA700_and_the_retry_succeeds(run, tmp_path):
 
 def test_allow_list_and_four_concurrent_senders_then_a_fifth_rejected_as_transient_and_retried(run, tmp_path,
                                                                                                 caplog):
+    caplog.set_level("WARNING", logger="pynetdicom")  # first: set_level also sets the capturing handler's level
     caplog.set_level("INFO", logger="chestaid")
-    caplog.set_level("WARNING", logger="pynetdicom")
     store_dir = tmp_path / "store"
     sets = [phantoms(tmp_path / f"in{k}", 100, seed=10 + k) for k in range(5)]
     allow = "MOD0,MOD1,MOD2,MOD3,MOD4"

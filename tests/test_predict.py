@@ -25,7 +25,7 @@ def test_worklist_sorted_with_bad_files_listed(ungated_run, nih_root, tmp_path):
     (folder / "empty.png").write_bytes(b"")
     (folder / "cut.png").write_bytes(good[0].read_bytes()[:200])
     (folder / "notes.png").write_text("not an image")
-    (folder / "readme.txt").write_text("ignored: not an image suffix")
+    (folder / "readme.txt").write_text("passed over and listed: not an image")
     out = tmp_path / "worklist.csv"
     result = CliRunner().invoke(app, ["predict", str(ungated_run.root), str(folder), "--out", str(out),
                                       "--cam", str(tmp_path / "cams"), "--batch-size", "4"])
@@ -35,8 +35,10 @@ def test_worklist_sorted_with_bad_files_listed(ungated_run, nih_root, tmp_path):
     assert table["risk"].is_monotonic_decreasing
     np.testing.assert_allclose(table["risk"], table[[c for c in table if c.endswith("_risk")]].max(axis=1))
     skipped = pd.read_csv(tmp_path / "worklist_skipped.csv").set_index("file")["reason"]
-    assert {p.split("/")[-1] for p in skipped.index} == {"empty.png", "cut.png", "notes.png"}
-    assert "3 file(s) skipped" in result.output
+    assert {p.split("/")[-1] for p in skipped.index} == {"empty.png", "cut.png", "notes.png", "readme.txt"}
+    assert "not an image" in skipped[str(folder / "readme.txt")]
+    assert "4 file(s) skipped" in result.output
+    assert set(table["backend"]) == {"torch"} and "scored by the torch backend" in result.output
     assert len(list((tmp_path / "cams" / "in").glob("*.png"))) == 6 and table["heat_map"].notna().all()
 
 

@@ -59,7 +59,7 @@ def test_best_weights_match_best_checkpoint(tiny_run):
 
 
 def test_an_existing_run_is_never_overwritten(tiny_run, nih_cache):
-    with pytest.raises(ChestaidError, match="already holds a run"):
+    with pytest.raises(ChestaidError, match="already holds a finished run; start over with --force"):
         train(load_config(CONFIGS / "demo.yaml", TINY), nih_cache, tiny_run.root)
 
 

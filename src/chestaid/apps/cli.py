@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from chestaid.apps import cli_data, cli_demo, cli_page, cli_runs
-from chestaid.apps.cli_output import console, err, errors
+from chestaid.apps.cli_output import console, err, error_line, errors, one_line_errors
 from chestaid.apps.node import commands as node_commands
 from chestaid.core.errors import ChestaidError
 from chestaid.core.log import configure
@@ -24,18 +24,18 @@ app.add_typer(synth_app, name="synth")
 weights_app = typer.Typer(no_args_is_help=True, help="Bring pretrained backbone weights in.")
 app.add_typer(weights_app, name="weights")
 
-synth_app.command("nih")(cli_data.synth_nih_cmd)
-synth_app.command("pneumonia")(cli_data.synth_pneumonia_cmd)
-weights_app.command("import-xrv")(cli_data.import_xrv_cmd)
+synth_app.command("nih")(one_line_errors(cli_data.synth_nih_cmd))
+synth_app.command("pneumonia")(one_line_errors(cli_data.synth_pneumonia_cmd))
+weights_app.command("import-xrv")(one_line_errors(cli_data.import_xrv_cmd))
 for command in (cli_data.prepare, cli_data.stats, cli_runs.train, cli_runs.evaluate, cli_runs.calibrate,
                 cli_runs.thresholds, cli_runs.predict, cli_runs.export, cli_runs.explain, cli_page.serve,
                 cli_demo.demo, cli_runs.compare, cli_page.audit):
-    app.command()(command)
+    app.command()(one_line_errors(command))
 users_app = typer.Typer(no_args_is_help=True, help="The page's users file (argon2 password hashes, API tokens).")
 app.add_typer(users_app, name="users")
-users_app.command("add")(cli_page.users_add)
-app.command("node")(node_commands.node)
-app.command("worklist")(node_commands.worklist)
+users_app.command("add")(one_line_errors(cli_page.users_add))
+app.command("node")(one_line_errors(node_commands.node))
+app.command("worklist")(one_line_errors(node_commands.worklist))
 
 
 @app.callback()
@@ -69,12 +69,8 @@ def main() -> None:
         sys.exit(2)
     try:
         app()
-    except ChestaidError as e:
-        if e.__cause__ is not None and logging.getLogger("chestaid").isEnabledFor(logging.DEBUG):
-            import traceback
-
-            errors.print("".join(traceback.format_exception(e.__cause__)).rstrip(), highlight=False, markup=False)
-        errors.print(f"[bold red]error:[/] {e}", highlight=False)
+    except ChestaidError as e:  # raised outside a command (none is, today)
+        error_line(e)
         sys.exit(2)
     except KeyboardInterrupt:
         errors.print("interrupted; run the same command again to resume")
