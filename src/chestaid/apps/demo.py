@@ -78,10 +78,11 @@ def _fresh(folder: Path) -> Path:
 
 def _train(task: str, cache: Path, run: Path, epochs: int | None, seed: int) -> None:
     from chestaid.core.config import load_config
+    from chestaid.training.fit import newest_checkpoint
     from chestaid.workflows.train import train
 
     paths = RunPaths(run)
-    if paths.config.is_file() and paths.last.is_file():
+    if paths.config.is_file() and newest_checkpoint(paths) is not None:  # interrupted anywhere after a checkpoint
         train(load_config(None), None, run, resume=True)
         return
     overrides = [f"train.seed={seed}"] + ([f"train.epochs={epochs}"] if epochs else [])

@@ -123,12 +123,13 @@ def check_fresh_out(paths: RunPaths) -> None:
 
 
 def remove_run(paths: RunPaths) -> None:
-    """--force: remove what `train` and the commands after it wrote into the run folder (and the cache it
-    prepared there), nothing else."""
+    """--force: remove what `train` and the commands after it wrote into the run folder, nothing else. A cache
+    train prepared there (RUN/cache) stays: `prepare` reuses it when it matches the source and size, and
+    decoding a real dataset again would take hours."""
     import shutil
 
-    for name in (*WRITTEN_BY_TRAIN, "cache"):
-        target = getattr(paths, name, None) or paths.root / name
+    for name in WRITTEN_BY_TRAIN:
+        target = getattr(paths, name)
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():

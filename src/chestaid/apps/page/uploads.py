@@ -67,12 +67,12 @@ class UploadFolder:
         try:
             yield
         finally:
-            with self._lock:
+            with self._lock:  # deleted under the lock: no upload can start storing the same file meanwhile
                 self._in_flight -= 1
                 ready = [] if self._in_flight else [p for p in self._deferred if not self._holders.get(p)]
                 self._deferred.difference_update(ready)
-            for p in ready:
-                self.delete(p)
+                for p in ready:
+                    self.delete(p)
 
     def claim(self, paths: list[Path]) -> None:
         """One more request holds each of these uploaded files."""
@@ -95,8 +95,8 @@ class UploadFolder:
             self._holders.pop(key, None)
             if self._in_flight:
                 self._deferred.add(key)
-                return
-        self.delete(key)
+            else:
+                self.delete(key)
 
     def delete(self, path: str | Path | None) -> None:
         """Delete one upload (and its Gradio hash folder when that is left empty); only inside the folder."""
@@ -126,6 +126,8 @@ class UploadFolder:
                 st = p.stat()
                 if st.st_mtime <= limit or (st.st_size == 0 and st.st_mtime <= now - self.empty_age_s):
                     p.unlink(missing_ok=True)
+                    with self._lock:  # an upload never scored: nobody will release it
+                        self._holders.pop(Path(os.path.realpath(p)), None)
                     removed += 1
             except OSError:
                 continue
