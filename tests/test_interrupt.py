@@ -20,7 +20,8 @@ from conftest import CONFIGS
 
 pytestmark = pytest.mark.trains
 HERE = Path(__file__).parent
-SETS = ["data.image_size=64", "data.batch_size=16", "train.epochs=2", "train.checkpoint_every_n_steps=2"]
+SETS = ["data.image_size=64", "data.batch_size=16", "train.epochs=2", "train.checkpoint_every_n_steps=2",
+        "train.precision=32-true"]  # fp32 as chosen: no precision measurement in each of the many starts
 # (where, the Nth time it happens, signal): with 5 training and 2 validation batches an epoch, checkpoint writes
 # 1-2 are epoch 0's step checkpoints, 3 its best.ckpt (its last.ckpt not yet written), 4 that last.ckpt
 MOMENTS = [("batch", 1, "SIGKILL"), ("batch", 4, "SIGINT"), ("ckpt", 1, "SIGTERM"), ("ckpt", 3, "SIGKILL"),
@@ -61,7 +62,8 @@ def test_force_starts_over_removing_only_what_train_wrote(nih_cache, tmp_path):
     (run / "config.yaml").write_text("{}\n")  # what an interrupted train leaves, before its first checkpoint
     with pytest.raises(ChestaidError, match="interrupted run.*--resume.*--force"):
         chestaid.train(nih_cache, run, CONFIGS / "demo.yaml", {"train.epochs": 1})
-    chestaid.train(nih_cache, run, CONFIGS / "demo.yaml", {"train.epochs": 1, "data.image_size": 64}, force=True)
+    chestaid.train(nih_cache, run, CONFIGS / "demo.yaml", {"train.epochs": 1, "data.image_size": 64,
+                                                         "train.precision": "32-true"}, force=True)
     assert (run / "notes.txt").read_text() == "mine" and RunPaths(run).model_card.is_file()
     with pytest.raises(ChestaidError, match="finished run.*--force"):
         chestaid.train(nih_cache, run, CONFIGS / "demo.yaml", {"train.epochs": 1})

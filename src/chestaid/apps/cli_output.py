@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import traceback
+import warnings
 from collections.abc import Callable
 
 import typer
@@ -43,3 +44,10 @@ def one_line_errors(command: Callable) -> Callable:
             raise typer.Exit(2) from e
 
     return run
+
+
+def silence_dicom_value_warnings() -> None:
+    """For a serving process (the node, the page): pydicom's and highdicom's warnings about a file's odd values
+    quote those values (patient data), which must not reach the log. Called once, before any thread starts; this
+    process is the command's own."""
+    warnings.filterwarnings("ignore", module=r"(highdicom|pydicom)(\.|$)")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from chestaid.apps.cli_output import console
+from chestaid.apps.cli_output import console, silence_dicom_value_warnings
 
 BACKEND_HELP = ("auto (the fastest variant `chestaid export` recorded as passing parity on this CPU, else torch), "
                 "torch, onnx, openvino, openvino-bf16 or openvino-int8")
@@ -45,6 +45,7 @@ def serve(run: Path,
                            users=users, trusted_header=trusted_header, trusted_proxies=tuple(trusted_proxy or ()),
                            certfile=certfile, keyfile=keyfile, store=store, upload_dir=upload_dir)
     logins_of(options)  # a refusal before anything loads
+    silence_dicom_value_warnings()
     console.print(f"serving {run} on {'https' if certfile else 'http'}://{host}:{port} (Ctrl+C to stop)")
     run_serve(run, options)
 

@@ -8,12 +8,12 @@ import logging
 import signal
 import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from chestaid.apps.cli_output import silence_dicom_value_warnings
 from chestaid.apps.node.worklist import COLUMNS, rows_of
 from chestaid.core.errors import ChestaidError
 
@@ -61,9 +61,7 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
     from chestaid.apps.node.node import Node, NodeConfig
 
     _log_to_stderr()
-    # pydicom's and highdicom's warnings about a sender's odd values quote those values (patient data): this
-    # process is the node's own, so they are silenced here, once, before any thread starts (never per call)
-    warnings.filterwarnings("ignore", module=r"(highdicom|pydicom)(\.|$)")
+    silence_dicom_value_warnings()
     if not (Path(run) / "model.safetensors").is_file():
         raise ChestaidError(f"{run}: not a trained run (no model.safetensors)")
     config = NodeConfig(run=Path(run), store=Path(store), port=port, ae_title=ae_title, host=host,
