@@ -59,9 +59,15 @@ def test_force_starts_over_removing_only_what_train_wrote(nih_cache, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("mine")
-    (run / "config.yaml").write_text("{}\n")  # what an interrupted train leaves, before its first checkpoint
+    (run / "config.yaml").write_text("{}\n")
+    with pytest.raises(ChestaidError, match="not written by chestaid train; --force clears only"):  # not a run
+        chestaid.train(nih_cache, run, CONFIGS / "demo.yaml", {"train.epochs": 1}, force=True)
+    (run / "training_precision.json").write_text("{}\n")  # with the config: what train writes first
     with pytest.raises(ChestaidError, match="interrupted run.*--resume.*--force"):
         chestaid.train(nih_cache, run, CONFIGS / "demo.yaml", {"train.epochs": 1})
+    with pytest.raises(ChestaidError, match="nothere"):  # a bad --data with --force removes nothing
+        chestaid.train(run / "nothere", run, CONFIGS / "demo.yaml", {"train.epochs": 1}, force=True)
+    assert (run / "training_precision.json").is_file()
     chestaid.train(nih_cache, run, CONFIGS / "demo.yaml", {"train.epochs": 1, "data.image_size": 64,
                                                          "train.precision": "32-true"}, force=True)
     assert (run / "notes.txt").read_text() == "mine" and RunPaths(run).model_card.is_file()

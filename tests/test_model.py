@@ -73,6 +73,14 @@ def test_local_weights_file(tmp_path):
     torch.save({"something": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ChestaidError, match="no DenseNet"):
         ChestNet(weights=str(tmp_path / "other.pth"))
+    from torchvision.models import resnet18  # another backbone's file: its own key names, no features.*
+
+    torch.save(resnet18(weights=None).state_dict(), tmp_path / "resnet.pth")
+    model = ChestNet(num_outputs=3, weights=str(tmp_path / "resnet.pth"), backbone="resnet18")
+    assert torch.equal(model.backbone.layer4.get_submodule("1").conv2.weight,
+                       torch.load(tmp_path / "resnet.pth")["layer4.1.conv2.weight"])
+    with pytest.raises(ChestaidError, match="holds no ResNet-18 weights"):
+        ChestNet(weights=str(tmp_path / "densenet.pth"), backbone="resnet18")
 
 
 def test_imagenet_weights_load_or_fail_with_one_clear_message():

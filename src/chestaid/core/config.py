@@ -178,8 +178,9 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] =
         return RunConfig.model_validate(tree)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
-        mine = [key for key, _ in pairs if key == where or key.startswith(where + ".")]  # a --set of the user's
+        where = _error_key([str(p) for p in first["loc"]], first["type"] == "extra_forbidden")
+        unknown = first["type"] == "extra_forbidden"  # an unknown section blames the --set keys under it
+        mine = [key for key, _ in pairs if key == where or (unknown and key.startswith(where + "."))]
         where = mine[0] if mine else where
         origin = f"--set {where}" if mine else f"{path or 'config'}: {where}"
         if first["type"] == "extra_forbidden":
@@ -187,6 +188,18 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] =
             hint = f"; did you mean {' or '.join(close)}?" if close else f"; the section's keys: {_siblings(where)}"
             raise ChestaidError(f"{origin}: not a config key{hint}") from e
         raise ChestaidError(f"{origin}: {first['msg']} (got {first.get('input')!r})") from e
+
+
+def _error_key(loc: list[str], unknown: bool) -> str:
+    """The config key an error is about: its location without pydantic's type tags (e.g. `.int` of a union)."""
+    if unknown or not loc:
+        return ".".join(loc) or "config"
+    keys = config_keys()
+    for n in range(len(loc), 0, -1):
+        candidate = ".".join(loc[:n])
+        if candidate in keys or any(k.startswith(candidate + ".") for k in keys):
+            return candidate
+    return ".".join(loc)
 
 
 def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:

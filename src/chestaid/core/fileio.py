@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -29,10 +30,17 @@ UMASK = _process_umask()
 
 
 def fsync_dir(folder: str | Path) -> None:
-    """Make a rename in `folder` durable (its directory entry reaches the disk)."""
-    fd = os.open(folder, os.O_RDONLY)
+    """Make a rename in `folder` durable (its directory entry reaches the disk), where the file system can: some
+    network and FUSE mounts refuse to sync a folder, which must not fail a write that already happened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES, errno.EPERM):
+            raise
     finally:
         os.close(fd)
 
@@ -45,8 +53,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], mode: int |
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~UMASK if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~UMASK if mode is None else mode)
             write(f)
             f.flush()
             os.fsync(f.fileno())

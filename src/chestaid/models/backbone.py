@@ -165,7 +165,8 @@ _OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:we
 
 
 def load_backbone_file(net: nn.Module, path: Path, title: str = "DenseNet-121") -> None:
-    """Load a network's weights from a .pth/.pt or .safetensors state dict (the classifier is ignored)."""
+    """Load a network's weights from a .pth/.pt or .safetensors state dict (its classifier ignored; every other
+    tensor of the network must be there, with its shape)."""
     if not path.is_file():
         raise ChestaidError(f"{path}: weights file not found (model.weights takes 'imagenet', 'none' or a path)")
     try:
@@ -179,16 +180,22 @@ def load_backbone_file(net: nn.Module, path: Path, title: str = "DenseNet-121") 
         raise ChestaidError(f"{path}: cannot be read as a weights file ({e})") from e
     state = state.get("state_dict", state)
     state = {_OLD_KEY.sub(r"\1\2", k.removeprefix("module.").removeprefix("backbone.")): v for k, v in state.items()}
-    features = {k: v for k, v in state.items() if k.startswith("features.")}
-    if not features:
-        raise ChestaidError(f"{path}: holds no {title} 'features.*' weights")
-    try:
-        missing, _ = net.load_state_dict(features, strict=False)
-    except RuntimeError as e:  # shapes of another network
-        raise ChestaidError(f"{path}: not {title} weights ({str(e).splitlines()[-1].strip()})") from e
-    missing = [k for k in missing if k.startswith("features.")]
+    expected = net.state_dict()
+    usable = {k: v for k, v in state.items() if k in expected and not k.startswith(_CLASSIFIERS)}
+    if not usable:
+        raise ChestaidError(f"{path}: holds no {title} weights (none of its tensors is named as {title}'s, e.g. "
+                            f"{next(iter(expected))})")
+    wrong = [k for k, v in usable.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        raise ChestaidError(f"{path}: not {title} weights ({wrong[0]} has shape {tuple(usable[wrong[0]].shape)}, "
+                            f"{title} needs {tuple(expected[wrong[0]].shape)})")
+    net.load_state_dict(usable, strict=False)
+    missing = [k for k in expected if k not in usable and not k.startswith(_CLASSIFIERS)]
     if missing:
         raise ChestaidError(f"{path}: {title} weights missing {len(missing)} tensors (e.g. {missing[0]})")
+
+
+_CLASSIFIERS = ("classifier.", "fc.")  # torchvision's heads: chestaid puts its own head on the features
 
 
 def freeze_blocks(network: nn.Module, count: int, spec: BackboneSpec | None = None) -> list[nn.Module]:

@@ -105,11 +105,22 @@ WRITTEN_BY_TRAIN = ("config", "weights", "checkpoints", "train_log", "logs", "ma
                     "onnx", "backends", "cohort_cache", "compare", "external")
 
 
+def _progress(path: Path) -> tuple[int, int, int]:
+    """(global step, epoch, 1 for last.ckpt) of a checkpoint, read without loading its tensors (mmap); a file that
+    cannot be read counts as no progress."""
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)  # the run's own checkpoint
+        return int(state.get("global_step", -1)), int(state.get("epoch", -1)), int(path.name == "last.ckpt")
+    except Exception:  # noqa: BLE001 - a damaged checkpoint is never the one to resume from
+        return -1, -1, -1
+
+
 def newest_checkpoint(paths: RunPaths) -> Path | None:
-    """The checkpoint a resume continues from: the newer of last.ckpt and best.ckpt (each written whole, by
-    rename; an interruption between the two writes of an epoch leaves best.ckpt the newer), or None."""
+    """The checkpoint a resume continues from: the further of last.ckpt and best.ckpt by the step and epoch they
+    hold (an interruption between the two writes of an epoch leaves best.ckpt the further; a copy of the run
+    that changed the files' times changes nothing), last.ckpt on a tie; None when there is neither."""
     found = [p for p in (paths.last, paths.best) if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+    return max(found, key=_progress) if found else None
 
 
 def check_fresh_out(paths: RunPaths) -> None:
@@ -120,6 +131,12 @@ def check_fresh_out(paths: RunPaths) -> None:
     how = "" if paths.model_card.is_file() else f"continue it with `chestaid train --resume {paths.root}`, or "
     raise ChestaidError(f"{paths.root}: already holds {state}; {how}start over with --force (removes only what "
                         "train wrote), or choose another --out")
+
+
+def made_by_train(paths: RunPaths) -> bool:
+    """Whether the folder holds what `train` writes first (config.yaml with training_precision.json beside it):
+    --force never clears a folder that merely has a config.yaml of its own."""
+    return paths.config.is_file() and paths.training_precision.is_file()
 
 
 def remove_run(paths: RunPaths) -> None:
@@ -156,13 +173,16 @@ def fit(cfg: RunConfig, data: str | Path | None, out: str | Path, resume: bool =
             if checkpoint is None:
                 logging.getLogger(__name__).info("%s: no checkpoint yet; training starts again from epoch 0",
                                                  paths.root)
-    elif lead and force and paths.root.is_dir():
-        remove_run(paths)
-    elif lead:
+    elif lead and not (force and paths.config.exists()):
         check_fresh_out(paths)
     if data is None:
         raise ChestaidError("no data: pass --data ROOT_OR_CACHE")
-    found = source_or_cache(data)  # a missing or unreadable --data fails here, before the run folder exists
+    found = source_or_cache(data)  # a missing or unreadable --data fails here, before anything is made or removed
+    if lead and force and not resume and paths.config.exists():
+        if not made_by_train(paths):
+            raise ChestaidError(f"{paths.root}: its config.yaml was not written by chestaid train; --force clears "
+                                "only a run's own files: choose another --out")
+        remove_run(paths)
     if lead:
         paths.root.mkdir(parents=True, exist_ok=True)
     cache = _open_cache(cfg, data, found, paths.root, lead)
