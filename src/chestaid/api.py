@@ -26,11 +26,8 @@ def load(run: str | Path, device: str = "cpu", backend: str = "auto") -> "Predic
     backend: "auto" (on the CPU, the fastest variant `chestaid export` recorded as passing parity for this CPU;
     else torch), or one of "torch", "onnx", "openvino", "openvino-bf16", "openvino-int8". `predictor.task.labels` lists the findings, in output order."""
     from chestaid.inference.predictor import Predictor
-    from chestaid.core.run_paths import RunPaths
 
-    if not RunPaths(run).config.is_file():
-        raise ChestaidError(f"{run}: not a chestaid run (no config.yaml)")
-    return Predictor.load(run, device, backend=backend)
+    return Predictor.load(run, device, backend=backend)  # a path that is not a run: RunPaths.require's one line
 
 
 def prepare(source: str | Path | None = None, out: str | Path | None = None, *, table: str | Path | None = None,

@@ -87,8 +87,8 @@ def _fp32_gradient_starts_here(module: nn.Module, inputs, output: torch.Tensor) 
 class CamExplainer:
     """Grad-CAM maps for a Predictor's model: `maps(images, tabular, finding_indices)`.
 
-    The explainer works on its own copy of the Predictor's network (made once, about 30 MiB for DenseNet-121 +
-    FPN): pytorch-grad-cam's hooks see every forward pass through their layers, so on the shared model a
+    The explainer works on its own copy of the Predictor's network (made once: 38 MiB and 0.14 s for DenseNet-121 +
+    FPN, benchmarks/results/explainer_concurrency.json): pytorch-grad-cam's hooks see every forward pass through their layers, so on the shared model a
     concurrent request's scoring would land in this map's activations (another patient's image). Nothing else
     runs the copy, and one map is made at a time (a lock), so scoring never waits for a map and a map never
     depends on what else runs. Hooks exist only while `maps` runs. `precision` reads "measure" until the first
