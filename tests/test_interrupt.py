@@ -20,20 +20,23 @@ from conftest import CONFIGS
 
 pytestmark = pytest.mark.trains
 HERE = Path(__file__).parent
-SETS = ["data.image_size=64", "data.batch_size=16", "train.epochs=2", "train.checkpoint_every_n_steps=2",
-        "train.precision=32-true"]  # fp32 as chosen: no precision measurement in each of the many starts
-# (where, the Nth time it happens, signal): with 5 training and 2 validation batches an epoch, checkpoint writes
-# 1-2 are epoch 0's step checkpoints, 3 its best.ckpt (its last.ckpt not yet written), 4 that last.ckpt
-MOMENTS = [("batch", 1, "SIGKILL"), ("batch", 4, "SIGINT"), ("ckpt", 1, "SIGTERM"), ("ckpt", 3, "SIGKILL"),
-           ("ckpt", 3, "SIGINT"), ("ckpt", 4, "SIGTERM"), ("val", 2, "SIGKILL"), ("val", 3, "SIGINT"),
-           ("weights", 1, "SIGKILL"), ("gate", 1, "SIGTERM"), ("card", 1, "SIGKILL")]
+SETS = ["data.image_size=64", "data.batch_size=16", "train.epochs=2", "train.precision=32-true"]  # fp32 as
+# chosen: no precision measurement in each of the many starts
+# (where, the Nth time it happens, signal, checkpoint every N steps): with 5 training and 2 validation batches an
+# epoch and step checkpoints every 2 steps, checkpoint writes 1-2 are epoch 0's step checkpoints, 3 its best.ckpt
+# (its last.ckpt not yet written), 4 that last.ckpt; without step checkpoints, write 1 is epoch 0's best.ckpt,
+# the only checkpoint there is (the issue's Ctrl-C between the two writes)
+MOMENTS = [("batch", 1, "SIGKILL", 2), ("batch", 4, "SIGINT", 2), ("ckpt", 1, "SIGTERM", 2),
+           ("ckpt", 3, "SIGKILL", 2), ("ckpt", 1, "SIGKILL", 0), ("ckpt", 4, "SIGTERM", 2), ("val", 2, "SIGKILL", 2),
+           ("val", 3, "SIGINT", 2), ("weights", 1, "SIGKILL", 2), ("gate", 1, "SIGTERM", 2), ("card", 1, "SIGKILL", 2)]
 
 
-@pytest.mark.parametrize("kind, n, sig", MOMENTS, ids=[f"{k}{n}-{s}" for k, n, s in MOMENTS])
-def test_interrupted_training_always_resumes_to_completion(kind, n, sig, nih_cache, tmp_path):
+@pytest.mark.parametrize("kind, n, sig, steps", MOMENTS, ids=[f"{k}{n}-{s}-every{e}" for k, n, s, e in MOMENTS])
+def test_interrupted_training_always_resumes_to_completion(kind, n, sig, steps, nih_cache, tmp_path):
     run = tmp_path / "run"
+    sets = [*SETS, f"train.checkpoint_every_n_steps={steps}"]
     args = ["train", "--config", str(CONFIGS / "demo.yaml"), "--data", str(nih_cache), "--out", str(run),
-            *(f"--set={s}" for s in SETS)]
+            *(f"--set={s}" for s in sets)]
     stopped = subprocess.run([sys.executable, str(HERE / "interrupted_train.py"), kind, str(n), sig, "--", "chestaid",
                               *args], capture_output=True, text=True, timeout=600)
     assert stopped.returncode != 0, f"the training was not interrupted: {stopped.stderr[-1500:]}"
@@ -42,13 +45,17 @@ def test_interrupted_training_always_resumes_to_completion(kind, n, sig, nih_cac
         assert f"chestaid train --resume {run}" in stopped.stderr, stopped.stderr[-1500:]
     paths = RunPaths(run)
     assert paths.config.is_file()
+    before = pd.read_csv(paths.train_log) if paths.train_log.is_file() else pd.DataFrame()
     with pytest.raises(ChestaidError, match=r"--resume .*--force|--force.*--resume") as said:
-        chestaid.train(nih_cache, run, CONFIGS / "demo.yaml", dict(s.split("=") for s in SETS))
+        chestaid.train(nih_cache, run, CONFIGS / "demo.yaml", dict(s.split("=") for s in sets))
     assert "\n" not in str(said.value)
     resumed = subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "train", "--resume", str(run)],
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert list(pd.read_csv(paths.train_log)["epoch"]) == [0, 1]
+    after = pd.read_csv(paths.train_log)
+    assert list(after["epoch"]) == [0, 1]
+    if kind == "ckpt" and len(before):  # stopped after a checkpoint: the resume continues from it, no epoch redone
+        pd.testing.assert_frame_equal(after.head(len(before)), before)
     assert sorted(p.name for p in paths.checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
     assert paths.weights.is_file() and paths.model_card.is_file() and paths.manifest.is_file()
     assert not list(run.rglob("*.tmp"))
