@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from chestaid.data.cache import PrepareReport
     from chestaid.inference.predictor import Predictor
+    from chestaid.workflows.gate_fit import GateFit
     from chestaid.workflows.predict import Worklist
 
 
@@ -211,6 +212,33 @@ def import_xrv(source: str | Path, out: str | Path, trust_pickle: bool = False) 
     from chestaid.models.xrv_import import import_xrv as convert
 
     return convert(source, out, trust_pickle)
+
+
+def import_model(source: str | Path, run: str | Path, task: str | None = None, labels: list[str] | None = None,
+                 trust_pickle: bool = False, size: int | None = None) -> Path:
+    """A published classifier as a complete run directory `run` (`chestaid weights import-xrv SOURCE --as-run
+    RUN`): a torchxrayvision file or weights name, or a CheXNet-style state dict, classifier included, its outputs
+    mapped by name onto `task` ("nih", "pneumonia" or "A,B,…"; default nih when covered). `labels`: the file's
+    output order when it does not say (["chexnet"]: CheXNet's). Its scores are uncalibrated until `calibrate`
+    runs on local cases; it has no input gate until `fit_gate`.
+
+    >>> run = chestaid.import_model("densenet121-res224-all", "runs/xrv-all", task="nih")  # doctest: +SKIP
+    """
+    from chestaid.workflows.import_run import import_as_run
+
+    return import_as_run(source, run, task, labels, trust_pickle, size).root
+
+
+def fit_gate(run: str | Path, images: list[str | Path] | str | Path, percentile: float = 99.0,
+             seed: int = 0) -> "GateFit":
+    """Fit the run's input gate on unlabelled local images (files or folders; `chestaid gate fit`): half fit
+    it, half set its conformal threshold, refused when too few to promise the rate (1 − percentile/100)."""
+    from chestaid.workflows.gate_fit import fit_gate_from_images
+
+    if not 50 <= percentile < 100:
+        raise ChestaidError(f"percentile must be within 50-100, got {percentile}")
+    given = [images] if isinstance(images, (str, Path)) else list(images)
+    return fit_gate_from_images(run, given, percentile, seed)
 
 
 def is_lead_process() -> bool:

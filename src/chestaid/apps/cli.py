@@ -21,12 +21,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Chest X-ray classifiers that support triage (they do not diagnose).")
 synth_app = typer.Typer(no_args_is_help=True, help="Write synthetic data in the real NIH or Kaggle layout.")
 app.add_typer(synth_app, name="synth")
-weights_app = typer.Typer(no_args_is_help=True, help="Bring pretrained backbone weights in.")
+weights_app = typer.Typer(no_args_is_help=True, help="Bring published weights in: a whole run, or a backbone.")
 app.add_typer(weights_app, name="weights")
+gate_app = typer.Typer(no_args_is_help=True, help="The input gate: refuse images unlike those it was fitted on.")
+app.add_typer(gate_app, name="gate")
 
 synth_app.command("nih")(one_line_errors(cli_data.synth_nih_cmd))
 synth_app.command("pneumonia")(one_line_errors(cli_data.synth_pneumonia_cmd))
 weights_app.command("import-xrv")(one_line_errors(cli_data.import_xrv_cmd))
+weights_app.command("import", help="The same as import-xrv (CheXNet-style state dicts too).")(
+    one_line_errors(cli_data.import_xrv_cmd))
+gate_app.command("fit")(one_line_errors(cli_data.gate_fit_cmd))
 for command in (cli_data.prepare, cli_data.stats, cli_runs.train, cli_runs.evaluate, cli_runs.calibrate,
                 cli_runs.thresholds, cli_runs.predict, cli_runs.export, cli_runs.explain, cli_page.serve,
                 cli_demo.demo, cli_runs.compare, cli_page.audit):

@@ -45,17 +45,57 @@ def synth_pneumonia_cmd(out: Path, n: Annotated[int, typer.Option("--n", min=8)]
     console.print(f"wrote {n} synthetic pneumonia-layout images to {out}")
 
 
-def import_xrv_cmd(source: Annotated[str, typer.Argument(help="a torchxrayvision DenseNet-121 file (or, with "
-                                                          "torchxrayvision installed, a name: densenet121-res224-all)")],
-                   out: Annotated[Path, typer.Option("--out", help="backbone .safetensors to write")],
+def import_xrv_cmd(source: Annotated[str, typer.Argument(help="a torchxrayvision file or (with torchxrayvision "
+                                                          "installed) name, e.g. densenet121-res224-all; or a "
+                                                          "CheXNet-style DenseNet-121 state dict")],
+                   out: Annotated[Optional[Path], typer.Option("--out", help="backbone .safetensors to write (for "
+                                                               "model.weights; the classifier is dropped)")] = None,
+                   as_run: Annotated[Optional[Path], typer.Option("--as-run", help="a complete run folder to write, "
+                                                                  "classifier included")] = None,
+                   task: Annotated[Optional[str], typer.Option(help="--as-run: nih, pneumonia, or findings A,B,… "
+                                                               "(default: nih when the weights cover it)")] = None,
+                   labels: Annotated[Optional[str], typer.Option(help="the file's output order when it does not say "
+                                                                 "(A,B,…; 'chexnet' for CheXNet's order)")] = None,
+                   size: Annotated[Optional[int], typer.Option(min=32, max=2048, help="--as-run: input resolution "
+                                                               "when the source does not state it (224)")] = None,
                    trust_pickle: Annotated[bool, typer.Option(help="unpickle the file (runs code from it): only for "
                                                               "files from a source you trust")] = False) -> None:
-    """Convert chest-pretrained torchxrayvision DenseNet-121 weights into a backbone (`model.weights: OUT`)."""
+    """Bring published weights in: a whole run (--as-run, scores uncalibrated until `calibrate --cohort`), or the
+    backbone only (--out) to train from."""
     import chestaid
 
-    written = chestaid.import_xrv(source, out, trust_pickle)
-    console.print(f"wrote {written}: use it with --set model.weights={written} (and data.augment.crop=1.0 to "
-                  "see images framed as torchxrayvision's models were trained)")
+    if (out is None) == (as_run is None):
+        fail("give --as-run RUN (a whole run) or --out FILE (the backbone only), one of them")
+    if as_run is None:
+        if task or labels or size:
+            fail("--task, --labels and --size go with --as-run")
+        written = chestaid.import_xrv(source, out, trust_pickle)
+        console.print(f"wrote {written}: use it with --set model.weights={written} (and data.augment.crop=1.0 to "
+                      "see images framed as torchxrayvision's models were trained)")
+        return
+    run = chestaid.import_model(source, as_run, task, labels.split(",") if labels is not None else None,
+                                trust_pickle, size)
+    console.print(f"wrote the run {run} (imported; its scores are uncalibrated and it has no input gate). Next: "
+                  f"chestaid gate fit {run} --images LOCAL_IMAGES, then chestaid calibrate {run} --cohort "
+                  "LABELLED_COHORT")
+
+
+def gate_fit_cmd(run: Path, images: Annotated[list[Path], typer.Option("--images", help="files or folders of local "
+                                                                        "frontal chest images (no labels needed)")],
+                 percentile: Annotated[float, typer.Option(min=50, max=99.9, help="images like these are refused "
+                                                           "at most (100 − percentile)% of the time")] = 99.0,
+                 seed: int = 0) -> None:
+    """Fit the run's input gate on unlabelled local images (half fit it, half set its threshold)."""
+    import chestaid
+
+    fitted = chestaid.fit_gate(run, images, percentile, seed)
+    info = fitted.gate.info
+    console.print(f"{run}: input gate fitted on {info['train_images']} images, threshold "
+                  f"{fitted.gate.threshold:.1f} set on {info['val_images']} ({percentile:g}th percentile, "
+                  "conformal)")
+    if fitted.passed_over:
+        err.print(f"{len(fitted.passed_over)} file(s) passed over, e.g. {fitted.passed_over[0][0]}: "
+                  f"{fitted.passed_over[0][1]}")
 
 
 def prepare(root: Annotated[Optional[Path], typer.Argument(help="an NIH or Kaggle pneumonia folder")] = None,

@@ -150,7 +150,7 @@ def predict(run: Path, inputs: Annotated[list[Path], typer.Argument(help="image 
                               devices=devices, age=age, sex=sex, view=view)
     if not result.lead:  # process 1…N-1 of --devices N: rank 0 wrote the worklist and reports
         return
-    console.print(f"worklist {result.out}: {result.scored} image(s) sorted by risk, scored by the {result.backend} "
+    console.print(f"worklist {result.out}: {result.scored} image(s) sorted by {result.score}, scored by the {result.backend} "
                   "backend" +
                   (f", {result.heat_maps} heat map(s) in {cam}" if cam else ""))
     if not result.gate:

@@ -41,17 +41,34 @@ def build_manifest(cache: Cache, cfg: RunConfig, paths: RunPaths) -> Manifest:
     meta = cache.meta
     start = cfg.model.weights
     start_file = Path(start) if start not in ("imagenet", "none") else None
+    if start_file is not None and start_file.is_dir():  # a run's folder: its weights
+        start_file = RunPaths(start_file).weights
     data = {"layout": meta.get("layout", "unknown"), "synthetic": bool(meta.get("synthetic")),
             "source_name": Path(str(meta.get("source", ""))).name or None, "cache_size": meta.get("size"),
             "cached": meta.get("cached"), **describe_table(cache.table, task.labels)}
     weights = {"start": start if start_file is None else start_file.name,
                "start_sha256": sha256_of(start_file) if start_file is not None and start_file.is_file() else None,
-               "model_sha256": sha256_of(paths.weights) if paths.weights.is_file() else None}
+               "model_sha256": sha256_of(paths.weights) if paths.weights.is_file() else None,
+               **parent_run(start_file)}
     chosen = paths.training_precision
     extra = {"training_precision": json.loads(chosen.read_text())} if chosen.is_file() else {}
     return Manifest(task={"name": task.name, "kind": task.kind, "labels": list(task.labels)}, data=data,
                     weights=weights, chestaid_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     extra=extra)
+
+
+def parent_run(start: Path | None) -> dict:
+    """{"parent": …} when training started from another run's model.safetensors (fine-tuning, e.g. of an imported
+    model): that run's name, its weights' digest and, when it was imported, the published file it came from."""
+    from chestaid.core.manifest import read_manifest
+
+    if start is None or start.name != "model.safetensors" or not (start.parent / "config.yaml").is_file():
+        return {}
+    manifest = read_manifest(RunPaths(start.parent).manifest)
+    imported = (manifest.extra.get("imported") or {}) if manifest is not None else {}
+    return {"parent": {"run": start.parent.name, "path": str(start.parent.resolve()),
+                       "model_sha256": sha256_of(start) if start.is_file() else None,
+                       "imported": imported.get("file"), "imported_sha256": imported.get("sha256")}}
 
 
 def manifest_of(paths: RunPaths) -> Manifest | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from chestaid.core.errors import ChestaidError
 from chestaid.data.cache import Cache
 from chestaid.core.fileio import sha256_of
 from chestaid.inference.gate import DEFAULT_PERCENTILE, DistanceGate
@@ -46,5 +47,32 @@ def fit_gate(paths: RunPaths, predictor: Predictor, cache: Cache, percentile: fl
         train, held_out = np.concatenate([train, local[0]]), local[1]
         info.update(fit_split="train + local cohort (calib part)", threshold_split="local cohort (val_report part)")
     gate = DistanceGate.fit(train, held_out, percentile, info)
+    gate.save(paths.gate)
+    return gate
+
+
+def images_needed(percentile: float) -> int:
+    """Held-out images a conformal threshold at `percentile` needs to promise its refusal rate: ceil(p/(1−p))."""
+    p = percentile / 100
+    return int(np.ceil(p / (1 - p) - 1e-9))
+
+
+def fit_gate_on_images(paths: RunPaths, features: np.ndarray, source: str, percentile: float = DEFAULT_PERCENTILE,
+                       seed: int = 0) -> DistanceGate:
+    """A gate from a hospital's own unlabelled images (a run with no training data of its own, e.g. imported
+    weights): a random half fits the mean and covariance, the other half sets the conformal threshold. Refused
+    when that half is too small to promise the rate (images_needed). Saves RUN/gate.safetensors."""
+    needed = images_needed(percentile)
+    if len(features) < 2 * needed:
+        lower = next((p for p in (95.0, 90.0, 80.0) if p < percentile and len(features) >= 2 * images_needed(p)), None)
+        raise ChestaidError(f"{source}: {len(features)} usable images; a {percentile:g}th-percentile gate needs at "
+                            f"least {2 * needed} (half fit it, {needed} set its threshold)"
+                            + (f"; give more images, or --percentile {lower:g}" if lower else "; give more images"))
+    order = np.random.default_rng(seed).permutation(len(features))
+    held, fit = order[:len(order) // 2], order[len(order) // 2:]
+    info = {"fitted_on": source, "fit_split": "local images (unlabelled; random half)",
+            "threshold_split": "local images (the other half)", "seed": seed,
+            "weights_sha256": sha256_of(paths.weights)}
+    gate = DistanceGate.fit(features[fit], features[held], percentile, info)
     gate.save(paths.gate)
     return gate

@@ -29,6 +29,12 @@ def apply(params: dict, logits: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown calibration method {method!r}")
 
 
+def score_name(calibrated: bool) -> str:
+    """What a run's scores are, as every output names them: "calibrated risk score" once `calibrate` has fitted
+    them on validation or local cases, else "uncalibrated score" (a sigmoid of the logit: it ranks, it is no risk)."""
+    return "calibrated risk score" if calibrated else "uncalibrated score"
+
+
 class Calibration:
     """Per-finding calibrators: logits [N, L] → calibrated risk scores [N, L]."""
 

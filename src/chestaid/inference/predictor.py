@@ -26,7 +26,7 @@ from chestaid.data.dataset import CacheDataset
 from chestaid.data.images import array_to_grey, read_grey, resize_square
 from chestaid.data.sources import patient_vectors
 from chestaid.core.errors import ChestaidError, ImageDecodeError, describe
-from chestaid.inference.calibration import Calibration
+from chestaid.inference.calibration import Calibration, score_name
 from chestaid.inference.thresholds import Thresholds
 from chestaid.inference.gate import DistanceGate, tag_refusal
 from chestaid.inference.backends import CHOICES, Network, select
@@ -124,6 +124,11 @@ class Predictor:
         return predictor
 
     @property
+    def score_name(self) -> str:
+        """"calibrated risk score", or "uncalibrated score" for a run `calibrate` has not fitted."""
+        return score_name(self.calibrated)
+
+    @property
     def backend(self) -> str:
         return self._backend
 
@@ -207,6 +212,31 @@ class Predictor:
             if progress is not None:
                 progress(len(batch))
         return scored, failed
+
+    def gate_features(self, paths: list[str | Path], batch_size: int = 16,
+                      progress=None) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+        """(the pooled features the input gate measures, the files they are of) for every file that decodes and
+        whose DICOM tags allow a frontal chest X-ray, and (file, reason) for each of the others."""
+        features, kept, passed = [], [], []
+        for start in range(0, len(paths), batch_size):
+            batch = [str(p) for p in paths[start:start + batch_size]]
+            loaded = list(self.readers.map(self.read, batch))
+            headers = list(self.readers.map(read_header, batch))
+            good = []
+            for path, (image, reason), header in zip(batch, loaded, headers):
+                reason = reason or (tag_refusal(header) if header is not None else "")
+                if reason:
+                    passed.append((path, reason))
+                else:
+                    good.append((path, image))
+            if good:
+                images = torch.from_numpy(np.stack([image for _, image in good])).unsqueeze(1)
+                features.append(self.forward(images, torch.zeros(len(good), 3))[1].numpy())
+                kept += [path for path, _ in good]
+            if progress is not None:
+                progress(len(batch))
+        width = self.model.spec.gate_features
+        return (np.concatenate(features) if features else np.zeros((0, width), np.float32)), kept, passed
 
     def score_images(self, names: list[str], images: list[np.ndarray], headers: list,
                      patient: dict | list[dict | None] | None = None, keep_images: bool = False) -> list[Scored]:

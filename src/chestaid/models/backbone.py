@@ -71,7 +71,8 @@ class BackboneSpec:
                     f"ImageNet weights for {self.title} are not available ({type(e).__name__}: {e}); put torchvision's "
                     f"file in $TORCH_HOME/hub/checkpoints, or set model.weights to a local file or to 'none'") from e
         net = self.constructor(weights=None)
-        load_backbone_file(net, Path(weights), self.title)
+        path = Path(weights)
+        load_backbone_file(net, path / "model.safetensors" if path.is_dir() else path, self.title)  # a run: its weights
         return net
 
 
@@ -164,6 +165,11 @@ def load_densenet(weights: str) -> nn.Module:
 _OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
+def modern_key(key: str) -> str:
+    """A tensor name as today's torchvision spells it (old DenseNet checkpoints say 'norm.1' for 'norm1')."""
+    return _OLD_KEY.sub(r"\1\2", key)
+
+
 def load_backbone_file(net: nn.Module, path: Path, title: str = "DenseNet-121") -> None:
     """Load a network's weights from a .pth/.pt or .safetensors state dict (its classifier ignored; every other
     tensor of the network must be there, with its shape)."""
@@ -179,9 +185,9 @@ def load_backbone_file(net: nn.Module, path: Path, title: str = "DenseNet-121") 
     except Exception as e:
         raise ChestaidError(f"{path}: cannot be read as a weights file ({e})") from e
     state = state.get("state_dict", state)
-    state = {_OLD_KEY.sub(r"\1\2", k.removeprefix("module.").removeprefix("backbone.")): v for k, v in state.items()}
+    state = {modern_key(k.removeprefix("module.").removeprefix("backbone.")): v for k, v in state.items()}
     expected = net.state_dict()
-    usable = {k: v for k, v in state.items() if k in expected and not k.startswith(_CLASSIFIERS)}
+    usable = {k: v for k, v in state.items() if k in expected and not k.startswith(CLASSIFIERS)}
     if not usable:
         raise ChestaidError(f"{path}: holds no {title} weights (none of its tensors is named as {title}'s, e.g. "
                             f"{next(iter(expected))})")
@@ -190,12 +196,12 @@ def load_backbone_file(net: nn.Module, path: Path, title: str = "DenseNet-121") 
         raise ChestaidError(f"{path}: not {title} weights ({wrong[0]} has shape {tuple(usable[wrong[0]].shape)}, "
                             f"{title} needs {tuple(expected[wrong[0]].shape)})")
     net.load_state_dict(usable, strict=False)
-    missing = [k for k in expected if k not in usable and not k.startswith(_CLASSIFIERS)]
+    missing = [k for k in expected if k not in usable and not k.startswith(CLASSIFIERS)]
     if missing:
         raise ChestaidError(f"{path}: {title} weights missing {len(missing)} tensors (e.g. {missing[0]})")
 
 
-_CLASSIFIERS = ("classifier.", "fc.")  # torchvision's heads: chestaid puts its own head on the features
+CLASSIFIERS = ("classifier.", "fc.")  # torchvision's heads: chestaid puts its own head on the features
 
 
 def freeze_blocks(network: nn.Module, count: int, spec: BackboneSpec | None = None) -> list[nn.Module]:

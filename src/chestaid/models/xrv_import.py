@@ -37,17 +37,23 @@ def channel_factors() -> np.ndarray:
     return beta * std
 
 
-def read_xrv_state(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """The tensors of a torchxrayvision DenseNet file: a pickled module (needs trust_pickle), a state dict, or
-    safetensors."""
+NAME_KEYS = ("labels", "pathologies", "targets", "classes", "class_names")  # where files keep their output names
+
+
+def read_weights(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], list[str] | None]:
+    """(the tensors, the output names the file states or None) of a weights file: a pickled module (needs
+    trust_pickle; its own `pathologies`/`targets`, not its class's), a checkpoint or state dict (a `labels`,
+    `classes`... list beside the tensors), or safetensors (a comma-separated `labels` in its metadata)."""
     path = Path(path)
     if not path.is_file():
         raise ChestaidError(f"{path}: file not found")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors import safe_open
 
-            return load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                names = (f.metadata() or {}).get("labels")
+                return {k: f.get_tensor(k) for k in f.keys()}, names.split(",") if names else None
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
@@ -60,11 +66,25 @@ def read_xrv_state(path: str | Path, trust_pickle: bool = False) -> dict[str, to
         raise
     except Exception as e:  # noqa: BLE001 - any reader failure is "cannot be read", one line
         raise ChestaidError(f"{path}: cannot be read as a weights file ({type(e).__name__}: {e})") from e
+    if isinstance(loaded, dict) and isinstance(loaded.get("model"), torch.nn.Module):
+        loaded = {**loaded, **{k: v for k, v in vars(loaded["model"]).items() if k in NAME_KEYS}}
+        loaded["state_dict"] = loaded.pop("model").state_dict()  # a checkpoint holding the whole model
+    holder = vars(loaded) if isinstance(loaded, torch.nn.Module) else loaded
     state = loaded.state_dict() if isinstance(loaded, torch.nn.Module) else loaded
     if not isinstance(state, dict):
         raise ChestaidError(f"{path}: holds a {type(state).__name__}, not a model or a state dict")
-    state = state.get("state_dict", state)
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    names = next((list(holder[k]) for k in NAME_KEYS if isinstance(holder.get(k), (list, tuple))
+                  and all(isinstance(n, str) for n in holder[k])), None)
+    state = state.get("state_dict", state.get("model_state_dict", state))
+    if not isinstance(state, dict):
+        raise ChestaidError(f"{path}: its state_dict is a {type(state).__name__}, not tensors by name")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, names
+
+
+def read_xrv_state(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors of a torchxrayvision DenseNet file: a pickled module (needs trust_pickle), a state dict, or
+    safetensors."""
+    return {k.removeprefix("module."): v for k, v in read_weights(path, trust_pickle)[0].items()}
 
 
 def convert_xrv(state: dict[str, torch.Tensor], where: str = "weights") -> dict[str, torch.Tensor]:

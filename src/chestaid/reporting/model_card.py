@@ -26,8 +26,8 @@ from chestaid.models.backbone import backbone_spec
 
 INTENDED_USE = (
     "Triage support and double-checking: ranking frontal chest radiographs so that a clinician looks at the "
-    "likeliest positives first. **It does not diagnose.** Its numbers are calibrated risk scores (not clinical "
-    "probabilities), its heat maps are qualitative, and every decision stays with a clinician.")
+    "likeliest positives first. **It does not diagnose.** Its numbers are {scores}, not clinical "
+    "probabilities; its heat maps are qualitative, and every decision stays with a clinician.")
 # What is known about the public datasets whose folder layouts chestaid reads (applies to real data only).
 DATASET_FACTS = {
     "kaggle": "The Kaggle *Chest X-Ray Images (Pneumonia)* set (Kermany et al., 2018): paediatric patients aged "
@@ -42,13 +42,37 @@ def write_model_card(run: str | Path) -> Path:
     """(Re)write RUN/model_card.md from what the run directory holds now."""
     paths = RunPaths(run)
     cfg, manifest = load_config(paths.config), manifest_of(paths)
-    text = "\n".join([f"# Model card: {paths.root.name}", "",
+    scores = "calibrated risk scores" if paths.calibration.is_file() else (
+        "**uncalibrated scores** (`chestaid calibrate` has not run: they rank images, they are not risks)")
+    text = "\n".join([f"# Model card: {paths.root.name}", "", *_imported(paths, manifest),
                       f"chestaid {__version__}, {time.strftime('%Y-%m-%d')}: generated from the run's files.", "",
-                      "## Intended use", "", INTENDED_USE, "",
+                      "## Intended use", "", INTENDED_USE.format(scores=scores), "",
                       *_task(cfg), *_data(manifest), *_model(cfg, paths, manifest), *_fitted(paths),
                       *_evaluation(paths)])
     write_text(paths.model_card, text + "\n")
     return paths.model_card
+
+
+def _imported(paths: RunPaths, manifest: Manifest | None) -> list[str]:
+    """The card's first lines for a run imported from published weights: not trained by chestaid, on what data,
+    and whether its scores have been calibrated on local cases."""
+    imported = manifest.extra.get("imported") if manifest is not None else None
+    if not imported:
+        return []
+    datasets = imported.get("datasets")
+    trained_on = (f"trained by their authors on {', '.join(datasets)} (as torchxrayvision's registry states)"
+                  if datasets else "trained on data the file does not state")
+    lines = [f"**Imported, not trained by chestaid**: {imported.get('family')} weights `{imported.get('file')}` "
+             f"(sha256 {str(imported.get('sha256'))[:16]}…), {trained_on}."]
+    if paths.calibration.is_file():
+        info = json.loads(paths.calibration.read_text())
+        cases = int(info.get("calib_images", 0)) + int(info.get("val_report_images", 0))
+        lines.append(f"Its scores are **calibrated on {cases} local cases** of `{Path(str(info.get('fitted_on', '?'))).name}` "
+                     f"({info.get('calib_images')} fitted the calibrators, {info.get('val_report_images')} chose them).")
+    else:
+        lines.append("Its scores are **uncalibrated** until `chestaid calibrate RUN --cohort …` has run on local "
+                     "cases: they rank images but are not risks, and its decisions stand at 0.5.")
+    return lines + [""]
 
 
 def _task(cfg: RunConfig) -> list[str]:
@@ -62,6 +86,11 @@ def _data(manifest: Manifest | None) -> list[str]:
         return lines + ["Not recorded: the run has no manifest.json (it predates them) and its training cache is "
                         "not available here, so nothing is known about the data.", ""]
     data = manifest.data
+    if data.get("layout") == "imported":
+        datasets = data.get("datasets")
+        return lines + ["Not trained by chestaid: " + (f"the weights' authors trained them on {', '.join(datasets)}."
+                        if datasets else "the weights file does not say what they were trained on.")
+                        + " Nothing about those images (counts, ages, sexes, views) is recorded here.", ""]
     if manifest.synthetic:
         lines.append("**Synthetic phantoms** drawn by `chestaid synth`: a demonstration, not a model of real "
                      "X-rays. Do not use it on patients.")
@@ -92,7 +121,13 @@ def _data(manifest: Manifest | None) -> list[str]:
 
 def _model(cfg: RunConfig, paths: RunPaths, manifest: Manifest | None) -> list[str]:
     m = cfg.model
-    start = {"imagenet": "ImageNet", "none": "random initialisation"}.get(m.weights, f"`{Path(m.weights).name}`")
+    imported = manifest.extra.get("imported") if manifest is not None else None
+    start = f"published weights `{imported['file']}`" if imported else {
+        "imagenet": "ImageNet", "none": "random initialisation"}.get(m.weights, f"`{Path(m.weights).name}`")
+    parent = manifest.weights.get("parent") if manifest is not None else None
+    if parent:
+        start += f" (the weights of run `{parent['run']}`" + (
+            f", imported from `{parent['imported']}`)" if parent.get("imported") else ")")
     parts = [backbone_spec(m.backbone).title] + (["Feature Pyramid Network"] if m.fpn else []) + (
         ["patient age/sex/view fusion"] if m.tabular else [])
     lines = ["## Model", "", f"{' + '.join(parts)}, started from {start}. Input: one grey image resized to "
@@ -117,8 +152,9 @@ def _fitted(paths: RunPaths) -> list[str]:
     lines = ["## Calibration, thresholds and input gate", ""]
     if paths.calibration.is_file():
         info = json.loads(paths.calibration.read_text())
-        lines.append(f"- Calibrated on validation data of `{Path(str(info.get('fitted_on', '?'))).name}` "
-                     "(never the test split).")
+        where = (f"{int(info.get('calib_images', 0)) + int(info.get('val_report_images', 0))} local cases of"
+                 if info.get("split") == "whole cohort" else "validation data of")
+        lines.append(f"- Calibrated on {where} `{Path(str(info.get('fitted_on', '?'))).name}` (never a test split).")
         lines += _steep(info.get("findings", {}))
     else:
         lines.append("- **Not calibrated**: scores are plain sigmoid outputs (`chestaid calibrate`).")
@@ -127,9 +163,18 @@ def _fitted(paths: RunPaths) -> list[str]:
                      "validation data.")
     else:
         lines.append("- **No fitted thresholds**: decisions at 0.5.")
-    gate = paths.gate.is_file()
-    lines.append("- Input gate: DICOM tags (CR/DX chest only) and a distance from the training images; images "
-                 "unlike them are refused." if gate else "- **No input gate**: any image is scored.")
+    if paths.gate.is_file():
+        from chestaid.inference.gate import DistanceGate
+
+        info = DistanceGate.load(paths.gate).info
+        fitted = info.get("fit_split", "train")
+        where = "the training images" if fitted == "train" else f"{fitted} ({info.get('train_images')} images)"
+        lines.append(f"- Input gate: DICOM tags (CR/DX chest only) and a distance from {where}, its threshold at the "
+                     f"{info.get('percentile', 99):g}th percentile of {info.get('val_images')} held-out images; "
+                     "images unlike them are refused.")
+    else:
+        lines.append("- **No input gate**: any image is scored" + (" (`chestaid gate fit RUN --images DIR` fits "
+                     "one on local images)." if not load_config(paths.config).data.path else "."))
     return lines + [""]
 
 

@@ -65,6 +65,7 @@ class Worklist:
     gate: bool = True  # False: the run has no input gate (said by the CLI)
     lead: bool = True  # False: a process 1…N-1 of `devices` > 1, which wrote nothing (rank 0 did)
     backend: str = ""  # what computed the logits (chestaid.inference.backends.VARIANTS)
+    score: str = "calibrated risk score"  # or "uncalibrated score" (chestaid.inference.calibration.score_name)
 
 
 def collect_inputs(items: list[str | Path]) -> tuple[list[InputFile], list[tuple[str, str]]]:
@@ -153,13 +154,15 @@ def predict_worklist(run: str | Path, inputs: list[str | Path], out: str | Path,
     table = table.sort_values(["risk", "_tie_break"], ascending=False, kind="stable").reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     table["backend"] = predictor.backend  # what computed the logits (auto's choice included)
+    table["score"] = predictor.score_name  # calibrated risk score, or uncalibrated score
     if cam_dir is not None and len(table):
         heat_maps = _write_cams(predictor, table, names, tabular, Path(cam_dir), cam_finding, cam_rows, batch_size,
                                 alpha)
     out = Path(out)
     write_text(out, table.drop(columns="_tie_break", errors="ignore").to_csv(index=False))
     result = Worklist(out, len(rows), skipped, refused=[(r["file"], r["reason"]) for r in refused],
-                      heat_maps=heat_maps, gate=predictor.gate is not None, backend=predictor.backend)
+                      heat_maps=heat_maps, gate=predictor.gate is not None, backend=predictor.backend,
+                      score=predictor.score_name)
     if skipped:
         result.skipped_csv = out.with_name(out.stem + "_skipped.csv")
         write_text(result.skipped_csv, pd.DataFrame(skipped, columns=["file", "reason"]).to_csv(index=False))

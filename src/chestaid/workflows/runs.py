@@ -66,6 +66,9 @@ def calib_mask(scores: Scores, fraction: float, seed: int) -> np.ndarray:
 
 
 def _open_cache(predictor: Predictor, data: str | Path | None) -> Cache:
+    if data is None and predictor.cfg.data.path is None:
+        raise ChestaidError("the run has no data of its own (imported weights): give a prepared cache (--data) or a "
+                            "local labelled cohort (calibrate --cohort)")
     cache = Cache.open(data or predictor.cfg.data.path)
     if cache.task != predictor.task:
         raise ChestaidError(f"{cache.root}: holds {cache.task.name!r} data ({', '.join(cache.task.labels)}), the run "
@@ -106,20 +109,47 @@ def calibrate_run(run: str | Path, data=None, cohort=None, fraction: float = 0.5
                   bins: int = 15, policy: str | None = None, params: dict | None = None) -> dict:
     """Fit and choose a calibrator per finding (calib → val_report), then refit the thresholds on calib and the
     input gate (on the training split; with a cohort, on the training split and the cohort's calib part, its
-    threshold from the cohort's val_report part)."""
+    threshold from the cohort's val_report part). A run without training data (imported weights) keeps the
+    gate `gate fit` made on local images, or gets one from the cohort alone."""
     paths, predictor = RunPaths(run), Predictor.load(run, raw=True)
     scores, mask, info = validation_scores(predictor, paths, data, cohort, fraction, seed)
     result = _calibrate(paths, predictor, scores, mask, info, bins, policy, params)
     from chestaid.fitting.gate import current_gate, fit_gate
 
-    gate = current_gate(paths) if cohort is None and data is None else None  # train fitted it on these weights
-    if gate is None:
+    trained_here = predictor.cfg.data.path is not None  # imported weights have no training data
+    gate = current_gate(paths) if (cohort is None and data is None) or not trained_here else None
+    if gate is None and (trained_here or data is not None):
         local = (scores.subset(mask).features, scores.subset(~mask).features) if cohort is not None else None
         gate = fit_gate(paths, predictor, _open_cache(predictor, data), local=local,
                         val=scores.features if cohort is None else None)
+    elif gate is None:  # imported weights, no `gate fit` yet: the cohort is all the local images there are
+        gate = _cohort_gate(paths, scores, mask, info)
+    if gate is None:
+        result["gate"] = {"fitted": False, "note": "too few cohort images for an input gate: `chestaid gate fit "
+                                                   "RUN --images DIR` fits one on unlabelled local images"}
+        write_model_card(paths.root)
+        return result
     result["gate"] = gate.info
     write_model_card(paths.root)
     return result
+
+
+def _cohort_gate(paths: RunPaths, scores: Scores, mask: np.ndarray, info: dict):
+    """The input gate of a run without training data, from its calibration cohort: fitted on the calib part,
+    its threshold from the val_report part; None when that part is too small to promise the rate."""
+    from chestaid.core.fileio import sha256_of
+    from chestaid.fitting.gate import images_needed
+    from chestaid.inference.gate import DEFAULT_PERCENTILE, DistanceGate
+
+    if (~mask).sum() < images_needed(DEFAULT_PERCENTILE) or mask.sum() < 10:
+        paths.gate.unlink(missing_ok=True)
+        return None
+    gate = DistanceGate.fit(scores.features[mask], scores.features[~mask], DEFAULT_PERCENTILE,
+                            {"fitted_on": info["fitted_on"], "fit_split": "local cohort (calib part)",
+                             "threshold_split": "local cohort (val_report part)",
+                             "weights_sha256": sha256_of(paths.weights)})
+    gate.save(paths.gate)
+    return gate
 
 
 def _calibrate(paths: RunPaths, predictor: Predictor, scores: Scores, mask: np.ndarray, info: dict, bins: int = 15,
@@ -213,12 +243,27 @@ def _attach_intervals(summary: dict, per_finding: list[dict], intervals: dict, a
         summary["roc_auc_macro_ci_method"] = "patient bootstrap (percentile), raw score"
 
 
+def _refuse_calibration_cohort(paths: RunPaths, predictor: Predictor, data: str | Path | None) -> None:
+    """A run calibrated on a whole local cohort must not be evaluated on that cohort (any split of it): its
+    thresholds were chosen on those very cases."""
+    if not paths.calibration.is_file():
+        return
+    info = json.loads(paths.calibration.read_text())
+    if info.get("split") != "whole cohort":
+        return
+    cache = _open_cache(predictor, data)
+    if str(cache.meta.get("source")) == str(info.get("fitted_on")) or cache.root.resolve() == paths.cohort_cache.resolve():
+        raise ChestaidError(f"{cache.root}: the run was calibrated on this cohort ({info['fitted_on']}), all of it: "
+                            "evaluate it on other cases")
+
+
 def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None = None) -> dict:
     """Every metric on `split` (test, or val = the val_report part), with calibration and thresholds fitted on
     validation first when the run has none. Writes RUN/metrics/ and RUN/plots/ and returns the summary."""
     from chestaid.reporting.plots import write_plots
 
     paths, predictor = RunPaths(run), Predictor.load(run)
+    _refuse_calibration_cohort(paths, predictor, data)
     _, val, mask, split_info = calibration_data(predictor, paths, data)  # the val split, or the recalibration cohort
     if not (predictor.calibrated and predictor.thresholded):
         _calibrate(paths, predictor, val, mask, split_info)  # same data and split as `calibrate_run(run, data)`

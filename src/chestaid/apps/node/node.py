@@ -47,7 +47,7 @@ def algorithm_of(run: Path) -> Algorithm:
     from chestaid.core.version import __version__
 
     paths = RunPaths(run)
-    return Algorithm(__version__, paths.root.resolve().name, sha256_of(paths.weights))
+    return Algorithm(__version__, paths.root.resolve().name, sha256_of(paths.weights), paths.calibration.is_file())
 
 
 class Node:

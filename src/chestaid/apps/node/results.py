@@ -20,10 +20,12 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from chestaid.apps.node.receiver import MANUFACTURER
+from chestaid.inference.calibration import score_name
 
 CAPTION = "NOT FOR DIAGNOSTIC USE \u2014 qualitative explanation"
 SCHEME = "99CHESTAID"  # private coding scheme (DICOM: designators beginning with 99 are local)
 RISK = CodedConcept("RISK", SCHEME, "Calibrated risk score, not a probability")
+UNCALIBRATED = CodedConcept("UNCALSCORE", SCHEME, "Uncalibrated score, not a risk or probability")
 ANALYSED = CodedConcept("ANALYSED", SCHEME, "Image analysed by the algorithm")
 REASON = CodedConcept("REASON", SCHEME, "Reason the image was not analysed")
 NOTE = CodedConcept("NOTE", SCHEME, "Note on the result")
@@ -43,11 +45,13 @@ SR_SERIES, SC_SERIES = 9101, 9102
 
 @dataclass(frozen=True)
 class Algorithm:
-    """What made the results: chestaid's version, the run's name and its weights' SHA-256."""
+    """What made the results: chestaid's version, the run's name, its weights' SHA-256, and whether its scores
+    are calibrated (an uncalibrated run's SR says "uncalibrated score")."""
 
     version: str
     run_name: str
     weights_sha256: str
+    calibrated: bool = True
 
     def identification(self) -> hd.sr.AlgorithmIdentification:
         return hd.sr.AlgorithmIdentification(name="chestaid", version=self.version[:64],
@@ -126,11 +130,11 @@ def make_sr(source: Dataset, algorithm: Algorithm, labels: list[str], risk: np.n
             group = hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(sop_uid, label), identifier=label[:64]),
                 finding_type=code, algorithm_id=algo, source_images=[image],
-                measurements=[hd.sr.Measurement(name=RISK, value=round(float(risk[k]), 6), unit=NO_UNITS,
+                measurements=[hd.sr.Measurement(name=RISK if algorithm.calibrated else UNCALIBRATED, value=round(float(risk[k]), 6), unit=NO_UNITS,
                                                 algorithm_id=algo)],
                 qualitative_evaluations=[hd.sr.QualitativeEvaluation(code, PRESENT if decisions[k] else ABSENT)])
             threshold = (thresholds or {}).get(label)
-            note = (f"{label}: calibrated risk score, not a probability: {float(risk[k]):.4f}; "
+            note = (f"{label}: {score_name(algorithm.calibrated)}, not a probability: {float(risk[k]):.4f}; "
                     f"{'present' if decisions[k] else 'absent'} at the run's threshold"
                     + (f" {threshold:.4f}" if threshold is not None else ""))
             group[0].ContentSequence.append(_text(NOTE, note))

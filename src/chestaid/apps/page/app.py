@@ -18,7 +18,7 @@ import pandas as pd
 from chestaid.store import Store
 from chestaid.apps.page.display import picture_html, user_of
 from chestaid.apps.page.inputs import clinical_inputs, plain
-from chestaid.apps.page.notes import DISCLAIMER, model_card, run_notes, title
+from chestaid.apps.page.notes import disclaimer, model_card, run_notes, title
 from chestaid.apps.page.uploads import UploadFolder
 from chestaid.core.errors import ChestaidError
 from chestaid.explain.gradcam import overlay
@@ -150,10 +150,11 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto", uploa
                     "note": "not scored: this model was made for frontal chest X-rays like its training images"}
         return {"gate": gate, **s.to_json(),
                 "calibrated": predictor.calibrated, "run": run.name, "backend": predictor.backend,
-                "note": "calibrated risk scores, not clinical probabilities; triage support, not a diagnosis"}
+                "score": predictor.score_name,
+                "note": f"{predictor.score_name}s, not clinical probabilities; triage support, not a diagnosis"}
 
     with gr.Blocks(title="chestaid triage", analytics_enabled=False, delete_cache=(60, 300)) as demo:
-        gr.Markdown(f"# chestaid — {title(predictor)}\n{DISCLAIMER}", elem_id="disclaimer")
+        gr.Markdown(f"# chestaid — {title(predictor)}\n{disclaimer(predictor)}", elem_id="disclaimer")
         gr.Markdown(run_notes(predictor, run), elem_id="run-notes")
         with gr.Accordion("Model card: what this model was trained on and is for", open=False):
             gr.Markdown(model_card(run), elem_id="model-card")
@@ -177,7 +178,8 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto", uploa
                         finding = gr.Dropdown(labels, value=labels[0], label="Finding (heat map and score)",
                                               visible=multi, elem_id="finding")
                         score = gr.Textbox(label="Calibrated risk score" if predictor.calibrated else
-                                           "Risk score (UNCALIBRATED: this run has no calibration)", interactive=False,
+                                           "Uncalibrated score (this run has not been calibrated: not a risk)",
+                                           interactive=False,
                                            elem_id="score")
                         threshold = gr.Slider(0, 1, value=predictor.thresholds.values[labels[0]], step=0.001,
                                               label="Decision threshold (changes the decision, never the score)",
@@ -187,7 +189,7 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto", uploa
                                           elem_id="alpha")
                         gr.Markdown("Grad-CAM heat map: a qualitative explanation, not a lesion mask")
                         heatmap = gr.HTML(elem_id="heatmap")
-                findings_table = gr.Dataframe(label="Findings by calibrated risk score", visible=multi,
+                findings_table = gr.Dataframe(label=f"Findings by {predictor.score_name}", visible=multi,
                                               interactive=False, elem_id="findings")
             if node is not None:
                 from chestaid.apps.page.worklist_view import worklist_tab

@@ -11,8 +11,13 @@ from chestaid.inference.predictor import Predictor
 
 DISCLAIMER = (
     "**chestaid supports triage and double-checking; it does not diagnose.** The number shown is a "
-    "*calibrated risk score*, not a clinical probability. The heat map is a *qualitative explanation* of where "
+    "*{score}*, not a clinical probability. The heat map is a *qualitative explanation* of where "
     "the network looked, not a lesion mask. Every decision stays with a clinician.")
+
+
+def disclaimer(predictor: Predictor) -> str:
+    """The page's first words: what the number is (calibrated risk score, or uncalibrated score)."""
+    return DISCLAIMER.format(score=predictor.score_name)
 
 
 def run_notes(predictor: Predictor, run: Path) -> str:
@@ -21,11 +26,17 @@ def run_notes(predictor: Predictor, run: Path) -> str:
     manifest = manifest_of(RunPaths(run))
     if manifest is None:
         model += "**Its training data is not recorded** (a run without manifest.json): unknown whether it ever saw a real X-ray. "
+    elif manifest.extra.get("imported"):
+        imported = manifest.extra["imported"]
+        datasets = imported.get("datasets")
+        model += (f"**Imported, not trained by chestaid**: published weights `{imported.get('file')}`, trained by "
+                  f"their authors on {', '.join(datasets) if datasets else 'data the file does not state'}. ")
     elif manifest.synthetic:
         model += "**Trained on synthetic phantoms** (`chestaid synth`): a demonstration, not a model of real X-rays. "
     notes = []
     if not predictor.calibrated:
-        notes.append("this run has **no calibration** (`chestaid calibrate RUN`): scores are raw sigmoid outputs")
+        notes.append("this run has **no calibration** (`chestaid calibrate RUN`): its scores are **uncalibrated** "
+                     "(sigmoid outputs that rank images; they are not risks)")
     if not predictor.thresholded:
         notes.append("this run has **no fitted thresholds** (`chestaid thresholds RUN`): the default is 0.5")
     if predictor.gate is None:

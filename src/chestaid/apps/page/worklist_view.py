@@ -98,8 +98,8 @@ def worklist_tab(node: Store, predictor, explainer, refresh_s: float = 2.0) -> N
         return summary(node.instance(sop_uid)), worklist_frame(node)
 
     with gr.Tab("Worklist", elem_id="tab-worklist"):
-        gr.Markdown("Studies sent to the DICOM node, highest calibrated risk score first; refreshed every "
-                    f"{refresh_s:g} s. Risk scores support triage; they are not a diagnosis.")
+        gr.Markdown(f"Studies sent to the DICOM node, highest {predictor.score_name} first; refreshed every "
+                    f"{refresh_s:g} s. Scores support triage; they are not a diagnosis.")
         table = gr.Dataframe(worklist_frame(node), interactive=False, elem_id="worklist", wrap=True,
                              column_widths=COLUMN_WIDTHS, max_height=420)
         with gr.Row():
@@ -110,7 +110,7 @@ def worklist_tab(node: Store, predictor, explainer, refresh_s: float = 2.0) -> N
             with gr.Column():
                 image = gr.HTML(elem_id="worklist-image")
             with gr.Column():
-                findings = gr.Dataframe(label="Per finding: calibrated risk score and decision", interactive=False,
+                findings = gr.Dataframe(label=f"Per finding: {predictor.score_name} and decision", interactive=False,
                                         elem_id="worklist-findings")
                 heat_button = gr.Button("Show heat map (qualitative explanation)", elem_id="worklist-heat")
                 heat = gr.HTML(elem_id="worklist-heatmap")
