@@ -76,3 +76,17 @@ def fit_gate_on_images(paths: RunPaths, features: np.ndarray, source: str, perce
     gate = DistanceGate.fit(features[fit], features[held], percentile, info)
     gate.save(paths.gate)
     return gate
+
+
+def fit_gate_on_cohort(paths: RunPaths, fit: np.ndarray, held_out: np.ndarray, source: str,
+                       percentile: float = DEFAULT_PERCENTILE) -> DistanceGate | None:
+    """The gate of a run without training data from its calibration cohort: fitted on the calib part, its
+    threshold from the val_report part; None (and no gate file) when that part cannot promise the rate."""
+    if len(held_out) < images_needed(percentile) or len(fit) < 10:
+        paths.gate.unlink(missing_ok=True)
+        return None
+    gate = DistanceGate.fit(fit, held_out, percentile, {
+        "fitted_on": source, "fit_split": "local cohort (calib part)",
+        "threshold_split": "local cohort (val_report part)", "weights_sha256": sha256_of(paths.weights)})
+    gate.save(paths.gate)
+    return gate

@@ -99,10 +99,14 @@ def export_backends(run: str | Path, data: str | Path | None = None) -> dict:
     record: dict = {"format": FORMAT, "weights_sha256": sha256_of(paths.weights), "image_size": cfg.data.image_size,
                     "exported_on": machine.describe(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "bounds": PARITY_BOUNDS, "reference": "torch fp32", "variants": {}}
+    local = paths.cohort_cache if (paths.cohort_cache / "meta.json").is_file() else None
+    source = data or cfg.data.path or local  # imported weights: the local cohort they were calibrated on
     try:
-        cache = Cache.open(data or cfg.data.path)
+        if source is None:
+            raise ChestaidError("no data of its own (imported weights): give --data CACHE or calibrate --cohort first")
+        cache = Cache.open(source)
     except Exception as e:  # noqa: BLE001 - a run copied without its cache still exports fp32
-        cache, record["no_data"] = None, f"the run's cache cannot be opened ({type(e).__name__}): no parity check"
+        cache, record["no_data"] = None, f"the run's cache cannot be opened ({e}): no parity check"
     if cache is not None and not (cache.table["split"] == "test").any():
         cache, record["no_data"] = None, "the run's cache has no test split: no parity check"
     int8 = int8_path(paths)

@@ -114,7 +114,7 @@ def calibrate_run(run: str | Path, data=None, cohort=None, fraction: float = 0.5
     paths, predictor = RunPaths(run), Predictor.load(run, raw=True)
     scores, mask, info = validation_scores(predictor, paths, data, cohort, fraction, seed)
     result = _calibrate(paths, predictor, scores, mask, info, bins, policy, params)
-    from chestaid.fitting.gate import current_gate, fit_gate
+    from chestaid.fitting.gate import current_gate, fit_gate, fit_gate_on_cohort
 
     trained_here = predictor.cfg.data.path is not None  # imported weights have no training data
     gate = current_gate(paths) if (cohort is None and data is None) or not trained_here else None
@@ -123,7 +123,7 @@ def calibrate_run(run: str | Path, data=None, cohort=None, fraction: float = 0.5
         gate = fit_gate(paths, predictor, _open_cache(predictor, data), local=local,
                         val=scores.features if cohort is None else None)
     elif gate is None:  # imported weights, no `gate fit` yet: the cohort is all the local images there are
-        gate = _cohort_gate(paths, scores, mask, info)
+        gate = fit_gate_on_cohort(paths, scores.features[mask], scores.features[~mask], info["fitted_on"])
     if gate is None:
         result["gate"] = {"fitted": False, "note": "too few cohort images for an input gate: `chestaid gate fit "
                                                    "RUN --images DIR` fits one on unlabelled local images"}
@@ -132,24 +132,6 @@ def calibrate_run(run: str | Path, data=None, cohort=None, fraction: float = 0.5
     result["gate"] = gate.info
     write_model_card(paths.root)
     return result
-
-
-def _cohort_gate(paths: RunPaths, scores: Scores, mask: np.ndarray, info: dict):
-    """The input gate of a run without training data, from its calibration cohort: fitted on the calib part,
-    its threshold from the val_report part; None when that part is too small to promise the rate."""
-    from chestaid.core.fileio import sha256_of
-    from chestaid.fitting.gate import images_needed
-    from chestaid.inference.gate import DEFAULT_PERCENTILE, DistanceGate
-
-    if (~mask).sum() < images_needed(DEFAULT_PERCENTILE) or mask.sum() < 10:
-        paths.gate.unlink(missing_ok=True)
-        return None
-    gate = DistanceGate.fit(scores.features[mask], scores.features[~mask], DEFAULT_PERCENTILE,
-                            {"fitted_on": info["fitted_on"], "fit_split": "local cohort (calib part)",
-                             "threshold_split": "local cohort (val_report part)",
-                             "weights_sha256": sha256_of(paths.weights)})
-    gate.save(paths.gate)
-    return gate
 
 
 def _calibrate(paths: RunPaths, predictor: Predictor, scores: Scores, mask: np.ndarray, info: dict, bins: int = 15,
