@@ -456,3 +456,57 @@ def test_node_command_reports_bad_options_in_one_line(run, tmp_path):
     missing = runner.invoke(_app(), ["node", str(tmp_path), "--store", str(tmp_path / "s")])
     assert missing.exit_code != 0 and "not a trained run" in str(missing.exception)
     assert threading.active_count() >= 1
+
+
+def test_a_hostile_header_still_gets_its_results_and_a_reused_uid_with_other_content_is_a_conflict(run, tmp_path,
+                                                                                                    caplog):
+    """PatientSex `<b>X</b>`, PatientAge `ZZZZ`, StudyDate `notadate`: scored, SR and heat map made (the values
+    emptied or left out, said in the SR), dciodvfy-clean. The same SOPInstanceUID again with another patient's
+    study: kept as a conflict (a warning naming both studies' UIDs, never the patient), not dropped; the first
+    file sent again unchanged stays a plain duplicate. Each row records the model that scored it."""
+    import warnings
+
+    hostile = phantom(tmp_path / "hostile.dcm", "1.2.826.0.1.3680043.8.498.501", 0)
+    ds = pydicom.dcmread(hostile)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about each invalid value as it is set
+        ds.PatientSex, ds.PatientAge, ds.StudyDate = "<b>X</b>", "ZZZZ", "notadate"
+    ds.save_as(hostile)
+    other = phantom(tmp_path / "other.dcm", "1.2.826.0.1.3680043.8.498.502", 3, patient="OTHER9999")
+    reused = pydicom.dcmread(other)
+    reused.SOPInstanceUID = reused.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    reused.save_as(other)
+    store_dir = tmp_path / "store"
+    caplog.set_level("WARNING", logger="pynetdicom")
+    caplog.set_level("INFO", logger="chestaid.node")
+    node = start_node(run, store_dir)
+    try:
+        for path in (hostile, other, hostile):
+            _, report = dcmsend(node.port, [path])
+            assert len(report["ok"]) == 1, report["text"]
+        wait_for(lambda: settled(store_dir, False), what="scored")
+        row = node.store.instance(ds.SOPInstanceUID)
+        conflicts = node.store.conflicts()
+    finally:
+        node.stop()
+    assert row["state"] == "scored" and row["reason"] == "" and row["patient_id"] == "PHANTOM01"
+    model = json.loads(row["model"])
+    from chestaid.core.fileio import sha256_of
+
+    assert model["weights_sha256"] == sha256_of(Path(run.root) / "model.safetensors") and model["run"]
+    assert len(conflicts) == 1 and conflicts[0]["study_uid"] == "1.2.826.0.1.3680043.8.498.502"
+    assert "1.2.826.0.1.3680043.8.498.501" in conflicts[0]["reason"] and "patient" in conflicts[0]["reason"]
+    assert (store_dir / conflicts[0]["path"]).is_file()
+    warned = [m for m in caplog.messages if "reused with other content" in m]
+    assert len(warned) == 1 and "OTHER9999" not in warned[0] and "PHANTOM" not in warned[0]
+    listed = json.loads(CliRunner().invoke(_app(), ["worklist", str(store_dir), "--json"]).stdout)
+    assert sorted(r["state"] for r in listed) == ["conflict", "scored"]
+    results = [pydicom.dcmread(p) for p in (store_dir / "results").rglob("*.dcm")]
+    assert len(results) == 2 and "SR" in {o.Modality for o in results}  # the SR and the heat map
+    for path in (store_dir / "results").rglob("*.dcm"):
+        assert dciodvfy_errors(path) == [], path
+    sr = next(o for o in results if o.Modality == "SR")
+    text = json.dumps(sr.to_json_dict())
+    assert "PatientSex in the source is not a valid CS value: left empty" in text
+    assert "PatientAge in the source is not a valid AS value: left out" in text
+    assert sr.PatientSex == "" and "PatientAge" not in sr and "calibration=" in text

@@ -89,7 +89,7 @@ def test_browser_logins_inert_text_unknown_age_and_no_upload_left(ungated_run, n
         assert [f for f in folder.rglob("*") if f.is_file() and f.stat().st_size] == []
 
 
-def _arrive(store, dicom: Path, risk: float, labels: list[str]) -> str:
+def _arrive(store, dicom: Path, risk: float, labels: list[str], model: dict | None = None) -> str:
     import pydicom
 
     from chestaid.store import Instance
@@ -98,7 +98,8 @@ def _arrive(store, dicom: Path, risk: float, labels: list[str]) -> str:
     store.receive(Instance(ds.SOPInstanceUID, ds.StudyInstanceUID, modality="CR", accession="ACC1"),
                   dicom.read_bytes())
     scores = {name: {"risk": risk / (k + 1), "decision": int(k == 0)} for k, name in enumerate(labels)}
-    store.finish(ds.SOPInstanceUID, "scored", risk=risk, top=labels[0], flagged=labels[0], scores=scores)
+    store.finish(ds.SOPInstanceUID, "scored", risk=risk, top=labels[0], flagged=labels[0], scores=scores,
+                 model=model)
     return ds.SOPInstanceUID
 
 
@@ -108,9 +109,12 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
 
     from chestaid.store import Store
 
+    from chestaid.inference.identity import run_identity
+
     store = Store(tmp_path / "store")
     labels = ["Atelectasis", "Effusion"]
-    first = _arrive(store, phantom(tmp_path / "a.dcm", "1.2.3.4", 0), 0.2, labels)
+    ours = run_identity(ungated_run.root)
+    first = _arrive(store, phantom(tmp_path / "a.dcm", "1.2.3.4", 0), 0.2, labels, ours)
     port = free_port()
     command = serve_command(ungated_run.root, port, "--store", str(tmp_path / "store"))
     with serving(command, port) as url, sync_playwright() as p:
@@ -120,7 +124,7 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
         page.click("button[role=tab]:has-text('Worklist')")
         page.wait_for_function(f"() => document.querySelector('#worklist').innerText.includes('{first}')")
         assert not page.locator("#analyse").is_visible()  # one tab bar: the Upload tab is hidden now
-        second = _arrive(store, phantom(tmp_path / "b.dcm", "1.2.3.5", 1), 0.9, labels)  # while the page is open
+        second = _arrive(store, phantom(tmp_path / "b.dcm", "1.2.3.5", 1), 0.9, labels, ours)  # while the page is open
         page.wait_for_function(f"() => document.querySelector('#worklist').innerText.includes('{second}')",
                                timeout=30_000)
         text = page.inner_text("#worklist")

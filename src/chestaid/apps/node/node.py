@@ -41,13 +41,13 @@ class NodeConfig:
     device: str = "cpu"
 
 
-def algorithm_of(run: Path) -> Algorithm:
-    from chestaid.core.fileio import sha256_of
-    from chestaid.core.run_paths import RunPaths
+def algorithm_of(run: Path, backend: str = "torch") -> Algorithm:
     from chestaid.core.version import __version__
+    from chestaid.inference.identity import run_identity
 
-    paths = RunPaths(run)
-    return Algorithm(__version__, paths.root.resolve().name, sha256_of(paths.weights), paths.calibration.is_file())
+    identity = run_identity(run, backend)
+    return Algorithm(__version__, identity["run"], identity["weights_sha256"], identity["calibration_sha256"] is not None,
+                     identity)
 
 
 class Node:
@@ -67,8 +67,8 @@ class Node:
         recovered = self.store.recover()
         log.info("store %s: %s", config.store, ", ".join(f"{k} {v}" for k, v in recovered.items()))
         predictor = Predictor.load(config.run, config.device)
-        self.worker = Worker(self.store, predictor, algorithm_of(config.run), self.destinations, config.batch_size,
-                             config.heat_maps)
+        self.worker = Worker(self.store, predictor, algorithm_of(config.run, predictor.backend), self.destinations,
+                             config.batch_size, config.heat_maps)
         self.sender = Sender(self.store, config.ae_title, config.send_tries, config.retry_delay,
                              config.max_retry_delay, config.send_timeout)
         self.receiver = Receiver(self.store, config.port, config.ae_title, config.host, config.allow,

@@ -9,6 +9,8 @@ the node's own results coming back are recorded as `ignored` with the reason.
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 import threading
 
@@ -52,6 +54,8 @@ def describe_instance(event) -> Instance:
         instance.modality, instance.patient_id = _text(ds, "Modality"), _text(ds, "PatientID")
         instance.accession = _text(ds, "AccessionNumber")
         has_pixels = any(keyword in ds for keyword in PIXEL_TAGS)
+        if "PixelData" in ds:
+            instance.pixel_sha256 = hashlib.sha256(ds.PixelData).hexdigest()
         ours = _text(ds, "Manufacturer") == MANUFACTURER
     except Exception as e:  # noqa: BLE001 - stored as received; the worker says why it cannot be read
         log.info("instance %s: header not parsed at receipt (%s)", sop_uid, describe(e))
@@ -144,6 +148,16 @@ class Receiver:
 
     # -- DIMSE handlers ----------------------------------------------------------------------------------------
 
+    def _keep_conflict(self, event, instance, differs: str) -> None:
+        """A SOPInstanceUID that came before with other content: kept, not scored, said in the log (UIDs of
+        both studies, never patient names or IDs)."""
+        stored = self.store.instance(instance.sop_uid)
+        reason = (f"SOPInstanceUID reused with other content ({differs} differ): the earlier instance of study "
+                  f"{stored['study_uid']} keeps the UID; this one (study {instance.study_uid}) is kept, not scored")
+        self.store.conflict(instance, event.encoded_dataset(include_meta=True), reason)
+        log.warning("instance %s from %s: %s", instance.sop_uid, self._peer(event), reason)
+        self._count(event, 0)
+
     def handle_echo(self, event) -> int:
         log.info("C-ECHO from %s", self._peer(event))
         return SUCCESS
@@ -158,7 +172,10 @@ class Receiver:
         try:
             instance = describe_instance(event)
             if self.store.has(sop_uid):
-                stored = False
+                stored, differs = False, self.store.other_content(instance)
+                if differs:
+                    self._keep_conflict(event, instance, differs)
+                    return SUCCESS
             else:
                 stored = self.store.receive(instance, event.encoded_dataset(include_meta=True))
         except Exception as e:  # noqa: BLE001 - never acknowledge what is not durable; the sender retries

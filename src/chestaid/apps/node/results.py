@@ -52,11 +52,15 @@ class Algorithm:
     run_name: str
     weights_sha256: str
     calibrated: bool = True
+    identity: dict | None = None  # chestaid.inference.identity.run_identity: also recorded with each instance
 
     def identification(self) -> hd.sr.AlgorithmIdentification:
+        known = self.identity or {}
+        extra = [f"{name}={str(known.get(f'{name}_sha256') or 'none')[:16]}"
+                 for name in ("calibration", "thresholds", "gate")] if known else []
         return hd.sr.AlgorithmIdentification(name="chestaid", version=self.version[:64],
                                              parameters=[f"run={self.run_name}"[:64],
-                                                         f"weights_sha256={self.weights_sha256}"[:64]])
+                                                         f"weights_sha256={self.weights_sha256}"[:64], *extra])
 
 
 def derived_uid(*parts: str) -> str:
@@ -91,27 +95,55 @@ def _text(name: CodedConcept, value: str) -> hd.sr.TextContentItem:
 # anonymisers often leave some out; highdicom copies them from the source, so a missing one would mean no results.
 TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                        "ReferringPhysicianName", "StudyID", "AccessionNumber")
+# Optional (Type 3) ones a result may carry over from its source
+TYPE3_PATIENT_STUDY = ("PatientAge", "PatientSize", "PatientWeight", "StudyDescription", "IssuerOfPatientID")
+SEXES = ("M", "F", "O")  # PatientSex's enumerated values (PS3.3 C.7.1.1)
 
 
-def with_type2(source: Dataset) -> Dataset:
-    """A copy of the source header with its missing Type 2 patient and study attributes present and empty
-    (the source itself when none is missing; it is never changed)."""
-    missing = [k for k in TYPE2_PATIENT_STUDY if k not in source]
-    if not missing:
-        return source
+def results_header(source: Dataset) -> tuple[Dataset, list[str]]:
+    """The header results are derived from: the source's, with its missing Type 2 patient and study attributes
+    present and empty, and each patient/study value that is not valid for its VR (or PatientSex not M, F or O)
+    emptied (Type 2) or left out (Type 3), so that a broken or hostile header never costs an image its results;
+    with one note per value changed (naming the attribute, never its value). The source is never changed."""
+    from pydicom.config import RAISE
+    from pydicom.valuerep import validate_value
+
+    changes: dict[str, str | None] = {k: "" for k in TYPE2_PATIENT_STUDY if k not in source}
+    notes = []
+    for keyword in (*TYPE2_PATIENT_STUDY, *TYPE3_PATIENT_STUDY):
+        element = source.data_element(keyword) if keyword in source else None
+        if element is None or element.value in (None, ""):
+            continue
+        try:
+            values = element.value if element.VM > 1 else [element.value]
+            for value in values:
+                validate_value(element.VR, value, RAISE)
+                if any(ord(c) < 32 and c != "\x1b" for c in str(value)):
+                    raise ValueError("control characters")
+            if keyword == "PatientSex" and str(element.value).strip() not in SEXES:
+                raise ValueError("not M, F or O")
+        except (ValueError, TypeError):
+            changes[keyword] = "" if keyword in TYPE2_PATIENT_STUDY else None
+            notes.append(f"{keyword} in the source is not a valid {element.VR} value: "
+                         + ("left empty in this result" if keyword in TYPE2_PATIENT_STUDY else "left out of this result"))
+    if not changes:
+        return source, notes
     completed = Dataset(dict(source.items()))  # a new element dict (Dataset(source) would share its dict)
     if hasattr(source, "file_meta"):
         completed.file_meta = source.file_meta
-    for keyword in missing:
-        setattr(completed, keyword, None)
-    return completed
+    for keyword, value in changes.items():
+        if value is None:
+            del completed[keyword]
+        else:
+            setattr(completed, keyword, None)
+    return completed, notes
 
 
 def make_sr(source: Dataset, algorithm: Algorithm, labels: list[str], risk: np.ndarray | None,
             decisions: np.ndarray | None, thresholds: dict[str, float] | None, not_analysed: str = "") -> Dataset:
     """A TID 1500 measurement report: one group per finding (its code, present/absent at the run's
     threshold, the calibrated risk score), or, when `not_analysed` gives a reason, one group saying so."""
-    source = with_type2(source)
+    source, header_notes = results_header(source)
     sop_uid, series_uid = result_uids(source.SOPInstanceUID, source.StudyInstanceUID, algorithm, "sr")
     algo = algorithm.identification()
     image = hd.sr.SourceImageForMeasurementGroup.from_source_image(source)
@@ -130,8 +162,8 @@ def make_sr(source: Dataset, algorithm: Algorithm, labels: list[str], risk: np.n
             group = hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(sop_uid, label), identifier=label[:64]),
                 finding_type=code, algorithm_id=algo, source_images=[image],
-                measurements=[hd.sr.Measurement(name=RISK if algorithm.calibrated else UNCALIBRATED, value=round(float(risk[k]), 6), unit=NO_UNITS,
-                                                algorithm_id=algo)],
+                measurements=[hd.sr.Measurement(name=RISK if algorithm.calibrated else UNCALIBRATED,
+                                                value=round(float(risk[k]), 6), unit=NO_UNITS, algorithm_id=algo)],
                 qualitative_evaluations=[hd.sr.QualitativeEvaluation(code, PRESENT if decisions[k] else ABSENT)])
             threshold = (thresholds or {}).get(label)
             note = (f"{label}: {score_name(algorithm.calibrated)}, not a probability: {float(risk[k]):.4f}; "
@@ -139,6 +171,8 @@ def make_sr(source: Dataset, algorithm: Algorithm, labels: list[str], risk: np.n
                     + (f" {threshold:.4f}" if threshold is not None else ""))
             group[0].ContentSequence.append(_text(NOTE, note))
             groups.append(group)
+    for note in header_notes:  # what was emptied or left out of the source's header, and why
+        groups[0][0].ContentSequence.append(_text(NOTE, note))
     report = hd.sr.MeasurementReport(observation_context=_observation_context(algorithm),
                                      procedure_reported=CHEST_XRAY, imaging_measurements=groups)
     sr = hd.sr.ComprehensiveSR(evidence=[source], content=report[0], series_instance_uid=series_uid,
@@ -175,9 +209,9 @@ def caption_image(rgb: np.ndarray, lines: list[str], width: int = 512) -> np.nda
 
 def make_heat_map(source: Dataset, algorithm: Algorithm, rgb: np.ndarray, finding: str, risk: float) -> Dataset:
     """A Secondary Capture of the top finding's heat map (RGB), its caption burned in and in SeriesDescription."""
-    source = with_type2(source)
+    source, _ = results_header(source)
     sop_uid, series_uid = result_uids(source.SOPInstanceUID, source.StudyInstanceUID, algorithm, "sc")
-    pixels = caption_image(rgb, [CAPTION, f"Grad-CAM: {finding}  (calibrated risk score {risk:.3f})"])
+    pixels = caption_image(rgb, [CAPTION, f"Grad-CAM: {finding}  ({score_name(algorithm.calibrated)} {risk:.3f})"])
     orientation = tuple(str(v) for v in (source.get("PatientOrientation") or []))
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source, pixel_array=pixels, photometric_interpretation="RGB", bits_allocated=8,

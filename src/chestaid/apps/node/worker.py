@@ -118,7 +118,7 @@ class Worker:
                 results = self._outbox([("sr", sr)])
         except Exception as e:  # noqa: BLE001
             note = f"; no SR ({describe(e)})"
-        self.store.finish(sop_uid, state, reason + note, results=results)
+        self.store.finish(sop_uid, state, reason + note, results=results, model=self.algorithm.identity)
         log.info("instance %s: %s (%s)", sop_uid, state, reason + note)
 
     def _scored(self, row, s, cam: np.ndarray | None) -> None:
@@ -141,6 +141,6 @@ class Worker:
         except Exception as e:  # noqa: BLE001
             results, note = [], f"no result objects ({describe(e)})"
         self.store.finish(sop_uid, "scored", note, risk=round(float(s.risk[top]), 6), top=self.labels[top],
-                          flagged=flagged, scores=scores, results=results)
+                          flagged=flagged, scores=scores, results=results, model=self.algorithm.identity)
         log.info("instance %s: scored, risk %.4f (%s), flagged: %s%s", sop_uid, float(s.risk[top]),
                  self.labels[top], flagged or "none", f"; {note}" if note else "")

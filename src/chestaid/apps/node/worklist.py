@@ -16,11 +16,11 @@ COLUMNS = ["received", "PatientID", "AccessionNumber", "StudyInstanceUID", "SOPI
 
 def rows_of(root: str | Path, status: str | None = None, quiet_period: float = 60.0) -> list[dict]:
     """The worklist rows of the store at `root`; a study is complete after `quiet_period` s without a new image."""
-    if status is not None and status not in STATES:
-        raise ChestaidError(f"--status must be one of {', '.join(STATES)}, got {status!r}")
+    if status is not None and status not in (*STATES, "conflict"):
+        raise ChestaidError(f"--status must be one of {', '.join(STATES)} or conflict, got {status!r}")
     store = Store.open(root)
     try:
-        instances = store.instances(status)
+        instances = store.instances(status) if status != "conflict" else []
         last = {}
         now = time.time()
         rows = []
@@ -35,7 +35,15 @@ def rows_of(root: str | Path, status: str | None = None, quiet_period: float = 6
                 "top_finding": i["top_finding"], "flagged": i["flagged"], "results": i["results"] or "",
                 "study_complete": now - last[study] >= quiet_period, "SOPClassUID": i["sop_class"],
                 "Modality": i["modality"], "calling_ae": i["calling_ae"],
-                "scores": json.loads(i["scores"]) if i["scores"] else {}})
+                "scores": json.loads(i["scores"]) if i["scores"] else {},
+                "model": json.loads(i["model"]) if i.get("model") else None})
+        if status in (None, "conflict"):  # kept, never scored: their own state, the reason names both studies
+            rows += [{"received": datetime.fromtimestamp(c["received_at"], timezone.utc).isoformat(timespec="seconds"),
+                      "PatientID": "", "AccessionNumber": "", "StudyInstanceUID": c["study_uid"],
+                      "SOPInstanceUID": c["sop_uid"], "state": "conflict", "reason": c["reason"], "risk": None,
+                      "top_finding": "", "flagged": "", "results": "", "study_complete": True, "SOPClassUID": "",
+                      "Modality": "", "calling_ae": c["calling_ae"], "scores": {}, "model": None}
+                     for c in store.conflicts()]
         return rows
     finally:
         store.close()

@@ -5,6 +5,7 @@ decisions, the heat map on demand, and "mark reviewed". Every open, heat map and
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from datetime import datetime, timezone
@@ -16,22 +17,60 @@ import pandas as pd
 from chestaid.store import Store
 from chestaid.apps.page.display import picture_html, user_of
 from chestaid.apps.page.inputs import plain
+from chestaid.inference.identity import describe_model, same_model
 
 log = logging.getLogger(__name__)
-COLUMNS = ["risk", "top finding", "flagged", "state", "reason", "reviewed", "received", "AccessionNumber",
+COLUMNS = ["risk", "top finding", "flagged", "state", "reason", "model", "reviewed", "received", "AccessionNumber",
            "SOPInstanceUID"]
-COLUMN_WIDTHS = ["70px", "140px", "180px", "90px", "260px", "150px", "150px", "130px", "300px"]
+COLUMN_WIDTHS = ["70px", "140px", "180px", "90px", "260px", "200px", "150px", "150px", "130px", "300px"]
 
 
 def _when(t: float | None) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if t else ""
 
 
-def worklist_frame(node: Store) -> pd.DataFrame:
+def model_of(instance: dict) -> dict | None:
+    """The identity of the run that scored an instance (chestaid.inference.identity), None when not recorded."""
+    return json.loads(instance["model"]) if instance.get("model") else None
+
+
+def model_cell(instance: dict, own: dict) -> str:
+    """"this page's model", or which other model scored the row (or that nobody recorded it)."""
+    theirs = model_of(instance)
+    if instance["state"] == "queued":
+        return ""
+    return "this page's model" if same_model(theirs, own) else f"OTHER: {describe_model(theirs)}"
+
+
+def findings_frame(instance: dict, own: dict) -> pd.DataFrame:
+    """Per finding the stored score, the threshold of the run that made it (never the page's for another run's
+    scores: "unknown" when not recorded) and the decision."""
+    scores = json.loads(instance["scores"]) if instance["scores"] else {}
+    theirs = model_of(instance) or {}
+    thresholds = theirs.get("thresholds") or {}
+    rows = [{"finding": name, "risk score": f"{v['risk']:.3f}",
+             "threshold": f"{thresholds[name]:.3f}" if name in thresholds else "unknown",
+             "decision": "flag" if v["decision"] else "–"} for name, v in scores.items()]
+    rows.sort(key=lambda r: -float(r["risk score"]))
+    return pd.DataFrame(rows, columns=["finding", "risk score", "threshold", "decision"])
+
+
+def heat_map_refusal(instance: dict | None, own: dict) -> str:
+    """Why no heat map is made for this row ("" when one may be): only scored rows, and only with the model
+    that scored them."""
+    if instance is None or instance["state"] != "scored":
+        return "Open a scored study first."
+    if not same_model(model_of(instance), own):
+        return (f"Scored by another model ({describe_model(model_of(instance))}), not this page's: its heat map is "
+                "not made with a different model.")
+    return ""
+
+
+def worklist_frame(node: Store, own: dict) -> pd.DataFrame:
     """Every instance but the ignored ones, highest risk first, as plain text cells."""
     rows = [{"risk": "" if i["risk"] is None else f"{i['risk']:.3f}", "top finding": plain(i["top_finding"], 60),
              "flagged": plain(i["flagged"].replace("|", ", "), 120), "state": i["state"],
-             "reason": plain(i["reason"], 160),
+             "reason": plain(i["reason"], 160), "model": plain(model_cell(i, own), 100),
              "reviewed": f"{plain(i['reviewed_by'], 64)} {_when(i['reviewed_at'])}" if i.get("reviewed_by") else "",
              "received": _when(i["received_at"]), "AccessionNumber": plain(i["accession"], 64),
              "SOPInstanceUID": plain(i["sop_uid"], 64)}
@@ -39,20 +78,12 @@ def worklist_frame(node: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def worklist_tab(node: Store, predictor, explainer, refresh_s: float = 2.0) -> None:
-    """Add the Worklist tab to the Blocks being built."""
+def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float = 2.0) -> None:
+    """Add the Worklist tab to the Blocks being built; `own` is the page's run identity."""
     labels = list(predictor.task.labels)
 
     def refresh():
-        return worklist_frame(node)
-
-    def findings_of(instance: dict) -> pd.DataFrame:
-        scores = json.loads(instance["scores"]) if instance["scores"] else {}
-        rows = [{"finding": name, "risk score": f"{v['risk']:.3f}",
-                 "threshold": f"{predictor.thresholds.values.get(name, float('nan')):.3f}",
-                 "decision": "flag" if v["decision"] else "–"} for name, v in scores.items()]
-        rows.sort(key=lambda r: -float(r["risk score"]))
-        return pd.DataFrame(rows, columns=["finding", "risk score", "threshold", "decision"])
+        return worklist_frame(node, own)
 
     def summary(instance: dict) -> str:
         reviewed = (f"reviewed by {plain(instance['reviewed_by'], 64)} at {_when(instance['reviewed_at'])}"
@@ -69,7 +100,7 @@ def worklist_tab(node: Store, predictor, explainer, refresh_s: float = 2.0) -> N
         log.info("worklist: opened SOPInstanceUID %s", sop_uid)
         image, _why = predictor.read(str(node.file_of(instance)))
         picture = picture_html(np.asarray(image), "the image") if image is not None else ""
-        return sop_uid, summary(instance), picture, findings_of(instance), ""
+        return sop_uid, summary(instance), picture, findings_frame(instance, own), ""
 
     def pick(frame: pd.DataFrame, evt: gr.SelectData, request: gr.Request):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
@@ -77,8 +108,9 @@ def worklist_tab(node: Store, predictor, explainer, refresh_s: float = 2.0) -> N
 
     def heat_map(sop_uid: str, request: gr.Request):
         instance = node.instance(sop_uid) if sop_uid else None
-        if instance is None or instance["state"] != "scored":
-            return "Open a scored study first."
+        refusal = heat_map_refusal(instance, own)
+        if refusal:
+            return html.escape(refusal)
         scored, failed = predictor.score_files([str(node.file_of(instance))], keep_images=True)
         if failed or not scored:
             return ""
@@ -93,14 +125,14 @@ def worklist_tab(node: Store, predictor, explainer, refresh_s: float = 2.0) -> N
     def review(sop_uid: str, request: gr.Request):
         user = user_of(request)
         if not sop_uid or not node.review(sop_uid, user):
-            return "Open a study first.", worklist_frame(node)
+            return "Open a study first.", worklist_frame(node, own)
         log.info("worklist: SOPInstanceUID %s marked reviewed", sop_uid)
-        return summary(node.instance(sop_uid)), worklist_frame(node)
+        return summary(node.instance(sop_uid)), worklist_frame(node, own)
 
     with gr.Tab("Worklist", elem_id="tab-worklist"):
         gr.Markdown(f"Studies sent to the DICOM node, highest {predictor.score_name} first; refreshed every "
                     f"{refresh_s:g} s. Scores support triage; they are not a diagnosis.")
-        table = gr.Dataframe(worklist_frame(node), interactive=False, elem_id="worklist", wrap=True,
+        table = gr.Dataframe(worklist_frame(node, own), interactive=False, elem_id="worklist", wrap=True,
                              column_widths=COLUMN_WIDTHS, max_height=420)
         with gr.Row():
             chosen = gr.Textbox(label="SOPInstanceUID", max_lines=1, elem_id="worklist-uid", scale=3)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import atomic_write
+from chestaid.store.outbox import OutboxMixin
+from chestaid.store.reviews import ReviewsMixin
 
 DB_NAME = "chestaid-node.sqlite"
 STATES = ("queued", "scored", "refused", "unreadable", "ignored")
@@ -60,9 +62,16 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at REAL NOT NULL, user TEXT NOT NULL,
                                   action TEXT NOT NULL, sop_uid TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS conflicts (
+    id INTEGER PRIMARY KEY, sop_uid TEXT NOT NULL, study_uid TEXT NOT NULL DEFAULT '',
+    series_uid TEXT NOT NULL DEFAULT '', calling_ae TEXT NOT NULL DEFAULT '', path TEXT NOT NULL,
+    received_at REAL NOT NULL, reason TEXT NOT NULL
+);
 """
-REVIEW_COLUMNS = {"reviewed_by": "TEXT NOT NULL DEFAULT ''", "reviewed_at": "REAL"}
-AUDIT_ACTIONS = ("view", "score", "heat_map", "review")
+# Columns added after the first stores were made (added to an older store when it is opened)
+ADDED_COLUMNS = {"reviewed_by": "TEXT NOT NULL DEFAULT ''", "reviewed_at": "REAL",
+                 "pixel_sha256": "TEXT NOT NULL DEFAULT ''",  # of the PixelData bytes as received
+                 "model": "TEXT NOT NULL DEFAULT ''"}  # JSON: the identity of the run that scored it ('' = not recorded)
 
 
 def durable_write(path: Path, data: bytes) -> None:
@@ -84,11 +93,12 @@ class Instance:
     accession: str = ""
     calling_ae: str = ""
     transfer_syntax: str = ""
+    pixel_sha256: str = ""
     state: str = "queued"
     reason: str = ""
 
 
-class Store:
+class Store(OutboxMixin, ReviewsMixin):
     """The node's folder and database. Safe to share between threads; another process (the `worklist`
     command) may read it while the node writes (WAL)."""
 
@@ -105,7 +115,7 @@ class Store:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
             have = {r["name"] for r in self._db.execute("PRAGMA table_info(instances)")}
-            for column, kind in REVIEW_COLUMNS.items():  # stores made before reviews existed
+            for column, kind in ADDED_COLUMNS.items():  # stores made before these columns existed
                 if column not in have:
                     self._db.execute(f"ALTER TABLE instances ADD COLUMN {column} {kind}")
         except (OSError, sqlite3.Error) as e:
@@ -159,12 +169,42 @@ class Store:
         with self._tx() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO instances (sop_uid, study_uid, series_uid, sop_class, modality, patient_id, "
-                "accession, calling_ae, transfer_syntax, path, received_at, state, reason) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "accession, calling_ae, transfer_syntax, pixel_sha256, path, received_at, state, reason) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (instance.sop_uid, instance.study_uid, instance.series_uid, instance.sop_class, instance.modality,
                  instance.patient_id, instance.accession, instance.calling_ae, instance.transfer_syntax,
-                 str(path.relative_to(self.root)), time.time(), instance.state, instance.reason))
+                 instance.pixel_sha256, str(path.relative_to(self.root)), time.time(), instance.state,
+                 instance.reason))
         return cursor.rowcount == 1
+
+    def other_content(self, instance: Instance) -> str:
+        """"" when `instance` is what the store holds under its SOPInstanceUID (a true duplicate: same patient,
+        study, series and, in the same transfer syntax, the same pixel bytes), else what differs."""
+        row = self.instance(instance.sop_uid)
+        if row is None:
+            return ""
+        differ = [name for name, column in (("patient", "patient_id"), ("study", "study_uid"),
+                                            ("series", "series_uid")) if row[column] != getattr(instance, column)]
+        if (row["transfer_syntax"] == instance.transfer_syntax and row["pixel_sha256"] and instance.pixel_sha256
+                and row["pixel_sha256"] != instance.pixel_sha256):
+            differ.append("pixels")
+        return ", ".join(differ)
+
+    def conflict(self, instance: Instance, data: bytes, reason: str) -> None:
+        """Keep an instance that reuses a stored SOPInstanceUID with other content: durable, recorded, not
+        scored (its file is named by the UID and the time it came)."""
+        digest = hashlib.sha256(instance.sop_uid.encode()).hexdigest()
+        path = self.root / "conflicts" / digest[:2] / f"{digest}-{time.time_ns()}.dcm"
+        durable_write(path, data)
+        with self._tx() as db:
+            db.execute("INSERT INTO conflicts (sop_uid, study_uid, series_uid, calling_ae, path, received_at, reason)"
+                       " VALUES (?,?,?,?,?,?,?)", (instance.sop_uid, instance.study_uid, instance.series_uid,
+                                                   instance.calling_ae, str(path.relative_to(self.root)),
+                                                   time.time(), reason))
+
+    def conflicts(self) -> list[dict]:
+        """Instances kept as conflicts, oldest first."""
+        return [dict(r) for r in self._query("SELECT * FROM conflicts ORDER BY id")]
 
     def queued(self, limit: int) -> list[sqlite3.Row]:
         return self._query("SELECT * FROM instances WHERE state = 'queued' ORDER BY received_at LIMIT ?", (limit,))
@@ -173,7 +213,8 @@ class Store:
         return self.root / row["path"]
 
     def finish(self, sop_uid: str, state: str, reason: str = "", risk: float | None = None, top: str = "",
-               flagged: str = "", scores: dict | None = None, results: list[dict] | None = None) -> None:
+               flagged: str = "", scores: dict | None = None, results: list[dict] | None = None,
+               model: dict | None = None) -> None:
         """Record an instance's state and queue its result objects for each destination, in one transaction
         (a result already in the outbox is not added twice)."""
         if state not in STATES:
@@ -181,8 +222,9 @@ class Store:
         now = time.time()
         with self._tx() as db:
             db.execute("UPDATE instances SET state=?, reason=?, risk=?, top_finding=?, flagged=?, scores=?, "
-                       "scored_at=? WHERE sop_uid=?",
-                       (state, reason, risk, top, flagged, json.dumps(scores) if scores else "", now, sop_uid))
+                       "scored_at=?, model=? WHERE sop_uid=?",
+                       (state, reason, risk, top, flagged, json.dumps(scores) if scores else "", now,
+                        json.dumps(model, sort_keys=True) if model else "", sop_uid))
             for r in results or []:
                 db.execute("INSERT OR IGNORE INTO outbox (source_uid, kind, result_uid, sop_class, path, destination,"
                            " created_at) VALUES (?,?,?,?,?,?,?)",
@@ -197,72 +239,16 @@ class Store:
             " ORDER BY i.risk IS NULL, i.risk DESC, i.received_at DESC", args)
         return [dict(r) for r in rows]
 
+    def instance(self, sop_uid: str) -> dict | None:
+        rows = self._query("SELECT * FROM instances WHERE sop_uid = ?", (sop_uid,))
+        return dict(rows[0]) if rows else None
+
     def counts(self) -> dict[str, int]:
         return {r["state"]: r["n"] for r in self._query("SELECT state, count(*) AS n FROM instances GROUP BY state")}
 
     def last_received(self, study_uid: str) -> float | None:
         rows = self._query("SELECT max(received_at) AS t FROM instances WHERE study_uid = ?", (study_uid,))
         return rows[0]["t"] if rows else None
-
-    # -- outbox ------------------------------------------------------------------------------------------------
-
-    def due(self, limit: int = 64) -> list[sqlite3.Row]:
-        return self._query("SELECT * FROM outbox WHERE state = 'pending' AND next_at <= ? ORDER BY id LIMIT ?",
-                           (time.time(), limit))
-
-    def next_due(self) -> float | None:
-        rows = self._query("SELECT min(next_at) AS t FROM outbox WHERE state = 'pending'")
-        return rows[0]["t"] if rows else None
-
-    def sent(self, outbox_id: int) -> None:
-        with self._tx() as db:
-            db.execute("UPDATE outbox SET state='sent', attempts=attempts+1, sent_at=?, last_error='' WHERE id=?",
-                       (time.time(), outbox_id))
-
-    def failed(self, outbox_id: int, error: str, retry_at: float | None) -> None:
-        """One failed try: pending again at `retry_at`, or dead (retry_at None) keeping the last error."""
-        with self._tx() as db:
-            if retry_at is None:
-                db.execute("UPDATE outbox SET state='dead', attempts=attempts+1, last_error=? WHERE id=?",
-                           (error, outbox_id))
-            else:
-                db.execute("UPDATE outbox SET attempts=attempts+1, last_error=?, next_at=? WHERE id=?",
-                           (error, retry_at, outbox_id))
-
-    def outbox(self, state: str | None = None) -> list[dict]:
-        where, args = ("WHERE state = ?", (state,)) if state else ("", ())
-        return [dict(r) for r in self._query(f"SELECT * FROM outbox {where} ORDER BY id", args)]
-
-    def results_of(self, sop_uid: str) -> list[dict]:
-        return [dict(r) for r in self._query("SELECT * FROM outbox WHERE source_uid = ? ORDER BY id", (sop_uid,))]
-
-    # -- reviews and the audit trail ------------------------------------------------------------------------
-
-    def instance(self, sop_uid: str) -> dict | None:
-        rows = self._query("SELECT * FROM instances WHERE sop_uid = ?", (sop_uid,))
-        return dict(rows[0]) if rows else None
-
-    def audit(self, user: str, action: str, sop_uid: str = "", review: bool = False) -> bool:
-        """One audit row (when, who, what, which instance); a review also marks the instance reviewed by `user`.
-        False when a review names no instance (nothing is written)."""
-        if action not in AUDIT_ACTIONS:
-            raise ValueError(f"unknown audit action {action!r}")
-        now = time.time()
-        with self._tx() as db:
-            if review and not db.execute("UPDATE instances SET reviewed_by=?, reviewed_at=? WHERE sop_uid=?",
-                                         (user, now, sop_uid)).rowcount:
-                return False
-            db.execute("INSERT INTO audit (at, user, action, sop_uid) VALUES (?,?,?,?)", (now, user, action, sop_uid))
-        return True
-
-    def review(self, sop_uid: str, user: str) -> bool:
-        """Mark an instance reviewed by `user` now, audited; False when there is no such instance."""
-        return self.audit(user, "review", sop_uid, review=True)
-
-    def audit_rows(self, limit: int = -1) -> list[dict]:
-        """The audit trail, oldest first (only the last `limit` rows when given)."""
-        rows = self._query("SELECT at, user, action, sop_uid FROM audit ORDER BY id DESC LIMIT ?", (limit,))
-        return [dict(r) for r in reversed(rows)]
 
     # -- restart -----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,7 @@
+"""The node's store (chestaid.store.database): received instances on disk and the SQLite worklist, outbox, reviews
+and audit trail that the node, the page, the API and `worklist`/`audit` share."""
+
+from chestaid.store.database import DB_NAME, STATES, Instance, Store, durable_write
+from chestaid.store.reviews import AUDIT_ACTIONS
+
+__all__ = ["AUDIT_ACTIONS", "DB_NAME", "Instance", "STATES", "Store", "durable_write"]

@@ -1,0 +1,41 @@
+"""The store's outbox: one row per result object and destination, pending → sent, or dead with the last error."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+
+class OutboxMixin:
+    """The outbox half of `Store` (it provides `_tx` and `_query`)."""
+
+    def due(self, limit: int = 64) -> list[sqlite3.Row]:
+        return self._query("SELECT * FROM outbox WHERE state = 'pending' AND next_at <= ? ORDER BY id LIMIT ?",
+                           (time.time(), limit))
+
+    def next_due(self) -> float | None:
+        rows = self._query("SELECT min(next_at) AS t FROM outbox WHERE state = 'pending'")
+        return rows[0]["t"] if rows else None
+
+    def sent(self, outbox_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET state='sent', attempts=attempts+1, sent_at=?, last_error='' WHERE id=?",
+                       (time.time(), outbox_id))
+
+    def failed(self, outbox_id: int, error: str, retry_at: float | None) -> None:
+        """One failed try: pending again at `retry_at`, or dead (retry_at None) keeping the last error."""
+        with self._tx() as db:
+            if retry_at is None:
+                db.execute("UPDATE outbox SET state='dead', attempts=attempts+1, last_error=? WHERE id=?",
+                           (error, outbox_id))
+            else:
+                db.execute("UPDATE outbox SET attempts=attempts+1, last_error=?, next_at=? WHERE id=?",
+                           (error, retry_at, outbox_id))
+
+    def outbox(self, state: str | None = None) -> list[dict]:
+        where, args = ("WHERE state = ?", (state,)) if state else ("", ())
+        return [dict(r) for r in self._query(f"SELECT * FROM outbox {where} ORDER BY id", args)]
+
+    def results_of(self, sop_uid: str) -> list[dict]:
+        return [dict(r) for r in self._query("SELECT * FROM outbox WHERE source_uid = ? ORDER BY id", (sop_uid,))]
+
