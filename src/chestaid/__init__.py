@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from chestaid.api import (calibrate, compare, evaluate, export, fit_gate, import_model, import_xrv, load, localise,
-                          open_worklist, predict, prepare, stats, synth, thresholds, train)
+from chestaid.api import (calibrate, compare, evaluate, export, export_verdicts, fit_gate, import_model,
+                          import_verdicts, import_xrv, load, localise, open_worklist, predict, prepare, stats, synth,
+                          thresholds, train)
 from chestaid.core.errors import ChestaidError
 from chestaid.core.version import __version__
 
 __all__ = ["ChestaidError", "Prediction", "Predictor", "__version__", "calibrate", "compare", "evaluate", "export",
-           "fit_gate", "import_model", "import_xrv", "load", "localise", "open_worklist", "predict", "prepare", "stats", "synth", "thresholds",
+           "export_verdicts", "fit_gate", "import_model", "import_verdicts", "import_xrv", "load", "localise", "open_worklist", "predict", "prepare", "stats", "synth", "thresholds",
            "train"]
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from chestaid.data.cache import PrepareReport
     from chestaid.inference.predictor import Predictor
     from chestaid.workflows.gate_fit import GateFit
+    from chestaid.workflows.verdicts import VerdictImport
     from chestaid.workflows.predict import Worklist
 
 
@@ -70,16 +71,27 @@ def train(data: str | Path | None, out: str | Path, config: str | Path | None = 
 
 
 def calibrate(run: str | Path, cohort: str | Path | None = None, *, data: str | Path | None = None,
-              calib_fraction: float = 0.5, seed: int = 0, bins: int = 15) -> dict:
-    """Fit calibrators, thresholds and the input gate on validation data (or a local `cohort`), never on test
+              calib_fraction: float = 0.5, seed: int = 0, bins: int = 15, out: str | Path | None = None) -> dict:
+    """Fit calibrators, thresholds and the input gate on validation data (or a local `cohort`: an NIH or Kaggle
+    folder, or a node's store, whose instances with clinicians' verdicts are the cases), never on test
     (`chestaid calibrate`). `data`: a cache other than the run's; `calib_fraction` of validation (by patient)
-    fits, the rest chooses; `bins` for the ECE that chooses."""
+    fits, the rest chooses; `bins` for the ECE that chooses. `out`: write a new run version there (with its
+    lineage) and leave `run` untouched."""
+    from functools import partial
+
     from chestaid.workflows.runs import calibrate_run
 
     if not 0.1 <= calib_fraction <= 0.9:
         raise ChestaidError(f"calib_fraction must be within 0.1-0.9, got {calib_fraction}")
     if not 2 <= bins <= 100:
         raise ChestaidError(f"bins must be within 2-100, got {bins}")
+    if out is not None:
+        from chestaid.workflows.recalibrate import recalibrate_into
+
+        if cohort is None:
+            raise ChestaidError("out= (a new run version) needs a local cohort= to recalibrate on")
+        step = partial(calibrate_run, data=data, cohort=cohort, fraction=calib_fraction, seed=seed, bins=bins)
+        return recalibrate_into(run, cohort, out, step)
     return calibrate_run(run, data, cohort, calib_fraction, seed, bins)
 
 
@@ -99,10 +111,17 @@ def evaluate(run: str | Path, split: str = "test", *, data: str | Path | None = 
 
     `data`: a cache of the run's own task, or another dataset's: when its task differs or `label_map`
     ({model label: data label}, or "A=B,C=D") is given, the run is scored on that cache's test split (split="all": all of it)
-    on the shared labels only, into RUN/external/<cache name>-<path digest>/ (external validation; nothing is fitted)."""
+    on the shared labels only, into RUN/external/<cache name>-<path digest>/ (external validation; nothing is fitted).
+    A node's store as `data`: its instances with clinicians' verdicts, the same way."""
     from chestaid.workflows.external import evaluate_external, is_external, parse_label_map
     from chestaid.workflows.runs import evaluate_run
 
+    from chestaid.workflows.verdicts import is_store
+
+    if is_store(data):  # a node's store: its instances with clinicians' verdicts
+        from chestaid.workflows.external import evaluate_on_store
+
+        return evaluate_on_store(run, data)
     label_map = parse_label_map(label_map) if isinstance(label_map, str) else label_map
     if data is not None and (label_map or split == "all"):
         return evaluate_external(run, data, label_map, split)
@@ -239,6 +258,24 @@ def fit_gate(run: str | Path, images: list[str | Path] | str | Path, percentile:
         raise ChestaidError(f"percentile must be within 50-100, got {percentile}")
     given = [images] if isinstance(images, (str, Path)) else list(images)
     return fit_gate_from_images(run, given, percentile, seed)
+
+
+def import_verdicts(store: str | Path, csv: str | Path, user: str = "import") -> "VerdictImport":
+    """Append clinicians' verdicts from a CSV to a node's store (`chestaid verdicts import`): a SOPInstanceUID or
+    AccessionNumber column, one column per finding (present / absent / can't tell, or 1 / 0 / -1; empty: none),
+    optionally "priority appropriate" (yes / no). Append-only and audited."""
+    from chestaid.workflows.verdicts import import_verdicts as run_import
+
+    return run_import(store, csv, user)
+
+
+def export_verdicts(store: str | Path, out: str | Path, findings: list[str] | None = None) -> tuple[Path, int, int]:
+    """The store's latest verdicts as a table `prepare --table` reads (`chestaid verdicts export`): path,
+    patient_id, one 0/1 column per finding, for the instances with a present/absent verdict on each; returns
+    (out, rows, instances left out)."""
+    from chestaid.workflows.verdicts import export_verdicts as run_export
+
+    return run_export(store, out, findings)
 
 
 def is_lead_process() -> bool:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from chestaid.apps import cli_data, cli_demo, cli_page, cli_runs
+from chestaid.apps import cli_data, cli_demo, cli_page, cli_runs, cli_store
 from chestaid.apps.cli_output import console, err, error_line, errors, one_line_errors
 from chestaid.apps.node import commands as node_commands
 from chestaid.core.errors import ChestaidError
@@ -39,6 +39,10 @@ for command in (cli_data.prepare, cli_data.stats, cli_runs.train, cli_runs.evalu
 users_app = typer.Typer(no_args_is_help=True, help="The page's users file (argon2 password hashes, API tokens).")
 app.add_typer(users_app, name="users")
 users_app.command("add")(one_line_errors(cli_page.users_add))
+verdicts_app = typer.Typer(no_args_is_help=True, help="Clinicians' verdicts on the node's instances, in and out.")
+app.add_typer(verdicts_app, name="verdicts")
+verdicts_app.command("import")(one_line_errors(cli_store.verdicts_import))
+verdicts_app.command("export")(one_line_errors(cli_store.verdicts_export))
 app.command("node")(one_line_errors(node_commands.node))
 app.command("worklist")(one_line_errors(node_commands.worklist))
 

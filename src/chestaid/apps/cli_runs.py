@@ -83,18 +83,23 @@ def evaluate(run: Path, split: Annotated[str, typer.Option(
 
 
 def calibrate(run: Path, cohort: Annotated[Optional[Path], typer.Option(
-                  help="a local labelled cohort (NIH or Kaggle layout) to recalibrate on, without retraining")] = None,
+                  help="a local labelled cohort to recalibrate on, without retraining: an NIH or Kaggle folder, or "
+                       "a node's store (its instances with clinicians' verdicts)")] = None,
               data: Annotated[Optional[Path], typer.Option(help="a cache other than the run's")] = None,
               calib_fraction: Annotated[float, typer.Option(min=0.1, max=0.9)] = 0.5, seed: int = 0,
-              bins: Annotated[int, typer.Option(min=2, max=100)] = 15) -> None:
+              bins: Annotated[int, typer.Option(min=2, max=100)] = 15,
+              out: Annotated[Optional[Path], typer.Option(help="with --cohort: write a new run version here "
+                                                          "(with its lineage); RUN stays as it is")] = None) -> None:
     """Fit temperature, Platt and isotonic calibrators per finding on `calib`, keep the best ECE on `val_report`,
     and refit the thresholds on the calibrated scores. Weights are never touched."""
     import chestaid
 
-    result = chestaid.calibrate(run, cohort, data=data, calib_fraction=calib_fraction, seed=seed, bins=bins)
+    result = chestaid.calibrate(run, cohort, data=data, calib_fraction=calib_fraction, seed=seed, bins=bins, out=out)
     methods = {name: p["method"] for name, p in result["calibration"].items()}
     console.print(f"calibrated on {result['fitted_on']} ({result['calib_images']} calib / "
                   f"{result['val_report_images']} val_report images): {methods}")
+    if out is not None:
+        console.print(f"new run version {out} (its parent {run} is unchanged)")
 
 
 def thresholds(run: Path, policy: Annotated[str, typer.Option(help="youden | f1-precision | seed000 | sensitivity")],

@@ -56,13 +56,21 @@ def write_model_card(run: str | Path) -> Path:
 def _imported(paths: RunPaths, manifest: Manifest | None) -> list[str]:
     """The card's first lines for a run imported from published weights: not trained by chestaid, on what data,
     and whether its scores have been calibrated on local cases."""
+    lines = []
+    recalibrated = manifest.extra.get("recalibrated") if manifest is not None else None
+    if recalibrated:
+        cohort = recalibrated["cohort"]
+        period = f" received from {cohort['from']} to {cohort['to']}" if cohort.get("from") else ""
+        lines += [f"**Recalibrated on {cohort.get('images', '?')} local cases**{period} "
+                  f"(`{Path(cohort['source']).name}`), from run `{recalibrated['parent_run']}` (same weights; its "
+                  f"calibration {str(recalibrated.get('parent_calibration_sha256'))[:12]}… replaced here).", ""]
     imported = manifest.extra.get("imported") if manifest is not None else None
     if not imported:
-        return []
+        return lines
     datasets = imported.get("datasets")
     trained_on = (f"trained by their authors on {', '.join(datasets)} (as torchxrayvision's registry states)"
                   if datasets else "trained on data the file does not state")
-    lines = [f"**Imported, not trained by chestaid**: {imported.get('family')} weights `{imported.get('file')}` "
+    lines += [f"**Imported, not trained by chestaid**: {imported.get('family')} weights `{imported.get('file')}` "
              f"(sha256 {str(imported.get('sha256'))[:16]}…), {trained_on}."]
     if paths.calibration.is_file():
         info = json.loads(paths.calibration.read_text())

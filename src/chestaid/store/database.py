@@ -62,6 +62,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at REAL NOT NULL, user TEXT NOT NULL,
                                   action TEXT NOT NULL, sop_uid TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS verdicts (
+    id INTEGER PRIMARY KEY, sop_uid TEXT NOT NULL, finding TEXT NOT NULL, verdict TEXT NOT NULL,
+    user TEXT NOT NULL, at REAL NOT NULL, source TEXT NOT NULL DEFAULT 'page'
+);
+CREATE INDEX IF NOT EXISTS verdicts_instance ON verdicts(sop_uid, finding, id);
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY, sop_uid TEXT NOT NULL, study_uid TEXT NOT NULL DEFAULT '',
     series_uid TEXT NOT NULL DEFAULT '', calling_ae TEXT NOT NULL DEFAULT '', path TEXT NOT NULL,

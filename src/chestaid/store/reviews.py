@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 
-AUDIT_ACTIONS = ("view", "score", "heat_map", "review")
+AUDIT_ACTIONS = ("view", "score", "heat_map", "review", "verdict")
+# A clinician's verdict on a finding, and on whether the study's priority was appropriate (finding PRIORITY)
+VERDICTS = ("present", "absent", "can't tell")
+PRIORITY, PRIORITY_VERDICTS = "priority appropriate", ("yes", "no")
 
 
 class ReviewsMixin:
@@ -32,3 +35,33 @@ class ReviewsMixin:
         rows = self._query("SELECT at, user, action, sop_uid FROM audit ORDER BY id DESC LIMIT ?", (limit,))
         return [dict(r) for r in reversed(rows)]
 
+
+    def add_verdicts(self, sop_uid: str, verdicts: dict[str, str], user: str, source: str = "page") -> int:
+        """Append one verdict row per finding (append-only: a changed verdict is a new row, the latest counts)
+        and one audit row; returns the rows written (0 when the instance is unknown)."""
+        for finding, verdict in verdicts.items():
+            allowed = PRIORITY_VERDICTS if finding == PRIORITY else VERDICTS
+            if verdict not in allowed:
+                raise ValueError(f"verdict {verdict!r} for {finding!r}: one of {', '.join(allowed)}")
+        now = time.time()
+        with self._tx() as db:
+            if not verdicts or not db.execute("SELECT 1 FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone():
+                return 0
+            db.executemany("INSERT INTO verdicts (sop_uid, finding, verdict, user, at, source) VALUES (?,?,?,?,?,?)",
+                           [(sop_uid, f, v, user, now, source) for f, v in verdicts.items()])
+            db.execute("INSERT INTO audit (at, user, action, sop_uid) VALUES (?,?,?,?)", (now, user, "verdict", sop_uid))
+        return len(verdicts)
+
+    def latest_verdicts(self) -> dict[str, dict[str, str]]:
+        """{SOPInstanceUID: {finding: its latest verdict}}."""
+        rows = self._query("SELECT v.sop_uid, v.finding, v.verdict FROM verdicts v JOIN (SELECT max(id) AS id FROM "
+                           "verdicts GROUP BY sop_uid, finding) latest ON v.id = latest.id ORDER BY v.id")
+        found: dict[str, dict[str, str]] = {}
+        for r in rows:
+            found.setdefault(r["sop_uid"], {})[r["finding"]] = r["verdict"]
+        return found
+
+    def verdict_history(self, sop_uid: str) -> list[dict]:
+        """Every verdict given on an instance, oldest first (who, when, where from)."""
+        return [dict(r) for r in self._query("SELECT finding, verdict, user, at, source FROM verdicts WHERE sop_uid = ?"
+                                             " ORDER BY id", (sop_uid,))]

@@ -32,6 +32,7 @@ from chestaid.inference.predictor import Predictor
 from chestaid.inference.thresholds import Thresholds
 from chestaid.reporting.model_card import write_model_card
 from chestaid.core.run_paths import RunPaths
+from chestaid.workflows.verdicts import is_store, verdict_cache
 
 DEFAULT_POLICY = {"multi-label": "seed000", "binary": "sensitivity"}  # the seeds' choices (NIH, pneumonia)
 
@@ -81,6 +82,9 @@ def _cohort_cache(paths: RunPaths, predictor: Predictor, cohort: str | Path) -> 
     import shutil
 
     cache_dir = paths.cohort_cache
+    if is_store(cohort):  # the node's instances with clinicians' verdicts
+        return verdict_cache(cohort, cache_dir, list(predictor.task.labels), predictor.image_size,
+                             predictor.task.name)
     meta = cache_dir / "meta.json"
     if meta.is_file() and Cache.open(cache_dir).meta.get("source") != str(Path(cohort).resolve()):
         shutil.rmtree(cache_dir)
