@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from chestaid.data.cache import Cache, prepare
+from chestaid.data.cache import Cache
 from chestaid.data.splits import stratified_group_split
 from chestaid.core.errors import ChestaidError
 from chestaid.evaluation import metrics as M
@@ -32,7 +32,7 @@ from chestaid.inference.predictor import Predictor
 from chestaid.inference.thresholds import Thresholds
 from chestaid.reporting.model_card import write_model_card
 from chestaid.core.run_paths import RunPaths
-from chestaid.workflows.verdicts import is_store, verdict_cache
+from chestaid.workflows.cohort import cohort_cache, refuse_calibration_cohort
 
 DEFAULT_POLICY = {"multi-label": "seed000", "binary": "sensitivity"}  # the seeds' choices (NIH, pneumonia)
 
@@ -77,28 +77,13 @@ def _open_cache(predictor: Predictor, data: str | Path | None) -> Cache:
     return cache
 
 
-def _cohort_cache(paths: RunPaths, predictor: Predictor, cohort: str | Path) -> Cache:
-    """A cache of the local cohort under RUN/cohort_cache, at the training cache's size (rebuilt per cohort)."""
-    import shutil
-
-    cache_dir = paths.cohort_cache
-    if is_store(cohort):  # the node's instances with clinicians' verdicts
-        return verdict_cache(cohort, cache_dir, list(predictor.task.labels), predictor.image_size,
-                             predictor.task.name)
-    meta = cache_dir / "meta.json"
-    if meta.is_file() and Cache.open(cache_dir).meta.get("source") != str(Path(cohort).resolve()):
-        shutil.rmtree(cache_dir)
-    prepare(cohort, cache_dir, size=predictor.image_size)  # the training cache's size, recorded by train
-    return Cache.open(cache_dir)
-
-
 def validation_scores(predictor: Predictor, paths: RunPaths, data: str | Path | None = None,
                       cohort: str | Path | None = None, fraction: float = 0.5,
                       seed: int = 0) -> tuple[Scores, np.ndarray, dict]:
     """Raw validation scores of a run (its val split, or a whole local cohort), the calib mask and where they
     came from. Logits do not depend on the predictor's calibration."""
     if cohort is not None:
-        cache, split, source = _cohort_cache(paths, predictor, cohort), None, str(Path(cohort).resolve())
+        cache, split, source = cohort_cache(paths, predictor, cohort), None, str(Path(cohort).resolve())
     else:
         cache, split = _open_cache(predictor, data), "val"
         source = str(cache.root)
@@ -229,27 +214,13 @@ def _attach_intervals(summary: dict, per_finding: list[dict], intervals: dict, a
         summary["roc_auc_macro_ci_method"] = "patient bootstrap (percentile), raw score"
 
 
-def _refuse_calibration_cohort(paths: RunPaths, predictor: Predictor, data: str | Path | None) -> None:
-    """A run calibrated on a whole local cohort must not be evaluated on that cohort (any split of it): its
-    thresholds were chosen on those very cases."""
-    if not paths.calibration.is_file():
-        return
-    info = json.loads(paths.calibration.read_text())
-    if info.get("split") != "whole cohort":
-        return
-    cache = _open_cache(predictor, data)
-    if str(cache.meta.get("source")) == str(info.get("fitted_on")) or cache.root.resolve() == paths.cohort_cache.resolve():
-        raise ChestaidError(f"{cache.root}: the run was calibrated on this cohort ({info['fitted_on']}), all of it: "
-                            "evaluate it on other cases")
-
-
 def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None = None) -> dict:
     """Every metric on `split` (test, or val = the val_report part), with calibration and thresholds fitted on
     validation first when the run has none. Writes RUN/metrics/ and RUN/plots/ and returns the summary."""
     from chestaid.reporting.plots import write_plots
 
     paths, predictor = RunPaths(run), Predictor.load(run)
-    _refuse_calibration_cohort(paths, predictor, data)
+    refuse_calibration_cohort(paths, _open_cache(predictor, data))
     _, val, mask, split_info = calibration_data(predictor, paths, data)  # the val split, or the recalibration cohort
     if not (predictor.calibrated and predictor.thresholded):
         _calibrate(paths, predictor, val, mask, split_info)  # same data and split as `calibrate_run(run, data)`
