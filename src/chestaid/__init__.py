@@ -17,14 +17,14 @@ from __future__ import annotations
 from typing import Any
 
 from chestaid.api import (calibrate, compare, evaluate, export, export_verdicts, fit_gate, import_model,
-                          import_verdicts, import_xrv, load, localise, open_worklist, predict, prepare, stats, synth,
-                          thresholds, train)
+                          import_verdicts, import_xrv, load, localise, monitor, open_worklist, predict, prepare,
+                          stats, synth, thresholds, train)
 from chestaid.core.errors import ChestaidError
 from chestaid.core.version import __version__
 
 __all__ = ["ChestaidError", "Prediction", "Predictor", "__version__", "calibrate", "compare", "evaluate", "export",
-           "export_verdicts", "fit_gate", "import_model", "import_verdicts", "import_xrv", "load", "localise", "open_worklist", "predict", "prepare", "stats", "synth", "thresholds",
-           "train"]
+           "export_verdicts", "fit_gate", "import_model", "import_verdicts", "import_xrv", "load", "localise",
+           "monitor", "open_worklist", "predict", "prepare", "stats", "synth", "thresholds", "train"]
 
 
 def __getattr__(name: str) -> Any:  # the classes load torch: only when asked for

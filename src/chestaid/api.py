@@ -239,10 +239,7 @@ def import_model(source: str | Path, run: str | Path, task: str | None = None, l
     RUN`): a torchxrayvision file or weights name, or a CheXNet-style state dict, classifier included, its outputs
     mapped by name onto `task` ("nih", "pneumonia" or "A,B,…"; default nih when covered). `labels`: the file's
     output order when it does not say (["chexnet"]: CheXNet's). Its scores are uncalibrated until `calibrate`
-    runs on local cases; it has no input gate until `fit_gate`.
-
-    >>> run = chestaid.import_model("densenet121-res224-all", "runs/xrv-all", task="nih")  # doctest: +SKIP
-    """
+    runs on local cases; it has no input gate until `fit_gate`."""
     from chestaid.workflows.import_run import import_as_run
 
     return import_as_run(source, run, task, labels, trust_pickle, size).root
@@ -261,21 +258,31 @@ def fit_gate(run: str | Path, images: list[str | Path] | str | Path, percentile:
 
 
 def import_verdicts(store: str | Path, csv: str | Path, user: str = "import") -> "VerdictImport":
-    """Append clinicians' verdicts from a CSV to a node's store (`chestaid verdicts import`): a SOPInstanceUID or
-    AccessionNumber column, one column per finding (present / absent / can't tell, or 1 / 0 / -1; empty: none),
-    optionally "priority appropriate" (yes / no). Append-only and audited."""
+    """Append clinicians' verdicts from a CSV to a node's store (`chestaid verdicts import`; the columns:
+    chestaid.workflows.verdicts). Append-only and audited."""
     from chestaid.workflows.verdicts import import_verdicts as run_import
 
     return run_import(store, csv, user)
 
 
 def export_verdicts(store: str | Path, out: str | Path, findings: list[str] | None = None) -> tuple[Path, int, int]:
-    """The store's latest verdicts as a table `prepare --table` reads (`chestaid verdicts export`): path,
-    patient_id, one 0/1 column per finding, for the instances with a present/absent verdict on each; returns
+    """The store's latest verdicts as a table `prepare --table` reads (`chestaid verdicts export`); returns
     (out, rows, instances left out)."""
     from chestaid.workflows.verdicts import export_verdicts as run_export
 
     return run_export(store, out, findings)
+
+
+def monitor(store: str | Path, window: str = "200", level: float = 0.01, run: str | Path | None = None,
+            html: str | Path | None = None) -> dict:
+    """Drift and performance monitoring of a node's store (`chestaid monitor`, chestaid.workflows.monitor): per
+    model and window (a count, or 12h / 1d / 1w), Holm-controlled at `level`. Returns {"windows", "alarms"}."""
+    from chestaid.workflows.monitor import monitor as run_monitor, write_html
+
+    result = run_monitor(store, window, level, run)
+    if html is not None:
+        write_html(result, html)
+    return result
 
 
 def is_lead_process() -> bool:

@@ -43,6 +43,7 @@ verdicts_app = typer.Typer(no_args_is_help=True, help="Clinicians' verdicts on t
 app.add_typer(verdicts_app, name="verdicts")
 verdicts_app.command("import")(one_line_errors(cli_store.verdicts_import))
 verdicts_app.command("export")(one_line_errors(cli_store.verdicts_export))
+app.command("monitor")(one_line_errors(cli_store.monitor))
 app.command("node")(one_line_errors(node_commands.node))
 app.command("worklist")(one_line_errors(node_commands.worklist))
 

@@ -1,7 +1,10 @@
-"""The CLI's commands on a node's store beyond the worklist: clinicians' verdicts in and out (each calls the API)."""
+"""The CLI's commands on a node's store beyond the worklist: clinicians' verdicts in and out, and monitoring (each
+calls the API)."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -37,3 +40,31 @@ def verdicts_export(store: Annotated[Path, typer.Argument(help="a node's --store
     written, rows, left_out = chestaid.export_verdicts(store, out, findings.split(",") if findings else None)
     console.print(f"wrote {written}: {rows} instance(s)" + (f"; {left_out} with verdicts left out (can't tell, or "
                                                              "no verdict on a finding)" if left_out else ""))
+
+
+def monitor(store: Annotated[Path, typer.Argument(help="a node's --store folder")],
+            window: Annotated[str, typer.Option(help="instances per window (200) or a duration (12h, 1d, 1w)")] = "200",
+            level: Annotated[float, typer.Option(help="the chance of any false alarm in a window (Holm)")] = 0.01,
+            as_json: Annotated[bool, typer.Option("--json", help="print the windows and alarms as JSON")] = False,
+            html: Annotated[Optional[Path], typer.Option(help="also write a page of the windows here")] = None,
+            run: Annotated[Optional[Path], typer.Option(help="the run whose reference to use (default: the one "
+                                                        "each instance was scored by)")] = None,
+            fail_on_alarm: Annotated[bool, typer.Option("--fail-on-alarm", help="exit 1 when any window has an "
+                                                        "alarm (cron, systemd)")] = False) -> None:
+    """Is what the node sees, and what it says, still like the run's validation data? Drift without labels
+    (gate distances and refusals, score distributions and flag rates, the patient and unit mix), performance
+    where verdicts exist."""
+    import chestaid
+
+    result = chestaid.monitor(store, window, level, run, html)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=float))
+    else:
+        for k, w in enumerate(result["windows"]):
+            console.print(f"{w['model']} window {k}: {w['n']} instance(s), "
+                          + (f"[red]ALARM[/]: {', '.join(w['alarms'])}" if w["alarms"] else "no alarm"))
+        for skipped in result["not_monitored"]:
+            err.print(f"[yellow]not monitored:[/] {skipped['instances']} instance(s) whose model is not recorded "
+                      "(give --run)")
+    if fail_on_alarm and result["alarms"]:
+        sys.exit(1)

@@ -35,6 +35,7 @@ class RunPaths:
         self.training_precision = self.root / "training_precision.json"  # what train.precision: auto chose, why
         self.model_card = self.root / "model_card.md"
         self.gate = self.root / "gate.safetensors"  # the input gate (inference.gate)
+        self.monitor_reference = self.root / "monitor_reference.json"  # what `monitor` compares with (calibrate)
         self.onnx = self.root / "model.onnx"  # `chestaid export` (inference.onnx_backend)
         self.backends = self.root / "backends"  # `chestaid export`: backends.json, int8.xml/.bin (inference.backends)
         self.cohort_cache = self.root / "cohort_cache"  # `calibrate --cohort`: the local cohort, decoded

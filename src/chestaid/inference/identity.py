@@ -18,7 +18,7 @@ SAME_MODEL = ("weights_sha256", "calibration_sha256", "thresholds_sha256")
 
 
 def run_identity(run: str | Path, backend: str = "torch", thresholds: dict[str, float] | None = None) -> dict:
-    """{run, weights/calibration/thresholds/gate SHA-256 (None when the file is absent), chestaid version,
+    """{run, its folder, weights/calibration/thresholds/gate SHA-256 (None when the file is absent), chestaid version,
     backend, score ("calibrated risk score" or "uncalibrated score"), thresholds}."""
     paths = RunPaths(run)
 
@@ -27,7 +27,7 @@ def run_identity(run: str | Path, backend: str = "torch", thresholds: dict[str, 
 
     if thresholds is None and paths.thresholds.is_file():
         thresholds = json.loads(paths.thresholds.read_text()).get("values")
-    return {"run": paths.root.resolve().name, "weights_sha256": digest(paths.weights),
+    return {"run": paths.root.resolve().name, "path": str(paths.root.resolve()), "weights_sha256": digest(paths.weights),
             "calibration_sha256": digest(paths.calibration), "thresholds_sha256": digest(paths.thresholds),
             "gate_sha256": digest(paths.gate), "chestaid_version": __version__, "backend": backend,
             "score": "calibrated risk score" if paths.calibration.is_file() else "uncalibrated score",

@@ -76,7 +76,9 @@ CREATE TABLE IF NOT EXISTS conflicts (
 # Columns added after the first stores were made (added to an older store when it is opened)
 ADDED_COLUMNS = {"reviewed_by": "TEXT NOT NULL DEFAULT ''", "reviewed_at": "REAL",
                  "pixel_sha256": "TEXT NOT NULL DEFAULT ''",  # of the PixelData bytes as received
-                 "model": "TEXT NOT NULL DEFAULT ''"}  # JSON: the identity of the run that scored it ('' = not recorded)
+                 "model": "TEXT NOT NULL DEFAULT ''",  # JSON: the identity of the run that scored it ('' = not recorded)
+                 "distance": "REAL",  # the input gate's distance (None: no gate, or not decoded)
+                 "meta": "TEXT NOT NULL DEFAULT ''"}  # JSON: manufacturer, station, modality, view, sex, age band
 
 
 def durable_write(path: Path, data: bytes) -> None:
@@ -219,7 +221,7 @@ class Store(OutboxMixin, ReviewsMixin):
 
     def finish(self, sop_uid: str, state: str, reason: str = "", risk: float | None = None, top: str = "",
                flagged: str = "", scores: dict | None = None, results: list[dict] | None = None,
-               model: dict | None = None) -> None:
+               model: dict | None = None, distance: float | None = None, meta: dict | None = None) -> None:
         """Record an instance's state and queue its result objects for each destination, in one transaction
         (a result already in the outbox is not added twice)."""
         if state not in STATES:
@@ -227,9 +229,10 @@ class Store(OutboxMixin, ReviewsMixin):
         now = time.time()
         with self._tx() as db:
             db.execute("UPDATE instances SET state=?, reason=?, risk=?, top_finding=?, flagged=?, scores=?, "
-                       "scored_at=?, model=? WHERE sop_uid=?",
+                       "scored_at=?, model=?, distance=?, meta=? WHERE sop_uid=?",
                        (state, reason, risk, top, flagged, json.dumps(scores) if scores else "", now,
-                        json.dumps(model, sort_keys=True) if model else "", sop_uid))
+                        json.dumps(model, sort_keys=True) if model else "", distance,
+                        json.dumps(meta, sort_keys=True) if meta else "", sop_uid))
             for r in results or []:
                 db.execute("INSERT OR IGNORE INTO outbox (source_uid, kind, result_uid, sop_class, path, destination,"
                            " created_at) VALUES (?,?,?,?,?,?,?)",

@@ -33,6 +33,7 @@ from chestaid.inference.thresholds import Thresholds
 from chestaid.reporting.model_card import write_model_card
 from chestaid.core.run_paths import RunPaths
 from chestaid.workflows.cohort import cohort_cache, refuse_calibration_cohort
+from chestaid.workflows.monitor import write_reference
 
 DEFAULT_POLICY = {"multi-label": "seed000", "binary": "sensitivity"}  # the seeds' choices (NIH, pneumonia)
 
@@ -113,12 +114,11 @@ def calibrate_run(run: str | Path, data=None, cohort=None, fraction: float = 0.5
                         val=scores.features if cohort is None else None)
     elif gate is None:  # imported weights, no `gate fit` yet: the cohort is all the local images there are
         gate = fit_gate_on_cohort(paths, scores.features[mask], scores.features[~mask], info["fitted_on"])
-    if gate is None:
-        result["gate"] = {"fitted": False, "note": "too few cohort images for an input gate: `chestaid gate fit "
-                                                   "RUN --images DIR` fits one on unlabelled local images"}
-        write_model_card(paths.root)
-        return result
-    result["gate"] = gate.info
+    result["gate"] = gate.info if gate is not None else {
+        "fitted": False, "note": "too few cohort images for an input gate: `chestaid gate fit RUN --images DIR` "
+                                 "fits one on unlabelled local images"}
+    predictor.load_fitted(run)  # the calibration, thresholds and gate just fitted: the monitor's reference
+    write_reference(paths, predictor, scores.logits, scores.features, info["fitted_on"])
     write_model_card(paths.root)
     return result
 
@@ -225,6 +225,7 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
     if not (predictor.calibrated and predictor.thresholded):
         _calibrate(paths, predictor, val, mask, split_info)  # same data and split as `calibrate_run(run, data)`
         predictor.load_fitted(run)
+        write_reference(paths, predictor, val.logits, val.features, split_info["fitted_on"])
     labels, calibration = predictor.task.labels, predictor.calibration
     cache = _open_cache(predictor, data)
     val_report = val.subset(~mask)

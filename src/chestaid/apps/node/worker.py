@@ -18,7 +18,7 @@ import numpy as np
 from chestaid.apps.node.results import Algorithm, make_heat_map, make_sr
 from chestaid.store import Store, durable_write
 from chestaid.core.errors import describe
-from chestaid.data.patient import read_header
+from chestaid.data.patient import read_header, tag_values
 
 log = logging.getLogger("chestaid.node")
 
@@ -27,6 +27,19 @@ def encode(ds) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def monitored_meta(header) -> dict | None:
+    """What `chestaid monitor` compares across time: the unit (manufacturer, station), modality, view, sex and
+    age band (decades) of an instance's header; None without one. Never a name or an identifier."""
+    if header is None:
+        return None
+    text = {key: str(header.get(tag, "") or "").strip()[:64] for key, tag in (
+        ("manufacturer", "Manufacturer"), ("station", "StationName"), ("modality", "Modality"))}
+    patient = tag_values(header)  # sex M/F and view PA/AP as the training manifest counts them
+    age = patient["age"]
+    return {**text, "view": patient["view"] or "", "sex": patient["sex"] or "",
+            "age_band": f"{int(age // 10) * 10}s" if age is not None else ""}
 
 
 class Worker:
@@ -72,7 +85,7 @@ class Worker:
             self._not_analysed(by_path[path], "unreadable", reason)
         refused = [s for s in scored if s.refused]
         for s in refused:
-            self._not_analysed(by_path[s.path], "refused", s.refusal)
+            self._not_analysed(by_path[s.path], "refused", s.refusal, s.distance)
         good = [s for s in scored if not s.refused]
         cams = self._cams(good) if good and self.heat_maps else [None] * len(good)
         for s, cam in zip(good, cams):
@@ -108,9 +121,9 @@ class Worker:
             return None
         return header
 
-    def _not_analysed(self, row, state: str, reason: str) -> None:
+    def _not_analysed(self, row, state: str, reason: str, distance: float | None = None) -> None:
         sop_uid = row["sop_uid"]
-        results, note = [], ""
+        results, note, source = [], "", None
         try:
             source = self._source(row)
             if source is not None:
@@ -118,7 +131,8 @@ class Worker:
                 results = self._outbox([("sr", sr)])
         except Exception as e:  # noqa: BLE001
             note = f"; no SR ({describe(e)})"
-        self.store.finish(sop_uid, state, reason + note, results=results, model=self.algorithm.identity)
+        self.store.finish(sop_uid, state, reason + note, results=results, model=self.algorithm.identity,
+                          distance=distance, meta=monitored_meta(source))
         log.info("instance %s: %s (%s)", sop_uid, state, reason + note)
 
     def _scored(self, row, s, cam: np.ndarray | None) -> None:
@@ -127,7 +141,7 @@ class Worker:
         flagged = "|".join(self.labels[i] for i in np.flatnonzero(s.decisions))
         scores = {label: {"risk": round(float(s.risk[k]), 6), "decision": int(s.decisions[k])}
                   for k, label in enumerate(self.labels)}
-        note, objects = "", []
+        note, objects, source = "", [], None
         try:
             source = self._source(row)
             if source is None:
@@ -141,6 +155,7 @@ class Worker:
         except Exception as e:  # noqa: BLE001
             results, note = [], f"no result objects ({describe(e)})"
         self.store.finish(sop_uid, "scored", note, risk=round(float(s.risk[top]), 6), top=self.labels[top],
-                          flagged=flagged, scores=scores, results=results, model=self.algorithm.identity)
+                          flagged=flagged, scores=scores, results=results, model=self.algorithm.identity,
+                          distance=s.distance, meta=monitored_meta(source))
         log.info("instance %s: scored, risk %.4f (%s), flagged: %s%s", sop_uid, float(s.risk[top]),
                  self.labels[top], flagged or "none", f"; {note}" if note else "")

@@ -1,0 +1,206 @@
+"""`chestaid monitor STORE`: is what the node sees, and what it says, still like the run's reference?
+
+Per model (the store records which run scored each instance; two runs' results are never pooled) and per window
+(a count of instances, or a duration: 12h, 1d, 1w), the signals of chestaid.evaluation.drift against the run's
+reference (RUN/monitor_reference.json, written by `calibrate` from its validation data, so a copied run carries
+it): the input gate's distances and refusals, per finding the score distribution and the flag rate, the sex and
+view mix against the training manifest, and the unit/modality/age mix against the model's first window. Holm's
+method keeps the chance of any false alarm in a window at most `level`. With verdicts, per window and finding:
+sensitivity, specificity and PPV with Wilson intervals (or "too few verdicts").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from chestaid.core.errors import ChestaidError
+from chestaid.core.fileio import write_json
+from chestaid.core.run_paths import RunPaths
+from chestaid.evaluation import drift
+from chestaid.evaluation.bootstrap import wilson_interval
+from chestaid.inference.identity import SAME_MODEL, describe_model
+from chestaid.store import Store
+
+log = logging.getLogger(__name__)
+REFERENCE_SAMPLE = 5000  # values kept per distribution in the reference file
+GATE_REASON = "unlike the training images"
+MIN_VERDICTS = 10  # per class, before a window's sensitivity or specificity is given
+UNITS = {"h": 3600, "d": 86400, "w": 604800}
+
+
+def write_reference(paths: RunPaths, predictor, logits: np.ndarray, features: np.ndarray, source: str) -> None:
+    """RUN/monitor_reference.json from the validation images a calibration used: their gate distances and
+    refusals, per finding their scores and flags (with the run's calibration and thresholds now), and the
+    training manifest's sex and view mix."""
+    from chestaid.data.provenance import manifest_of
+
+    rng = np.random.default_rng(0)
+    keep = np.sort(rng.permutation(len(logits))[:REFERENCE_SAMPLE])
+    risks = predictor.risk_scores(logits)
+    flags = predictor.decisions(risks)
+    distances = predictor.distances(features) if predictor.gate is not None else None
+    manifest = manifest_of(paths)
+    data = manifest.data if manifest is not None else {}
+    write_json(paths.monitor_reference, {
+        "source": source, "images": int(len(logits)),
+        "distances": None if distances is None else [float(d) for d in distances[keep]],
+        "refused": None if distances is None else int((distances > predictor.gate.threshold).sum()),
+        "findings": {name: {"scores": [float(v) for v in risks[keep, k]], "flags": int(flags[:, k].sum())}
+                     for k, name in enumerate(predictor.task.labels)},
+        "mix": {"sex": data.get("sex", {}), "view": data.get("view", {})}})
+
+
+def parse_window(text: str) -> tuple[str, float]:
+    """'200' → ("count", 200); '1d' / '12h' / '1w' → ("seconds", …)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([hdw]?)\s*", str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise ChestaidError(f"--window must be a count of instances (200) or a duration (12h, 1d, 1w), got {text!r}")
+    value, unit = float(match.group(1)), match.group(2)
+    return ("seconds", value * UNITS[unit]) if unit else ("count", value)
+
+
+def _windows(rows: list[dict], window: str) -> list[list[dict]]:
+    kind, size = parse_window(window)
+    if kind == "count":
+        n = int(size)
+        return [rows[i:i + n] for i in range(0, len(rows), n)]
+    out: list[list[dict]] = []
+    start = rows[0]["received_at"] if rows else 0.0
+    for row in rows:
+        k = int((row["received_at"] - start) // size)
+        while len(out) <= k:
+            out.append([])
+        out[k].append(row)
+    return [w for w in out if w]
+
+
+def _reference(identity: dict, run: str | Path | None) -> dict:
+    folder = Path(run) if run is not None else Path(identity.get("path", ""))
+    path = RunPaths(folder).monitor_reference
+    if not path.is_file():
+        raise ChestaidError(f"{folder}: no monitoring reference (RUN/monitor_reference.json): run chestaid calibrate "
+                            "RUN (it records one), or give --run")
+    return json.loads(path.read_text())
+
+
+def window_signals(rows: list[dict], reference: dict, first: list[dict] | None) -> list[drift.Signal]:
+    """Every signal of one window of one model's instances against its reference (and its first window)."""
+    signals = []
+    measured = [r for r in rows if r.get("distance") is not None]
+    if reference.get("distances") is not None:
+        signals.append(drift.distribution("input gate distance", [r["distance"] for r in measured],
+                                          reference["distances"]))
+        refused = sum(r["state"] == "refused" and r["reason"].startswith(GATE_REASON) for r in measured)
+        signals.append(drift.rate("refusals by the input gate", refused, len(measured), reference["refused"],
+                                  reference["images"]))
+    scored = [json.loads(r["scores"]) for r in rows if r["state"] == "scored" and r["scores"]]
+    for name, ref in reference["findings"].items():
+        values = [s[name]["risk"] for s in scored if name in s]
+        signals.append(drift.distribution(f"{name}: score", values, ref["scores"]))
+        signals.append(drift.rate(f"{name}: flag rate", sum(s[name]["decision"] for s in scored if name in s),
+                                  len(values), ref["flags"], reference["images"]))
+    meta = [json.loads(r["meta"]) for r in rows if r.get("meta")]
+    for key in ("sex", "view"):
+        known = Counter(m[key] for m in meta if m.get(key))
+        training = {k: v for k, v in reference.get("mix", {}).get(key, {}).items() if k in ("M", "F", "PA", "AP")}
+        if training:
+            signals.append(drift.mix(f"{key} mix (against training)", dict(known), training))
+    if first is not None:
+        before = [json.loads(r["meta"]) for r in first if r.get("meta")]
+        for key in ("manufacturer", "station", "modality", "age_band"):
+            signals.append(drift.mix(f"{key} mix (against the first window)", dict(Counter(m[key] for m in meta)),
+                                     dict(Counter(m[key] for m in before))))
+    return signals
+
+
+def performance(rows: list[dict], verdicts: dict[str, dict[str, str]], labels: list[str]) -> dict:
+    """Per finding, where verdicts exist: sensitivity, specificity and PPV of the flags with Wilson intervals, and
+    agreement with the clinicians; "too few verdicts" under MIN_VERDICTS positives or negatives."""
+    found = {}
+    for name in labels:
+        pairs = [(json.loads(r["scores"])[name]["decision"], verdicts[r["sop_uid"]][name] == "present")
+                 for r in rows if r["state"] == "scored" and r["scores"] and
+                 verdicts.get(r["sop_uid"], {}).get(name) in ("present", "absent")]
+        if not pairs:
+            continue
+        flag, truth = np.array(pairs, dtype=bool).T
+        tp, fn, fp, tn = (int(x) for x in ((flag & truth).sum(), (~flag & truth).sum(), (flag & ~truth).sum(),
+                                           (~flag & ~truth).sum()))
+        entry = {"verdicts": len(pairs), "positives": tp + fn, "agreement": (tp + tn) / len(pairs)}
+        for metric, k, n, enough in (("sensitivity", tp, tp + fn, tp + fn >= MIN_VERDICTS),
+                                     ("specificity", tn, tn + fp, tn + fp >= MIN_VERDICTS),
+                                     ("ppv", tp, tp + fp, tp + fp >= MIN_VERDICTS)):
+            low, high = wilson_interval(k / n, n, 0.95) if n else (None, None)
+            entry[metric] = {"estimate": k / n, "ci_low": low, "ci_high": high} if enough else (
+                f"too few verdicts ({n})")
+        found[name] = entry
+    return found
+
+
+def monitor(store: str | Path, window: str = "200", level: float = 0.01, run: str | Path | None = None) -> dict:
+    """The windows of every model in the store, their signals and alarms; see the module docstring."""
+    if not 0 < level < 0.5:
+        raise ChestaidError(f"--level must be within 0-0.5, got {level}")
+    parse_window(window)
+    opened = Store.open(store)
+    try:
+        rows = sorted((r for r in opened.instances() if r["state"] in ("scored", "refused", "unreadable")),
+                      key=lambda r: r["received_at"])
+        verdicts = opened.latest_verdicts()
+    finally:
+        opened.close()
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        identity = json.loads(row["model"]) if row.get("model") else {}
+        groups.setdefault(tuple(identity.get(k) for k in SAME_MODEL), []).append(row)
+    result: dict = {"level": level, "window": window, "windows": [], "alarms": [], "not_monitored": []}
+    for key, members in groups.items():
+        identity = json.loads(members[0]["model"]) if members[0].get("model") else {}
+        if not identity and run is None:
+            result["not_monitored"].append({"model": "model not recorded", "instances": len(members)})
+            continue
+        reference = _reference(identity, run)
+        parts = _windows(members, window)
+        for k, part in enumerate(parts):
+            signals = window_signals(part, reference, parts[0] if k else None)
+            alarms = drift.holm(signals, level)
+            labels = list(reference["findings"])
+            entry = {"model": describe_model(identity), "start": part[0]["received_at"],
+                     "end": part[-1]["received_at"], "n": len(part), "states": dict(Counter(r["state"] for r in part)),
+                     "refusals_by_reason": dict(Counter(r["reason"].split(":")[0] for r in part if r["state"] == "refused")),
+                     "signals": [s.to_json() for s in signals], "alarms": [s.name for s in alarms],
+                     "performance": performance(part, verdicts, labels)}
+            result["windows"].append(entry)
+            for s in alarms:
+                alarm = {"model": entry["model"], "window": k, "start": entry["start"], "signal": s.name,
+                         "statistic": s.statistic, "p": s.p, "p_holm": s.p_holm, "window_shows": s.window,
+                         "reference": s.reference}
+                result["alarms"].append(alarm)
+                log.warning("monitor alarm: %s, window %d (%d instances): %s (%s; reference %s), Holm p %.2g",
+                            entry["model"], k, len(part), s.name, s.window, s.reference, s.p_holm)
+    return result
+
+
+def write_html(result: dict, out: str | Path) -> Path:
+    """A page of the windows and their alarms (plain, escaped text)."""
+    import html
+
+    def tested(window: dict) -> str:
+        return "; ".join(f"{s['name']}: p={s['p_holm']:.3g}" for s in window["signals"] if s["p_holm"] is not None)
+
+    rows = "".join(f"<tr><td>{html.escape(w['model'])}</td><td>{w['n']}</td>"
+                   f"<td>{html.escape(', '.join(w['alarms']) or '–')}</td><td>{html.escape(tested(w))}</td></tr>"
+                   for w in result["windows"])
+    page = (f"<!doctype html><meta charset=utf-8><title>chestaid monitor</title><h1>Monitoring</h1><p>Holm, level "
+            f"{result['level']:g}: the chance of any false alarm in a window is at most that.</p><table border=1>"
+            f"<tr><th>model</th><th>instances</th><th>alarms</th><th>signals (Holm p)</th></tr>{rows}</table>")
+    from chestaid.core.fileio import write_text
+
+    write_text(out, page)
+    return Path(out)

@@ -1,0 +1,136 @@
+"""Monitoring without labels on a real node: a run trained on phantom family A receives 200 images of family A
+(another seed), then 200 of family B, which it never saw, as DICOM CRs by C-STORE. `chestaid monitor STORE
+--window 200 --json` raises no alarm in the first window and at least one in the second; each alarm names its
+signal, window, statistic and p-value, goes to the log as a warning and, with --fail-on-alarm, to the exit
+status. With verdicts, each window gives sensitivity, specificity and PPV (or says there are too few)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from typer.testing import CliRunner
+
+import chestaid
+from chestaid.apps.cli import app
+from chestaid.core.run_paths import RunPaths
+from chestaid.data.phantoms.synthetic import synth_nih
+from chestaid.evaluation.drift import Signal, holm
+from chestaid.store import Store
+from node_helpers import DCMTK, dcmsend
+
+pytestmark = [pytest.mark.peers, pytest.mark.skipif(not (DCMTK / "dcmsend").is_file(), reason="needs DCMTK")]
+CR = "1.2.840.10008.5.1.4.1.1.1"
+
+
+def nih_as_dicom(root: Path, out: Path) -> tuple[list[Path], dict[str, str]]:
+    """Every PNG of a synthetic NIH folder as an 8-bit chest CR with its CSV's age, sex and view; the files
+    and {SOPInstanceUID: finding labels}. chestaid stretches a DICOM without a VOI LUT from its minimum to its
+    maximum (a PNG is taken as it is), so one corner pixel is 0 and another 255: the network then sees the
+    PNG's values, as it did in training (without them the monitor rightly sees a shift in every score)."""
+    table = pd.read_csv(root / "Data_Entry_2017.csv").set_index("Image Index")
+    out.mkdir(parents=True)
+    files, labels = [], {}
+    for png in sorted(root.rglob("*.png")):
+        row = table.loc[png.name]
+        pixels = np.asarray(Image.open(png).convert("L")).copy()
+        pixels[0, 0], pixels[-1, -1] = 0, 255
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID = CR, ExplicitVRLittleEndian
+        meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(png), "sop"])
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CR, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID = generate_uid(entropy_srcs=[str(png), "study"])
+        ds.SeriesInstanceUID = generate_uid(entropy_srcs=[str(png), "series"])
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate = "TEST^PATIENT", str(row["Patient ID"]), ""
+        ds.PatientSex, ds.PatientAge, ds.ViewPosition = row["Patient Gender"], f"{int(row['Patient Age']):03d}Y", \
+            row["View Position"]
+        ds.AccessionNumber, ds.StudyID, ds.StudyDate, ds.StudyTime = "", "1", "20260101", "120000"
+        ds.ReferringPhysicianName, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "", "CR", 1, 1
+        ds.BodyPartExamined, ds.PatientOrientation, ds.Manufacturer = "CHEST", ["L", "F"], "PHANTOM UNIT"
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = pixels.tobytes()
+        files.append(out / f"{png.stem}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+        labels[ds.SOPInstanceUID] = row["Finding Labels"]
+    return files, labels
+
+
+@pytest.fixture(scope="module")
+def drifting_store(tiny_run, tmp_path_factory):
+    from test_node import settled, start_node, wait_for
+
+    tmp = tmp_path_factory.mktemp("monitor")
+    run = Path(shutil.copytree(tiny_run.root, tmp / "run"))
+    chestaid.calibrate(run)
+    assert RunPaths(run).monitor_reference.is_file()
+    same, same_labels = nih_as_dicom(synth_nih(tmp / "a", n=200, size=64, seed=11, workers=1), tmp / "dicom-a")
+    other, _ = nih_as_dicom(synth_nih(tmp / "b", n=200, size=64, seed=12, workers=1, family="b"), tmp / "dicom-b")
+    node = start_node(RunPaths(run), tmp / "store", heat_maps=False)
+    try:
+        for batch in (same, other):  # family A first, all of it; then family B
+            _, report = dcmsend(node.port, batch)
+            assert len(report["ok"]) == len(batch), report["text"]
+            wait_for(lambda: settled(tmp / "store", False), timeout=300, what="all scored")
+    finally:
+        node.stop()
+    return run, tmp / "store", same_labels, tmp
+
+
+def test_no_alarm_in_distribution_an_alarm_after_the_shift(drifting_store, caplog):
+    run, store, _, tmp = drifting_store
+    caplog.set_level("WARNING", logger="chestaid")
+    result = CliRunner().invoke(app, ["monitor", str(store), "--window", "200", "--json", "--html",
+                                      str(tmp / "monitor.html")])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    windows = found["windows"]
+    assert [w["n"] for w in windows] == [200, 200] and windows[0]["model"].startswith("run (weights ")
+    assert windows[0]["alarms"] == [], windows[0]["signals"]
+    assert windows[1]["alarms"], windows[1]["signals"]
+    tested = [s for s in windows[0]["signals"] if s["p"] is not None]
+    assert len(tested) >= 10 and {"input gate distance", "refusals by the input gate", "sex mix (against training)",
+                                  "Effusion: flag rate", "Effusion: score"} <= {s["name"] for s in tested}
+    alarm = found["alarms"][0]
+    assert alarm["window"] == 1 and alarm["p_holm"] < 0.01 and alarm["signal"] and alarm["statistic"] is not None
+    assert any("monitor alarm" in m and alarm["signal"] in m for m in caplog.messages)
+    assert "<table" in (tmp / "monitor.html").read_text()
+    failing = CliRunner().invoke(app, ["monitor", str(store), "--window", "200", "--fail-on-alarm"])
+    assert failing.exit_code == 1 and "ALARM" in failing.output
+
+
+def test_performance_per_window_from_verdicts(drifting_store):
+    run, store, labels, tmp = drifting_store
+    opened = Store.open(store)
+    try:
+        for uid, found in labels.items():
+            opened.add_verdicts(uid, {"Effusion": "present" if "Effusion" in found else "absent"}, "dr.m")
+    finally:
+        opened.close()
+    window = chestaid.monitor(store, "200")["windows"][0]
+    first = window["performance"]["Effusion"]
+    assert first["verdicts"] == window["states"]["scored"] and 0 <= first["agreement"] <= 1
+    for metric in ("sensitivity", "specificity", "ppv"):
+        value = first[metric]
+        assert isinstance(value, str) and value.startswith("too few verdicts") or (
+            value["ci_low"] <= value["estimate"] <= value["ci_high"])
+
+
+def test_holm_controls_the_windows_false_alarms():
+    """Holm's step-down: the smallest p against level/m, the next against level/(m−1), …, stopping at the
+    first that fails; a signal that could not be tested is neither counted nor alarmed."""
+    signals = [Signal(f"s{k}", "t", 1.0, p, "", "") for k, p in enumerate((0.001, 0.004, 0.02, 0.5))]
+    signals.append(Signal("untested", "t", None, None, "", ""))
+    alarms = holm(signals, 0.01)
+    assert [s.name for s in alarms] == ["s0"]  # 0.001·4 < 0.01; then 0.004·3 = 0.012 ≥ 0.01 stops
+    assert [round(s.p_holm, 4) for s in signals[:4]] == [0.004, 0.012, 0.04, 0.5] and signals[4].p_holm is None
