@@ -137,6 +137,17 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
         page.wait_for_function("() => document.querySelector('#worklist-heatmap img') !== null", timeout=60_000)
         page.click("#worklist-review")
         page.wait_for_function("() => document.querySelector('#worklist-status textarea').value.includes('reviewed by')")
+        # verdicts: nothing pre-selected; a finding's verdict, then a changed one, and the priority
+        assert page.locator("#verdict input:checked").count() == 0
+        assert page.locator("#verdict-finding input:checked").count() == 0
+        for verdict in ("present", "absent"):
+            page.click("#verdict-finding label:has-text('Effusion')")
+            page.click(f"#verdict label:has-text('{verdict}')")
+            page.click("#verdict-priority label:has-text('yes')")
+            page.click("#verdict-save")
+            page.wait_for_function(f"() => document.querySelector('#verdicts textarea').value.includes('Effusion: {verdict}')",
+                                   timeout=30_000)
+        assert "4 verdict(s) given in all" in page.input_value("#verdicts textarea")
         browser.close()
     done = subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "audit", str(tmp_path / "store"), "--json"],
                           capture_output=True, text=True, check=True)
@@ -145,6 +156,14 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
                            capture_output=True, text=True, check=True).stdout.splitlines()
     assert table[0] == "time\tuser\taction\tSOPInstanceUID" and len(table) == 1 + len(rows)
     assert [(r["user"], r["action"], r["SOPInstanceUID"]) for r in rows] == [
-        ("local", "view", second), ("local", "heat_map", second), ("local", "review", second)]
+        ("local", "view", second), ("local", "heat_map", second), ("local", "review", second),
+        ("local", "verdict", second), ("local", "verdict", second)]
+    assert [(h["finding"], h["verdict"]) for h in store.verdict_history(second)] == [
+        ("Effusion", "present"), ("priority appropriate", "yes"), ("Effusion", "absent"), ("priority appropriate", "yes")]
+    assert store.latest_verdicts()[second]["Effusion"] == "absent"  # the changed verdict counts, its history stays
+    exported = tmp_path / "verdicts.csv"
+    subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "verdicts", "export", str(tmp_path / "store"),
+                    "--out", str(exported)], check=True, capture_output=True)
+    assert exported.read_text().splitlines()[1].endswith(",0")  # the export carries it
     assert store.instance(second)["reviewed_by"] == "local" and store.instance(first)["reviewed_by"] == ""
     store.close()

@@ -14,7 +14,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from chestaid.store import Store
+from chestaid.store import PRIORITY, PRIORITY_VERDICTS, VERDICTS, Store
 from chestaid.apps.page.display import picture_html, user_of
 from chestaid.apps.page.inputs import plain
 from chestaid.inference.identity import describe_model, same_model
@@ -66,6 +66,21 @@ def heat_map_refusal(instance: dict | None, own: dict) -> str:
     return ""
 
 
+def _cleared() -> tuple:
+    """The verdict inputs, emptied: nothing pre-selected when a study opens (no anchoring on the model's call)."""
+    return gr.update(value=None), gr.update(value=None), gr.update(value=None)
+
+
+def verdicts_text(node: Store, sop_uid: str) -> str:
+    """The instance's verdicts as plain text: the latest per finding, then how many were given in all."""
+    history = node.verdict_history(sop_uid)
+    if not history:
+        return "No verdict yet."
+    latest = {h["finding"]: h for h in history}
+    lines = [f"{plain(f, 64)}: {h['verdict']} ({plain(h['user'], 64)}, {_when(h['at'])})" for f, h in latest.items()]
+    return "\n".join(lines + [f"{len(history)} verdict(s) given in all"])
+
+
 def worklist_frame(node: Store, own: dict) -> pd.DataFrame:
     """Every instance but the ignored ones, highest risk first, as plain text cells."""
     rows = [{"risk": "" if i["risk"] is None else f"{i['risk']:.3f}", "top finding": plain(i["top_finding"], 60),
@@ -95,12 +110,13 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
         sop_uid = (sop_uid or "").strip()
         instance = node.instance(sop_uid) if sop_uid else None
         if instance is None or instance["state"] == "ignored":
-            return sop_uid, "No such study in the worklist.", "", None, ""
+            return sop_uid, "No such study in the worklist.", "", None, "", *_cleared(), ""
         node.audit(user_of(request), "view", sop_uid)
         log.info("worklist: opened SOPInstanceUID %s", sop_uid)
         image, _why = predictor.read(str(node.file_of(instance)))
         picture = picture_html(np.asarray(image), "the image") if image is not None else ""
-        return sop_uid, summary(instance), picture, findings_frame(instance, own), ""
+        return (sop_uid, summary(instance), picture, findings_frame(instance, own), "", *_cleared(),
+                verdicts_text(node, sop_uid))
 
     def pick(frame: pd.DataFrame, evt: gr.SelectData, request: gr.Request):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
@@ -121,6 +137,17 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
         cam = explainer.maps(s.image[None], s.tabular[None], [index])[0]
         node.audit(user_of(request), "heat_map", sop_uid)
         return picture_html(overlay(s.image, cam, 0.4), f"heat map of {labels[index]}")
+
+    def save_verdict(sop_uid: str, finding: str | None, verdict: str | None, priority: str | None,
+                     request: gr.Request):
+        given = {**({finding: verdict} if finding and verdict else {}), **({PRIORITY: priority} if priority else {})}
+        if not sop_uid or node.instance(sop_uid) is None:
+            return "Open a study first."
+        if not given:
+            return "Choose a finding and your verdict on it, or whether the priority was appropriate."
+        node.add_verdicts(sop_uid, given, user_of(request), "page")
+        log.info("worklist: SOPInstanceUID %s: %d verdict(s) saved", sop_uid, len(given))
+        return verdicts_text(node, sop_uid)
 
     def review(sop_uid: str, request: gr.Request):
         user = user_of(request)
@@ -147,10 +174,19 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
                 heat_button = gr.Button("Show heat map (qualitative explanation)", elem_id="worklist-heat")
                 heat = gr.HTML(elem_id="worklist-heatmap")
                 review_button = gr.Button("Mark reviewed", variant="primary", elem_id="worklist-review")
-        opened = [chosen, status, image, findings, heat]
+                gr.Markdown("Your verdict (nothing is pre-selected; the model's call is in the table above)")
+                verdict_finding = gr.Radio(labels, value=None, label="Finding", elem_id="verdict-finding")
+                verdict = gr.Radio(list(VERDICTS), value=None, label="Verdict", elem_id="verdict")
+                priority = gr.Radio(list(PRIORITY_VERDICTS), value=None, label="Priority appropriate?",
+                                    elem_id="verdict-priority")
+                save_button = gr.Button("Save verdict", elem_id="verdict-save")
+                verdicts = gr.Textbox(label="Verdicts (latest counts; every one is kept)", interactive=False,
+                                      elem_id="verdicts", lines=3)
+        opened = [chosen, status, image, findings, heat, verdict_finding, verdict, priority, verdicts]
         gr.Timer(refresh_s).tick(refresh, None, table, api_name=False, show_progress="hidden")
         open_button.click(open_one, [chosen], opened, api_name=False)
         chosen.submit(open_one, [chosen], opened, api_name=False)
         table.select(pick, [table], opened, api_name=False)
         heat_button.click(heat_map, [chosen], [heat], api_name=False)
         review_button.click(review, [chosen], [status, table], api_name=False)
+        save_button.click(save_verdict, [chosen, verdict_finding, verdict, priority], [verdicts], api_name=False)
