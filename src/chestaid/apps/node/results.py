@@ -39,7 +39,11 @@ FINDING_CODES = {
     "Effusion": ("60046008", "SCT", "Pleural effusion"), "Pneumonia": ("233604007", "SCT", "Pneumonia"),
     "Pneumothorax": ("36118008", "SCT", "Pneumothorax"), "Edema": ("19242006", "SCT", "Pulmonary edema"),
     "Emphysema": ("87433001", "SCT", "Pulmonary emphysema"), "Fibrosis": ("51615001", "SCT", "Pulmonary fibrosis"),
-}
+    "Consolidation": ("95436008", "SCT", "Lung consolidation"),
+    "Infiltration": ("409609008", "SCT", "Radiologic infiltrate of lung"),
+    "Mass": ("309529002", "SCT", "Lung mass"), "Nodule": ("786838002", "SCT", "Pulmonary nodule"),
+    "Hernia": ("84089009", "SCT", "Hiatal hernia"),  # NIH's "Hernia" on a chest film: a hiatal hernia
+}  # Pleural_Thickening keeps a private code: no SNOMED CT concept for it was confirmed (docs/node.md)
 SR_SERIES, SC_SERIES = 9101, 9102
 
 
