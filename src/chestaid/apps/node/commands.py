@@ -39,7 +39,8 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
          ae_title: Annotated[str, typer.Option("--ae-title", help="this node's AE title")] = "CHESTAID",
          host: Annotated[str, typer.Option(help="address to listen on")] = "0.0.0.0",
          send_to: Annotated[Optional[str], typer.Option(
-             "--send-to", help="where results go: AET@HOST:PORT (several: comma-separated)")] = None,
+             "--send-to", help="where results go: AET@HOST:PORT, or AET@HOST:PORT+tls over TLS (several: "
+                               "comma-separated)")] = None,
          allow: Annotated[Optional[str], typer.Option(
              help="calling AE titles accepted, comma-separated (default: any)")] = None,
          max_associations: Annotated[int, typer.Option(
@@ -55,10 +56,18 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
          max_retry_delay: Annotated[float, typer.Option("--max-retry-delay", min=0.0)] = 300.0,
          send_timeout: Annotated[float, typer.Option("--send-timeout", min=1.0,
                                                      help="seconds a destination may take to answer")] = 30.0,
-         device: str = "cpu") -> None:
+         device: str = "cpu",
+         tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="accept DICOM over TLS only, with "
+                                                          "this certificate (PEM); also ours towards +tls peers")] = None,
+         tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="its private key (PEM)")] = None,
+         tls_ca: Annotated[Optional[Path], typer.Option("--tls-ca", help="CA certificates that sign the peers' "
+                                                        "certificates (PEM)")] = None,
+         tls_require_client_cert: Annotated[bool, typer.Option(
+             "--tls-require-client-cert", help="refuse a sender without a certificate signed by --tls-ca")] = False) -> None:
     """A DICOM node: receive by C-STORE, score each image on arrival into the store's worklist, send an SR per
     image and a heat map per scored image to --send-to. Stops on Ctrl-C or SIGTERM; a restart resumes."""
     from chestaid.apps.node.node import Node, NodeConfig
+    from chestaid.apps.node.tls import TlsSettings
 
     _log_to_stderr()
     silence_dicom_value_warnings()
@@ -68,7 +77,8 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
                         send_to=_split(send_to), allow=_split(allow), max_associations=max_associations,
                         idle_timeout=idle_timeout,
                         batch_size=batch_size, heat_maps=heat_maps, send_tries=send_tries, retry_delay=retry_delay,
-                        max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device)
+                        max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device,
+                        tls=TlsSettings(tls_cert, tls_key, tls_ca, tls_require_client_cert).check())
     stop = threading.Event()
     try:
         running = Node(config).start()

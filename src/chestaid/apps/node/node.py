@@ -15,6 +15,7 @@ from pathlib import Path
 from chestaid.apps.node.receiver import Receiver
 from chestaid.apps.node.results import Algorithm
 from chestaid.apps.node.sender import Destination, Sender
+from chestaid.apps.node.tls import TlsSettings, server_context
 from chestaid.store import Store
 from chestaid.apps.node.worker import Worker
 
@@ -39,6 +40,7 @@ class NodeConfig:
     max_retry_delay: float = 300.0
     send_timeout: float = 30.0
     device: str = "cpu"
+    tls: TlsSettings = field(default_factory=TlsSettings)  # DICOM over TLS, in (a certificate) and out (+tls)
 
 
 def algorithm_of(run: Path, backend: str = "torch") -> Algorithm:
@@ -46,8 +48,8 @@ def algorithm_of(run: Path, backend: str = "torch") -> Algorithm:
     from chestaid.inference.identity import run_identity
 
     identity = run_identity(run, backend)
-    return Algorithm(__version__, identity["run"], identity["weights_sha256"], identity["calibration_sha256"] is not None,
-                     identity)
+    calibrated = identity["calibration_sha256"] is not None
+    return Algorithm(__version__, identity["run"], identity["weights_sha256"], calibrated, identity)
 
 
 class Node:
@@ -69,16 +71,21 @@ class Node:
         predictor = Predictor.load(config.run, config.device)
         self.worker = Worker(self.store, predictor, algorithm_of(config.run, predictor.backend), self.destinations,
                              config.batch_size, config.heat_maps)
+        tls = config.tls.check()
         self.sender = Sender(self.store, config.ae_title, config.send_tries, config.retry_delay,
-                             config.max_retry_delay, config.send_timeout)
+                             config.max_retry_delay, config.send_timeout, tls)
         self.receiver = Receiver(self.store, config.port, config.ae_title, config.host, config.allow,
                                  config.max_associations, on_stored=self.worker.wake,
-                                 idle_timeout=config.idle_timeout)
+                                 idle_timeout=config.idle_timeout,
+                                 ssl_context=server_context(tls) if tls.serving else None)
         self.worker.start()
         self.sender.start()
         self.receiver.start()
-        log.info("node %s listening on %s:%d (max %d associations, calling AE titles: %s); results to: %s",
-                 config.ae_title, config.host, self.receiver.port, config.max_associations,
+        log.info("node %s listening on %s:%d%s (max %d associations, calling AE titles: %s); results to: %s",
+                 config.ae_title, config.host, self.receiver.port,
+                 "" if not tls.serving else " over TLS" + (", client certificates required"
+                                                           if tls.require_client_cert else ""),
+                 config.max_associations,
                  ",".join(config.allow) or "any", ",".join(self.destinations) or "nowhere (kept in the store)")
         return self
 

@@ -18,6 +18,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 from pydicom import uid
 
+from chestaid.apps.node.tls import log_handshake_failures
 from chestaid.store import Instance, Store
 from chestaid.core.errors import describe
 
@@ -73,7 +74,8 @@ class Receiver:
 
     def __init__(self, store: Store, port: int = 11112, ae_title: str = "CHESTAID", host: str = "0.0.0.0",
                  allow: list[str] | None = None, max_associations: int = 16, on_stored=None,
-                 idle_timeout: float = 300.0) -> None:
+                 idle_timeout: float = 300.0, ssl_context=None) -> None:
+        self.ssl_context = ssl_context  # DICOM over TLS (chestaid.apps.node.tls); None: plain TCP
         self.store, self.port, self.host, self.on_stored = store, port, host, on_stored
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
@@ -95,7 +97,10 @@ class Receiver:
         handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, self.handle_echo),
                     (evt.EVT_ACCEPTED, self._accepted), (evt.EVT_REJECTED, self._rejected),
                     (evt.EVT_RELEASED, self._closed), (evt.EVT_ABORTED, self._closed)]
-        self.server = self.ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        self.server = self.ae.start_server((self.host, self.port), block=False, evt_handlers=handlers,
+                                           ssl_context=self.ssl_context)
+        if self.ssl_context is not None:
+            log_handshake_failures(self.server)
         self.port = self.server.server_address[1]  # port 0: the one the system chose
 
     def stop(self) -> None:

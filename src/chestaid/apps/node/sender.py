@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pynetdicom import AE
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from chestaid.apps.node.tls import TlsSettings, client_context
 from chestaid.store import Store
 from chestaid.core.errors import ChestaidError, describe
 
@@ -31,17 +33,19 @@ class Destination:
     ae_title: str
     host: str
     port: int
+    tls: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "Destination":
-        """AET@HOST:PORT."""
-        match = re.fullmatch(r"([^@]{1,16})@([^:@]+):(\d{1,5})", text.strip())
+        """AET@HOST:PORT, or AET@HOST:PORT+tls for DICOM over TLS."""
+        match = re.fullmatch(r"([^@]{1,16})@([^:@]+):(\d{1,5})(\+tls)?", text.strip())
         if not match or not 0 < int(match[3]) < 65536:
-            raise ChestaidError(f"--send-to must be AET@HOST:PORT (e.g. ORTHANC@127.0.0.1:4242), got {text!r}")
-        return cls(match[1], match[2], int(match[3]))
+            raise ChestaidError(f"--send-to must be AET@HOST:PORT or AET@HOST:PORT+tls (e.g. ORTHANC@127.0.0.1:4242), "
+                                f"got {text!r}")
+        return cls(match[1], match[2], int(match[3]), bool(match[4]))
 
     def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
+        return f"{self.ae_title}@{self.host}:{self.port}" + ("+tls" if self.tls else "")
 
 
 def _reachable(destination: Destination) -> bool:
@@ -53,12 +57,27 @@ def _reachable(destination: Destination) -> bool:
         return False
 
 
+def _tls_problem(destination: Destination, tls: TlsSettings) -> str:
+    """Why a TLS handshake with the destination fails ("" when it succeeds, or the destination is plain)."""
+    if not destination.tls:
+        return ""
+    try:
+        with socket.create_connection((destination.host, destination.port), timeout=5) as raw:
+            with client_context(tls).wrap_socket(raw, server_hostname=destination.host):
+                return ""
+    except ssl.SSLCertVerificationError as e:
+        return f"TLS: the destination's certificate was refused ({e.verify_message})"
+    except (ssl.SSLError, OSError) as e:
+        return f"TLS handshake failed ({getattr(e, 'reason', None) or type(e).__name__})"
+
+
 class Sender:
     """A thread that empties the outbox; `wake()` when results were queued, `stop()` to end."""
 
     def __init__(self, store: Store, ae_title: str = "CHESTAID", tries: int = 8, base_delay: float = 2.0,
-                 max_delay: float = 300.0, timeout: float = 30.0) -> None:
+                 max_delay: float = 300.0, timeout: float = 30.0, tls: TlsSettings | None = None) -> None:
         self.store, self.ae_title, self.tries = store, ae_title, max(1, tries)
+        self.tls = tls or TlsSettings()
         self.base_delay, self.max_delay, self.timeout = base_delay, max_delay, timeout
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chestaid-node-sender", daemon=True)
@@ -113,10 +132,12 @@ class Sender:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
         for sop_class in sorted({row["sop_class"] for row in rows}):
             ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        tls_args = (client_context(self.tls), destination.host) if destination.tls else None
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
         if not assoc.is_established:
             why = ("association rejected" if assoc.is_rejected else
-                   "association aborted" if _reachable(destination) else "cannot connect")
+                   (_tls_problem(destination, self.tls) or "association aborted") if _reachable(destination)
+                   else "cannot connect")
             for row in rows:
                 self._failed(row, f"{why} by {destination}")
             return
