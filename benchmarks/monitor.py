@@ -2,6 +2,8 @@
 delay after a shift to a phantom family the run never saw, and the monitor's cost per instance against the
 node's scoring time per instance.
 
+Arrival order is random: the synthetic files, named by NIH patient id, would otherwise arrive in an order in
+which age and sex drift (NIH's ids are not exchangeable), which the monitor would rightly flag.
 A DenseNet-121 run is trained on phantom family A (64 px, as the tests' runs), calibrated (which records its
 monitoring reference), then scores fresh family-A images (another seed) and family-B images through the
 Predictor. Every set samples NIH's metadata without enrichment (`enrich=False`): enriched sampling draws rarer
@@ -74,6 +76,8 @@ def main() -> None:
         shifted, _ = rows_of(predictor, synth_nih(tmp / "b", n=10 * args.window, size=64, seed=12, family="b",
                                                        enrich=False),
                              float(n_same))
+        order = np.random.default_rng(0).permutation(len(same))  # arrival order: files sorted by name are not
+        same = [dict(same[i], received_at=float(k)) for k, i in enumerate(order)]  # (NIH ids follow age)
         windows = [same[i:i + args.window] for i in range(0, n_same, args.window)]
         first = windows[0]
         began = time.perf_counter()

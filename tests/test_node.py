@@ -171,11 +171,14 @@ def test_receive_every_syntax_give_each_a_state_results_pass_dciodvfy_duplicates
     assert len(srs) == 14 and len(scs) == 9  # an SR per image (scored, refused, unreadable), a map per scored one
     for path in results:
         assert dciodvfy_errors(path) == [], path
+    calibrated = (Path(run.root) / "calibration.json").is_file()  # the SR says which the score is
+    concept = ("RISK", "Calibrated risk score, not a probability") if calibrated else (
+        "UNCALSCORE", "Uncalibrated score, not a risk or probability")
     sr = next(o for o in srs if o.ContentSequence[-1].ContentSequence[0].get("ContentSequence") and
-              "RISK" in json.dumps(o.to_json_dict()))
+              concept[0] in json.dumps(o.to_json_dict()))
     text = json.dumps(sr.to_json_dict())
     assert sr.PreliminaryFlag == "PRELIMINARY" and sr.VerificationFlag == "UNVERIFIED"
-    assert "Calibrated risk score, not a probability" in text and "weights_sha256=" in text
+    assert concept[1] in text and "weights_sha256=" in text
     assert "run=" + Path(run.root).name in text and "1500" in sr.ContentTemplateSequence[0].TemplateIdentifier
     source = next(r for r in rows.values() if r["sop_uid"] == sr.CurrentRequestedProcedureEvidenceSequence[0]
                   .ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)

@@ -60,6 +60,7 @@ def rate(name: str, count: int, n: int, reference_count: int, reference_n: int) 
 
 
 def mix(name: str, window: dict[str, int], reference: dict[str, int]) -> Signal:
+    window, reference = _pool_rare(window, reference)
     categories = sorted(set(window) | set(reference))
     table = np.array([[window.get(c, 0) for c in categories], [reference.get(c, 0) for c in categories]])
     shown = lambda counts: ", ".join(f"{c or 'unknown'} {counts.get(c, 0)}" for c in categories)  # noqa: E731
@@ -68,6 +69,30 @@ def mix(name: str, window: dict[str, int], reference: dict[str, int]) -> Signal:
     statistic, p, _, _ = stats.chi2_contingency(table)
     return Signal(name, "chi-square test of the two mixes", float(statistic), float(p), shown(window),
                   shown(reference))
+
+
+def _pool_rare(window: dict[str, int], reference: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """Categories whose expected count is under 5 in either sample pooled into "other" (Cochran's rule: the
+    chi-square approximation is anti-conservative for them, which would mean false alarms)."""
+    n_window, n_reference = sum(window.values()), sum(reference.values())
+    total = n_window + n_reference
+    if not total:
+        return window, reference
+    rare = {c for c in set(window) | set(reference)
+            if min(n_window, n_reference) * (window.get(c, 0) + reference.get(c, 0)) / total < 5}
+    if len(rare) == 1:  # a lone rare category joins the next smallest one
+        others = sorted((c for c in set(window) | set(reference) if c not in rare),
+                        key=lambda c: window.get(c, 0) + reference.get(c, 0))
+        if len(others) >= 2:
+            rare.add(others[0])
+    if len(rare) < 2:
+        return window, reference
+
+    def pooled(counts: dict[str, int]) -> dict[str, int]:
+        kept = {c: v for c, v in counts.items() if c not in rare}
+        return {**kept, "other": sum(v for c, v in counts.items() if c in rare)}
+
+    return pooled(window), pooled(reference)
 
 
 def holm(signals: list[Signal], level: float) -> list[Signal]:

@@ -51,6 +51,17 @@ def describe_instance(event) -> Instance:
                         transfer_syntax=str(event.context.transfer_syntax))
     try:
         ds = event.dataset
+    except Exception as e:  # noqa: BLE001 - stored as received; the worker says why it cannot be read
+        log.info("instance %s: header not parsed at receipt (%s)", sop_uid, describe(e))
+        return instance
+    return described(ds, instance)
+
+
+def described(ds, instance: Instance) -> Instance:
+    """`instance` with the identifiers of its dataset `ds` (and "ignored" when it is not an image or is one of
+    our own results); unparsable headers leave it as it is (the worker says why)."""
+    sop_uid, sop_class = instance.sop_uid, instance.sop_class
+    try:
         instance.study_uid, instance.series_uid = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
         instance.modality, instance.patient_id = _text(ds, "Modality"), _text(ds, "PatientID")
         instance.accession = _text(ds, "AccessionNumber")
@@ -67,6 +78,31 @@ def describe_instance(event) -> Instance:
     elif not has_pixels:
         instance.state, instance.reason = "ignored", f"not an image: {name} has no pixel data"
     return instance
+
+
+def accept(store: Store, instance: Instance, data, peer: str) -> str:
+    """Store one received instance durably (`data`: its Part-10 bytes, or a function making them), or recognise
+    it: "stored", "duplicate" (the same content again: acknowledged once) or "conflict" (its SOPInstanceUID with
+    other content: kept apart, not scored, a warning naming both studies' UIDs, never a patient). Raises when
+    nothing could be made durable (the sender must not be told success)."""
+    sop_uid = instance.sop_uid
+    if store.has(sop_uid):
+        differs = store.other_content(instance)
+        if not differs:
+            log.info("instance %s from %s: duplicate SOPInstanceUID, acknowledged, not stored again", sop_uid, peer)
+            return "duplicate"
+        earlier = store.instance(sop_uid)
+        reason = (f"SOPInstanceUID reused with other content ({differs} differ): the earlier instance of study "
+                  f"{earlier['study_uid']} keeps the UID; this one (study {instance.study_uid}) is kept, not scored")
+        store.conflict(instance, data() if callable(data) else data, reason)
+        log.warning("instance %s from %s: %s", sop_uid, peer, reason)
+        return "conflict"
+    if not store.receive(instance, data() if callable(data) else data):
+        return "duplicate"  # the same UID stored meanwhile by another association
+    log.info("instance %s (study %s, series %s, %s, %s) from %s: stored, %s", sop_uid, instance.study_uid,
+             instance.series_uid, instance.modality or "no modality", instance.transfer_syntax, peer,
+             instance.state if instance.state != "queued" else "queued for scoring")
+    return "stored"
 
 
 class Receiver:
@@ -153,16 +189,6 @@ class Receiver:
 
     # -- DIMSE handlers ----------------------------------------------------------------------------------------
 
-    def _keep_conflict(self, event, instance, differs: str) -> None:
-        """A SOPInstanceUID that came before with other content: kept, not scored, said in the log (UIDs of
-        both studies, never patient names or IDs)."""
-        stored = self.store.instance(instance.sop_uid)
-        reason = (f"SOPInstanceUID reused with other content ({differs} differ): the earlier instance of study "
-                  f"{stored['study_uid']} keeps the UID; this one (study {instance.study_uid}) is kept, not scored")
-        self.store.conflict(instance, event.encoded_dataset(include_meta=True), reason)
-        log.warning("instance %s from %s: %s", instance.sop_uid, self._peer(event), reason)
-        self._count(event, 0)
-
     def handle_echo(self, event) -> int:
         log.info("C-ECHO from %s", self._peer(event))
         return SUCCESS
@@ -176,13 +202,8 @@ class Receiver:
             self._busy.add(sop_uid)
         try:
             instance = describe_instance(event)
-            if self.store.has(sop_uid):
-                stored, differs = False, self.store.other_content(instance)
-                if differs:
-                    self._keep_conflict(event, instance, differs)
-                    return SUCCESS
-            else:
-                stored = self.store.receive(instance, event.encoded_dataset(include_meta=True))
+            outcome = accept(self.store, instance, lambda: event.encoded_dataset(include_meta=True),
+                             self._peer(event))
         except Exception as e:  # noqa: BLE001 - never acknowledge what is not durable; the sender retries
             log.error("instance %s from %s not stored: %s -> 0xA700", sop_uid, self._peer(event), describe(e))
             self._count(event, 2)
@@ -190,15 +211,9 @@ class Receiver:
         finally:
             with self._lock:
                 self._busy.discard(sop_uid)
-        if not stored:
-            log.info("instance %s from %s: duplicate SOPInstanceUID, acknowledged, not stored again", sop_uid,
-                     self._peer(event))
-            self._count(event, 1)
+        self._count(event, 1 if outcome == "duplicate" else 0)
+        if outcome != "stored":
             return SUCCESS
-        log.info("instance %s (study %s, series %s, %s, %s) from %s: stored, %s", sop_uid, instance.study_uid,
-                 instance.series_uid, instance.modality or "no modality", instance.transfer_syntax,
-                 self._peer(event), instance.state if instance.state != "queued" else "queued for scoring")
-        self._count(event, 0)
         if self.on_stored is not None:
             self.on_stored()
         return SUCCESS
