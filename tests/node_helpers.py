@@ -94,7 +94,7 @@ def node_process(run: Path, store: Path, port: int, *args: str, log: Path) -> su
 class Orthanc:
     """A real Orthanc (Debian's) on free ports, its storage in `folder`, one modality: the node."""
 
-    def __init__(self, folder: Path, node_port: int, node_aet: str = "CHESTAID") -> None:
+    def __init__(self, folder: Path, node_port: int, node_aet: str = "CHESTAID", extra: dict | None = None) -> None:
         self.folder, self.http, self.dicom = folder, free_port(), free_port()
         folder.mkdir(parents=True, exist_ok=True)
         config = {"Name": "chestaid-test", "StorageDirectory": str(folder / "db"),
@@ -102,7 +102,7 @@ class Orthanc:
                   "DicomAet": "ORTHANC", "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
                   "DicomModalities": {"chestaid": [node_aet, "127.0.0.1", node_port]},
                   "DicomCheckCalledAet": False, "Plugins": [], "HttpTimeout": 60, "DicomScuTimeout": 60,
-                  "StableAge": 2, "SaveJobs": False}
+                  "StableAge": 2, "SaveJobs": False, **(extra or {})}
         (folder / "orthanc.json").write_text(json.dumps(config))
         self.log = (folder / "orthanc.log").open("ab")
         self.process = subprocess.Popen([str(ORTHANC), str(folder / "orthanc.json")], stdout=self.log,

@@ -39,8 +39,8 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
          ae_title: Annotated[str, typer.Option("--ae-title", help="this node's AE title")] = "CHESTAID",
          host: Annotated[str, typer.Option(help="address to listen on")] = "0.0.0.0",
          send_to: Annotated[Optional[str], typer.Option(
-             "--send-to", help="where results go: AET@HOST:PORT, or AET@HOST:PORT+tls over TLS (several: "
-                               "comma-separated)")] = None,
+             "--send-to", help="where results go: AET@HOST:PORT, AET@HOST:PORT+tls over TLS, or a DICOMweb root "
+                               "https://…/dicom-web (STOW-RS) (several: comma-separated)")] = None,
          allow: Annotated[Optional[str], typer.Option(
              help="calling AE titles accepted, comma-separated (default: any)")] = None,
          max_associations: Annotated[int, typer.Option(
@@ -63,7 +63,12 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
          tls_ca: Annotated[Optional[Path], typer.Option("--tls-ca", help="CA certificates that sign the peers' "
                                                         "certificates (PEM)")] = None,
          tls_require_client_cert: Annotated[bool, typer.Option(
-             "--tls-require-client-cert", help="refuse a sender without a certificate signed by --tls-ca")] = False) -> None:
+             "--tls-require-client-cert", help="refuse a sender without a certificate signed by --tls-ca")] = False,
+         dicomweb_port: Annotated[Optional[int], typer.Option(
+             "--dicomweb-port", min=0, max=65535, help="also receive by STOW-RS: POST /dicom-web/studies")] = None,
+         dicomweb_users: Annotated[Optional[Path], typer.Option(
+             "--dicomweb-users", help="the page's users file: STOW-RS needs one of its bearer tokens (required "
+                                      "off loopback, with TLS)")] = None) -> None:
     """A DICOM node: receive by C-STORE, score each image on arrival into the store's worklist, send an SR per
     image and a heat map per scored image to --send-to. Stops on Ctrl-C or SIGTERM; a restart resumes."""
     from chestaid.apps.node.node import Node, NodeConfig
@@ -78,7 +83,8 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
                         idle_timeout=idle_timeout,
                         batch_size=batch_size, heat_maps=heat_maps, send_tries=send_tries, retry_delay=retry_delay,
                         max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device,
-                        tls=TlsSettings(tls_cert, tls_key, tls_ca, tls_require_client_cert).check())
+                        tls=TlsSettings(tls_cert, tls_key, tls_ca, tls_require_client_cert).check(),
+                        dicomweb_port=dicomweb_port, dicomweb_users=dicomweb_users)
     stop = threading.Event()
     try:
         running = Node(config).start()

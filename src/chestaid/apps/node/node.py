@@ -41,6 +41,8 @@ class NodeConfig:
     send_timeout: float = 30.0
     device: str = "cpu"
     tls: TlsSettings = field(default_factory=TlsSettings)  # DICOM over TLS, in (a certificate) and out (+tls)
+    dicomweb_port: int | None = None  # STOW-RS in (chestaid.apps.node.dicomweb); None: none
+    dicomweb_users: Path | None = None  # the page's users file: bearer tokens for STOW-RS
 
 
 def algorithm_of(run: Path, backend: str = "torch") -> Algorithm:
@@ -59,7 +61,7 @@ class Node:
         self.config = config
         self.destinations = [str(Destination.parse(d)) for d in config.send_to]
         self.store = Store(config.store)
-        self.receiver = self.worker = self.sender = None
+        self.receiver = self.worker = self.sender = self.stow = None
         self.stopped = threading.Event()
 
     def start(self) -> "Node":
@@ -78,9 +80,17 @@ class Node:
                                  config.max_associations, on_stored=self.worker.wake,
                                  idle_timeout=config.idle_timeout,
                                  ssl_context=server_context(tls) if tls.serving else None)
+        if config.dicomweb_port is not None:
+            from chestaid.apps.node.dicomweb import StowServer
+
+            self.stow = StowServer(self.store, config.host, config.dicomweb_port, self.worker.wake,
+                                   config.dicomweb_users, server_context(tls) if tls.serving else None)
         self.worker.start()
         self.sender.start()
         self.receiver.start()
+        if self.stow is not None:
+            self.stow.start()
+            log.info("STOW-RS on %s:%d/dicom-web/studies", config.host, self.stow.port)
         log.info("node %s listening on %s:%d%s (max %d associations, calling AE titles: %s); results to: %s",
                  config.ae_title, config.host, self.receiver.port,
                  "" if not tls.serving else " over TLS" + (", client certificates required"
@@ -94,8 +104,9 @@ class Node:
         return self.receiver.port
 
     def stop(self) -> None:
-        if self.receiver is not None:
-            self.receiver.stop()
+        for server in (self.receiver, self.stow):
+            if server is not None:
+                server.stop()
         for part in (self.worker, self.sender):
             if part is not None:
                 part.stop()

@@ -34,10 +34,20 @@ class Destination:
     host: str
     port: int
     tls: bool = False
+    url: str = ""  # a DICOMweb server (STOW-RS), e.g. https://pacs/dicom-web
 
     @classmethod
     def parse(cls, text: str) -> "Destination":
-        """AET@HOST:PORT, or AET@HOST:PORT+tls for DICOM over TLS."""
+        """AET@HOST:PORT, AET@HOST:PORT+tls for DICOM over TLS, or a DICOMweb root (https://…; http:// on
+        loopback only)."""
+        from urllib.parse import urlsplit
+
+        if text.strip().startswith(("http://", "https://")):
+            parts = urlsplit(text.strip())
+            if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+                raise ChestaidError(f"--send-to {text}: plain http only to this machine; use https://")
+            return cls("", parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80),
+                       parts.scheme == "https", text.strip().rstrip("/"))
         match = re.fullmatch(r"([^@]{1,16})@([^:@]+):(\d{1,5})(\+tls)?", text.strip())
         if not match or not 0 < int(match[3]) < 65536:
             raise ChestaidError(f"--send-to must be AET@HOST:PORT or AET@HOST:PORT+tls (e.g. ORTHANC@127.0.0.1:4242), "
@@ -45,7 +55,7 @@ class Destination:
         return cls(match[1], match[2], int(match[3]), bool(match[4]))
 
     def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}" + ("+tls" if self.tls else "")
+        return self.url or f"{self.ae_title}@{self.host}:{self.port}" + ("+tls" if self.tls else "")
 
 
 def _reachable(destination: Destination) -> bool:
@@ -127,7 +137,9 @@ class Sender:
                      row["attempts"] + 1, error, retry_at - time.time())
 
     def send(self, destination: Destination, rows: list) -> None:
-        """One association for a batch of results to one destination."""
+        """One association (or one STOW-RS request) for a batch of results to one destination."""
+        if destination.url:
+            return self._stow(destination, rows)
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
         for sop_class in sorted({row["sop_class"] for row in rows}):
@@ -163,3 +175,22 @@ class Sender:
             if assoc.is_established:
                 assoc.release()
         log.info("association to %s: %d of %d results sent", destination, sent, len(rows))
+
+    def _stow(self, destination: Destination, rows: list) -> None:
+        from chestaid.apps.node.dicomweb import stow
+
+        context = client_context(self.tls) if destination.tls else None
+        try:
+            took, refused = stow(destination.url, [self.store.root / r["path"] for r in rows], self.timeout,
+                                 context=context)
+        except (OSError, ValueError) as e:
+            for row in rows:
+                self._failed(row, f"STOW-RS to {destination} failed ({describe(e)})")
+            return
+        for row in rows:
+            if row["result_uid"] in took:
+                self.store.sent(row["id"])
+            else:
+                self._failed(row, f"STOW-RS: {refused.get(row['result_uid'], 'not in the response')} from {destination}")
+        log.info("STOW-RS to %s: %d of %d results taken", destination, len(took & {r['result_uid'] for r in rows}),
+                 len(rows))

@@ -1,0 +1,96 @@
+"""DICOMweb with a real peer: Orthanc and its DICOMweb plugin (Debian's orthanc-dicomweb) send a study to the
+node by STOW-RS; the node scores it and sends its SR back into Orthanc by STOW-RS through the outbox; every
+object dciodvfy-clean; the worklist lists each instance once (a second STOW-RS of the study adds nothing). The
+endpoint answers PS3.18's statuses, refuses a part that is not DICOM one by one, and off loopback needs TLS and
+a bearer token."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from chestaid.apps.node.dicomweb import StowServer
+from chestaid.apps.node.node import Node, NodeConfig
+from chestaid.core.errors import ChestaidError
+from chestaid.store import Store
+from node_helpers import ORTHANC, Orthanc, dciodvfy_errors, free_port, phantom
+
+PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+pytestmark = [pytest.mark.peers, pytest.mark.skipif(not ORTHANC.is_file() or not PLUGIN.is_file(),
+                                                    reason="Orthanc and orthanc-dicomweb are test dependencies")]
+
+
+def test_orthanc_sends_by_stow_rs_and_gets_the_sr_back_by_stow_rs(ungated_run, tmp_path):
+    stow_port = free_port()
+    node = None
+    orthanc = Orthanc(tmp_path / "orthanc", free_port(), extra={
+        "Plugins": [str(PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/",
+                     "Servers": {"chestaid": [f"http://127.0.0.1:{stow_port}/dicom-web/"]}}})
+    try:
+        node = Node(NodeConfig(run=Path(ungated_run.root), store=tmp_path / "store", port=0, host="127.0.0.1",
+                               dicomweb_port=stow_port, heat_maps=True,
+                               send_to=[f"http://127.0.0.1:{orthanc.http}/dicom-web"])).start()
+        files = [phantom(tmp_path / f"{k}.dcm", "1.2.826.0.1.3680043.8.498.91", k) for k in range(2)]
+        for f in files:
+            orthanc.post("/instances", f.read_bytes())
+        study = orthanc.get("/studies")[0]
+        for _ in range(2):  # the second send of the same study: acknowledged, nothing new
+            orthanc.post("/dicom-web/servers/chestaid/stow", json.dumps({"Resources": [study]}).encode(),
+                         "application/json")
+        deadline = time.time() + 180
+        while time.time() < deadline and len(node.store.outbox("sent")) < 4:  # an SR and a heat map per image
+            time.sleep(0.5)
+        rows, outbox = node.store.instances(), node.store.outbox()
+        back = orthanc.get(f"/studies/{study}/instances")
+    finally:
+        if node is not None:
+            node.stop()
+        orthanc.stop()
+    assert len(rows) == 2 and {r["state"] for r in rows} == {"scored"}  # once each
+    assert len(outbox) == 4 and {o["state"] for o in outbox} == {"sent"}
+    assert len(back) == 6  # the two images, their two SRs and two heat maps, in the same study
+    for path in (tmp_path / "store" / "results").rglob("*.dcm"):
+        assert dciodvfy_errors(path) == [], path
+
+
+def _multipart(parts: list[tuple[str, bytes]], boundary: str = "b0undary") -> tuple[str, bytes]:
+    body = b"".join(f"--{boundary}\r\nContent-Type: {kind}\r\n\r\n".encode() + data + b"\r\n" for kind, data in parts)
+    return f'multipart/related; type="application/dicom"; boundary={boundary}', body + f"--{boundary}--\r\n".encode()
+
+
+def _post(url: str, kind: str, body: bytes, token: str | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": kind, **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, body, headers, method="POST"), timeout=30) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_stow_rs_statuses_part_by_part_and_logins_off_loopback(tmp_path):
+    store = Store(tmp_path / "store")
+    server = StowServer(store, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{server.port}/dicom-web/studies"
+    good = phantom(tmp_path / "a.dcm", "1.2.826.0.1.3680043.8.498.92", 0).read_bytes()
+    other = phantom(tmp_path / "b.dcm", "1.2.826.0.1.3680043.8.498.93", 1).read_bytes()
+    try:
+        status, body = _post(url, *_multipart([("application/dicom", good), ("application/dicom", b"not dicom")]))
+        assert status == 202 and len(body["00081199"]["Value"]) == 1 and len(body["00081198"]["Value"]) == 1
+        assert body["00081198"]["Value"][0]["00081197"]["Value"] == [0x0110]
+        status, body = _post(url.replace("/studies", "/studies/1.2.3.4"), *_multipart([("application/dicom", other)]))
+        assert status == 409 and body["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]  # not that study
+        assert _post(url, "application/dicom", good)[0] == 415
+        assert _post(url, *_multipart([("application/dicom", good)]))[0] == 200  # a duplicate: acknowledged
+        assert len(store.instances()) == 1
+    finally:
+        server.stop()
+    with pytest.raises(ChestaidError, match="needs TLS .* and --dicomweb-users"):
+        StowServer(store, "0.0.0.0", 0)
+    store.close()
+
