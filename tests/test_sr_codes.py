@@ -44,3 +44,14 @@ def test_findings_are_coded_read_back_rendered_and_valid(tmp_path):
         assert evaluation.value.meaning == ("Present" if decided else "Absent")
     rendered = dcmtk("dsrdump", tmp_path / "sr.dcm").stdout
     assert "Lung consolidation" in rendered and "Hiatal hernia" in rendered and "Comprehensive SR" in rendered
+
+
+def test_a_result_made_again_has_the_same_uids(tmp_path):
+    """After a restart the worker may make a result again: it must carry the same SOP and series UIDs, so that
+    a destination keeps one copy (pydicom's generate_uid with no prefix ignores its entropy: random UIDs)."""
+    source = pydicom.dcmread(phantom(tmp_path / "cr.dcm", "1.2.826.0.1.3680043.8.498.72", 0))
+    algorithm = Algorithm("1.0", "nih-run", "cd" * 32, True)
+    first, again = (make_sr(source, algorithm, ["Effusion"], np.array([0.4]), np.array([False]), {"Effusion": 0.5})
+                    for _ in range(2))
+    assert (first.SOPInstanceUID, first.SeriesInstanceUID) == (again.SOPInstanceUID, again.SeriesInstanceUID)
+    assert first.SOPInstanceUID.startswith("2.25.") and len(first.SOPInstanceUID) <= 64

@@ -68,7 +68,10 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
              "--dicomweb-port", min=0, max=65535, help="also receive by STOW-RS: POST /dicom-web/studies")] = None,
          dicomweb_users: Annotated[Optional[Path], typer.Option(
              "--dicomweb-users", help="the page's users file: STOW-RS needs one of its bearer tokens (required "
-                                      "off loopback, with TLS)")] = None) -> None:
+                                      "off loopback, with TLS)")] = None,
+         fhir_url: Annotated[Optional[str], typer.Option(
+             "--fhir-url", help="FHIR R4 server base(s): a DiagnosticReport bundle per scored image, exactly once "
+                                "(comma-separated)")] = None) -> None:
     """A DICOM node: receive by C-STORE, score each image on arrival into the store's worklist, send an SR per
     image and a heat map per scored image to --send-to. Stops on Ctrl-C or SIGTERM; a restart resumes."""
     from chestaid.apps.node.node import Node, NodeConfig
@@ -84,7 +87,7 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
                         batch_size=batch_size, heat_maps=heat_maps, send_tries=send_tries, retry_delay=retry_delay,
                         max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device,
                         tls=TlsSettings(tls_cert, tls_key, tls_ca, tls_require_client_cert).check(),
-                        dicomweb_port=dicomweb_port, dicomweb_users=dicomweb_users)
+                        dicomweb_port=dicomweb_port, dicomweb_users=dicomweb_users, fhir_url=_split(fhir_url))
     stop = threading.Event()
     try:
         running = Node(config).start()

@@ -43,6 +43,7 @@ class NodeConfig:
     tls: TlsSettings = field(default_factory=TlsSettings)  # DICOM over TLS, in (a certificate) and out (+tls)
     dicomweb_port: int | None = None  # STOW-RS in (chestaid.apps.node.dicomweb); None: none
     dicomweb_users: Path | None = None  # the page's users file: bearer tokens for STOW-RS
+    fhir_url: list[str] = field(default_factory=list)  # FHIR R4 servers' bases: a report bundle per scored image
 
 
 def algorithm_of(run: Path, backend: str = "torch") -> Algorithm:
@@ -59,7 +60,8 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.destinations = [str(Destination.parse(d)) for d in config.send_to]
+        self.destinations = [str(Destination.parse(d)) for d in config.send_to] + [
+            str(Destination.parse(f"fhir:{url}")) for url in config.fhir_url]
         self.store = Store(config.store)
         self.receiver = self.worker = self.sender = self.stow = None
         self.stopped = threading.Event()

@@ -8,6 +8,7 @@ makes the same object, never a second one; the series UIDs from the study, the r
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,6 @@ from highdicom.sr import CodedConcept
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 from chestaid.apps.node.receiver import MANUFACTURER
 from chestaid.inference.calibration import score_name
@@ -68,7 +68,11 @@ class Algorithm:
 
 
 def derived_uid(*parts: str) -> str:
-    return generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts])
+    """A UID that is a function of `parts` ("2.25." and 128 bits of their SHA-256, as PS3.5 B.2 allows for UUID-
+    derived UIDs): a result made again (after a restart) gets the same UID, so a destination keeps one copy.
+    (pydicom's generate_uid ignores its entropy sources when the prefix is None: that UID was random.)"""
+    digest = hashlib.sha256("\x00".join(str(p) for p in parts).encode()).hexdigest()[:32]
+    return f"2.25.{int(digest, 16)}"
 
 
 def result_uids(source_uid: str, study_uid: str, algorithm: Algorithm, kind: str) -> tuple[str, str]:

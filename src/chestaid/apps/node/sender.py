@@ -34,7 +34,8 @@ class Destination:
     host: str
     port: int
     tls: bool = False
-    url: str = ""  # a DICOMweb server (STOW-RS), e.g. https://pacs/dicom-web
+    url: str = ""  # a DICOMweb server (STOW-RS), e.g. https://pacs/dicom-web, or with fhir a FHIR server's base
+    fhir: bool = False  # FHIR R4 transaction bundles (chestaid.apps.node.fhir)
 
     @classmethod
     def parse(cls, text: str) -> "Destination":
@@ -42,6 +43,11 @@ class Destination:
         loopback only)."""
         from urllib.parse import urlsplit
 
+        if text.strip().startswith("fhir:"):
+            found = cls.parse(text.strip().removeprefix("fhir:"))
+            if not found.url:
+                raise ChestaidError(f"--fhir-url must be http(s)://…, got {text.removeprefix('fhir:')!r}")
+            return cls(found.ae_title, found.host, found.port, found.tls, found.url, fhir=True)
         if text.strip().startswith(("http://", "https://")):
             parts = urlsplit(text.strip())
             if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
@@ -55,7 +61,9 @@ class Destination:
         return cls(match[1], match[2], int(match[3]), bool(match[4]))
 
     def __str__(self) -> str:
-        return self.url or f"{self.ae_title}@{self.host}:{self.port}" + ("+tls" if self.tls else "")
+        if self.url:
+            return ("fhir:" if self.fhir else "") + self.url
+        return f"{self.ae_title}@{self.host}:{self.port}" + ("+tls" if self.tls else "")
 
 
 def _reachable(destination: Destination) -> bool:
@@ -138,6 +146,8 @@ class Sender:
 
     def send(self, destination: Destination, rows: list) -> None:
         """One association (or one STOW-RS request) for a batch of results to one destination."""
+        if destination.fhir:
+            return self._fhir(destination, rows)
         if destination.url:
             return self._stow(destination, rows)
         ae = AE(ae_title=self.ae_title)
@@ -175,6 +185,18 @@ class Sender:
             if assoc.is_established:
                 assoc.release()
         log.info("association to %s: %d of %d results sent", destination, sent, len(rows))
+
+    def _fhir(self, destination: Destination, rows: list) -> None:
+        from chestaid.apps.node.fhir import post_bundle
+
+        context = client_context(self.tls) if destination.tls else None
+        for row in rows:
+            try:
+                post_bundle(destination.url, (self.store.root / row["path"]).read_bytes(), self.timeout, context)
+            except (OSError, ValueError) as e:
+                self._failed(row, f"FHIR bundle to {destination.url} failed ({describe(e)})")
+                continue
+            self.store.sent(row["id"])
 
     def _stow(self, destination: Destination, rows: list) -> None:
         from chestaid.apps.node.dicomweb import stow

@@ -48,7 +48,10 @@ class Worker:
     def __init__(self, store: Store, predictor, algorithm: Algorithm, destinations: list[str] | None = None,
                  batch_size: int = 16, heat_maps: bool = True) -> None:
         self.store, self.predictor, self.algorithm = store, predictor, algorithm
-        self.destinations, self.batch_size, self.heat_maps = list(destinations or []), batch_size, heat_maps
+        destinations = list(destinations or [])
+        self.fhir = [d for d in destinations if d.startswith("fhir:")]  # FHIR servers get reports, not DICOM
+        self.destinations = [d for d in destinations if not d.startswith("fhir:")]
+        self.batch_size, self.heat_maps = batch_size, heat_maps
         self.labels = list(predictor.task.labels)
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chestaid-node-worker", daemon=True)
@@ -115,6 +118,19 @@ class Worker:
                                "path": str(path.relative_to(self.store.root)), "destination": destination})
         return queued
 
+    def _reports(self, source, s) -> list[dict]:
+        """The FHIR transaction bundle of a scored image, made durable, for each FHIR destination."""
+        if not self.fhir:
+            return []
+        from chestaid.apps.node.fhir import bundle_bytes, report_bundle
+
+        bundle = report_bundle(source, self.algorithm, self.labels, s.risk, s.decisions)
+        key = bundle["entry"][-1]["resource"]["identifier"][0]["value"].removeprefix("urn:oid:")
+        path = self.store.result_path(key).with_suffix(".json")
+        durable_write(path, bundle_bytes(bundle))
+        return [{"kind": "fhir", "uid": key, "sop_class": "FHIR Bundle", "path": str(path.relative_to(self.store.root)),
+                 "destination": destination} for destination in self.fhir]
+
     def _source(self, row):
         header = read_header(self.store.file_of(row))
         if header is None or "StudyInstanceUID" not in header or "SOPInstanceUID" not in header:
@@ -151,7 +167,7 @@ class Worker:
             if cam is not None:
                 objects.append(("sc", make_heat_map(source, self.algorithm, cam, self.labels[top],
                                                     float(s.risk[top]))))
-            results = self._outbox(objects)
+            results = self._outbox(objects) + self._reports(source, s)
         except Exception as e:  # noqa: BLE001
             results, note = [], f"no result objects ({describe(e)})"
         self.store.finish(sop_uid, "scored", note, risk=round(float(s.risk[top]), 6), top=self.labels[top],
