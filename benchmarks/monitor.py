@@ -2,15 +2,17 @@
 delay after a shift to a phantom family the run never saw, and the monitor's cost per instance against the
 node's scoring time per instance.
 
-Arrival order is random: the synthetic files, named by NIH patient id, would otherwise arrive in an order in
-which age and sex drift (NIH's ids are not exchangeable), which the monitor would rightly flag.
-A DenseNet-121 run is trained on phantom family A (64 px, as the tests' runs), calibrated (which records its
-monitoring reference), then scores fresh family-A images (another seed) and family-B images through the
-Predictor. Every set samples NIH's metadata without enrichment (`enrich=False`): enriched sampling draws rarer
-findings first, so its finding mix depends on how many images are drawn, a real prevalence shift the monitor
-would rightly flag (measured: 17 of 30 windows alarmed with enriched sets of 600 and 3,000 images). Through the
-Predictor; each scored image becomes a store row as the node writes it (state, reason, gate distance, scores,
-header mix) and windows of them go through the monitor's signals and Holm's method (chestaid.workflows.monitor).
+A DenseNet-121 run is trained on phantom family A (64 px, as the tests' runs) and calibrated (which records its
+monitoring reference); it then scores fresh family-A images (another seed) and family-B images through the
+Predictor, each scored image becoming a store row as the node writes it (state, reason, gate distance, scores,
+header mix); windows of them go through the monitor's signals and Holm's method (chestaid.workflows.monitor).
+
+Two things would make the "in-distribution" windows not in distribution, and the monitor rightly flags both:
+- enriched sampling (synth's default) draws rarer findings first, so the finding mix depends on how many images
+  are drawn: every set here samples NIH's metadata without enrichment (`enrich=False`; with enrichment, 17 of 30
+  windows alarmed, on score and flag-rate signals);
+- the files are named by NIH patient id, and NIH's ids are not exchangeable (age and sex drift along them): the
+  images arrive in random order (in file order, 13 of 30 windows alarmed on the age and sex mixes).
 Writes benchmarks/results/monitor.json with the machine.
 """
 
