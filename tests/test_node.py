@@ -513,3 +513,20 @@ def test_a_hostile_header_still_gets_its_results_and_a_reused_uid_with_other_con
     assert "PatientSex in the source is not a valid CS value: left empty" in text
     assert "PatientAge in the source is not a valid AS value: left out" in text
     assert sr.PatientSex == "" and "PatientAge" not in sr and "calibration=" in text
+
+
+def test_prometheus_metrics_count_states_and_time_scoring(run, tmp_path):
+    import urllib.request
+
+    node = start_node(run, tmp_path / "store", heat_maps=False, metrics_port=0)
+    try:
+        _, report = dcmsend(node.port, phantoms(tmp_path / "in", 2, seed=9) + [Path(get_testdata_file("CT_small.dcm"))])
+        assert len(report["ok"]) == 3, report["text"]
+        wait_for(lambda: settled(tmp_path / "store", False), what="scored")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=10).read().decode()
+    finally:
+        node.stop()
+    assert 'chestaid_instances{state="scored"} 2.0' in text and 'chestaid_instances{state="refused"} 1.0' in text
+    assert 'chestaid_refusals{reason="DICOM Modality is CT, not CR or DX (a radiograph)"} 1.0' in text
+    assert "chestaid_scoring_seconds_count 3.0" in text and "chestaid_queue_depth 0.0" in text
+    assert "PHANTOM" not in text  # no patient data

@@ -71,7 +71,11 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
                                       "off loopback, with TLS)")] = None,
          fhir_url: Annotated[Optional[str], typer.Option(
              "--fhir-url", help="FHIR R4 server base(s): a DiagnosticReport bundle per scored image, exactly once "
-                                "(comma-separated)")] = None) -> None:
+                                "(comma-separated)")] = None,
+         metrics_port: Annotated[Optional[int], typer.Option(
+             "--metrics-port", min=0, max=65535, help="Prometheus metrics on this port (GET /metrics)")] = None,
+         metrics_host: Annotated[str, typer.Option(
+             "--metrics-host", help="address of the metrics endpoint")] = "127.0.0.1") -> None:
     """A DICOM node: receive by C-STORE, score each image on arrival into the store's worklist, send an SR per
     image and a heat map per scored image to --send-to. Stops on Ctrl-C or SIGTERM; a restart resumes."""
     from chestaid.apps.node.node import Node, NodeConfig
@@ -87,7 +91,8 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
                         batch_size=batch_size, heat_maps=heat_maps, send_tries=send_tries, retry_delay=retry_delay,
                         max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device,
                         tls=TlsSettings(tls_cert, tls_key, tls_ca, tls_require_client_cert).check(),
-                        dicomweb_port=dicomweb_port, dicomweb_users=dicomweb_users, fhir_url=_split(fhir_url))
+                        dicomweb_port=dicomweb_port, dicomweb_users=dicomweb_users, fhir_url=_split(fhir_url),
+                        metrics_port=metrics_port, metrics_host=metrics_host)
     stop = threading.Event()
     try:
         running = Node(config).start()

@@ -44,6 +44,8 @@ class NodeConfig:
     dicomweb_port: int | None = None  # STOW-RS in (chestaid.apps.node.dicomweb); None: none
     dicomweb_users: Path | None = None  # the page's users file: bearer tokens for STOW-RS
     fhir_url: list[str] = field(default_factory=list)  # FHIR R4 servers' bases: a report bundle per scored image
+    metrics_port: int | None = None  # Prometheus metrics (chestaid.apps.node.metrics); None: none
+    metrics_host: str = "127.0.0.1"
 
 
 def algorithm_of(run: Path, backend: str = "torch") -> Algorithm:
@@ -63,7 +65,7 @@ class Node:
         self.destinations = [str(Destination.parse(d)) for d in config.send_to] + [
             str(Destination.parse(f"fhir:{url}")) for url in config.fhir_url]
         self.store = Store(config.store)
-        self.receiver = self.worker = self.sender = self.stow = None
+        self.receiver = self.worker = self.sender = self.stow = self.metrics = None
         self.stopped = threading.Event()
 
     def start(self) -> "Node":
@@ -73,8 +75,13 @@ class Node:
         recovered = self.store.recover()
         log.info("store %s: %s", config.store, ", ".join(f"{k} {v}" for k, v in recovered.items()))
         predictor = Predictor.load(config.run, config.device)
+        if config.metrics_port is not None:
+            from chestaid.apps.node.metrics import Metrics
+
+            self.metrics = Metrics(self.store)
         self.worker = Worker(self.store, predictor, algorithm_of(config.run, predictor.backend), self.destinations,
-                             config.batch_size, config.heat_maps)
+                             config.batch_size, config.heat_maps,
+                             self.metrics.scoring if self.metrics is not None else None)
         tls = config.tls.check()
         self.sender = Sender(self.store, config.ae_title, config.send_tries, config.retry_delay,
                              config.max_retry_delay, config.send_timeout, tls)
@@ -93,6 +100,9 @@ class Node:
         if self.stow is not None:
             self.stow.start()
             log.info("STOW-RS on %s:%d/dicom-web/studies", config.host, self.stow.port)
+        if self.metrics is not None:
+            self.metrics_port = self.metrics.serve(config.metrics_port, config.metrics_host)
+            log.info("Prometheus metrics on %s:%d/metrics", config.metrics_host, self.metrics_port)
         log.info("node %s listening on %s:%d%s (max %d associations, calling AE titles: %s); results to: %s",
                  config.ae_title, config.host, self.receiver.port,
                  "" if not tls.serving else " over TLS" + (", client certificates required"
@@ -106,7 +116,7 @@ class Node:
         return self.receiver.port
 
     def stop(self) -> None:
-        for server in (self.receiver, self.stow):
+        for server in (self.receiver, self.stow, self.metrics):
             if server is not None:
                 server.stop()
         for part in (self.worker, self.sender):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 
 import numpy as np
 
@@ -46,7 +47,8 @@ class Worker:
     """A thread that scores what the receiver queued; `wake()` after each receipt, `stop()` to end."""
 
     def __init__(self, store: Store, predictor, algorithm: Algorithm, destinations: list[str] | None = None,
-                 batch_size: int = 16, heat_maps: bool = True) -> None:
+                 batch_size: int = 16, heat_maps: bool = True, latency=None) -> None:
+        self.latency = latency  # a prometheus Histogram of seconds per instance (chestaid.apps.node.metrics)
         self.store, self.predictor, self.algorithm = store, predictor, algorithm
         destinations = list(destinations or [])
         self.fhir = [d for d in destinations if d.startswith("fhir:")]  # FHIR servers get reports, not DICOM
@@ -82,6 +84,13 @@ class Worker:
 
     def process(self, rows) -> None:
         """Score one batch of queued rows and record each one's state, reason and results."""
+        began = time.perf_counter()
+        self._process(rows)
+        if self.latency is not None:
+            for _ in rows:
+                self.latency.observe((time.perf_counter() - began) / len(rows))
+
+    def _process(self, rows) -> None:
         by_path = {str(self.store.file_of(r)): r for r in rows}
         scored, failed = self.predictor.score_files(list(by_path), self.batch_size, keep_images=True)
         for path, reason in failed:

@@ -14,6 +14,14 @@ COLUMNS = ["received", "PatientID", "AccessionNumber", "StudyInstanceUID", "SOPI
            "risk", "top_finding", "flagged", "results", "study_complete"]
 
 
+def _state(instance: dict) -> str:
+    """The row's state; a scored instance whose results could not be made is its own state (the reason says why:
+    the PACS study lacks its result)."""
+    if instance["state"] == "scored" and instance["reason"].startswith("no result objects"):
+        return "scored-without-results"
+    return instance["state"]
+
+
 def rows_of(root: str | Path, status: str | None = None, quiet_period: float = 60.0) -> list[dict]:
     """The worklist rows of the store at `root`; a study is complete after `quiet_period` s without a new image."""
     if status is not None and status not in (*STATES, "conflict"):
@@ -31,7 +39,7 @@ def rows_of(root: str | Path, status: str | None = None, quiet_period: float = 6
             rows.append({
                 "received": datetime.fromtimestamp(i["received_at"], timezone.utc).isoformat(timespec="seconds"),
                 "PatientID": i["patient_id"], "AccessionNumber": i["accession"], "StudyInstanceUID": study,
-                "SOPInstanceUID": i["sop_uid"], "state": i["state"], "reason": i["reason"], "risk": i["risk"],
+                "SOPInstanceUID": i["sop_uid"], "state": _state(i), "reason": i["reason"], "risk": i["risk"],
                 "top_finding": i["top_finding"], "flagged": i["flagged"], "results": i["results"] or "",
                 "study_complete": now - last[study] >= quiet_period, "SOPClassUID": i["sop_class"],
                 "Modality": i["modality"], "calling_ae": i["calling_ae"],
