@@ -152,3 +152,28 @@ def read_report(path: Path) -> dict:
         if uid:
             (ok if status and (status[1] == "0000" or status[1].upper().startswith("B")) else failed).append(uid[1])
     return {"ok": ok, "failed": failed, "text": text}
+
+
+def grey_cr(pixels: np.ndarray, path: Path, key: str, **attributes) -> str:
+    """An 8-bit grey image as a chest CR (PA) of its own study, UIDs derived from `key`; `attributes` (PatientID,
+    PatientSex, PatientAge, AccessionNumber, Manufacturer …) override the defaults. Returns its SOPInstanceUID."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID = CR, ExplicitVRLittleEndian
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[key, "sop"])
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CR, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[key, "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[key, "series"])
+    ds.PatientName, ds.PatientID, ds.PatientSex, ds.PatientBirthDate = "TEST^PATIENT", "P0001", "M", ""
+    ds.AccessionNumber, ds.StudyID, ds.StudyDate, ds.StudyTime = "", "1", "20260101", "120000"
+    ds.ReferringPhysicianName, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "", "CR", 1, 1
+    ds.BodyPartExamined, ds.ViewPosition, ds.PatientOrientation = "CHEST", "PA", ["L", "F"]
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return ds.SOPInstanceUID

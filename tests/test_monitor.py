@@ -14,8 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from typer.testing import CliRunner
 
 import chestaid
@@ -24,10 +22,9 @@ from chestaid.core.run_paths import RunPaths
 from chestaid.data.phantoms.synthetic import synth_nih
 from chestaid.evaluation.drift import Signal, holm
 from chestaid.store import Store
-from node_helpers import DCMTK, dcmsend
+from node_helpers import DCMTK, dcmsend, grey_cr
 
 pytestmark = [pytest.mark.peers, pytest.mark.skipif(not (DCMTK / "dcmsend").is_file(), reason="needs DCMTK")]
-CR = "1.2.840.10008.5.1.4.1.1.1"
 
 
 def nih_as_dicom(root: Path, out: Path) -> tuple[list[Path], dict[str, str]]:
@@ -42,27 +39,11 @@ def nih_as_dicom(root: Path, out: Path) -> tuple[list[Path], dict[str, str]]:
         row = table.loc[png.name]
         pixels = np.asarray(Image.open(png).convert("L")).copy()
         pixels[0, 0], pixels[-1, -1] = 0, 255
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID = CR, ExplicitVRLittleEndian
-        meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(png), "sop"])
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CR, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID = generate_uid(entropy_srcs=[str(png), "study"])
-        ds.SeriesInstanceUID = generate_uid(entropy_srcs=[str(png), "series"])
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate = "TEST^PATIENT", str(row["Patient ID"]), ""
-        ds.PatientSex, ds.PatientAge, ds.ViewPosition = row["Patient Gender"], f"{int(row['Patient Age']):03d}Y", \
-            row["View Position"]
-        ds.AccessionNumber, ds.StudyID, ds.StudyDate, ds.StudyTime = "", "1", "20260101", "120000"
-        ds.ReferringPhysicianName, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "", "CR", 1, 1
-        ds.BodyPartExamined, ds.PatientOrientation, ds.Manufacturer = "CHEST", ["L", "F"], "PHANTOM UNIT"
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-        ds.PixelData = pixels.tobytes()
         files.append(out / f"{png.stem}.dcm")
-        ds.save_as(files[-1], enforce_file_format=True)
-        labels[ds.SOPInstanceUID] = row["Finding Labels"]
+        uid = grey_cr(pixels, files[-1], str(png), PatientID=str(row["Patient ID"]), PatientSex=row["Patient Gender"],
+                      PatientAge=f"{int(row['Patient Age']):03d}Y", ViewPosition=row["View Position"],
+                      Manufacturer="PHANTOM UNIT")
+        labels[uid] = row["Finding Labels"]
     return files, labels
 
 

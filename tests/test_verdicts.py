@@ -14,8 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from typer.testing import CliRunner
 
 import chestaid
@@ -23,33 +21,15 @@ from chestaid.apps.cli import app
 from chestaid.core.run_paths import RunPaths
 from chestaid.data.phantoms.synthetic import synth_pneumonia
 from chestaid.store import Store
-from node_helpers import DCMTK, dcmsend
+from node_helpers import DCMTK, dcmsend, grey_cr
 
 pytestmark = [pytest.mark.peers, pytest.mark.skipif(not (DCMTK / "dcmsend").is_file(), reason="needs DCMTK")]
-CR = "1.2.840.10008.5.1.4.1.1.1"
 
 
 def as_cr(image: Path, out: Path, index: int) -> str:
     """A grey JPEG as an 8-bit chest CR of its own patient and study; returns its SOPInstanceUID."""
-    pixels = np.asarray(Image.open(image).convert("L"))
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID = CR, ExplicitVRLittleEndian
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(image), "sop"])
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CR, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=[str(image), "study"])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[str(image), "series"])
-    ds.PatientName, ds.PatientID, ds.PatientSex, ds.PatientBirthDate = "TEST^PATIENT", f"P{index:04d}", "M", "19700101"
-    ds.AccessionNumber, ds.StudyID, ds.StudyDate, ds.StudyTime = f"ACC{index:04d}", "1", "20260101", "120000"
-    ds.ReferringPhysicianName, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "", "CR", 1, 1
-    ds.BodyPartExamined, ds.ViewPosition, ds.PatientOrientation = "CHEST", "PA", ["L", "F"]
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(out, enforce_file_format=True)
-    return ds.SOPInstanceUID
+    return grey_cr(np.asarray(Image.open(image).convert("L")), out, str(image), PatientID=f"P{index:04d}",
+                   AccessionNumber=f"ACC{index:04d}")
 
 
 def digests(folder: Path) -> dict[str, str]:

@@ -23,9 +23,8 @@ SEX_WORDS = {"M": "M", "MALE": "M", "F": "F", "FEMALE": "F"}
 SPLIT_VALUES = {"", "train", "val", "test", "trainval"}
 
 
-def read_table(csv: str | Path, task_name: str | None = None, labels: list[str] | None = None) -> Source:
-    """Read a table of studies; `task_name` defaults to the CSV's stem, `labels` to every non-metadata column."""
-    csv = Path(csv)
+def read_csv_text(csv: str | Path) -> pd.DataFrame:
+    """A CSV as text cells (empty cells stay ""), its column names stripped; one-line errors."""
     try:
         raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except FileNotFoundError as exc:
@@ -33,6 +32,13 @@ def read_table(csv: str | Path, task_name: str | None = None, labels: list[str] 
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise ChestaidError(f"{csv}: cannot be read as a CSV ({e})") from e
     raw.columns = [c.strip() for c in raw.columns]
+    return raw
+
+
+def read_table(csv: str | Path, task_name: str | None = None, labels: list[str] | None = None) -> Source:
+    """Read a table of studies; `task_name` defaults to the CSV's stem, `labels` to every non-metadata column."""
+    csv = Path(csv)
+    raw = read_csv_text(csv)
     missing = [c for c in REQUIRED if c not in raw.columns]
     if missing:
         raise ChestaidError(f"{csv}: missing column(s) {missing}; a table needs path, patient_id and 0/1 label columns")

@@ -16,6 +16,7 @@ import pandas as pd
 
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import write_text
+from chestaid.data.table import read_csv_text
 from chestaid.store import PRIORITY, Store
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class VerdictImport:
 def import_verdicts(store: str | Path, csv: str | Path, user: str = "import") -> VerdictImport:
     """Append the verdicts of a CSV: a SOPInstanceUID or AccessionNumber column, one column per finding (present,
     absent, can't tell, or 1 / 0 / -1; empty = no verdict) and optionally "priority appropriate" (yes / no)."""
-    table = _read(csv)
+    table = read_csv_text(csv)
     key = next((k for k in KEYS if k in table.columns), None)
     if key is None:
         raise ChestaidError(f"{csv}: needs a SOPInstanceUID or AccessionNumber column")
@@ -72,17 +73,6 @@ def import_verdicts(store: str | Path, csv: str | Path, user: str = "import") ->
     log.info("verdicts: %d written for %d instance(s) from %s; %d row(s) passed over", done.verdicts,
              done.instances, Path(csv).name, len(done.skipped))
     return done
-
-
-def _read(csv: str | Path) -> pd.DataFrame:
-    try:
-        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except FileNotFoundError as e:
-        raise ChestaidError(f"{csv}: no such file") from e
-    except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise ChestaidError(f"{csv}: cannot be read as a CSV ({e})") from e
-    table.columns = [c.strip() for c in table.columns]
-    return table
 
 
 def _finding(column: str) -> str:
