@@ -94,3 +94,22 @@ def test_stow_rs_statuses_part_by_part_and_logins_off_loopback(tmp_path):
         StowServer(store, "0.0.0.0", 0)
     store.close()
 
+
+
+def test_stow_rs_with_a_users_file_needs_a_bearer_token(tmp_path):
+    from chestaid.apps.page.auth import add_user
+
+    token = add_user(tmp_path / "users.json", "modality", "correct horse battery")
+    store = Store(tmp_path / "store")
+    server = StowServer(store, "127.0.0.1", 0, users=tmp_path / "users.json").start()
+    url = f"http://127.0.0.1:{server.port}/dicom-web/studies"
+    data = phantom(tmp_path / "a.dcm", "1.2.826.0.1.3680043.8.498.94", 0).read_bytes()
+    try:
+        assert _post(url, *_multipart([("application/dicom", data)]))[0] == 401
+        assert _post(url, *_multipart([("application/dicom", data)]), token="wrong")[0] == 401
+        assert not store.instances()
+        assert _post(url, *_multipart([("application/dicom", data)]), token=token)[0] == 200
+        assert len(store.instances()) == 1
+    finally:
+        server.stop()
+        store.close()
