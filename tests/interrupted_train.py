@@ -15,6 +15,9 @@ from chestaid.workflows import train
 
 kind, n, sig = sys.argv[1], int(sys.argv[2]), getattr(signal, sys.argv[3])
 seen = 0
+# Ctrl-C as at a terminal: a process started in the background by a non-interactive shell inherits SIGINT
+# ignored (POSIX), and would then train on untouched
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def hit() -> None:
