@@ -220,14 +220,14 @@ def evaluate_run(run: str | Path, split: str = "test", data: str | Path | None =
     from chestaid.reporting.plots import write_plots
 
     paths, predictor = RunPaths(run), Predictor.load(run)
-    refuse_calibration_cohort(paths, _open_cache(predictor, data))
+    cache = _open_cache(predictor, data)
+    refuse_calibration_cohort(paths, cache)
     _, val, mask, split_info = calibration_data(predictor, paths, data)  # the val split, or the recalibration cohort
     if not (predictor.calibrated and predictor.thresholded):
         _calibrate(paths, predictor, val, mask, split_info)  # same data and split as `calibrate_run(run, data)`
         predictor.load_fitted(run)
         write_reference(paths, predictor, val.logits, val.features, split_info["fitted_on"])
     labels, calibration = predictor.task.labels, predictor.calibration
-    cache = _open_cache(predictor, data)
     val_report = val.subset(~mask)
     target = val_report if split == "val" else score_split(predictor, cache, split)  # test is read only now
     scores = predictor.risk_scores(target.logits)

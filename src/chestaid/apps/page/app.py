@@ -193,7 +193,6 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto", uploa
                                               interactive=False, elem_id="findings")
             if node is not None:
                 from chestaid.apps.page.worklist_view import worklist_tab
-
                 from chestaid.inference.identity import run_identity
 
                 worklist_tab(node, predictor, explainer, run_identity(run, predictor.backend), refresh_s)
