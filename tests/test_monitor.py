@@ -115,3 +115,18 @@ def test_holm_controls_the_windows_false_alarms():
     alarms = holm(signals, 0.01)
     assert [s.name for s in alarms] == ["s0"]  # 0.001·4 < 0.01; then 0.004·3 = 0.012 ≥ 0.01 stops
     assert [round(s.p_holm, 4) for s in signals[:4]] == [0.004, 0.012, 0.04, 0.5] and signals[4].p_holm is None
+
+
+def test_the_pages_monitor_tab_shows_the_windows_and_draws_a_signal(drifting_store):
+    from chestaid.apps.page.monitor_view import monitor_frame, signal_names, signal_plot
+
+    _, store, _, _ = drifting_store
+    result = chestaid.monitor(store, "200")
+    frame = monitor_frame(result)
+    assert list(frame["instances"]) == [200, 200] and frame.loc[0, "alarms"] == "none"
+    assert frame.loc[1, "alarms"] != "none"
+    names = signal_names(result)
+    assert "input gate distance" in names
+    figure = signal_plot(result, "input gate distance")
+    (ax,) = figure.axes
+    assert len(ax.lines[0].get_xdata()) == 2 and ax.get_yscale() == "log"

@@ -148,6 +148,10 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
             page.wait_for_function(f"() => document.querySelector('#verdicts textarea').value.includes('Effusion: {verdict}')",
                                    timeout=30_000)
         assert "4 verdict(s) given in all" in page.input_value("#verdicts textarea")
+        page.click("button[role=tab]:has-text('Monitor')")  # this run was never calibrated: no reference yet
+        page.click("#monitor-run")
+        page.wait_for_function("() => document.querySelector('#monitor-status textarea').value.includes("
+                               "'no monitoring reference')", timeout=30_000)
         browser.close()
     done = subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "audit", str(tmp_path / "store"), "--json"],
                           capture_output=True, text=True, check=True)

@@ -196,6 +196,9 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto", uploa
                 from chestaid.inference.identity import run_identity
 
                 worklist_tab(node, predictor, explainer, run_identity(run, predictor.backend), refresh_s)
+                from chestaid.apps.page.monitor_view import monitor_tab
+
+                monitor_tab(node.root)
         shown_outputs = [state, score, threshold, decision, heatmap, findings_table, finding, message, anyway]
         button.click(analyse, [upload, age, sex, view, alpha], shown_outputs, api_name=False)
         anyway.click(score_outside_gate, [state, alpha], shown_outputs, api_name=False)
