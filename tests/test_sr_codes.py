@@ -4,7 +4,6 @@ the same findings, values and decisions, renders in DCMTK's dsrdump and is dciod
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import highdicom as hd
 import numpy as np
