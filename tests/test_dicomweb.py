@@ -113,3 +113,27 @@ def test_stow_rs_with_a_users_file_needs_a_bearer_token(tmp_path):
     finally:
         server.stop()
         store.close()
+
+
+def test_a_body_cut_short_is_refused_and_nothing_is_stored(tmp_path):
+    """A multipart body without its closing boundary (a sender gone mid-upload) is a 400, never a stored
+    instance that a complete resend would then find "in conflict"; a result already sent stays sent whatever
+    a later failure says."""
+    store = Store(tmp_path / "store")
+    server = StowServer(store, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{server.port}/dicom-web/studies"
+    data = phantom(tmp_path / "a.dcm", "1.2.826.0.1.3680043.8.498.96", 0).read_bytes()
+    kind, body = _multipart([("application/dicom", data)])
+    try:
+        assert _post(url, kind, body[: len(body) // 2])[0] == 400
+        assert not store.instances()
+        assert _post(url, kind, body)[0] == 200 and len(store.instances()) == 1 and not store.conflicts()
+    finally:
+        server.stop()
+    store.finish(store.instances()[0]["sop_uid"], "scored", results=[
+        {"kind": "sr", "uid": "2.25.1", "sop_class": "1.2", "path": "x", "destination": "A@h:1"}])
+    row = store.outbox()[0]
+    store.sent(row["id"])
+    store.failed(row["id"], "late failure", None)
+    assert store.outbox()[0]["state"] == "sent"
+    store.close()

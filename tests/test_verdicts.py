@@ -59,6 +59,14 @@ def loop(pneumonia_run, tmp_path_factory):
     return run, tmp / "store", truth, tmp
 
 
+def scored_uids(store: Path) -> set[str]:
+    opened = Store.open(store)
+    try:
+        return {r["sop_uid"] for r in opened.instances("scored")}
+    finally:
+        opened.close()
+
+
 def invoke(*args) -> str:
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
@@ -76,9 +84,10 @@ def test_verdicts_in_with_history_out_as_a_table_and_evaluate_on_the_store_equal
     said = CliRunner().invoke(app, ["verdicts", "import", str(store), str(tmp / "labels.csv"), "--user", "dr.a"])
     assert said.exit_code == 0 and f"{2 * len(truth)} verdict(s) for {len(truth)} instance(s)" in said.output
     assert "row 82: no instance with this SOPInstanceUID" in said.output
-    accession = pd.DataFrame([{"AccessionNumber": "ACC0000", "Pneumonia": 1 if truth[uids[0]] else 0}])
+    accession = pd.DataFrame([{"AccessionNumber": "ACC0000", "Pneumonia": 1 if truth[uids[0]] else 0},
+                              {"AccessionNumber": "", "Pneumonia": 1}])  # a blank key matches nothing
     accession.to_csv(tmp / "fix.csv", index=False)  # by accession number, as report labels come
-    invoke("verdicts", "import", store, tmp / "fix.csv", "--user", "dr.b")
+    assert "row 3: no AccessionNumber" in invoke("verdicts", "import", store, tmp / "fix.csv", "--user", "dr.b")
     opened = Store.open(store)
     try:
         history = opened.verdict_history(uids[0])
@@ -91,14 +100,15 @@ def test_verdicts_in_with_history_out_as_a_table_and_evaluate_on_the_store_equal
     assert len(audit) == len(truth) + 1 and all(r["sop_uid"] in truth for r in audit)
     invoke("verdicts", "export", store, "--out", tmp / "table.csv")
     table = pd.read_csv(tmp / "table.csv")
-    assert list(table.columns) == ["path", "patient_id", "Pneumonia"] and len(table) == len(truth)
-    assert table["Pneumonia"].sum() == sum(truth.values())
+    scored = scored_uids(store)  # an image the gate refused is no case: it is left out
+    assert list(table.columns) == ["path", "patient_id", "Pneumonia"] and len(table) == len(scored)
+    assert table["Pneumonia"].sum() == sum(truth[u] for u in scored)
     invoke("prepare", "--table", tmp / "table.csv", "--task", "verdicts", "--out", tmp / "table-cache",
            "--size", "64")
     by_table = chestaid.evaluate(run, data=tmp / "table-cache", split="all")
     by_store = chestaid.evaluate(run, data=store)
     a, b = by_table["per_finding"][0], by_store["per_finding"][0]
-    assert a["positives"] + a["negatives"] == b["positives"] + b["negatives"] == len(truth)
+    assert a["positives"] + a["negatives"] == b["positives"] + b["negatives"] == len(scored)
     assert abs(a["roc_auc"] - b["roc_auc"]) <= 1e-9 and a["sensitivity"] == b["sensitivity"]
     assert abs(a["roc_auc_ci_low"] - b["roc_auc_ci_low"]) <= 1e-9
     assert any(p.name.startswith("store-") for p in (run / "external").iterdir())
@@ -122,11 +132,11 @@ def test_recalibration_on_the_store_writes_a_new_run_and_leaves_the_deployed_one
     assert digests(run) == before  # the deployed run: not one byte changed
     manifest = json.loads((tmp / "v2" / "manifest.json").read_text())
     lineage = manifest["extra"]["recalibrated"]
-    assert lineage["parent_run"] == "run" and lineage["cohort"]["images"] == len(truth)
+    assert lineage["parent_run"] == "run" and lineage["cohort"]["images"] == len(scored_uids(store))
     assert lineage["cohort"]["instances_with_verdicts"] == len(truth) and lineage["cohort"]["from"]
     assert lineage["parent_calibration_sha256"] == hashlib.sha256((run / "calibration.json").read_bytes()).hexdigest()
     card = (tmp / "v2" / "model_card.md").read_text()
-    assert f"**Recalibrated on {len(truth)} local cases** received from" in card
+    assert f"**Recalibrated on {len(scored_uids(store))} local cases** received from" in card
     assert (tmp / "v2" / "model.safetensors").read_bytes() == (run / "model.safetensors").read_bytes()
     from chestaid.inference.identity import run_identity, same_model
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from chestaid.apps.cli_output import console, err
 
@@ -24,7 +25,7 @@ def verdicts_import(store: Annotated[Path, typer.Argument(help="a node's --store
     done = chestaid.import_verdicts(store, csv, user)
     console.print(f"{done.verdicts} verdict(s) for {done.instances} instance(s) added to {store}")
     for row, reason in done.skipped[:10]:
-        err.print(f"[yellow]passed over:[/] {csv} row {row}: {reason}")
+        err.print(f"[yellow]passed over:[/] {escape(str(csv))} row {row}: {escape(reason)}")
     if len(done.skipped) > 10:
         err.print(f"… and {len(done.skipped) - 10} more row(s) passed over")
 
@@ -49,8 +50,9 @@ def monitor(store: Annotated[Path, typer.Argument(help="a node's --store folder"
             html: Annotated[Optional[Path], typer.Option(help="also write a page of the windows here")] = None,
             run: Annotated[Optional[Path], typer.Option(help="the run whose reference to use (default: the one "
                                                         "each instance was scored by)")] = None,
-            fail_on_alarm: Annotated[bool, typer.Option("--fail-on-alarm", help="exit 1 when any window has an "
-                                                        "alarm (cron, systemd)")] = False) -> None:
+            fail_on_alarm: Annotated[bool, typer.Option(
+                "--fail-on-alarm", help="exit 1 when a model's latest window has an alarm (cron, systemd)")]
+            = False) -> None:
     """Is what the node sees, and what it says, still like the run's validation data? Drift without labels
     (gate distances and refusals, score distributions and flag rates, the patient and unit mix), performance
     where verdicts exist."""
@@ -61,10 +63,10 @@ def monitor(store: Annotated[Path, typer.Argument(help="a node's --store folder"
         typer.echo(json.dumps(result, indent=2, default=float))
     else:
         for k, w in enumerate(result["windows"]):
-            console.print(f"{w['model']} window {k}: {w['n']} instance(s), "
-                          + (f"[red]ALARM[/]: {', '.join(w['alarms'])}" if w["alarms"] else "no alarm"))
+            console.print(f"{escape(w['model'])} window {k}: {w['n']} instance(s), "
+                          + (f"[red]ALARM[/]: {escape(', '.join(w['alarms']))}" if w["alarms"] else "no alarm"))
         for skipped in result["not_monitored"]:
-            err.print(f"[yellow]not monitored:[/] {skipped['instances']} instance(s) whose model is not recorded "
-                      "(give --run)")
-    if fail_on_alarm and result["alarms"]:
+            err.print(f"[yellow]not monitored:[/] {skipped['instances']} instance(s) of {escape(skipped['model'])}: "
+                      f"{escape(skipped['why'])}")
+    if fail_on_alarm and result["latest_alarms"]:
         sys.exit(1)

@@ -128,6 +128,7 @@ class Store(OutboxMixin, ReviewsMixin):
         except (OSError, sqlite3.Error) as e:
             raise ChestaidError(f"{self.root}: cannot open the node store ({e})") from e
         self._lock = threading.RLock()
+        self._claims: dict[str, list] = {}  # SOPInstanceUID → [lock, holders] (claim)
 
     @classmethod
     def open(cls, root: str | Path) -> Store:
@@ -162,6 +163,23 @@ class Store(OutboxMixin, ReviewsMixin):
     def result_path(self, result_uid: str) -> Path:
         digest = hashlib.sha256(result_uid.encode()).hexdigest()
         return self.root / "results" / digest[:2] / f"{result_uid}.dcm"
+
+    @contextmanager
+    def claim(self, sop_uid: str) -> Iterator[None]:
+        """Hold a SOPInstanceUID while one path (C-STORE, STOW-RS) checks and stores it: a second copy arriving at
+        the same moment waits, then is judged against what the first stored (duplicate or conflict)."""
+        with self._lock:
+            entry = self._claims.setdefault(sop_uid, [threading.Lock(), 0])
+            entry[1] += 1
+        entry[0].acquire()
+        try:
+            yield
+        finally:
+            entry[0].release()
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._claims.pop(sop_uid, None)
 
     def has(self, sop_uid: str) -> bool:
         return bool(self._query("SELECT 1 FROM instances WHERE sop_uid = ?", (sop_uid,)))

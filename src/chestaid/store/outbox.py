@@ -19,18 +19,19 @@ class OutboxMixin:
 
     def sent(self, outbox_id: int) -> None:
         with self._tx() as db:
-            db.execute("UPDATE outbox SET state='sent', attempts=attempts+1, sent_at=?, last_error='' WHERE id=?",
-                       (time.time(), outbox_id))
+            db.execute("UPDATE outbox SET state='sent', attempts=attempts+1, sent_at=?, last_error='' "
+                       "WHERE id=? AND state='pending'", (time.time(), outbox_id))
 
     def failed(self, outbox_id: int, error: str, retry_at: float | None) -> None:
-        """One failed try: pending again at `retry_at`, or dead (retry_at None) keeping the last error."""
+        """One failed try: pending again at `retry_at`, or dead (retry_at None) keeping the last error. A result
+        already sent stays sent."""
         with self._tx() as db:
             if retry_at is None:
-                db.execute("UPDATE outbox SET state='dead', attempts=attempts+1, last_error=? WHERE id=?",
-                           (error, outbox_id))
+                db.execute("UPDATE outbox SET state='dead', attempts=attempts+1, last_error=? "
+                           "WHERE id=? AND state='pending'", (error, outbox_id))
             else:
-                db.execute("UPDATE outbox SET attempts=attempts+1, last_error=?, next_at=? WHERE id=?",
-                           (error, retry_at, outbox_id))
+                db.execute("UPDATE outbox SET attempts=attempts+1, last_error=?, next_at=? "
+                           "WHERE id=? AND state='pending'", (error, retry_at, outbox_id))
 
     def outbox(self, state: str | None = None) -> list[dict]:
         where, args = ("WHERE state = ?", (state,)) if state else ("", ())

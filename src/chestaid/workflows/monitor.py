@@ -24,7 +24,7 @@ from chestaid.core.fileio import write_json
 from chestaid.core.run_paths import RunPaths
 from chestaid.evaluation import drift
 from chestaid.evaluation.bootstrap import wilson_interval
-from chestaid.inference.identity import SAME_MODEL, describe_model
+from chestaid.inference.identity import SAME_MODEL, describe_model, same_model
 from chestaid.store import Store
 
 log = logging.getLogger(__name__)
@@ -36,22 +36,28 @@ UNITS = {"h": 3600, "d": 86400, "w": 604800}
 
 def write_reference(paths: RunPaths, predictor, logits: np.ndarray, features: np.ndarray, source: str) -> None:
     """RUN/monitor_reference.json from the validation images a calibration used: their gate distances and
-    refusals, per finding their scores and flags (with the run's calibration and thresholds now), and the
-    training manifest's sex and view mix."""
+    refusals; per finding the scores and flags (with the run's calibration and thresholds now) of the images the
+    gate lets through, as the node scores only those; the training manifest's sex and view mix; and the digests
+    of the model it describes (a reference of other weights or calibration is never used)."""
     from chestaid.data.provenance import manifest_of
+    from chestaid.inference.identity import run_identity
 
+    distances = predictor.distances(features) if predictor.gate is not None else None
+    passed = np.ones(len(logits), bool) if distances is None else distances <= predictor.gate.threshold
     rng = np.random.default_rng(0)
     keep = np.sort(rng.permutation(len(logits))[:REFERENCE_SAMPLE])
+    kept_passed = np.sort(rng.permutation(np.flatnonzero(passed))[:REFERENCE_SAMPLE])
     risks = predictor.risk_scores(logits)
     flags = predictor.decisions(risks)
-    distances = predictor.distances(features) if predictor.gate is not None else None
     manifest = manifest_of(paths)
     data = manifest.data if manifest is not None else {}
+    identity = run_identity(paths.root)
     write_json(paths.monitor_reference, {
-        "source": source, "images": int(len(logits)),
+        "source": source, "images": int(len(logits)), "scored": int(passed.sum()),
+        "model": {key: identity[key] for key in SAME_MODEL},
         "distances": None if distances is None else [float(d) for d in distances[keep]],
-        "refused": None if distances is None else int((distances > predictor.gate.threshold).sum()),
-        "findings": {name: {"scores": [float(v) for v in risks[keep, k]], "flags": int(flags[:, k].sum())}
+        "refused": None if distances is None else int((~passed).sum()),
+        "findings": {name: {"scores": [float(v) for v in risks[kept_passed, k]], "flags": int(flags[passed, k].sum())}
                      for k, name in enumerate(predictor.task.labels)},
         "mix": {"sex": data.get("sex", {}), "view": data.get("view", {})}})
 
@@ -59,8 +65,10 @@ def write_reference(paths: RunPaths, predictor, logits: np.ndarray, features: np
 def parse_window(text: str) -> tuple[str, float]:
     """'200' → ("count", 200); '1d' / '12h' / '1w' → ("seconds", …)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([hdw]?)\s*", str(text))
-    if not match or float(match.group(1)) <= 0:
-        raise ChestaidError(f"--window must be a count of instances (200) or a duration (12h, 1d, 1w), got {text!r}")
+    if not match or float(match.group(1)) <= 0 or (
+            not match.group(2) and (not match.group(1).isdigit() or int(match.group(1)) < drift.MIN_SAMPLE)):
+        raise ChestaidError(f"--window must be a count of instances ({drift.MIN_SAMPLE} or more, e.g. 200) or a "
+                            f"duration (12h, 1d, 1w), got {text!r}")
     value, unit = float(match.group(1)), match.group(2)
     return ("seconds", value * UNITS[unit]) if unit else ("count", value)
 
@@ -80,19 +88,26 @@ def _windows(rows: list[dict], window: str) -> list[list[dict]]:
     return [w for w in out if w]
 
 
-def _reference(identity: dict, run: str | Path | None) -> dict:
+def _reference(identity: dict, run: str | Path | None) -> tuple[dict | None, str]:
+    """(the reference of the model that scored a group, "") or (None, why there is none)."""
     folder = Path(run) if run is not None else Path(identity.get("path", ""))
     path = RunPaths(folder).monitor_reference
+    if not identity:
+        return None, "the model that scored these instances is not recorded"
     if not path.is_file():
-        raise ChestaidError(f"{folder}: no monitoring reference (RUN/monitor_reference.json): run chestaid calibrate "
-                            "RUN (it records one), or give --run")
-    return json.loads(path.read_text())
+        return None, f"{folder}: no monitoring reference (chestaid calibrate RUN records one)"
+    reference = json.loads(path.read_text())
+    if not same_model(reference.get("model"), identity):
+        return None, (f"{folder}: its reference describes other weights, calibration or thresholds than the model "
+                      "that scored these instances (recalibrated in place?)")
+    return reference, ""
 
 
 def window_signals(rows: list[dict], reference: dict, first: list[dict] | None) -> list[drift.Signal]:
     """Every signal of one window of one model's instances against its reference (and its first window)."""
     signals = []
-    measured = [r for r in rows if r.get("distance") is not None]
+    measured = [r for r in rows if r.get("distance") is not None and  # what the gate judged: not tag refusals
+                (r["state"] == "scored" or r["reason"].startswith(GATE_REASON))]
     if reference.get("distances") is not None:
         signals.append(drift.distribution("input gate distance", [r["distance"] for r in measured],
                                           reference["distances"]))
@@ -104,7 +119,7 @@ def window_signals(rows: list[dict], reference: dict, first: list[dict] | None) 
         values = [s[name]["risk"] for s in scored if name in s]
         signals.append(drift.distribution(f"{name}: score", values, ref["scores"]))
         signals.append(drift.rate(f"{name}: flag rate", sum(s[name]["decision"] for s in scored if name in s),
-                                  len(values), ref["flags"], reference["images"]))
+                                  len(values), ref["flags"], reference.get("scored", reference["images"])))
     meta = [json.loads(r["meta"]) for r in rows if r.get("meta")]
     for key in ("sex", "view"):
         known = Counter(m[key] for m in meta if m.get(key))
@@ -125,7 +140,7 @@ def performance(rows: list[dict], verdicts: dict[str, dict[str, str]], labels: l
     found = {}
     for name in labels:
         pairs = [(json.loads(r["scores"])[name]["decision"], verdicts[r["sop_uid"]][name] == "present")
-                 for r in rows if r["state"] == "scored" and r["scores"] and
+                 for r in rows if r["state"] == "scored" and name in json.loads(r["scores"] or "{}") and
                  verdicts.get(r["sop_uid"], {}).get(name) in ("present", "absent")]
         if not pairs:
             continue
@@ -159,13 +174,16 @@ def monitor(store: str | Path, window: str = "200", level: float = 0.01, run: st
     for row in rows:
         identity = json.loads(row["model"]) if row.get("model") else {}
         groups.setdefault(tuple(identity.get(k) for k in SAME_MODEL), []).append(row)
-    result: dict = {"level": level, "window": window, "windows": [], "alarms": [], "not_monitored": []}
+    result: dict = {"level": level, "window": window, "windows": [], "alarms": [], "latest_alarms": [],
+                    "not_monitored": []}
     for key, members in groups.items():
         identity = json.loads(members[0]["model"]) if members[0].get("model") else {}
-        if not identity and run is None:
-            result["not_monitored"].append({"model": "model not recorded", "instances": len(members)})
+        reference, why = _reference(identity, run)
+        if reference is None:
+            result["not_monitored"].append({"model": describe_model(identity), "instances": len(members),
+                                            "why": why})
+            log.warning("monitor: %d instance(s) of %s not monitored: %s", len(members), describe_model(identity), why)
             continue
-        reference = _reference(identity, run)
         parts = _windows(members, window)
         for k, part in enumerate(parts):
             signals = window_signals(part, reference, parts[0] if k else None)
@@ -182,6 +200,8 @@ def monitor(store: str | Path, window: str = "200", level: float = 0.01, run: st
                          "statistic": s.statistic, "p": s.p, "p_holm": s.p_holm, "window_shows": s.window,
                          "reference": s.reference}
                 result["alarms"].append(alarm)
+                if k == len(parts) - 1:  # what --fail-on-alarm judges: each model's latest window
+                    result["latest_alarms"].append(alarm)
                 log.warning("monitor alarm: %s, window %d (%d instances): %s (%s; reference %s), Holm p %.2g",
                             entry["model"], k, len(part), s.name, s.window, s.reference, s.p_holm)
     return result

@@ -46,7 +46,11 @@ def recalibrate_into(run: str | Path, cohort: str | Path, out: str | Path, calib
         shutil.rmtree(staging, ignore_errors=True)
     cohort_info = {"source": str(Path(cohort).resolve()),
                    **(verdict_period(cohort) if is_store(cohort) else {})}
-    result = calibrate(child.root)
+    try:
+        result = calibrate(child.root)
+    except BaseException:
+        shutil.rmtree(child.root, ignore_errors=True)  # no half-made version: a retry starts clean
+        raise
     info = json.loads(child.calibration.read_text())
     cohort_info["images"] = int(info.get("calib_images", 0)) + int(info.get("val_report_images", 0))
     lineage = {"parent_run": parent.root.resolve().name, "parent_path": str(parent.root.resolve()),

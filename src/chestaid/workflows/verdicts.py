@@ -49,11 +49,15 @@ def import_verdicts(store: str | Path, csv: str | Path, user: str = "import") ->
         raise ChestaidError(f"{csv}: no finding columns beside {key}")
     opened = Store.open(store)
     try:
-        by_accession: dict[str, list[str]] = {}
-        for row in opened.instances():
-            by_accession.setdefault(row["accession"], []).append(row["sop_uid"])
+        by_accession: dict[str, list[str]] = {}  # scored images only: not the node's own results coming back
+        for row in opened.instances("scored"):
+            if row["accession"]:
+                by_accession.setdefault(row["accession"], []).append(row["sop_uid"])
         done, touched = VerdictImport(), set()
         for number, row in enumerate(table.to_dict("records"), start=2):
+            if not str(row[key]).strip():
+                done.skipped.append((number, f"no {key}"))
+                continue
             uids = [row[key]] if key == "SOPInstanceUID" else by_accession.get(row[key], [])
             uids = [u for u in uids if u and opened.has(u)]
             if not uids:
@@ -99,10 +103,12 @@ def verdict_table(store: str | Path, findings: list[str] | None = None) -> tuple
         wanted = findings or sorted({f for v in latest.values() for f in v if f != PRIORITY})
         rows, incomplete = [], 0
         for uid, given in latest.items():
+            instance = opened.instance(uid)
+            if instance is None or instance["state"] != "scored":
+                continue  # a refused, unreadable or non-image instance is no case for calibration or evaluation
             if not all(given.get(f) in ("present", "absent") for f in wanted):
                 incomplete += 1
                 continue
-            instance = opened.instance(uid)
             rows.append({"path": str(opened.file_of(instance).resolve()), "patient_id": instance["patient_id"] or uid,
                          **{f: int(given[f] == "present") for f in wanted}})
     finally:

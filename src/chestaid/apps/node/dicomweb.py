@@ -14,6 +14,7 @@ letter); the destination's answer decides per instance.
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import logging
@@ -35,6 +36,7 @@ from chestaid.store import Instance, Store
 log = logging.getLogger("chestaid.node")
 PROCESSING_FAILURE, OUT_OF_RESOURCES, NOT_THIS_STUDY = 0x0110, 0xA700, 0xA900
 MAX_BODY = 1 << 30  # 1 GiB per request
+HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT = 10.0, 120.0  # seconds
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -50,7 +52,11 @@ def parts_of(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
     message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
     if not message.is_multipart():
         raise ValueError("not a multipart body")
-    return [(part.get_content_type(), part.get_payload(decode=True) or b"") for part in message.iter_parts()]
+    parts = list(message.iter_parts())
+    defects = [*message.defects, *(d for part in parts for d in part.defects)]
+    if defects:  # e.g. no closing boundary: a body cut short must not be stored as if whole
+        raise ValueError(f"malformed multipart body ({type(defects[0]).__name__})")
+    return [(part.get_content_type(), part.get_payload(decode=True) or b"") for part in parts]
 
 
 def read_chunked(stream) -> bytes:
@@ -58,7 +64,10 @@ def read_chunked(stream) -> bytes:
     MAX_BODY bytes."""
     chunks, total = [], 0
     while True:
-        size = int(stream.readline().split(b";")[0].strip() or b"0", 16)
+        line = stream.readline()
+        if not line:
+            raise ValueError("the body ends before its last chunk")  # the sender went away mid-upload
+        size = int(line.split(b";")[0].strip(), 16)
         if size == 0:
             while stream.readline() not in (b"\r\n", b"\n", b""):  # trailers
                 pass
@@ -66,8 +75,30 @@ def read_chunked(stream) -> bytes:
         total += size
         if total > MAX_BODY:
             raise ValueError(f"body over {MAX_BODY} bytes")
-        chunks.append(stream.read(size))
+        chunk = stream.read(size)
+        if len(chunk) != size:
+            raise ValueError("the body ends inside a chunk")
+        chunks.append(chunk)
         stream.readline()
+
+
+class _Server(ThreadingHTTPServer):
+    """HTTP(S) whose TLS handshake runs in the connection's own thread, bounded in time: a silent peer holds
+    its thread, never the accept loop."""
+
+    ssl_context = None
+
+    def finish_request(self, request, client_address) -> None:
+        if self.ssl_context is not None:
+            request.settimeout(HANDSHAKE_TIMEOUT)
+            try:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            except OSError as e:
+                log.warning("TLS handshake with %s failed: %s", client_address[0],
+                            getattr(e, "reason", None) or type(e).__name__)
+                return
+        request.settimeout(REQUEST_TIMEOUT)
+        super().finish_request(request, client_address)
 
 
 class StowServer:
@@ -82,10 +113,9 @@ class StowServer:
 
         self.store, self.on_stored = store, on_stored
         self.users = Users(users) if users is not None else None
-        self.server = ThreadingHTTPServer((host, port), self._handler())
+        self.server = _Server((host, port), self._handler())
         self.server.daemon_threads = True
-        if ssl_context is not None:
-            self.server.socket = ssl_context.wrap_socket(self.server.socket, server_side=True)
+        self.server.ssl_context = ssl_context
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="chestaid-stow", daemon=True)
 
@@ -154,11 +184,16 @@ class StowServer:
                 if not kind.startswith("multipart/related") or "application/dicom" not in kind:
                     return self._answer(415)
                 chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    return self._answer(400)
                 if not chunked and not 0 < length <= MAX_BODY:
                     return self._answer(413 if length else 411)
                 try:
                     body = read_chunked(self.rfile) if chunked else self.rfile.read(length)
+                    if not chunked and len(body) != length:
+                        raise ValueError(f"the body ends after {len(body)} of {length} bytes")
                     parts = parts_of(kind, body)
                 except Exception as e:  # noqa: BLE001 - a malformed body is the sender's error, one line
                     log.info("STOW-RS from %s: malformed multipart body (%s)", peer, describe(e))
@@ -192,10 +227,16 @@ def stow(url: str, files: list[Path], timeout: float, token: str | None = None,
         status, answer = e.code, e.read()
         if status not in (202, 409):
             raise OSError(f"HTTP {status} from {url}") from e
-    found = json.loads(answer or b"{}")
-    took = {item["00081155"]["Value"][0] for item in found.get("00081199", {}).get("Value", [])}
-    refused = {item["00081155"]["Value"][0]: f"FailureReason 0x{item.get('00081197', {}).get('Value', [0])[0]:04X}"
-               for item in found.get("00081198", {}).get("Value", []) if item.get("00081155")}
+    except http.client.HTTPException as e:  # a broken answer: not delivered, as far as we can tell
+        raise OSError(f"no valid HTTP answer from {url} ({type(e).__name__})") from e
+    try:
+        found = json.loads(answer or b"{}")
+        took = {item["00081155"]["Value"][0] for item in found.get("00081199", {}).get("Value", [])}
+        refused = {item["00081155"]["Value"][0]:
+                   f"FailureReason 0x{item.get('00081197', {}).get('Value', [0])[0]:04X}"
+                   for item in found.get("00081198", {}).get("Value", []) if item.get("00081155")}
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        raise ValueError(f"{url} answered no STOW-RS response ({type(e).__name__})") from e
     if status == 200 and not took:
         took = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files}  # no body: all taken
     return took, refused

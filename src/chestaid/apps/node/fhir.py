@@ -11,6 +11,7 @@ by its Study Instance UID; no free text about the patient beyond them.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -98,9 +99,10 @@ def post_bundle(url: str, bundle_json: bytes, timeout: float, context=None) -> N
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             response.read()
-    except urllib.error.HTTPError as e:
-        detail = e.read()[:200].decode(errors="replace")
-        raise OSError(f"HTTP {e.code} from {url}: {detail}") from e
+    except urllib.error.HTTPError as e:  # its body may quote the resource (a patient identifier): not kept
+        raise OSError(f"HTTP {e.code} from {url}") from e
+    except http.client.HTTPException as e:
+        raise OSError(f"no valid HTTP answer from {url} ({type(e).__name__})") from e
 
 
 def bundle_bytes(bundle: dict) -> bytes:

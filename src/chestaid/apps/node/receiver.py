@@ -86,6 +86,12 @@ def accept(store: Store, instance: Instance, data, peer: str) -> str:
     other content: kept apart, not scored, a warning naming both studies' UIDs, never a patient). Raises when
     nothing could be made durable (the sender must not be told success)."""
     sop_uid = instance.sop_uid
+    with store.claim(sop_uid):
+        return _accept(store, instance, data, peer)
+
+
+def _accept(store: Store, instance: Instance, data, peer: str) -> str:
+    sop_uid = instance.sop_uid
     if store.has(sop_uid):
         differs = store.other_content(instance)
         if not differs:

@@ -63,7 +63,8 @@ def monitor_tab(store_root, level: float = 0.01) -> None:
         names = signal_names(result)
         signal = chosen if chosen in names else (names[0] if names else None)
         note = (f"{len(result['alarms'])} alarm(s) in {len(result['windows'])} window(s); a window's chance of any "
-                f"false alarm is at most {level:g} (Holm)")
+                f"false alarm is at most {level:g} (Holm)") + "".join(
+            f"; {skipped['instances']} instance(s) not monitored: {skipped['why']}" for skipped in result["not_monitored"])
         return (monitor_frame(result), gr.update(choices=names, value=signal),
                 signal_plot(result, signal) if signal else None, note)
 
