@@ -8,22 +8,23 @@ import pydicom
 
 from chestaid.apps.page.worklist_view import findings_frame, heat_map_refusal, worklist_frame
 from chestaid.inference.identity import run_identity, same_model
+from chestaid.inference.thresholds import Thresholds
 from chestaid.store import Instance, Store
 
 
-def _run(folder, weights: bytes, thresholds: str):
+def _run(folder, weights: bytes, threshold: float):
     folder.mkdir()
     (folder / "config.yaml").write_text("task: pneumonia\n")
     (folder / "model.safetensors").write_bytes(weights)
-    (folder / "thresholds.json").write_text(thresholds)
+    Thresholds({"Pneumonia": threshold}, "youden", {}).save(folder / "thresholds.json")  # the file calibrate writes
     return folder
 
 
 def test_rows_of_another_model_are_marked_with_their_own_thresholds_and_no_heat_map(tmp_path):
     from node_helpers import phantom
 
-    ours = run_identity(_run(tmp_path / "A", b"weights A", '{"values": {"Pneumonia": 0.25}}'))
-    theirs = run_identity(_run(tmp_path / "B", b"weights B", '{"values": {"Pneumonia": 0.75}}'))
+    ours = run_identity(_run(tmp_path / "A", b"weights A", 0.25))
+    theirs = run_identity(_run(tmp_path / "B", b"weights B", 0.75))
     assert ours["score"] == "uncalibrated score" and not same_model(ours, theirs) and same_model(ours, dict(ours))
     store = Store(tmp_path / "store")
     uids = []

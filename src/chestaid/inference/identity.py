@@ -7,17 +7,17 @@ with the identity, so a page can show a row's own thresholds even when it serves
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from chestaid.core.fileio import sha256_of
 from chestaid.core.run_paths import RunPaths
 from chestaid.core.version import __version__
+from chestaid.inference.thresholds import Thresholds
 
 SAME_MODEL = ("weights_sha256", "calibration_sha256", "thresholds_sha256")
 
 
-def run_identity(run: str | Path, backend: str = "torch", thresholds: dict[str, float] | None = None) -> dict:
+def run_identity(run: str | Path, backend: str = "torch") -> dict:
     """{run, its folder, weights/calibration/thresholds/gate SHA-256 (None when the file is absent), chestaid version,
     backend, score ("calibrated risk score" or "uncalibrated score"), thresholds}."""
     paths = RunPaths(run)
@@ -25,8 +25,7 @@ def run_identity(run: str | Path, backend: str = "torch", thresholds: dict[str, 
     def digest(path: Path) -> str | None:
         return sha256_of(path) if path.is_file() else None
 
-    if thresholds is None and paths.thresholds.is_file():
-        thresholds = json.loads(paths.thresholds.read_text()).get("values")
+    thresholds = Thresholds.load(paths.thresholds).values if paths.thresholds.is_file() else None
     return {"run": paths.root.resolve().name, "path": str(paths.root.resolve()), "weights_sha256": digest(paths.weights),
             "calibration_sha256": digest(paths.calibration), "thresholds_sha256": digest(paths.thresholds),
             "gate_sha256": digest(paths.gate), "chestaid_version": __version__, "backend": backend,
