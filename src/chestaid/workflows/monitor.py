@@ -138,10 +138,11 @@ def performance(rows: list[dict], verdicts: dict[str, dict[str, str]], labels: l
     """Per finding, where verdicts exist: sensitivity, specificity and PPV of the flags with Wilson intervals, and
     agreement with the clinicians; "too few verdicts" under MIN_VERDICTS positives or negatives."""
     found = {}
+    scored = [(json.loads(r["scores"]), verdicts.get(r["sop_uid"], {})) for r in rows
+              if r["state"] == "scored" and r["scores"]]  # each row's scores parsed once, for every finding
     for name in labels:
-        pairs = [(json.loads(r["scores"])[name]["decision"], verdicts[r["sop_uid"]][name] == "present")
-                 for r in rows if r["state"] == "scored" and name in json.loads(r["scores"] or "{}") and
-                 verdicts.get(r["sop_uid"], {}).get(name) in ("present", "absent")]
+        pairs = [(scores[name]["decision"], given[name] == "present") for scores, given in scored
+                 if name in scores and given.get(name) in ("present", "absent")]
         if not pairs:
             continue
         flag, truth = np.array(pairs, dtype=bool).T

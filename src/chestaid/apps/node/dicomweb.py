@@ -30,13 +30,14 @@ from pathlib import Path
 import pydicom
 
 from chestaid.apps.node.receiver import accept, described
+from chestaid.apps.node.tls import server_handshake
 from chestaid.core.errors import ChestaidError, describe
 from chestaid.store import Instance, Store
 
 log = logging.getLogger("chestaid.node")
 PROCESSING_FAILURE, OUT_OF_RESOURCES, NOT_THIS_STUDY = 0x0110, 0xA700, 0xA900
 MAX_BODY = 1 << 30  # 1 GiB per request
-HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT = 10.0, 120.0  # seconds
+REQUEST_TIMEOUT = 120.0  # seconds a request may take once the TLS handshake (tls.HANDSHAKE_TIMEOUT) is done
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -90,12 +91,8 @@ class _Server(ThreadingHTTPServer):
 
     def finish_request(self, request, client_address) -> None:
         if self.ssl_context is not None:
-            request.settimeout(HANDSHAKE_TIMEOUT)
-            try:
-                request = self.ssl_context.wrap_socket(request, server_side=True)
-            except OSError as e:
-                log.warning("TLS handshake with %s failed: %s", client_address[0],
-                            getattr(e, "reason", None) or type(e).__name__)
+            request = server_handshake(self.ssl_context, request, client_address)
+            if request is None:
                 return
         request.settimeout(REQUEST_TIMEOUT)
         super().finish_request(request, client_address)

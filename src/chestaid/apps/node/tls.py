@@ -68,23 +68,28 @@ def client_context(settings: TlsSettings) -> ssl.SSLContext:
     return context
 
 
+def server_handshake(context: ssl.SSLContext, client, address):
+    """`client` (an accepted socket) wrapped in TLS, the handshake bounded by HANDSHAKE_TIMEOUT; None, with one
+    log line naming the peer and OpenSSL's reason, when it fails (the socket is closed)."""
+    client.settimeout(HANDSHAKE_TIMEOUT)
+    try:
+        return context.wrap_socket(client, server_side=True)
+    except OSError as e:  # ssl.SSLError included
+        log.warning("TLS handshake with %s:%s failed: %s", address[0], address[1],
+                    getattr(e, "reason", None) or type(e).__name__)
+        client.close()
+        return None
+
+
 def log_handshake_failures(server) -> None:
     """Make the pynetdicom server's TLS handshake bounded in time and a failed one a log line (pynetdicom drops
     it silently; socketserver would otherwise print nothing or a traceback)."""
-    context = server.ssl_context
-
     def get_request():
         client, address = server.socket.accept()
-        client.settimeout(HANDSHAKE_TIMEOUT)
-        try:
-            wrapped = context.wrap_socket(client, server_side=True)
-        except (ssl.SSLError, OSError) as e:
-            log.warning("TLS handshake with %s:%s failed: %s", address[0], address[1],
-                        getattr(e, "reason", None) or type(e).__name__)
-            client.close()
-            raise OSError("TLS handshake failed") from e  # socketserver skips the request
+        wrapped = server_handshake(server.ssl_context, client, address)
+        if wrapped is None:
+            raise OSError("TLS handshake failed")  # socketserver skips the request
         wrapped.settimeout(None)
         return wrapped, address
 
     server.get_request = get_request
-
