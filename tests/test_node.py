@@ -49,14 +49,16 @@ def _app() -> typer.Typer:
     return app
 
 
-def wait_for(condition, timeout: float = 120.0, step: float = 0.2, what: str = "condition"):
+def wait_for(condition, timeout: float = 120.0, step: float = 0.2, what="condition"):
+    """`condition()`'s first true value within `timeout` s; else a TimeoutError naming `what` (text, or a function
+    giving it then)."""
     end = time.time() + timeout
     while time.time() < end:
         value = condition()
         if value:
             return value
         time.sleep(step)
-    raise TimeoutError(f"{what} not met after {timeout} s")
+    raise TimeoutError(f"{what() if callable(what) else what} not met after {timeout} s")
 
 
 def settled(store_dir: Path, destinations: bool = True) -> bool:

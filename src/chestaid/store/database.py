@@ -34,6 +34,7 @@ from chestaid.store.reviews import ReviewsMixin
 DB_NAME = "chestaid-node.sqlite"
 STATES = ("queued", "scored", "refused", "unreadable", "ignored")
 OUTBOX_STATES = ("pending", "sent", "dead")
+CLAIM_TIMEOUT = 120.0  # seconds a second copy of an instance waits for the first to be stored
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -165,13 +166,19 @@ class Store(OutboxMixin, ReviewsMixin):
         return self.root / "results" / digest[:2] / f"{result_uid}.dcm"
 
     @contextmanager
-    def claim(self, sop_uid: str) -> Iterator[None]:
+    def claim(self, sop_uid: str, timeout: float = CLAIM_TIMEOUT) -> Iterator[None]:
         """Hold a SOPInstanceUID while one path (C-STORE, STOW-RS) checks and stores it: a second copy arriving at
-        the same moment waits, then is judged against what the first stored (duplicate or conflict)."""
+        the same moment waits, then is judged against what the first stored (duplicate or conflict). Raises
+        TimeoutError after `timeout` s (the caller answers a transient failure; the sender retries)."""
         with self._lock:
             entry = self._claims.setdefault(sop_uid, [threading.Lock(), 0])
             entry[1] += 1
-        entry[0].acquire()
+        if not entry[0].acquire(timeout=timeout):
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._claims.pop(sop_uid, None)
+            raise TimeoutError(f"another copy of {sop_uid} was still being stored after {timeout:g} s")
         try:
             yield
         finally:

@@ -33,6 +33,7 @@ class NodeConfig:
     allow: list[str] = field(default_factory=list)
     max_associations: int = 16
     idle_timeout: float = 300.0
+    request_timeout: float = 30.0  # seconds a connection may take to ask for an association (connections.Watchdog)
     batch_size: int = 16
     heat_maps: bool = True
     send_tries: int = 8
@@ -87,7 +88,7 @@ class Node:
                              config.max_retry_delay, config.send_timeout, tls)
         self.receiver = Receiver(self.store, config.port, config.ae_title, config.host, config.allow,
                                  config.max_associations, on_stored=self.worker.wake,
-                                 idle_timeout=config.idle_timeout,
+                                 idle_timeout=config.idle_timeout, request_timeout=config.request_timeout,
                                  ssl_context=server_context(tls) if tls.serving else None)
         if config.dicomweb_port is not None:
             from chestaid.apps.node.dicomweb import StowServer

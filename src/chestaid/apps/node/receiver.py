@@ -14,10 +14,11 @@ import hashlib
 import logging
 import threading
 
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 from pydicom import uid
 
+from chestaid.apps.node.connections import LISTEN_BACKLOG, NodeAE, Watchdog
 from chestaid.apps.node.tls import log_handshake_failures
 from chestaid.store import Instance, Store
 from chestaid.core.errors import describe
@@ -116,24 +117,24 @@ class Receiver:
 
     def __init__(self, store: Store, port: int = 11112, ae_title: str = "CHESTAID", host: str = "0.0.0.0",
                  allow: list[str] | None = None, max_associations: int = 16, on_stored=None,
-                 idle_timeout: float = 300.0, ssl_context=None) -> None:
+                 idle_timeout: float = 300.0, ssl_context=None, request_timeout: float = 30.0) -> None:
         self.ssl_context = ssl_context  # DICOM over TLS (chestaid.apps.node.tls); None: plain TCP
         self.store, self.port, self.host, self.on_stored = store, port, host, on_stored
-        self.ae = AE(ae_title=ae_title)
+        self.ae = NodeAE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
         self.ae.maximum_pdu_size = 0  # no limit on what we accept per PDU: fewer, larger reads
         # pynetdicom's idle timer also runs while our own handler writes and fsyncs (the sender waits for our
         # answer then), so its 60 s default can abort a sender on a loaded machine; the node's is longer
         self.ae.network_timeout = idle_timeout
+        self.ae.acse_timeout = request_timeout  # also the watchdog's limit for a connection that has not asked
         if allow:
             self.ae.require_calling_aet = list(allow)
         for context in AllStoragePresentationContexts:
             self.ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification, [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian])
-        self.server = None
+        self.server = self.watchdog = None
         self._counts: dict[int, list[int]] = {}
-        self._lock = threading.Lock()
-        self._busy: set[str] = set()  # SOPInstanceUIDs being written by some association right now
+        self._lock = threading.Lock()  # guards _counts only; never held while calling anything else
 
     def start(self) -> None:
         handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, self.handle_echo),
@@ -141,11 +142,15 @@ class Receiver:
                     (evt.EVT_RELEASED, self._closed), (evt.EVT_ABORTED, self._closed)]
         self.server = self.ae.start_server((self.host, self.port), block=False, evt_handlers=handlers,
                                            ssl_context=self.ssl_context)
+        self.server.socket.listen(LISTEN_BACKLOG)  # bursts of connections wait in the kernel, not refused
         if self.ssl_context is not None:
             log_handshake_failures(self.server)
         self.port = self.server.server_address[1]  # port 0: the one the system chose
+        self.watchdog = Watchdog(self.server, self.ae.acse_timeout, self.ae.network_timeout).start()
 
     def stop(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self.server is not None:
             self.server.shutdown()
             self.server = None
@@ -170,7 +175,7 @@ class Receiver:
         allowed = [a.strip() for a in self.ae.require_calling_aet]
         if allowed and calling not in allowed:
             return f"calling AE title {calling!r} is not in --allow ({', '.join(allowed)})"
-        active = len(self.server.active_associations) if self.server else 0
+        active = len(self.ae.active_associations)
         if active > self.ae.maximum_associations:
             return (f"too many associations at once ({active - 1} active, --max-associations "
                     f"{self.ae.maximum_associations}): transient, the sender may retry")
@@ -200,12 +205,9 @@ class Receiver:
         return SUCCESS
 
     def handle_store(self, event) -> int:
+        """Durable, then success; the same instance arriving on several associations at once is written by the
+        first and acknowledged to the others as a duplicate once it is durable (`Store.claim` orders them)."""
         sop_uid = str(event.request.AffectedSOPInstanceUID)
-        with self._lock:
-            if sop_uid in self._busy:  # the same instance arriving on two associations at once: one writes
-                self._count(event, 2)
-                return OUT_OF_RESOURCES
-            self._busy.add(sop_uid)
         try:
             instance = describe_instance(event)
             outcome = accept(self.store, instance, lambda: event.encoded_dataset(include_meta=True),
@@ -214,12 +216,7 @@ class Receiver:
             log.error("instance %s from %s not stored: %s -> 0xA700", sop_uid, self._peer(event), describe(e))
             self._count(event, 2)
             return OUT_OF_RESOURCES
-        finally:
-            with self._lock:
-                self._busy.discard(sop_uid)
         self._count(event, 1 if outcome == "duplicate" else 0)
-        if outcome != "stored":
-            return SUCCESS
-        if self.on_stored is not None:
+        if outcome == "stored" and self.on_stored is not None:
             self.on_stored()
         return SUCCESS
