@@ -22,7 +22,7 @@ from pydicom.uid import generate_uid
 from chestaid.apps.node.dicomweb import stow
 from chestaid.store import Store
 from node_helpers import DCMTK, dcmtk, free_port, node_process, phantom, wait_port
-from test_node import run, settled, start_node, wait_for  # noqa: F401 - the module's run fixture
+from test_node import received_uids, run, settled, start_node, stop, storescp, wait_for  # noqa: F401 - run: fixture
 
 pytestmark = [pytest.mark.peers,
               pytest.mark.skipif(not (DCMTK / "dcmsend").is_file(), reason="DCMTK is a test dependency")]
@@ -156,3 +156,151 @@ def test_fifty_slow_senders_and_three_hundred_silent_connections_never_keep_a_re
         for s in silent:
             s.close()
         node.stop()
+
+
+def test_a_destination_down_for_hours_keeps_every_result_pending_with_bounded_backoff_then_delivers_once(
+        run, tmp_path, caplog):  # noqa: F811
+    """Promise: a destination that cannot be reached is down, not refusing: its results are never dead-lettered,
+    retried at most every --max-retry-delay s, with a warning once it has been down for --send-tries tries and
+    the oldest pending result's age as a metric; the sender holds at most one batch in memory; a retry scheduled
+    ahead by a clock that stepped backwards is due at once; when the destination returns each result arrives once."""
+    import urllib.request
+
+    caplog.set_level(logging.INFO, logger="chestaid.node")
+    down_port = free_port()
+    node = start_node(run, tmp_path / "store", heat_maps=False, send_to=[f"DOWN@127.0.0.1:{down_port}"],
+                      send_tries=2, retry_delay=0.2, max_retry_delay=1.0, metrics_port=0)
+    peer = None
+    try:
+        images = [phantom(tmp_path / f"IM{i}.dcm", generate_uid(), i) for i in range(3)]
+        finished(send(node.port, images[0]))
+        for image in images[1:]:
+            finished(send(node.port, image))
+        tried = lambda: [r for r in node.store.outbox() if r["attempts"] >= 6]  # noqa: E731
+        wait_for(lambda: len(tried()) == 3, 60, what="six tries of each result")
+        rows = node.store.outbox()
+        assert {r["state"] for r in rows} == {"pending"} and all("cannot connect" in r["last_error"] for r in rows)
+        assert all(r["next_at"] - time.time() <= 1.0 + 0.5 for r in rows)  # bounded backoff
+        assert any("destination down for 2 tries" in r.getMessage() for r in caplog.records)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=10).read().decode()
+        age = float(re.search(r"^chestaid_outbox_oldest_pending_seconds (\S+)$", metrics, re.M)[1])
+        assert age >= 1.0
+        echo(node.port)
+        # the clock steps back an hour: the retries it scheduled now lie an hour ahead
+        with sqlite3.connect(tmp_path / "store" / "chestaid-node.sqlite") as db:
+            db.execute("UPDATE outbox SET next_at = ?", (time.time() + 3600,))
+        peer = storescp(tmp_path / "dest", down_port, aet="DOWN")
+        wait_for(lambda: not node.store.outbox("pending"), 30, what="delivered once the destination is up")
+        assert sorted(received_uids(tmp_path / "dest")) == sorted(r["result_uid"] for r in node.store.outbox())
+    finally:
+        node.stop()
+        if peer is not None:
+            stop(peer)
+
+
+def _statuses(out: str) -> list[str]:
+    return re.findall(r"DIMSE Status\s*:\s*0x([0-9A-Fa-f]{4})", out)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs as the store's disk (root)")
+def test_the_store_disk_full_refuses_with_a_failure_status_acknowledges_only_durable_and_recovers_alone(
+        run, tmp_path):  # noqa: F811
+    """Promise: with the store's disk full an instance gets 0xA700 (out of resources: the sender keeps it and
+    retries), every instance acknowledged is in the store with its file; when space returns the node stores and
+    scores again by itself (no restart); C-ECHO answered throughout."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    node = None
+    try:
+        node = start_node(run, disk / "store", heat_maps=False)
+        study = generate_uid()
+        images = [phantom(tmp_path / f"IM{i}.dcm", study, i, size=640) for i in range(6)]  # 800 kB each
+        report = tmp_path / "report.txt"
+        done = subprocess.run([str(DCMTK / "dcmsend"), "-aec", "CHESTAID", "+crf", str(report), "127.0.0.1",
+                               str(node.port), *map(str, images)], capture_output=True, text=True, timeout=120)
+        statuses = _statuses(report.read_text())
+        assert "A700" in [s.upper() for s in statuses], (statuses, done.stderr)
+        acknowledged = [_uid(p) for p, status in zip(images, statuses) if status == "0000"]
+        for uid in acknowledged:
+            row = node.store.instance(uid)
+            assert row is not None and node.store.file_of(row).stat().st_size > 600_000
+        echo(node.port)
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)  # space returns
+        done = subprocess.run([str(DCMTK / "dcmsend"), "-aec", "CHESTAID", "127.0.0.1", str(node.port),
+                               *map(str, images)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: node.store.counts() == {"scored": 6}, 120, what=lambda: f"all scored ({node.store.counts()})")
+        echo(node.port)
+    finally:
+        if node is not None:
+            node.stop()
+        subprocess.run(["umount", "-l", str(disk)])
+
+
+def test_a_long_reader_of_the_database_never_delays_receipt_or_scoring(run, tmp_path):  # noqa: F811
+    """Promise: the page, the monitor or `worklist` reading the store in another process for as long as they like
+    (a read transaction held open) neither delays an acknowledgement nor stops scoring (SQLite WAL)."""
+    node = start_node(run, tmp_path / "store", heat_maps=False)
+    reader = sqlite3.connect(tmp_path / "store" / "chestaid-node.sqlite")
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM instances").fetchall()  # the read transaction stays open
+        images = [phantom(tmp_path / f"IM{i}.dcm", generate_uid(), i) for i in range(4)]
+        started = time.monotonic()
+        finished(send(node.port, images[0]))
+        for image in images[1:]:
+            finished(send(node.port, image))
+        assert time.monotonic() - started < 20
+        wait_for(lambda: node.store.counts() == {"scored": 4}, 60, what="scored while the reader reads")
+        echo(node.port)
+        assert reader.execute("SELECT count(*) FROM instances").fetchone()[0] == 0  # its snapshot, still open
+    finally:
+        reader.close()
+        node.stop()
+
+
+def test_kill_9_during_a_stow_rs_upload_stores_nothing_half_and_the_resend_is_stored_once(run, tmp_path):  # noqa: F811
+    """Promise: an upload cut by kill -9 leaves no instance and no temporary file after restart; the sender, which
+    got no answer, sends again and the instance is stored and scored once."""
+    port, web = free_port(), free_port()
+    store = tmp_path / "store"
+    log = tmp_path / "node.log"
+    node = node_process(Path(run.root), store, port, "--dicomweb-port", str(web), "--host", "127.0.0.1",
+                        "--no-heat-maps", log=log)
+    big = phantom(tmp_path / "big.dcm", generate_uid(), 0, size=2048)
+    data = big.read_bytes()
+    boundary = "chaosboundary"
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data
+            + f"\r\n--{boundary}--\r\n".encode())
+    try:
+        wait_port(web, 60, node)
+        with socket.create_connection(("127.0.0.1", web), timeout=30) as s:
+            s.sendall(f"POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                      f'Content-Type: multipart/related; type="application/dicom"; boundary={boundary}\r\n\r\n'
+                      .encode() + body[: len(body) // 2])
+            time.sleep(1.0)
+            node.send_signal(signal.SIGKILL)
+            node.wait(30)
+        node = node_process(Path(run.root), store, port, "--dicomweb-port", str(web), "--host", "127.0.0.1",
+                            "--no-heat-maps", log=log)
+        wait_port(web, 60, node)
+        assert not [p for p in store.rglob("*") if p.name.endswith(".tmp")]
+        check = Store.open(store)
+        try:
+            assert check.instances() == []
+        finally:
+            check.close()
+        took, refused = stow(f"http://127.0.0.1:{web}/dicom-web", [big], timeout=120)
+        assert took == {_uid(big)} and not refused
+        wait_for(lambda: settled(store, destinations=False), 120, what="scored")
+        check = Store.open(store)
+        try:
+            assert [(r["sop_uid"], r["state"]) for r in check.instances()] == [(_uid(big), "scored")]
+        finally:
+            check.close()
+        echo(port)
+    finally:
+        node.kill()
+        node.wait(30)

@@ -9,12 +9,26 @@ import time
 class OutboxMixin:
     """The outbox half of `Store` (it provides `_tx` and `_query`)."""
 
-    def due(self, limit: int = 64) -> list[sqlite3.Row]:
-        return self._query("SELECT * FROM outbox WHERE state = 'pending' AND next_at <= ? ORDER BY id LIMIT ?",
-                           (time.time(), limit))
+    def due(self, limit: int = 64, horizon: float | None = None) -> list[sqlite3.Row]:
+        """At most `limit` pending results whose time has come, oldest first (the sender never holds more). With
+        `horizon` (the longest backoff), a retry scheduled further ahead than that is due now: only a clock that
+        stepped backwards makes one, and it must not wait out the step."""
+        now = time.time()
+        late = now + horizon if horizon is not None else float("inf")
+        return self._query("SELECT * FROM outbox WHERE state = 'pending' AND (next_at <= ? OR next_at > ?) "
+                           "ORDER BY id LIMIT ?", (now, late, limit))
 
     def next_due(self) -> float | None:
         rows = self._query("SELECT min(next_at) AS t FROM outbox WHERE state = 'pending'")
+        return rows[0]["t"] if rows else None
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Result objects by outbox state."""
+        return {r["state"]: r["n"] for r in self._query("SELECT state, count(*) AS n FROM outbox GROUP BY state")}
+
+    def oldest_pending(self) -> float | None:
+        """When the oldest result still pending was made (None: nothing pending)."""
+        rows = self._query("SELECT min(created_at) AS t FROM outbox WHERE state = 'pending'")
         return rows[0]["t"] if rows else None
 
     def sent(self, outbox_id: int) -> None:

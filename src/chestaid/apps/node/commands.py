@@ -47,10 +47,14 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
              "--max-associations", min=1, help="concurrent associations; more are rejected as transient")] = 16,
          idle_timeout: Annotated[float, typer.Option(
              "--idle-timeout", min=1.0, help="seconds an association may stay silent before it is aborted")] = 300.0,
+         request_timeout: Annotated[float, typer.Option(
+             "--request-timeout", min=1.0, help="seconds a connection may take to ask for an association before it "
+                                                "is closed")] = 30.0,
          batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
          heat_maps: Annotated[bool, typer.Option(help="a Secondary Capture heat map per scored image")] = True,
          send_tries: Annotated[int, typer.Option("--send-tries", min=1,
-                                                 help="tries per result before its dead letter")] = 8,
+                                                 help="tries per result before its dead letter (a destination that "
+                                                      "cannot be reached is retried until it answers)")] = 8,
          retry_delay: Annotated[float, typer.Option("--retry-delay", min=0.0,
                                                     help="seconds before the first retry; doubled each time")] = 2.0,
          max_retry_delay: Annotated[float, typer.Option("--max-retry-delay", min=0.0)] = 300.0,
@@ -87,8 +91,8 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
         raise ChestaidError(f"{run}: not a trained run (no model.safetensors)")
     config = NodeConfig(run=Path(run), store=Path(store), port=port, ae_title=ae_title, host=host,
                         send_to=_split(send_to), allow=_split(allow), max_associations=max_associations,
-                        idle_timeout=idle_timeout,
-                        batch_size=batch_size, heat_maps=heat_maps, send_tries=send_tries, retry_delay=retry_delay,
+                        idle_timeout=idle_timeout, request_timeout=request_timeout, batch_size=batch_size,
+                        heat_maps=heat_maps, send_tries=send_tries, retry_delay=retry_delay,
                         max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device,
                         tls=TlsSettings(tls_cert, tls_key, tls_ca, tls_require_client_cert).check(),
                         dicomweb_port=dicomweb_port, dicomweb_users=dicomweb_users, fhir_url=_split(fhir_url),

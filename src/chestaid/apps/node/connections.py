@@ -54,7 +54,8 @@ class Watchdog:
     `period` s."""
 
     def __init__(self, server, request_timeout: float, idle_timeout: float, period: float = 1.0) -> None:
-        self.server, self.request_timeout, self.idle_timeout, self.period = server, request_timeout, idle_timeout, period
+        self.server, self.period = server, period
+        self.request_timeout, self.idle_timeout = request_timeout, idle_timeout
         self._first_seen: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chestaid-node-watchdog", daemon=True)

@@ -5,6 +5,7 @@ process-wide default registry is touched). No patient data: states, reasons' fir
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
@@ -33,9 +34,13 @@ class StoreCollector:
         yield GaugeMetricFamily("chestaid_queue_depth", "Instances received and not scored yet",
                                 value=sum(r["state"] == "queued" for r in rows))
         outbox = GaugeMetricFamily("chestaid_results", "Result objects by outbox state", labels=["state"])
-        for state, n in Counter(o["state"] for o in self.store.outbox()).items():
+        for state, n in self.store.outbox_counts().items():
             outbox.add_metric([state], n)
         yield outbox
+        oldest = self.store.oldest_pending()
+        yield GaugeMetricFamily("chestaid_outbox_oldest_pending_seconds",
+                                "Age of the oldest result not yet delivered (0: none pending); alert when it grows",
+                                value=max(0.0, time.time() - oldest) if oldest is not None else 0.0)
 
 
 class Metrics:

@@ -1,9 +1,12 @@
 """The outbox sender: C-STORE SCU of the result objects, with retries, exponential backoff and a dead letter.
 
 A result is `pending` until its destination answers a success (or warning) status; a refused or aborted
-association, a connection that fails or a failure status counts as one try, the next after base × 2^tries
-seconds (at most `max_delay`); after `tries` failures it is `dead`, keeping the last error. A resend of the
-same object carries the same SOPInstanceUID, so the destination keeps one copy.
+association, a timeout or a failure status counts as one try, the next after base × 2^tries seconds (at most
+`max_delay`); after `tries` failures it is `dead`, keeping the last error. A destination that cannot be reached
+at all (connection refused, no route, no answer to the TCP connection) is down, not refusing: its results stay
+pending however long it is down, retried every `max_delay` s, with a warning when it has been down for `tries`
+tries (the metrics show the oldest pending result's age). A resend of the same object carries the same
+SOPInstanceUID, so the destination keeps one copy.
 """
 
 from __future__ import annotations
@@ -75,6 +78,21 @@ def _reachable(destination: Destination) -> bool:
         return False
 
 
+def _unreachable(error: BaseException) -> bool:
+    """Whether an HTTP client's error means the server could not be reached at all (not an answer, not TLS)."""
+    import urllib.error
+
+    seen = error
+    while seen is not None:
+        if isinstance(seen, urllib.error.URLError) and not isinstance(seen, urllib.error.HTTPError):
+            return isinstance(seen.reason, (ConnectionRefusedError, socket.gaierror, TimeoutError)) or (
+                isinstance(seen.reason, OSError) and not isinstance(seen.reason, ssl.SSLError))
+        if isinstance(seen, (ConnectionRefusedError, socket.gaierror)):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def _tls_problem(destination: Destination, tls: TlsSettings) -> str:
     """Why a TLS handshake with the destination fails ("" when it succeeds, or the destination is plain)."""
     if not destination.tls:
@@ -113,7 +131,7 @@ class Sender:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            rows = self.store.due()
+            rows = self.store.due(horizon=self.max_delay)
             if not rows:
                 due = self.store.next_due()
                 self._wake.wait(1.0 if due is None else min(1.0, max(0.05, due - time.time())))
@@ -129,15 +147,20 @@ class Sender:
                     for row in group:
                         self._failed(row, describe(e))
 
-    def _retry_at(self, attempts: int) -> float | None:
-        if attempts + 1 >= self.tries:
+    def _retry_at(self, attempts: int, down: bool = False) -> float | None:
+        if attempts + 1 >= self.tries and not down:
             return None
-        return time.time() + min(self.max_delay, self.base_delay * 2 ** attempts)
+        return time.time() + min(self.max_delay, self.base_delay * 2 ** min(attempts, 60))
 
-    def _failed(self, row, error: str) -> None:
-        retry_at = self._retry_at(row["attempts"])
+    def _failed(self, row, error: str, down: bool = False) -> None:
+        """One failed try; `down`: the destination could not be reached at all (never a dead letter)."""
+        retry_at = self._retry_at(row["attempts"], down)
         self.store.failed(row["id"], error, retry_at)
-        if retry_at is None:
+        if down and row["attempts"] + 1 == self.tries:
+            log.warning("result %s to %s: destination down for %d tries (%s); kept pending, retried every %.0f s "
+                        "until it answers", row["result_uid"], row["destination"], self.tries, error,
+                        self.max_delay)
+        elif retry_at is None:
             log.warning("result %s (%s of %s) to %s: dead letter after %d tries: %s", row["result_uid"],
                         row["kind"], row["source_uid"], row["destination"], row["attempts"] + 1, error)
         else:
@@ -161,7 +184,7 @@ class Sender:
                    (_tls_problem(destination, self.tls) or "association aborted") if _reachable(destination)
                    else "cannot connect")
             for row in rows:
-                self._failed(row, f"{why} by {destination}")
+                self._failed(row, f"{why} by {destination}", down=why == "cannot connect")
             return
         sent = 0
         try:
@@ -194,7 +217,7 @@ class Sender:
             try:
                 post_bundle(destination.url, (self.store.root / row["path"]).read_bytes(), self.timeout, context)
             except (OSError, ValueError) as e:
-                self._failed(row, f"FHIR bundle to {destination.url} failed ({describe(e)})")
+                self._failed(row, f"FHIR bundle to {destination.url} failed ({describe(e)})", down=_unreachable(e))
                 continue
             self.store.sent(row["id"])
 
@@ -207,7 +230,7 @@ class Sender:
                                  context=context)
         except (OSError, ValueError) as e:
             for row in rows:
-                self._failed(row, f"STOW-RS to {destination} failed ({describe(e)})")
+                self._failed(row, f"STOW-RS to {destination} failed ({describe(e)})", down=_unreachable(e))
             return
         for row in rows:
             if row["result_uid"] in took:

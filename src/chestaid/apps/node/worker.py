@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sqlite3
 import threading
 import time
 
@@ -78,6 +79,10 @@ class Worker:
                 continue
             try:
                 self.process(rows)
+            except (OSError, sqlite3.Error) as e:  # the store's disk full or gone, its database locked
+                log.error("worker: batch of %d not recorded (%s); the instances stay queued, retrying in 5 s",
+                          len(rows), describe(e))
+                self._stop.wait(5)
             except Exception as e:  # noqa: BLE001 - a bug here must not stop the node; the rows stay queued
                 log.exception("worker: batch of %d failed (%s); retrying in 5 s", len(rows), describe(e))
                 self._stop.wait(5)
@@ -154,6 +159,8 @@ class Worker:
             if source is not None:
                 sr = make_sr(source, self.algorithm, self.labels, None, None, None, not_analysed=f"{state}: {reason}")
                 results = self._outbox([("sr", sr)])
+        except OSError:
+            raise  # the store cannot write now: stay queued rather than finish without the result
         except Exception as e:  # noqa: BLE001
             note = f"; no SR ({describe(e)})"
         self.store.finish(sop_uid, state, reason + note, results=results, model=self.algorithm.identity,
