@@ -7,6 +7,8 @@ a bearer token."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 import urllib.error
 import urllib.request
@@ -65,12 +67,16 @@ def _multipart(parts: list[tuple[str, bytes]], boundary: str = "b0undary") -> tu
 
 
 def _post(url: str, kind: str, body: bytes, token: str | None = None) -> tuple[int, dict]:
+    """(status, DICOM JSON body); an error's reason as {"reason": its text, "warning": its Warning header}."""
     headers = {"Content-Type": kind, **({"Authorization": f"Bearer {token}"} if token else {})}
     try:
         with urllib.request.urlopen(urllib.request.Request(url, body, headers, method="POST"), timeout=30) as r:
             return r.status, json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        data = e.read()
+        if e.headers.get_content_type() == "application/dicom+json":
+            return e.code, json.loads(data or b"{}")
+        return e.code, {"reason": data.decode(), "warning": e.headers.get("Warning", "")}
 
 
 def test_stow_rs_statuses_part_by_part_and_logins_off_loopback(tmp_path):
@@ -85,7 +91,8 @@ def test_stow_rs_statuses_part_by_part_and_logins_off_loopback(tmp_path):
         assert body["00081198"]["Value"][0]["00081197"]["Value"] == [0x0110]
         status, body = _post(url.replace("/studies", "/studies/1.2.3.4"), *_multipart([("application/dicom", other)]))
         assert status == 409 and body["00081198"]["Value"][0]["00081197"]["Value"] == [0xA900]  # not that study
-        assert _post(url, "application/dicom", good)[0] == 415
+        status, body = _post(url, "application/dicom", good)
+        assert status == 415 and "multipart/related" in body["reason"] and body["warning"].startswith("299 chestaid")
         assert _post(url, *_multipart([("application/dicom", good)]))[0] == 200  # a duplicate: acknowledged
         assert len(store.instances()) == 1
     finally:
@@ -125,7 +132,8 @@ def test_a_body_cut_short_is_refused_and_nothing_is_stored(tmp_path):
     data = phantom(tmp_path / "a.dcm", "1.2.826.0.1.3680043.8.498.96", 0).read_bytes()
     kind, body = _multipart([("application/dicom", data)])
     try:
-        assert _post(url, kind, body[: len(body) // 2])[0] == 400
+        status, answer = _post(url, kind, body[: len(body) // 2])
+        assert status == 400 and "ends" in answer["reason"], answer
         assert not store.instances()
         assert _post(url, kind, body)[0] == 200 and len(store.instances()) == 1 and not store.conflicts()
     finally:
@@ -137,3 +145,74 @@ def test_a_body_cut_short_is_refused_and_nothing_is_stored(tmp_path):
     store.failed(row["id"], "late failure", None)
     assert store.outbox()[0]["state"] == "sent"
     store.close()
+
+
+SERVE_ONLY = """
+import sys, threading
+from chestaid.apps.node.dicomweb import StowServer
+from chestaid.store import Store
+server = StowServer(Store(sys.argv[1]), "127.0.0.1", 0).start()
+print(server.port, flush=True)
+threading.Event().wait()
+"""
+
+
+def _peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) / 1024
+
+
+@pytest.mark.peers
+def test_eight_concurrent_one_gigabyte_uploads_keep_memory_flat(tmp_path):
+    """STOW-RS bodies go to disk as they arrive: 8 uploads of 1 GiB at once (64 parts of 16 MiB each) raise the
+    endpoint's peak RSS by far less than one body (the old endpoint held each body whole: 8 GiB); every upload is
+    answered 200 and its instance stored once."""
+    import http.client
+    import subprocess
+    import sys
+    import threading
+
+    server = subprocess.Popen([sys.executable, "-c", SERVE_ONLY, str(tmp_path / "store")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        port = int(server.stdout.readline())
+        before = _peak_rss_mb(server.pid)
+        boundary = "eightgigs"
+        instances = [phantom(tmp_path / f"big{i}.dcm", f"1.2.826.0.1.3680043.8.498.7{i}", i, size=2880).read_bytes()
+                     for i in range(8)]  # 16 MiB each
+        answers: list = [None] * 8
+
+        def upload(i: int) -> None:
+            part = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + instances[i] + b"\r\n"
+            closing = f"--{boundary}--\r\n".encode()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+            connection.request("POST", "/dicom-web/studies", body=(part for _ in range(64)),
+                               headers={"Content-Length": str(64 * len(part) + len(closing)),
+                                        "Content-Type": f'multipart/related; type="application/dicom"; '
+                                                        f'boundary={boundary}'}, encode_chunked=False)
+            connection.send(closing)
+            response = connection.getresponse()
+            answers[i] = (response.status, json.loads(response.read()))
+            connection.close()
+
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(900)
+        after = _peak_rss_mb(server.pid)
+        total = 8 * 64 * (len(instances[0]) + 60) / 2**30
+        logging.getLogger(__name__).warning("8 concurrent STOW-RS uploads of %.2f GiB in all: peak RSS %.0f MB "
+                                            "before, %.0f MB after", total, before, after)
+        assert [a[0] for a in answers] == [200] * 8, answers
+        assert all(len(a[1]["00081199"]["Value"]) == 64 for a in answers)
+        assert after - before < 700, (before, after)
+        store = Store.open(tmp_path / "store")
+        try:
+            assert len(store.instances()) == 8
+        finally:
+            store.close()
+        assert not list((tmp_path / "store" / "incoming").iterdir())  # nothing of the uploads left behind
+    finally:
+        server.kill()
+        server.wait(30)

@@ -6,6 +6,7 @@ STORE/chestaid-node.sqlite   instances (one row per SOPInstanceUID: what arrived
                              dead with the last error after N tries)
 STORE/instances/ab/<sha>.dcm the received bytes, exactly as sent (named by a hash of the SOPInstanceUID)
 STORE/results/ab/<uid>.dcm   the result objects (SR, Secondary Capture heat map), named by their own UID
+STORE/incoming/              STOW-RS uploads while they arrive (a file per part, deleted when the request ends)
 
 The page (`chestaid serve RUN --store DIR`) adds reviewed_by/reviewed_at and the audit table (time, user,
 action, SOPInstanceUID: never pixels, names or patient IDs).
@@ -289,7 +290,7 @@ class Store(OutboxMixin, ReviewsMixin):
         """At start: delete temporary files a crash left (their senders got no success and will retry); what
         is queued stays queued for the worker, pending results stay pending for the sender."""
         removed = 0
-        for folder in (self.root / "instances", self.root / "results"):
+        for folder in (self.root / "instances", self.root / "results", self.root / "incoming"):
             if folder.is_dir():
                 for tmp in folder.rglob(".*.tmp"):
                     tmp.unlink(missing_ok=True)

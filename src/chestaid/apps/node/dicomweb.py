@@ -15,15 +15,12 @@ letter); the destination's answer decides per instance.
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import logging
 import threading
 import urllib.error
 import urllib.request
 import uuid
-from email.parser import BytesParser
-from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,6 +28,7 @@ import pydicom
 
 from chestaid.apps.node.receiver import accept, described
 from chestaid.apps.node.tls import server_handshake
+from chestaid.apps.node.upload import SpooledParts, boundary_of, iter_chunked, iter_length
 from chestaid.core.errors import ChestaidError, describe
 from chestaid.store import Instance, Store
 
@@ -46,41 +44,6 @@ def _item(sop_class: str, sop_uid: str, reason: int | None = None) -> dict:
     if reason is not None:
         item["00081197"] = {"vr": "US", "Value": [reason]}
     return item
-
-
-def parts_of(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
-    """(content type, bytes) of each part of a multipart/related body."""
-    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-    if not message.is_multipart():
-        raise ValueError("not a multipart body")
-    parts = list(message.iter_parts())
-    defects = [*message.defects, *(d for part in parts for d in part.defects)]
-    if defects:  # e.g. no closing boundary: a body cut short must not be stored as if whole
-        raise ValueError(f"malformed multipart body ({type(defects[0]).__name__})")
-    return [(part.get_content_type(), part.get_payload(decode=True) or b"") for part in parts]
-
-
-def read_chunked(stream) -> bytes:
-    """A request body in HTTP/1.1 chunked transfer coding (what Orthanc's DICOMweb client sends), at most
-    MAX_BODY bytes."""
-    chunks, total = [], 0
-    while True:
-        line = stream.readline()
-        if not line:
-            raise ValueError("the body ends before its last chunk")  # the sender went away mid-upload
-        size = int(line.split(b";")[0].strip(), 16)
-        if size == 0:
-            while stream.readline() not in (b"\r\n", b"\n", b""):  # trailers
-                pass
-            return b"".join(chunks)
-        total += size
-        if total > MAX_BODY:
-            raise ValueError(f"body over {MAX_BODY} bytes")
-        chunk = stream.read(size)
-        if len(chunk) != size:
-            raise ValueError("the body ends inside a chunk")
-        chunks.append(chunk)
-        stream.readline()
 
 
 class _Server(ThreadingHTTPServer):
@@ -124,12 +87,13 @@ class StowServer:
         self.server.shutdown()
         self.server.server_close()
 
-    def store_parts(self, parts: list[tuple[str, bytes]], study: str | None, peer: str) -> tuple[list, list]:
-        """Each part made durable (or refused): (referenced items, failed items)."""
+    def store_parts(self, parts: list[tuple[str, Path]], study: str | None, peer: str) -> tuple[list, list]:
+        """Each part (its content type, the file it was spooled to) made durable (or refused): (referenced items,
+        failed items)."""
         referenced, failed = [], []
-        for kind, data in parts:
+        for kind, path in parts:
             try:
-                ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=False)
+                ds = pydicom.dcmread(path)
                 sop_uid, sop_class = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
             except Exception as e:  # noqa: BLE001 - one unreadable part is one failure, the rest go on
                 log.info("STOW-RS from %s: a part (%s) is not a DICOM instance (%s)", peer, kind, describe(e))
@@ -141,8 +105,9 @@ class StowServer:
                 continue
             instance = described(ds, Instance(sop_uid=sop_uid, sop_class=sop_class, calling_ae=f"DICOMweb {peer}"[:64],
                                               transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", ""))))
+            del ds  # one instance's pixels in memory at a time
             try:
-                outcome = accept(self.store, instance, data, f"DICOMweb {peer}")
+                outcome = accept(self.store, instance, path.read_bytes, f"DICOMweb {peer}")
             except Exception as e:  # noqa: BLE001 - not durable: never reported as stored
                 log.error("instance %s from DICOMweb %s not stored: %s", sop_uid, peer, describe(e))
                 failed.append(_item(sop_class, sop_uid, OUT_OF_RESOURCES))
@@ -167,35 +132,49 @@ class StowServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _refuse(self, status: int, reason: str) -> None:
+                """An error answer with its reason: PS3.18's Warning header and a text body, and a log line."""
+                log.info("STOW-RS from %s refused (%d): %s", self.client_address[0], status, reason)
+                data = (reason + "\n").encode()
+                self.send_response(status)
+                self.send_header("Warning", f'299 chestaid "{reason}"')
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 peer = self.client_address[0]
                 route = self.path.split("?")[0].rstrip("/").split("/")
                 if route[:3] != ["", "dicom-web", "studies"] or len(route) > 4:
-                    return self._answer(404)
+                    return self._refuse(404, "STOW-RS is POST /dicom-web/studies[/{StudyInstanceUID}]")
                 if node.users is not None:
                     token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
                     if not token or node.users.user_for_token(token) is None:
-                        log.info("STOW-RS from %s refused: no valid bearer token", peer)
-                        return self._answer(401)
+                        return self._refuse(401, "a valid bearer token is required")
                 kind = self.headers.get("Content-Type", "")
                 if not kind.startswith("multipart/related") or "application/dicom" not in kind:
-                    return self._answer(415)
+                    return self._refuse(415, f"Content-Type must be multipart/related; type=\"application/dicom\", "
+                                             f"got {kind[:80]!r}")
                 chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
                 try:
                     length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    return self._answer(400)
+                    boundary = boundary_of(kind)
+                except ValueError as e:
+                    return self._refuse(400, f"bad request headers ({describe(e)})")
                 if not chunked and not 0 < length <= MAX_BODY:
-                    return self._answer(413 if length else 411)
-                try:
-                    body = read_chunked(self.rfile) if chunked else self.rfile.read(length)
-                    if not chunked and len(body) != length:
-                        raise ValueError(f"the body ends after {len(body)} of {length} bytes")
-                    parts = parts_of(kind, body)
-                except Exception as e:  # noqa: BLE001 - a malformed body is the sender's error, one line
-                    log.info("STOW-RS from %s: malformed multipart body (%s)", peer, describe(e))
-                    return self._answer(400)
-                referenced, failed = node.store_parts(parts, route[3] if len(route) == 4 else None, peer)
+                    return self._refuse(413 if length else 411, f"the body must be 1 to {MAX_BODY} bytes with a "
+                                        "Content-Length, or chunked")
+                with SpooledParts(node.store.root / "incoming", boundary) as spool:
+                    try:
+                        body = iter_chunked(self.rfile, MAX_BODY) if chunked else iter_length(self.rfile, length)
+                        for block in body:
+                            spool.feed(block)
+                        parts = spool.parts()
+                    except Exception as e:  # noqa: BLE001 - a malformed body is the sender's error, one line
+                        self.close_connection = True
+                        return self._refuse(400, f"malformed multipart body ({describe(e)})")
+                    referenced, failed = node.store_parts(parts, route[3] if len(route) == 4 else None, peer)
                 log.info("STOW-RS from %s: %d stored or acknowledged, %d failed", peer, len(referenced), len(failed))
                 body = {"00081199": {"vr": "SQ", "Value": referenced}} if referenced else {}
                 if failed:
