@@ -116,6 +116,8 @@ class Store(OutboxMixin, ReviewsMixin):
         self.db_path = self.root / DB_NAME
         if not create and not self.db_path.is_file():
             raise ChestaidError(f"{self.root}: not a chestaid node store (no {DB_NAME})")
+        if self.root.exists() and not self.root.is_dir():
+            raise ChestaidError(f"{self.root}: is a file; the node's store is a folder (give a new or existing one)")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None, timeout=30)

@@ -78,8 +78,14 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
                                 "(comma-separated)")] = None,
          metrics_port: Annotated[Optional[int], typer.Option(
              "--metrics-port", min=0, max=65535, help="Prometheus metrics on this port (GET /metrics)")] = None,
+         health_port: Annotated[Optional[int], typer.Option(
+             "--health-port", min=0, max=65535, help="GET /healthz (alive) and /readyz (ready) on this port, for "
+                                                     "load balancers, systemd and Kubernetes probes")] = None,
+         ready_max_pending_age: Annotated[float, typer.Option(
+             "--ready-max-pending-age", min=1.0, help="/readyz is unready while a result has been pending longer "
+                                                      "than this many seconds")] = 3600.0,
          metrics_host: Annotated[str, typer.Option(
-             "--metrics-host", help="address of the metrics endpoint")] = "127.0.0.1") -> None:
+             "--metrics-host", help="address of the metrics and health endpoints")] = "127.0.0.1") -> None:
     """A DICOM node: receive by C-STORE, score each image on arrival into the store's worklist, send an SR per
     image and a heat map per scored image to --send-to. Stops on Ctrl-C or SIGTERM; a restart resumes."""
     from chestaid.apps.node.node import Node, NodeConfig
@@ -96,12 +102,14 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
                         max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device,
                         tls=TlsSettings(tls_cert, tls_key, tls_ca, tls_require_client_cert).check(),
                         dicomweb_port=dicomweb_port, dicomweb_users=dicomweb_users, fhir_url=_split(fhir_url),
-                        metrics_port=metrics_port, metrics_host=metrics_host)
+                        metrics_port=metrics_port, metrics_host=metrics_host,
+                        health_port=health_port, health_host=metrics_host,
+                        ready_max_pending_age=ready_max_pending_age)
     stop = threading.Event()
     try:
         running = Node(config).start()
-    except OSError as e:
-        raise ChestaidError(f"cannot listen on {host}:{port} ({e.strerror or e})") from e
+    except OSError as e:  # Node names the listener; this is what no listener caught
+        raise ChestaidError(f"cannot start the node on {host}:{port} ({e.strerror or e})") from e
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

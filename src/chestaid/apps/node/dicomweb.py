@@ -84,7 +84,8 @@ class StowServer:
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for a serve_forever that never started
+            self.server.shutdown()
         self.server.server_close()
 
     def store_parts(self, parts: list[tuple[str, Path]], study: str | None, peer: str) -> tuple[list, list]:

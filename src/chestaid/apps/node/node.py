@@ -16,6 +16,7 @@ from chestaid.apps.node.receiver import Receiver
 from chestaid.apps.node.results import Algorithm
 from chestaid.apps.node.sender import Destination, Sender
 from chestaid.apps.node.tls import TlsSettings, server_context
+from chestaid.core.errors import ChestaidError
 from chestaid.store import Store
 from chestaid.apps.node.worker import Worker
 
@@ -47,6 +48,9 @@ class NodeConfig:
     fhir_url: list[str] = field(default_factory=list)  # FHIR R4 servers' bases: a report bundle per scored image
     metrics_port: int | None = None  # Prometheus metrics (chestaid.apps.node.metrics); None: none
     metrics_host: str = "127.0.0.1"
+    health_port: int | None = None  # /healthz and /readyz (chestaid.apps.node.health); None: none
+    health_host: str = "127.0.0.1"
+    ready_max_pending_age: float = 3600.0  # /readyz turns unready when a result has been pending longer
 
 
 def algorithm_of(run: Path, backend: str = "torch") -> Algorithm:
@@ -66,7 +70,7 @@ class Node:
         self.destinations = [str(Destination.parse(d)) for d in config.send_to] + [
             str(Destination.parse(f"fhir:{url}")) for url in config.fhir_url]
         self.store = Store(config.store)
-        self.receiver = self.worker = self.sender = self.stow = self.metrics = None
+        self.receiver = self.worker = self.sender = self.stow = self.metrics = self.health = None
         self.stopped = threading.Event()
 
     def start(self) -> "Node":
@@ -93,17 +97,31 @@ class Node:
         if config.dicomweb_port is not None:
             from chestaid.apps.node.dicomweb import StowServer
 
-            self.stow = StowServer(self.store, config.host, config.dicomweb_port, self.worker.wake,
-                                   config.dicomweb_users, server_context(tls) if tls.serving else None)
+            self.stow = self._listen("STOW-RS (--dicomweb-port)", config.host, config.dicomweb_port,
+                                     lambda: StowServer(self.store, config.host, config.dicomweb_port, self.worker.wake,
+                                                        config.dicomweb_users,
+                                                        server_context(tls) if tls.serving else None))
         self.worker.start()
         self.sender.start()
-        self.receiver.start()
-        if self.stow is not None:
-            self.stow.start()
-            log.info("STOW-RS on %s:%d/dicom-web/studies", config.host, self.stow.port)
-        if self.metrics is not None:
-            self.metrics_port = self.metrics.serve(config.metrics_port, config.metrics_host)
-            log.info("Prometheus metrics on %s:%d/metrics", config.metrics_host, self.metrics_port)
+        try:
+            self._listen("DICOM (--port)", config.host, config.port, self.receiver.start)
+            if self.stow is not None:
+                self.stow.start()
+                log.info("STOW-RS on %s:%d/dicom-web/studies", config.host, self.stow.port)
+            if self.metrics is not None:
+                self.metrics_port = self._listen("metrics (--metrics-port)", config.metrics_host, config.metrics_port,
+                                                 lambda: self.metrics.serve(config.metrics_port, config.metrics_host))
+                log.info("Prometheus metrics on %s:%d/metrics", config.metrics_host, self.metrics_port)
+            if config.health_port is not None:
+                from chestaid.apps.node.health import Health
+
+                self.health = Health(self, config.ready_max_pending_age)
+                self.health_port = self._listen("health (--health-port)", config.health_host, config.health_port,
+                                                lambda: self.health.serve(config.health_port, config.health_host))
+                log.info("health on %s:%d/healthz and /readyz", config.health_host, self.health_port)
+        except BaseException:
+            self.stop()
+            raise
         log.info("node %s listening on %s:%d%s (max %d associations, calling AE titles: %s); results to: %s",
                  config.ae_title, config.host, self.receiver.port,
                  "" if not tls.serving else " over TLS" + (", client certificates required"
@@ -112,12 +130,20 @@ class Node:
                  ",".join(config.allow) or "any", ",".join(self.destinations) or "nowhere (kept in the store)")
         return self
 
+    @staticmethod
+    def _listen(what: str, host: str, port: int | None, start):
+        """`start()`, with a busy or forbidden port reported as that listener's own (one line)."""
+        try:
+            return start()
+        except OSError as e:
+            raise ChestaidError(f"cannot listen on {host}:{port} for {what}: {e.strerror or e}") from e
+
     @property
     def port(self) -> int:
         return self.receiver.port
 
     def stop(self) -> None:
-        for server in (self.receiver, self.stow, self.metrics):
+        for server in (self.health, self.receiver, self.stow, self.metrics):
             if server is not None:
                 server.stop()
         for part in (self.worker, self.sender):

@@ -124,6 +124,9 @@ class Sender:
     def wake(self) -> None:
         self._wake.set()
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self, timeout: float = 30) -> None:
         self._stop.set()
         self._wake.set()
