@@ -143,3 +143,41 @@ def test_recalibration_on_the_store_writes_a_new_run_and_leaves_the_deployed_one
     assert not same_model(run_identity(run), run_identity(tmp / "v2"))  # results of the two stay apart
     refused = CliRunner().invoke(app, ["evaluate", str(tmp / "v2"), "--data", str(store)])
     assert refused.exit_code == 2 and "calibrated on this store's verdicts" in refused.output
+
+
+def test_verdict_imports_refuse_what_they_cannot_read_and_a_second_import_appends_nothing(loop):
+    """A misspelled finding column is refused with the closest name and nothing is written (exit 2); a short row
+    is passed over with its number; the same file again appends nothing; a file where nothing matched exits 1."""
+    run, store, truth, tmp = loop
+    store = Path(shutil.copytree(store, tmp / "store-imports"))
+    uids = sorted(scored_uids(store))[:3]
+    opened = Store.open(store)
+    try:
+        before = [len(opened.verdict_history(u)) for u in uids]
+    finally:
+        opened.close()
+    (tmp / "typo.csv").write_text(f"SOPInstanceUID,Pneumonaa,pneumonia\n{uids[0]},1,1\n")
+    said = CliRunner().invoke(app, ["verdicts", "import", str(store), str(tmp / "typo.csv")])
+    assert said.exit_code == 2, said.output
+    assert "'Pneumonaa' (did you mean 'Pneumonia'?)" in said.output and "'pneumonia' (did you mean" in said.output
+    assert "Nothing imported" in said.output
+    opened = Store.open(store)
+    try:
+        assert [len(opened.verdict_history(u)) for u in uids] == before
+    finally:
+        opened.close()
+    (tmp / "short.csv").write_text(f"SOPInstanceUID,Pneumonia,priority appropriate\n{uids[0]},1,yes\n{uids[1]},0\n"
+                                   f"{uids[2]},maybe,no\n")
+    said = CliRunner().invoke(app, ["verdicts", "import", str(store), str(tmp / "short.csv")])
+    assert said.exit_code == 0 and "2 verdict(s) for 1 instance(s)" in said.output, said.output
+    assert "row 3: 2 cell(s) where the header has 3" in said.output and "row 4: Pneumonia: 'maybe'" in said.output
+    said = CliRunner().invoke(app, ["verdicts", "import", str(store), str(tmp / "short.csv")])
+    assert said.exit_code == 0 and "0 verdict(s)" in said.output and "2 already there" in said.output, said.output
+    opened = Store.open(store)
+    try:
+        assert len(opened.verdict_history(uids[0])) == before[0] + 2  # not appended again
+    finally:
+        opened.close()
+    (tmp / "none.csv").write_text("AccessionNumber,Pneumonia\nNOSUCH,1\n")
+    said = CliRunner().invoke(app, ["verdicts", "import", str(store), str(tmp / "none.csv")])
+    assert said.exit_code == 1 and "nothing matched" in said.output, said.output

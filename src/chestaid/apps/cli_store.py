@@ -16,18 +16,24 @@ from chestaid.apps.cli_output import console, err
 
 def verdicts_import(store: Annotated[Path, typer.Argument(help="a node's --store folder")],
                     csv: Annotated[Path, typer.Argument(help="SOPInstanceUID or AccessionNumber, one column per "
-                                                         "finding: present/absent/can't tell or 1/0/-1")],
+                                                         "finding: present/absent/can't tell or 1/0/-1; optionally "
+                                                         "'priority appropriate': yes/no")],
                     user: Annotated[str, typer.Option(help="who gave these verdicts (audited)")] = "import") -> None:
     """Append verdicts (e.g. labels extracted from radiology reports) to the store; a changed verdict keeps its
-    history."""
+    history, the same verdict from the same file is not added twice. Exit 0 when some row matched a scored
+    instance, 1 when none did, 2 when the file is refused (a column that is no finding: nothing imported)."""
     import chestaid
 
     done = chestaid.import_verdicts(store, csv, user)
-    console.print(f"{done.verdicts} verdict(s) for {done.instances} instance(s) added to {store}")
+    console.print(f"{done.verdicts} verdict(s) for {done.instances} instance(s) added to {store}"
+                  + (f"; {done.unchanged} already there from this file" if done.unchanged else ""))
     for row, reason in done.skipped[:10]:
         err.print(f"[yellow]passed over:[/] {escape(str(csv))} row {row}: {escape(reason)}")
     if len(done.skipped) > 10:
         err.print(f"… and {len(done.skipped) - 10} more row(s) passed over")
+    if not done.instances:
+        err.print(f"[red]nothing matched:[/] no row of {escape(str(csv))} names a scored instance of {escape(str(store))}")
+        sys.exit(1)
 
 
 def verdicts_export(store: Annotated[Path, typer.Argument(help="a node's --store folder")],

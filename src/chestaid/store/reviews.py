@@ -36,9 +36,11 @@ class ReviewsMixin:
         return [dict(r) for r in reversed(rows)]
 
 
-    def add_verdicts(self, sop_uid: str, verdicts: dict[str, str], user: str, source: str = "page") -> int:
+    def add_verdicts(self, sop_uid: str, verdicts: dict[str, str], user: str, source: str = "page",
+                     unless_same_source: bool = False) -> int:
         """Append one verdict row per finding (append-only: a changed verdict is a new row, the latest counts)
-        and one audit row; returns the rows written (0 when the instance is unknown)."""
+        and one audit row; returns the rows written (0 when the instance is unknown). `unless_same_source`: a
+        finding whose latest verdict is already this one, from this source, is not appended again."""
         for finding, verdict in verdicts.items():
             allowed = PRIORITY_VERDICTS if finding == PRIORITY else VERDICTS
             if verdict not in allowed:
@@ -47,6 +49,13 @@ class ReviewsMixin:
         with self._tx() as db:
             if not verdicts or not db.execute("SELECT 1 FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone():
                 return 0
+            if unless_same_source:
+                latest = {r[0]: (r[1], r[2]) for r in db.execute(
+                    "SELECT v.finding, v.verdict, v.source FROM verdicts v JOIN (SELECT max(id) AS id FROM verdicts "
+                    "WHERE sop_uid = ? GROUP BY finding) l ON v.id = l.id", (sop_uid,))}
+                verdicts = {f: v for f, v in verdicts.items() if latest.get(f) != (v, source)}
+                if not verdicts:
+                    return 0
             db.executemany("INSERT INTO verdicts (sop_uid, finding, verdict, user, at, source) VALUES (?,?,?,?,?,?)",
                            [(sop_uid, f, v, user, now, source) for f, v in verdicts.items()])
             db.execute("INSERT INTO audit (at, user, action, sop_uid) VALUES (?,?,?,?)", (now, user, "verdict", sop_uid))
@@ -65,3 +74,13 @@ class ReviewsMixin:
         """Every verdict given on an instance, oldest first (who, when, where from)."""
         return [dict(r) for r in self._query("SELECT finding, verdict, user, at, source FROM verdicts WHERE sop_uid = ?"
                                              " ORDER BY id", (sop_uid,))]
+
+    def scored_findings(self) -> set[str]:
+        """The findings the store's scored instances were scored on (every model that scored here)."""
+        import json
+
+        found: set[str] = set()
+        for r in self._query("SELECT model, scores FROM instances WHERE state = 'scored' AND scores != '' "
+                             "GROUP BY model"):
+            found.update(json.loads(r["scores"]))
+        return found

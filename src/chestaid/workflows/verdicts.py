@@ -34,12 +34,16 @@ class VerdictImport:
 
     verdicts: int = 0
     instances: int = 0
+    unchanged: int = 0  # verdicts the instances already had from the same file (a re-import)
     skipped: list[tuple[int, str]] = field(default_factory=list)
 
 
 def import_verdicts(store: str | Path, csv: str | Path, user: str = "import") -> VerdictImport:
-    """Append the verdicts of a CSV: a SOPInstanceUID or AccessionNumber column, one column per finding (present,
-    absent, can't tell, or 1 / 0 / -1; empty = no verdict) and optionally "priority appropriate" (yes / no)."""
+    """Append the verdicts of a CSV: a SOPInstanceUID or AccessionNumber column, one column per finding the store's
+    model scores (present, absent, can't tell, or 1 / 0 / -1; empty = no verdict) and optionally "priority
+    appropriate" (yes / no). A column that is no such finding is refused (with the closest name), before anything
+    is written; a row with fewer or more cells than the header, or an unreadable value, is passed over with its
+    row number; a verdict the instance already has from the same file is not appended again."""
     table = read_csv_text(csv)
     key = next((k for k in KEYS if k in table.columns), None)
     if key is None:
@@ -47,36 +51,86 @@ def import_verdicts(store: str | Path, csv: str | Path, user: str = "import") ->
     findings = [c for c in table.columns if c not in KEYS]
     if not findings:
         raise ChestaidError(f"{csv}: no finding columns beside {key}")
+    ragged = _ragged_rows(csv, len(table.columns))
+    source = f"import:{Path(csv).name}"
     opened = Store.open(store)
     try:
-        by_accession: dict[str, list[str]] = {}  # scored images only: not the node's own results coming back
-        for row in opened.instances("scored"):
-            if row["accession"]:
-                by_accession.setdefault(row["accession"], []).append(row["sop_uid"])
+        _refuse_unknown_columns(csv, findings, opened.scored_findings())
+        by_accession: dict[str, list[dict]] = {}
+        for row in opened.instances():
+            if row["accession"] and row["state"] != "ignored":  # not the node's own results coming back
+                by_accession.setdefault(row["accession"], []).append(row)
         done, touched = VerdictImport(), set()
         for number, row in enumerate(table.to_dict("records"), start=2):
+            if number in ragged:
+                done.skipped.append((number, ragged[number]))
+                continue
             if not str(row[key]).strip():
                 done.skipped.append((number, f"no {key}"))
                 continue
-            uids = [row[key]] if key == "SOPInstanceUID" else by_accession.get(row[key], [])
-            uids = [u for u in uids if u and opened.has(u)]
-            if not uids:
-                done.skipped.append((number, f"no instance with this {key} in the store"))
+            found = ([opened.instance(row[key])] if key == "SOPInstanceUID" else by_accession.get(row[key], []))
+            found = [r for r in found if r is not None]
+            # an image named by its UID takes the verdict whatever its state; an accession (a study) gives its
+            # verdicts to its scored images, not to the lateral or the scout the model refused
+            scored = [r["sop_uid"] for r in found if r["state"] == "scored" or key == "SOPInstanceUID"]
+            if not scored:
+                done.skipped.append((number, f"no instance with this {key} in the store" if not found else
+                                     _not_scored(found)))
                 continue
             try:
                 verdicts = {_finding(c): _verdict(c, row[c]) for c in findings if str(row[c]).strip()}
             except ValueError as e:
                 done.skipped.append((number, str(e)))
                 continue
-            for uid in uids:
-                done.verdicts += opened.add_verdicts(uid, verdicts, user, f"import:{Path(csv).name}")
+            for uid in scored:
+                written = opened.add_verdicts(uid, verdicts, user, source, unless_same_source=True)
+                done.verdicts += written
+                done.unchanged += len(verdicts) - written
                 touched.add(uid)
         done.instances = len(touched)
     finally:
         opened.close()
-    log.info("verdicts: %d written for %d instance(s) from %s; %d row(s) passed over", done.verdicts,
-             done.instances, Path(csv).name, len(done.skipped))
+    log.info("verdicts: %d written for %d instance(s) from %s (%d already there); %d row(s) passed over",
+             done.verdicts, done.instances, Path(csv).name, done.unchanged, len(done.skipped))
     return done
+
+
+def _ragged_rows(csv: str | Path, width: int) -> dict[int, str]:
+    """{CSV row number: why} for rows whose number of cells is not the header's (pandas pads or fails quietly)."""
+    import csv as csv_module
+
+    found = {}
+    with open(csv, newline="", encoding="utf-8-sig", errors="replace") as f:
+        for number, cells in enumerate(csv_module.reader(f), start=1):
+            if number > 1 and cells and len(cells) != width:
+                found[number] = f"{len(cells)} cell(s) where the header has {width}"
+    return found
+
+
+def _refuse_unknown_columns(csv: str | Path, columns: list[str], known: set[str]) -> None:
+    """A ChestaidError naming each column that is neither a finding the store's model scores nor the priority
+    column, with the closest known name (nothing is written)."""
+    import difflib
+
+    if not known:
+        raise ChestaidError(f"{csv}: the store has no scored instance yet, so no finding to give a verdict on")
+    names = sorted(known)
+    wrong = []
+    for column in columns:
+        if column in known or column.strip().lower() in PRIORITY_COLUMNS:
+            continue
+        near = difflib.get_close_matches(column, names, n=1, cutoff=0.5) or [
+            n for n in names if n.lower() == column.strip().lower()]
+        wrong.append(f"{column!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+    if wrong:
+        raise ChestaidError(f"{csv}: column(s) {', '.join(wrong)} are not findings of this store's model; its "
+                            f"findings: {', '.join(names)}; and 'priority appropriate' (yes/no). Nothing imported")
+
+
+def _not_scored(rows: list[dict]) -> str:
+    """Why the instances of a key get no verdict: none of them was scored (each one's state and reason)."""
+    states = "; ".join(f"{r['state']}: {r['reason']}"[:160] for r in rows[:3])
+    return f"not scored, so no case ({states})"
 
 
 def _finding(column: str) -> str:
@@ -122,10 +176,27 @@ def export_verdicts(store: str | Path, out: str | Path, findings: list[str] | No
     """Write the verdict table to `out` (for `prepare --table`); returns (out, rows, instances left out)."""
     table, incomplete = verdict_table(store, findings)
     if table.empty:
-        raise ChestaidError(f"{store}: no instance has a present/absent verdict on every one of "
-                            f"{', '.join(table.columns[2:])}; choose fewer findings")
+        raise ChestaidError(f"{store}: {_why_no_case(store, list(table.columns[2:]), incomplete)}")
     write_text(out, table.to_csv(index=False))
     return Path(out), len(table), incomplete
+
+
+def _why_no_case(store: str | Path, findings: list[str], incomplete: int) -> str:
+    """Why no instance with verdicts is a case: they were not scored (by state), or lack a verdict on a finding."""
+    from collections import Counter
+
+    opened = Store.open(store)
+    try:
+        states = Counter((opened.instance(u) or {}).get("state", "gone") for u in opened.latest_verdicts())
+    finally:
+        opened.close()
+    states.pop("scored", None)
+    if states and not incomplete:
+        said = ", ".join(f"{n} {state}" for state, n in states.most_common())
+        return (f"the instances with verdicts were not scored ({said}: the input gate refused them, or they could "
+                "not be read), and an image the model did not score is no case")
+    return (f"no instance has a present/absent verdict on every one of {', '.join(findings)} ({incomplete} lack one"
+            f"{', ' + str(sum(states.values())) + ' were not scored' if states else ''}); choose fewer findings")
 
 
 def is_store(path: str | Path | None) -> bool:

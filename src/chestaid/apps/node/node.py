@@ -17,6 +17,7 @@ from chestaid.apps.node.results import Algorithm
 from chestaid.apps.node.sender import Destination, Sender
 from chestaid.apps.node.tls import TlsSettings, server_context
 from chestaid.core.errors import ChestaidError
+from chestaid.core.run_paths import RunPaths
 from chestaid.store import Store
 from chestaid.apps.node.worker import Worker
 
@@ -80,6 +81,9 @@ class Node:
         recovered = self.store.recover()
         log.info("store %s: %s", config.store, ", ".join(f"{k} {v}" for k, v in recovered.items()))
         predictor = Predictor.load(config.run, config.device)
+        if not RunPaths(config.run).monitor_reference.is_file():
+            log.warning("run %s has no monitoring reference (monitor_reference.json, written by `chestaid calibrate`):"
+                        " `chestaid monitor` will list what it scores as not monitored", config.run)
         if config.metrics_port is not None:
             from chestaid.apps.node.metrics import Metrics
 
