@@ -29,6 +29,7 @@ from pathlib import Path
 
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import atomic_write
+from chestaid.store.conflicts import ConflictsMixin
 from chestaid.store.outbox import OutboxMixin
 from chestaid.store.reviews import ReviewsMixin
 
@@ -107,7 +108,7 @@ class Instance:
     reason: str = ""
 
 
-class Store(OutboxMixin, ReviewsMixin):
+class Store(ConflictsMixin, OutboxMixin, ReviewsMixin):
     """The node's folder and database. Safe to share between threads; another process (the `worklist`
     command) may read it while the node writes (WAL)."""
 
@@ -211,35 +212,6 @@ class Store(OutboxMixin, ReviewsMixin):
                  instance.pixel_sha256, str(path.relative_to(self.root)), time.time(), instance.state,
                  instance.reason))
         return cursor.rowcount == 1
-
-    def other_content(self, instance: Instance) -> str:
-        """"" when `instance` is what the store holds under its SOPInstanceUID (a true duplicate: same patient,
-        study, series and, in the same transfer syntax, the same pixel bytes), else what differs."""
-        row = self.instance(instance.sop_uid)
-        if row is None:
-            return ""
-        differ = [name for name, column in (("patient", "patient_id"), ("study", "study_uid"),
-                                            ("series", "series_uid")) if row[column] != getattr(instance, column)]
-        if (row["transfer_syntax"] == instance.transfer_syntax and row["pixel_sha256"] and instance.pixel_sha256
-                and row["pixel_sha256"] != instance.pixel_sha256):
-            differ.append("pixels")
-        return ", ".join(differ)
-
-    def conflict(self, instance: Instance, data: bytes, reason: str) -> None:
-        """Keep an instance that reuses a stored SOPInstanceUID with other content: durable, recorded, not
-        scored (its file is named by the UID and the time it came)."""
-        digest = hashlib.sha256(instance.sop_uid.encode()).hexdigest()
-        path = self.root / "conflicts" / digest[:2] / f"{digest}-{time.time_ns()}.dcm"
-        durable_write(path, data)
-        with self._tx() as db:
-            db.execute("INSERT INTO conflicts (sop_uid, study_uid, series_uid, calling_ae, path, received_at, reason)"
-                       " VALUES (?,?,?,?,?,?,?)", (instance.sop_uid, instance.study_uid, instance.series_uid,
-                                                   instance.calling_ae, str(path.relative_to(self.root)),
-                                                   time.time(), reason))
-
-    def conflicts(self) -> list[dict]:
-        """Instances kept as conflicts, oldest first."""
-        return [dict(r) for r in self._query("SELECT * FROM conflicts ORDER BY id")]
 
     def queued(self, limit: int) -> list[sqlite3.Row]:
         return self._query("SELECT * FROM instances WHERE state = 'queued' ORDER BY received_at LIMIT ?", (limit,))
