@@ -130,3 +130,48 @@ def test_the_pages_monitor_tab_shows_the_windows_and_draws_a_signal(drifting_sto
     figure = signal_plot(result, "input gate distance")
     (ax,) = figure.axes
     assert len(ax.lines[0].get_xdata()) == 2 and ax.get_yscale() == "log"
+
+
+def test_the_monitor_draws_safely_in_threads_and_its_page_has_times_signals_performance_and_disclaimer(
+        drifting_store, tmp_path):
+    """The tab's figure is rendered by the page itself (no pyplot, no mathtext: plain tick labels), eight
+    requests at once, each giving the same picture; the HTML report has per window its times, each signal's
+    Holm p-value, performance with intervals, the false-alarm statement and the disclaimer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chestaid.apps.page.monitor_view import performance_frame, signal_names, signal_plot
+    from chestaid.core.figures import rgb
+
+    _, store, labels, _ = drifting_store
+    store = Path(shutil.copytree(store, tmp_path / "store"))
+    opened = Store.open(store)
+    try:
+        for uid, found in labels.items():
+            opened.add_verdicts(uid, {"Effusion": "present" if "Effusion" in found else "absent"}, "dr.m")
+    finally:
+        opened.close()
+    result = chestaid.monitor(store, "200", html=tmp_path / "monitor.html")
+    names = signal_names(result)
+    figure = signal_plot(result, names[0])
+    labels = [t.get_text() for ax in figure.axes for t in ax.get_yticklabels() + ax.get_xticklabels()]
+    assert labels and not any("$" in t for t in labels)  # no mathtext to parse
+    with ThreadPoolExecutor(8) as pool:
+        pictures = list(pool.map(lambda k: rgb(signal_plot(result, names[k % len(names)])), range(32)))
+    assert all(p.ndim == 3 and p.shape[2] == 3 for p in pictures)
+    assert all(np.array_equal(pictures[k], pictures[k % len(names)]) for k in range(32))
+    frame = performance_frame(result)
+    assert 0 in set(frame["window"]) and "Effusion" in set(frame["finding"])
+    page = (tmp_path / "monitor.html").read_text()
+    from chestaid.reporting.monitor_report import when
+
+    for w in result["windows"]:
+        assert when(w["start"]) in page and when(w["end"]) in page
+    assert "Holm p" in page and "sensitivity (95% CI)" in page and "not diagnosis" in page
+    assert "chance of any false alarm in a window is at most 0.01" in page and page.count("ALARM") >= 1
+
+
+def test_monitor_on_an_empty_store_says_so_and_has_its_own_exit_status(tmp_path):
+    Store(tmp_path / "store").close()
+    said = CliRunner().invoke(app, ["monitor", str(tmp_path / "store"), "--fail-on-alarm"])
+    assert said.exit_code == 3 and "nothing monitored" in said.output and "no scored" in said.output, said.output
+    assert chestaid.monitor(tmp_path / "store")["status"] == "nothing monitored"

@@ -32,7 +32,7 @@ def verdicts_import(store: Annotated[Path, typer.Argument(help="a node's --store
     if len(done.skipped) > 10:
         err.print(f"… and {len(done.skipped) - 10} more row(s) passed over")
     if not done.instances:
-        err.print(f"[red]nothing matched:[/] no row of {escape(str(csv))} names a scored instance of {escape(str(store))}")
+        err.print(f"[red]nothing matched:[/] no row of {escape(str(csv))} names an instance of {escape(str(store))}")
         sys.exit(1)
 
 
@@ -57,11 +57,13 @@ def monitor(store: Annotated[Path, typer.Argument(help="a node's --store folder"
             run: Annotated[Optional[Path], typer.Option(help="the run whose reference to use (default: the one "
                                                         "each instance was scored by)")] = None,
             fail_on_alarm: Annotated[bool, typer.Option(
-                "--fail-on-alarm", help="exit 1 when a model's latest window has an alarm (cron, systemd)")]
+                "--fail-on-alarm", help="exit 1 when a model's latest window has an alarm, 3 when nothing could be "
+                                        "monitored (cron, systemd)")]
             = False) -> None:
     """Is what the node sees, and what it says, still like the run's validation data? Drift without labels
     (gate distances and refusals, score distributions and flag rates, the patient and unit mix), performance
-    where verdicts exist."""
+    where verdicts exist. With --fail-on-alarm: exit 0 all monitored and quiet, 1 an alarm in a model's latest
+    window, 3 nothing monitored (an empty store, or no model with a reference); 2 is an error."""
     import chestaid
 
     result = chestaid.monitor(store, window, level, run, html)
@@ -74,5 +76,9 @@ def monitor(store: Annotated[Path, typer.Argument(help="a node's --store folder"
         for skipped in result["not_monitored"]:
             err.print(f"[yellow]not monitored:[/] {skipped['instances']} instance(s) of {escape(skipped['model'])}: "
                       f"{escape(skipped['why'])}")
+        if result["status"] != "monitored":
+            err.print(f"[yellow]nothing monitored:[/] {escape(result['status_detail'])}")
     if fail_on_alarm and result["latest_alarms"]:
         sys.exit(1)
+    if fail_on_alarm and result["status"] != "monitored":
+        sys.exit(3)

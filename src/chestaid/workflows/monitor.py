@@ -190,7 +190,7 @@ def monitor(store: str | Path, window: str = "200", level: float = 0.01, run: st
             signals = window_signals(part, reference, parts[0] if k else None)
             alarms = drift.holm(signals, level)
             labels = list(reference["findings"])
-            entry = {"model": describe_model(identity), "start": part[0]["received_at"],
+            entry = {"model": describe_model(identity), "index": k, "start": part[0]["received_at"],
                      "end": part[-1]["received_at"], "n": len(part), "states": dict(Counter(r["state"] for r in part)),
                      "refusals_by_reason": dict(Counter(r["reason"].split(":")[0] for r in part if r["state"] == "refused")),
                      "signals": [s.to_json() for s in signals], "alarms": [s.name for s in alarms],
@@ -205,23 +205,24 @@ def monitor(store: str | Path, window: str = "200", level: float = 0.01, run: st
                     result["latest_alarms"].append(alarm)
                 log.warning("monitor alarm: %s, window %d (%d instances): %s (%s; reference %s), Holm p %.2g",
                             entry["model"], k, len(part), s.name, s.window, s.reference, s.p_holm)
+    result["status"], result["status_detail"] = _status(result, len(rows))
     return result
 
 
+def _status(result: dict, instances: int) -> tuple[str, str]:
+    """("monitored" | "nothing monitored", what was seen), so that a cron job tells "nothing to monitor" from
+    "all fine"."""
+    if result["windows"]:
+        seen = sum(w["n"] for w in result["windows"])
+        return "monitored", f"{seen} instance(s) in {len(result['windows'])} window(s)"
+    if not instances:
+        return "nothing monitored", "the store has no scored, refused or unreadable instance yet"
+    return "nothing monitored", (f"{instances} instance(s), none of a model with a monitoring reference "
+                                 "(see not monitored)")
+
+
 def write_html(result: dict, out: str | Path) -> Path:
-    """A page of the windows and their alarms (plain, escaped text)."""
-    import html
+    """The monitor's page (chestaid.reporting.monitor_report)."""
+    from chestaid.reporting.monitor_report import write_monitor_page
 
-    def tested(window: dict) -> str:
-        return "; ".join(f"{s['name']}: p={s['p_holm']:.3g}" for s in window["signals"] if s["p_holm"] is not None)
-
-    rows = "".join(f"<tr><td>{html.escape(w['model'])}</td><td>{w['n']}</td>"
-                   f"<td>{html.escape(', '.join(w['alarms']) or '–')}</td><td>{html.escape(tested(w))}</td></tr>"
-                   for w in result["windows"])
-    page = (f"<!doctype html><meta charset=utf-8><title>chestaid monitor</title><h1>Monitoring</h1><p>Holm, level "
-            f"{result['level']:g}: the chance of any false alarm in a window is at most that.</p><table border=1>"
-            f"<tr><th>model</th><th>instances</th><th>alarms</th><th>signals (Holm p)</th></tr>{rows}</table>")
-    from chestaid.core.fileio import write_text
-
-    write_text(out, page)
-    return Path(out)
+    return write_monitor_page(result, out)
