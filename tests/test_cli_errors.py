@@ -33,10 +33,11 @@ def _cases(tmp) -> list[tuple[list[str], str]]:
         (["demo", "--task", "chest", "--out", str(tmp / "d")], "chest"),
         (["node", missing, "--store", str(tmp / "s")], "missing"),
         (["worklist", missing], "missing"),
+        (["worklist", str(full / "x.txt")], "is a file"),
     ]
 
 
-@pytest.mark.parametrize("index", range(17))
+@pytest.mark.parametrize("index", range(18))
 def test_each_command_reports_a_user_error_in_one_line(index, tmp_path, capsys, monkeypatch):
     args, named = _cases(tmp_path)[index]
     monkeypatch.setattr(sys, "argv", ["chestaid", *args])
@@ -98,3 +99,19 @@ def test_verbose_shows_the_cause_of_an_error(tmp_path, capsys, monkeypatch):
     code, lines = _run_main(["train", "--config", str(bad), "--data", str(tmp_path), "--out", str(tmp_path / "r")],
                             monkeypatch, capsys)
     assert len(lines) == 1
+
+
+def test_serve_says_serving_only_once_it_listens(tmp_path, capsys, monkeypatch):
+    """A busy port is named as the page's and nothing says "serving"; a missing run the same."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, lines = _run_main(["serve", str(tmp_path), "--port", str(port)], monkeypatch, capsys)
+    assert code == 2 and any(f"cannot listen on 127.0.0.1:{port} for the page" in line for line in lines), lines
+    out = capsys.readouterr().out
+    assert "serving" not in out
+    code, lines = _run_main(["serve", str(tmp_path / "missing")], monkeypatch, capsys)
+    assert code == 2 and "serving" not in capsys.readouterr().out

@@ -95,8 +95,8 @@ def _arrive(store, dicom: Path, risk: float, labels: list[str], model: dict | No
     from chestaid.store import Instance
 
     ds = pydicom.dcmread(dicom)
-    store.receive(Instance(ds.SOPInstanceUID, ds.StudyInstanceUID, modality="CR", accession="ACC1"),
-                  dicom.read_bytes())
+    store.receive(Instance(ds.SOPInstanceUID, ds.StudyInstanceUID, modality="CR", accession="ACC1",
+                           patient_id=ds.PatientID, study_date=ds.StudyDate, view=ds.ViewPosition), dicom.read_bytes())
     scores = {name: {"risk": risk / (k + 1), "decision": int(k == 0)} for k, name in enumerate(labels)}
     store.finish(ds.SOPInstanceUID, "scored", risk=risk, top=labels[0], flagged=labels[0], scores=scores,
                  model=model)
@@ -133,21 +133,31 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
         page.click("#worklist-open")
         page.wait_for_function("() => document.querySelector('#worklist-image img') !== null", timeout=30_000)
         assert "Effusion" in page.inner_text("#worklist-findings")
+        header = page.input_value("#worklist-status textarea")  # whose image it is, before any verdict
+        assert "Patient ID PHANTOM01" in header and "accession ACC1" in header and "study date 2024-01-01" in header
+        assert "view PA" in header and "no verdict yet" in header
+        assert "PHANTOM01" in page.inner_text("#worklist")  # on every row too
         page.click("#worklist-heat")
         page.wait_for_function("() => document.querySelector('#worklist-heatmap img') !== null", timeout=60_000)
+        top = store.instance(second)["top_finding"]
+        assert f"Heat map of {top}" in page.inner_text("#worklist-heatmap")  # names its finding, with a scale
+        assert page.locator("#worklist-heatmap img[alt^='colour scale']").count() == 1
         page.click("#worklist-review")
         page.wait_for_function("() => document.querySelector('#worklist-status textarea').value.includes('reviewed by')")
-        # verdicts: nothing pre-selected; a finding's verdict, then a changed one, and the priority
-        assert page.locator("#verdict input:checked").count() == 0
-        assert page.locator("#verdict-finding input:checked").count() == 0
-        for verdict in ("present", "absent"):
-            page.click("#verdict-finding label:has-text('Effusion')")
-            page.click(f"#verdict label:has-text('{verdict}')")
-            page.click("#verdict-priority label:has-text('yes')")
-            page.click("#verdict-save")
-            page.wait_for_function(f"() => document.querySelector('#verdicts textarea').value.includes('Effusion: {verdict}')",
-                                   timeout=30_000)
-        assert "4 verdict(s) given in all" in page.input_value("#verdicts textarea")
+        # verdicts: a grid, one per finding, nothing pre-selected; two findings and the priority in one step
+        assert page.locator("#verdict-grid input:checked").count() == 0
+        page.click("#verdict-of-Atelectasis label:has-text('present')")
+        page.click("#verdict-of-Effusion label:has-text('present')")
+        page.click("#verdict-priority label:has-text('yes')")
+        page.click("#verdict-save")
+        page.wait_for_function("() => document.querySelector('#verdicts textarea').value.includes('Effusion: present')",
+                               timeout=30_000)
+        page.click("#verdict-of-Effusion label:has-text('absent')")  # a changed verdict, saved again
+        page.click("#verdict-save")
+        page.wait_for_function("() => document.querySelector('#verdicts textarea').value.includes('Effusion: absent')",
+                               timeout=30_000)
+        verdicts = page.input_value("#verdicts textarea")
+        assert "Patient ID PHANTOM01" in verdicts and "6 verdict(s) given in all" in verdicts, verdicts
         page.click("button[role=tab]:has-text('Monitor')")  # this run was never calibrated: no reference yet
         page.click("#monitor-run")
         page.wait_for_function("() => document.querySelector('#monitor-status textarea').value.includes("
@@ -163,7 +173,8 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
         ("local", "view", second), ("local", "heat_map", second), ("local", "review", second),
         ("local", "verdict", second), ("local", "verdict", second)]
     assert [(h["finding"], h["verdict"]) for h in store.verdict_history(second)] == [
-        ("Effusion", "present"), ("priority appropriate", "yes"), ("Effusion", "absent"), ("priority appropriate", "yes")]
+        ("Atelectasis", "present"), ("Effusion", "present"), ("priority appropriate", "yes"),
+        ("Atelectasis", "present"), ("Effusion", "absent"), ("priority appropriate", "yes")]
     assert store.latest_verdicts()[second]["Effusion"] == "absent"  # the changed verdict counts, its history stays
     exported = tmp_path / "verdicts.csv"
     subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "verdicts", "export", str(tmp_path / "store"),

@@ -134,3 +134,10 @@ def test_logins_over_tls_and_nothing_left_behind(ungated_run, nih_root, tmp_path
         assert _get(url + f"gradio_api/file={stored}", bearer)[0] in (403, 404)
         assert _get(url + "gradio_api/info")[0] == 401  # logins asked for on loopback are required too
     assert list(parent.iterdir()) == []
+
+
+def test_scores_near_zero_or_one_never_read_as_certainty():
+    from chestaid.apps.page.display import score_text
+
+    assert [score_text(v) for v in (0.99968, 0.9995, 0.9994, 0.5, 0.0005, 0.00049, 0.0, 1.0, None)] == [
+        "> 0.999", "> 0.999", "0.999", "0.500", "0.001", "< 0.001", "< 0.001", "> 0.999", ""]

@@ -46,8 +46,7 @@ def serve(run: Path,
                            certfile=certfile, keyfile=keyfile, store=store, upload_dir=upload_dir)
     logins_of(options)  # a refusal before anything loads
     silence_dicom_value_warnings()
-    console.print(f"serving {run} on {'https' if certfile else 'http'}://{host}:{port} (Ctrl+C to stop)")
-    run_serve(run, options)
+    run_serve(run, options, announce=lambda url: console.print(f"serving {run} on {url} (Ctrl+C to stop)"))
 
 
 def users_add(name: str, users: Annotated[Path, typer.Option(help="the users file (made 0600 if new)")],

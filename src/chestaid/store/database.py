@@ -81,7 +81,9 @@ ADDED_COLUMNS = {"reviewed_by": "TEXT NOT NULL DEFAULT ''", "reviewed_at": "REAL
                  "pixel_sha256": "TEXT NOT NULL DEFAULT ''",  # of the PixelData bytes as received
                  "model": "TEXT NOT NULL DEFAULT ''",  # JSON: the identity of the run that scored it ('' = not recorded)
                  "distance": "REAL",  # the input gate's distance (None: no gate, or not decoded)
-                 "meta": "TEXT NOT NULL DEFAULT ''"}  # JSON: manufacturer, station, modality, view, sex, age band
+                 "meta": "TEXT NOT NULL DEFAULT ''",  # JSON: manufacturer, station, modality, view, sex, age band
+                 "study_date": "TEXT NOT NULL DEFAULT ''",  # StudyDate as sent (YYYYMMDD), for the worklist
+                 "view": "TEXT NOT NULL DEFAULT ''"}  # ViewPosition as sent
 
 
 def durable_write(path: Path, data: bytes) -> None:
@@ -104,6 +106,8 @@ class Instance:
     calling_ae: str = ""
     transfer_syntax: str = ""
     pixel_sha256: str = ""
+    study_date: str = ""
+    view: str = ""
     state: str = "queued"
     reason: str = ""
 
@@ -115,10 +119,10 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin):
     def __init__(self, root: str | Path, create: bool = True) -> None:
         self.root = Path(root)
         self.db_path = self.root / DB_NAME
-        if not create and not self.db_path.is_file():
-            raise ChestaidError(f"{self.root}: not a chestaid node store (no {DB_NAME})")
         if self.root.exists() and not self.root.is_dir():
             raise ChestaidError(f"{self.root}: is a file; the node's store is a folder (give a new or existing one)")
+        if not create and not self.db_path.is_file():
+            raise ChestaidError(f"{self.root}: not a chestaid node store (no {DB_NAME})")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -205,12 +209,12 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin):
         with self._tx() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO instances (sop_uid, study_uid, series_uid, sop_class, modality, patient_id, "
-                "accession, calling_ae, transfer_syntax, pixel_sha256, path, received_at, state, reason) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "accession, calling_ae, transfer_syntax, pixel_sha256, study_date, view, path, received_at, state, "
+                "reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (instance.sop_uid, instance.study_uid, instance.series_uid, instance.sop_class, instance.modality,
                  instance.patient_id, instance.accession, instance.calling_ae, instance.transfer_syntax,
-                 instance.pixel_sha256, str(path.relative_to(self.root)), time.time(), instance.state,
-                 instance.reason))
+                 instance.pixel_sha256, instance.study_date[:16], instance.view[:16], str(path.relative_to(self.root)),
+                 time.time(), instance.state, instance.reason))
         return cursor.rowcount == 1
 
     def queued(self, limit: int) -> list[sqlite3.Row]:

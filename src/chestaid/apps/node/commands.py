@@ -95,6 +95,8 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
     silence_dicom_value_warnings()
     if not (Path(run) / "model.safetensors").is_file():
         raise ChestaidError(f"{run}: not a trained run (no model.safetensors)")
+    if Path(store).exists() and not Path(store).is_dir():
+        raise ChestaidError(f"{store}: is a file; --store is a folder (a new one, or the node's existing store)")
     config = NodeConfig(run=Path(run), store=Path(store), port=port, ae_title=ae_title, host=host,
                         send_to=_split(send_to), allow=_split(allow), max_associations=max_associations,
                         idle_timeout=idle_timeout, request_timeout=request_timeout, batch_size=batch_size,

@@ -66,6 +66,7 @@ def described(ds, instance: Instance) -> Instance:
         instance.study_uid, instance.series_uid = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
         instance.modality, instance.patient_id = _text(ds, "Modality"), _text(ds, "PatientID")
         instance.accession = _text(ds, "AccessionNumber")
+        instance.study_date, instance.view = _text(ds, "StudyDate"), _text(ds, "ViewPosition")
         has_pixels = any(keyword in ds for keyword in PIXEL_TAGS)
         if "PixelData" in ds:
             instance.pixel_sha256 = hashlib.sha256(ds.PixelData).hexdigest()

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from chestaid.store import Store
-from chestaid.apps.page.display import picture_html, user_of
+from chestaid.apps.page.display import heat_map_html, score_text, user_of
 from chestaid.apps.page.inputs import clinical_inputs, plain
 from chestaid.apps.page.notes import disclaimer, model_card, run_notes, title
 from chestaid.apps.page.uploads import UploadFolder
@@ -90,11 +90,11 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto", uploa
         index = labels.index(finding)
         if index not in state["cams"]:
             state["cams"][index] = explainer.maps(state["image"][None], state["tabular"][None], [index])[0]
-        return picture_html(overlay(state["image"], state["cams"][index], alpha), "Grad-CAM heat map")
+        return heat_map_html(overlay(state["image"], state["cams"][index], alpha), finding)
 
     def table(state: dict) -> pd.DataFrame:
         order = np.argsort(-np.asarray(state["risk"]), kind="stable")
-        return pd.DataFrame([{"finding": labels[i], "risk score": f"{float(state['risk'][i]):.3f}",
+        return pd.DataFrame([{"finding": labels[i], "risk score": score_text(float(state["risk"][i])),
                               "threshold": f"{predictor.thresholds.values[labels[i]]:.3f}",
                               "decision": "flag" if state["decisions"][i] else "–"} for i in order])
 
@@ -106,7 +106,7 @@ def build_app(run: str | Path, device: str = "cpu", backend: str = "auto", uploa
                     gr.update(visible=True))
         threshold = predictor.thresholds.values[finding]
         score = float(state["risk"][labels.index(finding)])
-        return (state, f"{score:.3f}", gr.update(value=threshold), decision_text(score, threshold, state),
+        return (state, score_text(score), gr.update(value=threshold), decision_text(score, threshold, state),
                 heat(state, finding, alpha), table(state), gr.update(value=finding), note, gr.update(visible=False))
 
     def analyse(file, age, sex, view, alpha, request: gr.Request):

@@ -105,22 +105,41 @@ def make_app(run: str | Path, o: ServeOptions, uploads: UploadFolder):
     return guard, demo
 
 
-def serve(run: str | Path, options: ServeOptions | None = None) -> None:
+def listening_socket(host: str, port: int):
+    """A socket bound to host:port and listening (a busy or forbidden port is a one-line error, before the model
+    loads); connections wait in its backlog until the page answers."""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as e:
+        raise ChestaidError(f"cannot listen on {host}:{port} for the page (--port): {e.strerror or e}") from e
+
+
+def serve(run: str | Path, options: ServeOptions | None = None, announce=None) -> None:
     """Start the page (bound to 127.0.0.1 unless told otherwise) until stopped; the upload folder is removed
-    at the end whatever happens."""
+    at the end whatever happens. `announce(url)` is called once the page listens and its model is loaded."""
     import uvicorn
 
     o = options or ServeOptions()
     logins_of(o)  # refuse before anything is loaded or written
+    sock = listening_socket(o.host, o.port)
     uploads = UploadFolder(o.upload_dir).start()
     os.environ["GRADIO_TEMP_DIR"] = str(uploads.path)
     try:
         app, _ = make_app(run, o, uploads)
-        log.info("serving %s on %s://%s:%d (logins %s)", Path(run).name, "https" if o.certfile else "http",
-                 o.host, o.port, "required" if logins_of(o).required else "off: loopback only")
-        uvicorn.run(app, host=o.host, port=o.port, log_level="warning", access_log=False,
-                    ssl_certfile=str(o.certfile) if o.certfile else None,
-                    ssl_keyfile=str(o.keyfile) if o.keyfile else None, server_header=False,
-                    timeout_graceful_shutdown=5)
+        port = sock.getsockname()[1]
+        url = f"{'https' if o.certfile else 'http'}://{o.host}:{port}"
+        log.info("serving %s on %s (logins %s)", Path(run).name, url,
+                 "required" if logins_of(o).required else "off: loopback only")
+        if announce is not None:
+            announce(url)
+        config = uvicorn.Config(app, log_level="warning", access_log=False,
+                                ssl_certfile=str(o.certfile) if o.certfile else None,
+                                ssl_keyfile=str(o.keyfile) if o.keyfile else None, server_header=False,
+                                timeout_graceful_shutdown=5)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         uploads.close()
