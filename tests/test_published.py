@@ -276,7 +276,9 @@ def test_deploy_without_a_training_set_gate_calibrate_serve_node_predict(xrv_fil
     result = invoke("predict", run, *local, "--out", tmp_path / "after.csv")
     assert result.exit_code == 0 and "sorted by calibrated risk score" in result.output
     assert set(pd.read_csv(tmp_path / "after.csv")["score"]) == {"calibrated risk score"}
-    result = invoke("evaluate", run, "--data", run / "cohort_cache")  # the cohort it was calibrated on: refused
+    decoded = json.loads((run / "calibration.json").read_text())["cohort_cache"]
+    assert not Path(decoded).is_relative_to(run)  # local cases are decoded outside the run
+    result = invoke("evaluate", run, "--data", decoded)  # the cohort it was calibrated on: refused
     assert result.exit_code == 2 and "calibrated on this cohort" in result.output
     from test_node import settled, start_node, wait_for
     from node_helpers import dcmsend, phantoms

@@ -111,7 +111,9 @@ def test_verdicts_in_with_history_out_as_a_table_and_evaluate_on_the_store_equal
     assert a["positives"] + a["negatives"] == b["positives"] + b["negatives"] == len(scored)
     assert abs(a["roc_auc"] - b["roc_auc"]) <= 1e-9 and a["sensitivity"] == b["sensitivity"]
     assert abs(a["roc_auc_ci_low"] - b["roc_auc_ci_low"]) <= 1e-9
-    assert any(p.name.startswith("store-") for p in (run / "external").iterdir())
+    assert by_store["report"].startswith(str(store.resolve() / "evaluations"))  # beside the patients, not in the run
+    assert not any(p.name.startswith("store") for p in (run / "external").iterdir())
+    assert not (run / "cohort_cache").exists()
     tuned = chestaid.train(tmp / "table-cache", tmp / "tuned", config="demo_pneumonia",
                            overrides={"data.image_size": 64, "train.epochs": 1, "model.weights": str(run)})
     assert (tuned / "model.safetensors").is_file()  # the export trains too
@@ -142,7 +144,7 @@ def test_recalibration_on_the_store_writes_a_new_run_and_leaves_the_deployed_one
 
     assert not same_model(run_identity(run), run_identity(tmp / "v2"))  # results of the two stay apart
     refused = CliRunner().invoke(app, ["evaluate", str(tmp / "v2"), "--data", str(store)])
-    assert refused.exit_code == 2 and "calibrated on this store's verdicts" in refused.output
+    assert refused.exit_code == 2 and "were used to calibrate v2" in refused.output, refused.output
 
 
 def test_verdict_imports_refuse_what_they_cannot_read_and_a_second_import_appends_nothing(loop):

@@ -26,7 +26,7 @@ def load(run: str | Path, device: str = "cpu", backend: str = "auto") -> "Predic
     """Load a run directory for scoring: its model, calibration, thresholds and input gate.
 
     backend: "auto" (on the CPU, the fastest variant `chestaid export` recorded as passing parity for this CPU;
-    else torch), or one of "torch", "onnx", "openvino", "openvino-bf16", "openvino-int8". `predictor.task.labels` lists the findings, in output order."""
+    else torch), or "torch", "onnx", "openvino", "openvino-bf16", "openvino-int8"; `.task.labels`: the findings."""
     from chestaid.inference.predictor import Predictor
 
     return Predictor.load(run, device, backend=backend)  # a path that is not a run: RunPaths.require's one line
@@ -71,12 +71,13 @@ def train(data: str | Path | None, out: str | Path, config: str | Path | None = 
 
 
 def calibrate(run: str | Path, cohort: str | Path | None = None, *, data: str | Path | None = None,
-              calib_fraction: float = 0.5, seed: int = 0, bins: int = 15, out: str | Path | None = None) -> dict:
+              calib_fraction: float = 0.5, seed: int = 0, bins: int = 15, out: str | Path | None = None,
+              since: str | None = None, until: str | None = None) -> dict:
     """Fit calibrators, thresholds and the input gate on validation data (or a local `cohort`: an NIH or Kaggle
     folder, or a node's store, whose instances with clinicians' verdicts are the cases), never on test
     (`chestaid calibrate`). `data`: a cache other than the run's; `calib_fraction` of validation (by patient)
-    fits, the rest chooses; `bins` for the ECE that chooses. `out`: write a new run version there (with its
-    lineage) and leave `run` untouched."""
+    fits, the rest chooses; `bins` for the ECE that chooses. `out`: a new run version with its lineage, `run`
+    untouched. `since`/`until` (YYYY-MM-DD): a store's cases received on those days."""
     from functools import partial
 
     from chestaid.workflows.runs import calibrate_run
@@ -90,9 +91,10 @@ def calibrate(run: str | Path, cohort: str | Path | None = None, *, data: str | 
 
         if cohort is None:
             raise ChestaidError("out= (a new run version) needs a local cohort= to recalibrate on")
-        step = partial(calibrate_run, data=data, cohort=cohort, fraction=calib_fraction, seed=seed, bins=bins)
+        step = partial(calibrate_run, data=data, cohort=cohort, fraction=calib_fraction, seed=seed, bins=bins,
+                       since=since, until=until)
         return recalibrate_into(run, cohort, out, step)
-    return calibrate_run(run, data, cohort, calib_fraction, seed, bins)
+    return calibrate_run(run, data, cohort, calib_fraction, seed, bins, since=since, until=until)
 
 
 def thresholds(run: str | Path, policy: str, params: dict[str, float] | None = None, *,
@@ -105,23 +107,24 @@ def thresholds(run: str | Path, policy: str, params: dict[str, float] | None = N
 
 
 def evaluate(run: str | Path, split: str = "test", *, data: str | Path | None = None,
-             label_map: dict[str, str] | str | None = None) -> dict:
+             label_map: dict[str, str] | str | None = None, since: str | None = None,
+             until: str | None = None) -> dict:
     """Every metric on the test split (or "val"), plots and RUN/report.html (`chestaid evaluate`); calibrates
     first when the run has not been. Returns the metrics, including `summary`.
 
     `data`: a cache of the run's own task, or another dataset's: when its task differs or `label_map`
     ({model label: data label}, or "A=B,C=D") is given, the run is scored on that cache's test split (split="all": all of it)
     on the shared labels only, into RUN/external/<cache name>-<path digest>/ (external validation; nothing is fitted).
-    A node's store as `data`: its instances with clinicians' verdicts, the same way."""
+    A node's store as `data`: its labelled cases (received `since`/`until`): chestaid.workflows.local_validation."""
     from chestaid.workflows.external import evaluate_external, is_external, parse_label_map
+    from chestaid.workflows.local_validation import evaluate_on_store
     from chestaid.workflows.runs import evaluate_run
-
     from chestaid.workflows.verdicts import is_store
 
     if is_store(data):  # a node's store: its instances with clinicians' verdicts
-        from chestaid.workflows.external import evaluate_on_store
-
-        return evaluate_on_store(run, data)
+        return evaluate_on_store(run, data, since, until)
+    if since or until:
+        raise ChestaidError("since/until choose a node's store's cases (data=STORE) by the day they arrived")
     label_map = parse_label_map(label_map) if isinstance(label_map, str) else label_map
     if data is not None and (label_map or split == "all"):
         return evaluate_external(run, data, label_map, split)
@@ -275,8 +278,7 @@ def export_verdicts(store: str | Path, out: str | Path, findings: list[str] | No
 
 def monitor(store: str | Path, window: str = "200", level: float = 0.01, run: str | Path | None = None,
             html: str | Path | None = None) -> dict:
-    """Drift and performance monitoring of a node's store (`chestaid monitor`, chestaid.workflows.monitor): per
-    model and window (a count, or 12h / 1d / 1w), Holm-controlled at `level`. Returns {"windows", "alarms"}."""
+    """Drift and performance of a node's store per model and window (`chestaid monitor`), Holm at `level`."""
     from chestaid.workflows.monitor import monitor as run_monitor, write_html
 
     result = run_monitor(store, window, level, run)
@@ -295,5 +297,4 @@ def is_lead_process() -> bool:
 def with_interval(summary: dict, key: str) -> str:
     """A figure with its 95% interval as the CLI and the reports print it, e.g. "0.912 (0.871–0.948)"."""
     from chestaid.evaluation.bootstrap import with_interval as text
-
     return text(summary, key)

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from chestaid.apps.cli_local import print_local
 from chestaid.apps.cli_output import console, err, fail
 
 
@@ -62,14 +63,21 @@ def evaluate(run: Path, split: Annotated[str, typer.Option(
                  help="a cache other than the run's; another task's cache (or --label-map) evaluates externally "
                       "into RUN/external/NAME-DIGEST/")] = None,
              label_map: Annotated[Optional[str], typer.Option(
-                 help="model=data label pairs for another dataset, e.g. Pneumonia=Pneumonia")] = None) -> None:
+                 help="model=data label pairs for another dataset, e.g. Pneumonia=Pneumonia")] = None,
+             since: Annotated[Optional[str], typer.Option(
+                 help="with a node's store as --data: only cases received on or after this day (YYYY-MM-DD)")] = None,
+             until: Annotated[Optional[str], typer.Option(
+                 help="with a node's store as --data: only cases received on or before this day")] = None) -> None:
     """Every metric on the test split, plots and RUN/report.html (fits calibration and thresholds on validation
     first when the run has none); or, on another dataset, the shared labels (external validation)."""
     import chestaid
     from chestaid.api import with_interval
     from chestaid.core.tasks import headline_metrics
 
-    result = chestaid.evaluate(run, split, data=data, label_map=label_map)
+    result = chestaid.evaluate(run, split, data=data, label_map=label_map, since=since, until=until)
+    if result.get("local"):
+        print_local(result)
+        return
     if result.get("external"):
         for row in result["per_finding"]:
             console.print(f"external {row['finding']} (= {row['data_label']}): ROC-AUC {with_interval(row, 'roc_auc')}"
@@ -89,12 +97,17 @@ def calibrate(run: Path, cohort: Annotated[Optional[Path], typer.Option(
               calib_fraction: Annotated[float, typer.Option(min=0.1, max=0.9)] = 0.5, seed: int = 0,
               bins: Annotated[int, typer.Option(min=2, max=100)] = 15,
               out: Annotated[Optional[Path], typer.Option(help="with --cohort: write a new run version here "
-                                                          "(with its lineage); RUN stays as it is")] = None) -> None:
+                                                          "(with its lineage); RUN stays as it is")] = None,
+              since: Annotated[Optional[str], typer.Option(
+                  help="with a store as --cohort: only cases received on or after this day (YYYY-MM-DD)")] = None,
+              until: Annotated[Optional[str], typer.Option(
+                  help="with a store as --cohort: only cases received on or before this day")] = None) -> None:
     """Fit temperature, Platt and isotonic calibrators per finding on `calib`, keep the best ECE on `val_report`,
     and refit the thresholds on the calibrated scores. Weights are never touched."""
     import chestaid
 
-    result = chestaid.calibrate(run, cohort, data=data, calib_fraction=calib_fraction, seed=seed, bins=bins, out=out)
+    result = chestaid.calibrate(run, cohort, data=data, calib_fraction=calib_fraction, seed=seed, bins=bins, out=out,
+                                since=since, until=until)
     methods = {name: p["method"] for name, p in result["calibration"].items()}
     console.print(f"calibrated on {result['fitted_on']} ({result['calib_images']} calib / "
                   f"{result['val_report_images']} val_report images): {methods}")

@@ -38,7 +38,7 @@ class RunPaths:
         self.monitor_reference = self.root / "monitor_reference.json"  # what `monitor` compares with (calibrate)
         self.onnx = self.root / "model.onnx"  # `chestaid export` (inference.onnx_backend)
         self.backends = self.root / "backends"  # `chestaid export`: backends.json, int8.xml/.bin (inference.backends)
-        self.cohort_cache = self.root / "cohort_cache"  # `calibrate --cohort`: the local cohort, decoded
+        self.cohort_cache = self.root / "cohort_cache"  # written by chestaid before 2026-12: local cases, removed
         self.compare = self.root / "compare"  # `chestaid compare RUN OTHER`: RUN/compare/OTHER/
         self.external = self.root / "external"  # `evaluate --data OTHER`: RUN/external/NAME-DIGEST/
 

@@ -67,16 +67,18 @@ def _fingerprint(table: pd.DataFrame, size: int) -> str:
 
 
 def prepare(root: str | Path | Source, out: str | Path, size: int = 256, workers: int | None = None,
-            fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0) -> PrepareReport:
+            fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0,
+            for_training: bool = True) -> PrepareReport:
     """Build (or resume) the cache of a source (an NIH or Kaggle folder, or a Source such as
-    chestaid.data.table.read_table's). Skips unreadable files and reports them."""
+    chestaid.data.table.read_table's). Skips unreadable files and reports them. `for_training=False`: a cache
+    that is scored whole (local cases for evaluation or calibration), so its splits need no train or val rows."""
     source = root if isinstance(root, Source) else read_source(root)
     origin = Path(source.root if isinstance(root, Source) else root)
     out = Path(out)
     table = source.table.copy()
     table["split"] = assign_splits(table, source.task.labels, fractions, seed)
     counts = table["split"].value_counts()
-    if not counts.get("train", 0) or not counts.get("val", 0):
+    if for_training and (not counts.get("train", 0) or not counts.get("val", 0)):
         raise ChestaidError(f"{origin}: its split column gives {counts.get('train', 0)} train and "
                             f"{counts.get('val', 0)} val rows; training needs both (give train rows, or leave the "
                             "split column out and chestaid splits by patient)")

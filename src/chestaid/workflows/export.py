@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -99,7 +100,8 @@ def export_backends(run: str | Path, data: str | Path | None = None) -> dict:
     record: dict = {"format": FORMAT, "weights_sha256": sha256_of(paths.weights), "image_size": cfg.data.image_size,
                     "exported_on": machine.describe(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "bounds": PARITY_BOUNDS, "reference": "torch fp32", "variants": {}}
-    local = paths.cohort_cache if (paths.cohort_cache / "meta.json").is_file() else None
+    recorded = json.loads(paths.calibration.read_text()).get("cohort_cache") if paths.calibration.is_file() else None
+    local = recorded if recorded and (Path(recorded) / "meta.json").is_file() else None  # outside the run
     source = data or cfg.data.path or local  # imported weights: the local cohort they were calibrated on
     try:
         if source is None:

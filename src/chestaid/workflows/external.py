@@ -105,33 +105,3 @@ def is_external(predictor_task, data: str | Path | None, label_map) -> bool:
     if label_map:
         return True
     return Cache.open(data).task != predictor_task
-
-
-def evaluate_on_store(run: str | Path, store: str | Path) -> dict:
-    """`evaluate RUN --data STORE`: the run on a node's instances with clinicians' verdicts (on the findings they
-    gave verdicts on), through the same table `verdicts export` writes and the external path above, into
-    RUN/external/<store name>-<digest>/. Refused on the store the run was recalibrated on."""
-    import hashlib
-    import json
-
-    from chestaid.store import Store
-    from chestaid.workflows.verdicts import verdict_cache
-
-    paths, predictor = RunPaths(run).require(), Predictor.load(run, backend="torch")
-    store = Path(store).resolve()
-    if paths.calibration.is_file() and json.loads(paths.calibration.read_text()).get("fitted_on") == str(store):
-        raise ChestaidError(f"{store}: the run was calibrated on this store's verdicts: evaluate it on other cases")
-    opened = Store.open(store)
-    try:
-        given = {f for verdicts in opened.latest_verdicts().values() for f, v in verdicts.items()
-                 if v in ("present", "absent")}
-    finally:
-        opened.close()
-    labels = [label for label in predictor.task.labels if label in given]
-    if not labels:
-        raise ChestaidError(f"{store}: no present/absent verdict on any of the run's findings "
-                            f"({', '.join(predictor.task.labels)})")
-    digest = hashlib.sha256(str(store).encode()).hexdigest()[:8]
-    cache = verdict_cache(store, paths.external / ".verdict-caches" / digest / store.name, labels,
-                          predictor.image_size)
-    return evaluate_external(run, cache.root, None, "all")

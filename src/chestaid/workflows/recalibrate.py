@@ -53,6 +53,11 @@ def recalibrate_into(run: str | Path, cohort: str | Path, out: str | Path, calib
         raise
     info = json.loads(child.calibration.read_text())
     cohort_info["images"] = int(info.get("calib_images", 0)) + int(info.get("val_report_images", 0))
+    if info.get("cohort_cases"):  # a store's cases: by digest, never by image or patient
+        import hashlib
+
+        cohort_info["cases_digest"] = hashlib.sha256("\n".join(info["cohort_cases"]).encode()).hexdigest()
+        cohort_info.update(info.get("cohort_dates") or {})
     lineage = {"parent_run": parent.root.resolve().name, "parent_path": str(parent.root.resolve()),
                "parent_weights_sha256": sha256_of(parent.weights),
                "parent_calibration_sha256": sha256_of(parent.calibration) if parent.calibration.is_file() else None,

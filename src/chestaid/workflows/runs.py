@@ -80,11 +80,13 @@ def _open_cache(predictor: Predictor, data: str | Path | None) -> Cache:
 
 def validation_scores(predictor: Predictor, paths: RunPaths, data: str | Path | None = None,
                       cohort: str | Path | None = None, fraction: float = 0.5,
-                      seed: int = 0) -> tuple[Scores, np.ndarray, dict]:
+                      seed: int = 0, since: str | None = None, until: str | None = None
+                      ) -> tuple[Scores, np.ndarray, dict]:
     """Raw validation scores of a run (its val split, or a whole local cohort), the calib mask and where they
     came from. Logits do not depend on the predictor's calibration."""
+    cases: list[str] = []
     if cohort is not None:
-        cache, split, source = cohort_cache(paths, predictor, cohort), None, str(Path(cohort).resolve())
+        (cache, cases), split, source = cohort_cache(predictor, cohort, since, until), None, str(Path(cohort).resolve())
     else:
         cache, split = _open_cache(predictor, data), "val"
         source = str(cache.root)
@@ -92,17 +94,21 @@ def validation_scores(predictor: Predictor, paths: RunPaths, data: str | Path | 
     mask = calib_mask(scores, fraction, seed)
     info = {"fitted_on": source, "split": split or "whole cohort", "calib_fraction": fraction, "seed": seed,
             "calib_images": int(mask.sum()), "val_report_images": int((~mask).sum())}
+    if cohort is not None:  # where its cases were decoded, and (a store's) their content digests: never the cases
+        info.update(cohort_cache=str(cache.root.resolve()), cohort_cases=cases,
+                    **({"cohort_dates": {"since": since, "until": until}} if since or until else {}))
     return scores, mask, info
 
 
 def calibrate_run(run: str | Path, data=None, cohort=None, fraction: float = 0.5, seed: int = 0,
-                  bins: int = 15, policy: str | None = None, params: dict | None = None) -> dict:
+                  bins: int = 15, policy: str | None = None, params: dict | None = None,
+                  since: str | None = None, until: str | None = None) -> dict:
     """Fit and choose a calibrator per finding (calib → val_report), then refit the thresholds on calib and the
     input gate (on the training split; with a cohort, on the training split and the cohort's calib part, its
     threshold from the cohort's val_report part). A run without training data (imported weights) keeps the
     gate `gate fit` made on local images, or gets one from the cohort alone."""
     paths, predictor = RunPaths(run), Predictor.load(run, raw=True)
-    scores, mask, info = validation_scores(predictor, paths, data, cohort, fraction, seed)
+    scores, mask, info = validation_scores(predictor, paths, data, cohort, fraction, seed, since, until)
     result = _calibrate(paths, predictor, scores, mask, info, bins, policy, params)
     from chestaid.fitting.gate import current_gate, fit_gate, fit_gate_on_cohort
 
@@ -158,8 +164,9 @@ def calibration_data(predictor: Predictor, paths: RunPaths, data=None) -> tuple[
     calib/val_report the same way: (calibration info, scores, calib mask, split info)."""
     info = json.loads(paths.calibration.read_text()) if paths.calibration.is_file() else {}
     cohort = info["fitted_on"] if info.get("split") == "whole cohort" and data is None else None
+    dates = info.get("cohort_dates") or {}
     return info, *validation_scores(predictor, paths, data, cohort, info.get("calib_fraction", 0.5),
-                                    info.get("seed", 0))
+                                    info.get("seed", 0), dates.get("since"), dates.get("until"))
 
 
 def fit_thresholds(run: str | Path, policy: str, params: dict, data=None) -> Thresholds:

@@ -174,7 +174,7 @@ class Worker:
         sop_uid = row["sop_uid"]
         top = int(np.argmax(s.risk))
         flagged = "|".join(self.labels[i] for i in np.flatnonzero(s.decisions))
-        scores = {label: {"risk": round(float(s.risk[k]), 6), "decision": int(s.decisions[k])}
+        scores = {label: {"risk": float(s.risk[k]), "decision": int(s.decisions[k])}
                   for k, label in enumerate(self.labels)}
         note, objects, source = "", [], None
         try:
@@ -189,7 +189,7 @@ class Worker:
             results = self._outbox(objects) + self._reports(source, s)
         except Exception as e:  # noqa: BLE001
             results, note = [], f"no result objects ({describe(e)})"
-        self.store.finish(sop_uid, "scored", note, risk=round(float(s.risk[top]), 6), top=self.labels[top],
+        self.store.finish(sop_uid, "scored", note, risk=float(s.risk[top]), top=self.labels[top],
                           flagged=flagged, scores=scores, results=results, model=self.algorithm.identity,
                           distance=s.distance, meta=monitored_meta(source))
         log.info("instance %s: scored, risk %.4f (%s), flagged: %s%s", sop_uid, float(s.risk[top]),
