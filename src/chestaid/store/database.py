@@ -36,6 +36,7 @@ from chestaid.store.reviews import ReviewsMixin
 DB_NAME = "chestaid-node.sqlite"
 STATES = ("queued", "scored", "refused", "unreadable", "ignored")
 OUTBOX_STATES = ("pending", "sent", "dead")
+SCHEMA_VERSION = 2  # 1: stores made before versions were recorded (user_version 0); 2: study_date, view
 CLAIM_TIMEOUT = 120.0  # seconds a second copy of an instance waits for the first to be stored
 
 SCHEMA = """
@@ -129,11 +130,18 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin):
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            found = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                self._db.close()
+                raise ChestaidError(f"{self.root}: made by a newer chestaid (store schema {found}; this one reads up "
+                                    f"to {SCHEMA_VERSION}): upgrade chestaid to open it")
             self._db.executescript(SCHEMA)
             have = {r["name"] for r in self._db.execute("PRAGMA table_info(instances)")}
-            for column, kind in ADDED_COLUMNS.items():  # stores made before these columns existed
+            for column, kind in ADDED_COLUMNS.items():  # stores made before these columns existed: migrated
                 if column not in have:
                     self._db.execute(f"ALTER TABLE instances ADD COLUMN {column} {kind}")
+            if found < SCHEMA_VERSION:
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except (OSError, sqlite3.Error) as e:
             raise ChestaidError(f"{self.root}: cannot open the node store ({e})") from e
         self._lock = threading.RLock()
