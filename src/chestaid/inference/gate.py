@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from chestaid.core.errors import ChestaidError
+from chestaid.core.refusals import GATE_REASON, Refusal
 from chestaid.core.fileio import atomic_write
 
 ACCEPTED_MODALITIES = ("CR", "DX")
@@ -118,7 +119,7 @@ class DistanceGate:
 
     def refusal(self, distance: float) -> str:
         if distance > self.threshold:
-            return f"unlike the training images: distance {distance:.1f} over threshold {self.threshold:.1f}"
+            return f"{GATE_REASON}: distance {distance:.1f} over threshold {self.threshold:.1f}"
         return ""
 
     def save(self, path: str | Path) -> None:
@@ -141,3 +142,11 @@ class DistanceGate:
         except Exception as e:  # noqa: BLE001 - a damaged file is a user-fixable problem
             raise ChestaidError(f"{path}: not a readable input gate ({type(e).__name__}); run chestaid calibrate "
                                 "RUN to refit it") from e
+
+
+def refusal_of(gate: "DistanceGate | None", header, distance: float | None) -> tuple[str, Refusal]:
+    """(the reason, what refused it) for one image: its DICOM tags first (`header`, None when not DICOM), then the
+    input gate; ("", NONE) when neither refuses it."""
+    by_tags = tag_refusal(header) if header is not None else ""
+    by_gate = "" if by_tags or gate is None else gate.refusal(distance)
+    return by_tags or by_gate, Refusal.HEADER if by_tags else Refusal.GATE if by_gate else Refusal.NONE

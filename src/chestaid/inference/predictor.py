@@ -28,7 +28,7 @@ from chestaid.data.sources import patient_vectors
 from chestaid.core.errors import ChestaidError, ImageDecodeError, describe
 from chestaid.inference.calibration import Calibration, score_name
 from chestaid.inference.thresholds import Thresholds
-from chestaid.inference.gate import DistanceGate, tag_refusal
+from chestaid.inference.gate import DistanceGate, refusal_of, tag_refusal
 from chestaid.inference.backends import CHOICES, Network, select
 from chestaid.inference.prediction import Prediction
 from chestaid.inference.result import Scored
@@ -255,10 +255,9 @@ class Predictor:
         scored = []
         for k, name in enumerate(names):
             distance = None if distances is None else float(distances[k])
-            refusal = (tag_refusal(headers[k]) if headers[k] is not None else "") or (
-                self.gate.refusal(distance) if self.gate is not None else "")
+            refusal, kind = refusal_of(self.gate, headers[k], distance)
             scored.append(Scored(name, labels, logits[k], risk[k], thresholds, decisions[k], data[k], tabular[k],
-                                 images[k] if keep_images else None, refusal, distance))
+                                 images[k] if keep_images else None, refusal, distance, kind))
         return scored
 
     def predict(self, image: str | Path | np.ndarray, age: float | None = None, sex: str | None = None,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
+from chestaid.core.refusals import Refusal
 from chestaid.data.patient import FIELDS, IDENTIFIERS, PatientData
 
 
@@ -29,6 +30,7 @@ class Scored:
     image: np.ndarray | None = None  # the preprocessed uint8 image (cache size), for heat maps
     refusal: str = ""
     distance: float | None = None
+    refusal_kind: Refusal = Refusal.NONE  # what refused it (its tags, or the input gate), for programs
 
     @property
     def refused(self) -> bool:

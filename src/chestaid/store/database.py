@@ -29,14 +29,16 @@ from pathlib import Path
 
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import atomic_write
+from chestaid.core.refusals import Refusal
 from chestaid.store.conflicts import ConflictsMixin
 from chestaid.store.outbox import OutboxMixin
+from chestaid.store.records import Decision, State
 from chestaid.store.reviews import ReviewsMixin
 
 DB_NAME = "chestaid-node.sqlite"
-STATES = ("queued", "scored", "refused", "unreadable", "ignored")
+STATES = tuple(s.value for s in State)
 OUTBOX_STATES = ("pending", "sent", "dead")
-SCHEMA_VERSION = 2  # 1: stores made before versions were recorded (user_version 0); 2: study_date, view
+SCHEMA_VERSION = 2  # 1: stores made before versions were recorded (user_version 0); 2: study_date, view, refusal
 CLAIM_TIMEOUT = 120.0  # seconds a second copy of an instance waits for the first to be stored
 
 SCHEMA = """
@@ -84,7 +86,8 @@ ADDED_COLUMNS = {"reviewed_by": "TEXT NOT NULL DEFAULT ''", "reviewed_at": "REAL
                  "distance": "REAL",  # the input gate's distance (None: no gate, or not decoded)
                  "meta": "TEXT NOT NULL DEFAULT ''",  # JSON: manufacturer, station, modality, view, sex, age band
                  "study_date": "TEXT NOT NULL DEFAULT ''",  # StudyDate as sent (YYYYMMDD), for the worklist
-                 "view": "TEXT NOT NULL DEFAULT ''"}  # ViewPosition as sent
+                 "view": "TEXT NOT NULL DEFAULT ''",  # ViewPosition as sent
+                 "refusal": "TEXT NOT NULL DEFAULT ''"}  # records.Refusal: what refused it ('' = none, or not recorded)
 
 
 def durable_write(path: Path, data: bytes) -> None:
@@ -233,7 +236,8 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin):
 
     def finish(self, sop_uid: str, state: str, reason: str = "", risk: float | None = None, top: str = "",
                flagged: str = "", scores: dict | None = None, results: list[dict] | None = None,
-               model: dict | None = None, distance: float | None = None, meta: dict | None = None) -> None:
+               model: dict | None = None, distance: float | None = None, meta: dict | None = None,
+               refusal: Refusal = Refusal.NONE) -> None:
         """Record an instance's state and queue its result objects for each destination, in one transaction
         (a result already in the outbox is not added twice)."""
         if state not in STATES:
@@ -241,10 +245,10 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin):
         now = time.time()
         with self._tx() as db:
             db.execute("UPDATE instances SET state=?, reason=?, risk=?, top_finding=?, flagged=?, scores=?, "
-                       "scored_at=?, model=?, distance=?, meta=? WHERE sop_uid=?",
+                       "scored_at=?, model=?, distance=?, meta=?, refusal=? WHERE sop_uid=?",
                        (state, reason, risk, top, flagged, json.dumps(scores) if scores else "", now,
                         json.dumps(model, sort_keys=True) if model else "", distance,
-                        json.dumps(meta, sort_keys=True) if meta else "", sop_uid))
+                        json.dumps(meta, sort_keys=True) if meta else "", Refusal(refusal).value, sop_uid))
             for r in results or []:
                 db.execute("INSERT OR IGNORE INTO outbox (source_uid, kind, result_uid, sop_class, path, destination,"
                            " created_at) VALUES (?,?,?,?,?,?,?)",
@@ -258,6 +262,11 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin):
             "WHERE o.source_uid = i.sop_uid) AS results FROM instances i " + where +
             " ORDER BY i.risk IS NULL, i.risk DESC, i.received_at DESC", args)
         return [dict(r) for r in rows]
+
+    def decision(self, sop_uid: str) -> Decision | None:
+        """What the node decided about an instance (records.Decision), None when there is no such instance."""
+        row = self.instance(sop_uid)
+        return Decision.of(row) if row is not None else None
 
     def instance(self, sop_uid: str) -> dict | None:
         rows = self._query("SELECT * FROM instances WHERE sop_uid = ?", (sop_uid,))

@@ -77,10 +77,10 @@ class ReviewsMixin:
 
     def scored_findings(self) -> set[str]:
         """The findings the store's scored instances were scored on (every model that scored here)."""
-        import json
+        from chestaid.store.records import Decision
 
         found: set[str] = set()
-        for r in self._query("SELECT model, scores FROM instances WHERE state = 'scored' AND scores != '' "
-                             "GROUP BY model"):
-            found.update(json.loads(r["scores"]))
+        for r in self._query("SELECT sop_uid, state, model, scores FROM instances WHERE state = 'scored' AND "
+                             "scores != '' GROUP BY model"):
+            found.update(Decision.of(dict(r)).scores)
         return found

@@ -14,7 +14,6 @@ hospital copies to another site or sends to a vendor.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from datetime import datetime, timezone
@@ -24,7 +23,7 @@ import pandas as pd
 
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import write_text
-from chestaid.store import Store
+from chestaid.store import Decision, Store
 
 CASE_COLUMNS = ["path", "patient_id", "sop_uid", "case", "received_at", "model", "scores"]
 
@@ -67,11 +66,10 @@ def local_cases(store: str | Path, labels: list[str], since: str | None = None,
             if not all(given.get(f) in ("present", "absent") for f in labels):
                 left_out["incomplete"] += 1
                 continue
-            file = opened.file_of(instance).resolve()
+            file, decided = opened.file_of(instance).resolve(), Decision.of(instance)
             rows.append({"path": str(file), "patient_id": instance["patient_id"] or uid, "sop_uid": uid,
                          "case": case_digest(instance, file), "received_at": instance["received_at"],
-                         "model": json.loads(instance["model"]) if instance["model"] else None,
-                         "scores": json.loads(instance["scores"]) if instance["scores"] else {},
+                         "model": decided.model, "scores": decided.scores,
                          **{f: int(given[f] == "present") for f in labels}})
     finally:
         opened.close()

@@ -83,8 +83,8 @@ def evaluate_on_store(run: str | Path, store: str | Path, since: str | None = No
     recorded = all(same_model(model, own) for model in cases["model"])
     y = cases[labels].to_numpy(dtype=int)
     if recorded:
-        risk = np.array([[s[f]["risk"] for f in labels] for s in cases["scores"]], dtype=np.float64)
-        decisions = np.array([[s[f]["decision"] for f in labels] for s in cases["scores"]], dtype=bool)
+        risk = np.array([[s[f].risk for f in labels] for s in cases["scores"]], dtype=np.float64)
+        decisions = np.array([[s[f].decision for f in labels] for s in cases["scores"]], dtype=bool)
         raw, how = risk, "the scores the node recorded with this run"
     else:
         raw, risk, decisions, cases, y = _rescored(predictor, store, cases, labels)

@@ -25,11 +25,11 @@ from chestaid.core.run_paths import RunPaths
 from chestaid.evaluation import drift
 from chestaid.evaluation.bootstrap import wilson_interval
 from chestaid.inference.identity import SAME_MODEL, describe_model, same_model
-from chestaid.store import Store
+from chestaid.core.refusals import Refusal
+from chestaid.store import Decision, State, Store
 
 log = logging.getLogger(__name__)
 REFERENCE_SAMPLE = 5000  # values kept per distribution in the reference file
-GATE_REASON = "unlike the training images"
 MIN_VERDICTS = 10  # per class, before a window's sensitivity or specificity is given
 UNITS = {"h": 3600, "d": 86400, "w": 604800}
 
@@ -106,28 +106,28 @@ def _reference(identity: dict, run: str | Path | None) -> tuple[dict | None, str
 def window_signals(rows: list[dict], reference: dict, first: list[dict] | None) -> list[drift.Signal]:
     """Every signal of one window of one model's instances against its reference (and its first window)."""
     signals = []
-    measured = [r for r in rows if r.get("distance") is not None and  # what the gate judged: not tag refusals
-                (r["state"] == "scored" or r["reason"].startswith(GATE_REASON))]
+    decisions = [Decision.of(r) for r in rows]
+    measured = [d for d in decisions if d.gate_judged]  # what the gate judged: not tag refusals
     if reference.get("distances") is not None:
-        signals.append(drift.distribution("input gate distance", [r["distance"] for r in measured],
+        signals.append(drift.distribution("input gate distance", [d.distance for d in measured],
                                           reference["distances"]))
-        refused = sum(r["state"] == "refused" and r["reason"].startswith(GATE_REASON) for r in measured)
+        refused = sum(d.refusal is Refusal.GATE for d in measured)
         signals.append(drift.rate("refusals by the input gate", refused, len(measured), reference["refused"],
                                   reference["images"]))
-    scored = [json.loads(r["scores"]) for r in rows if r["state"] == "scored" and r["scores"]]
+    scored = [d.scores for d in decisions if d.state is State.SCORED and d.scores]
     for name, ref in reference["findings"].items():
-        values = [s[name]["risk"] for s in scored if name in s]
+        values = [s[name].risk for s in scored if name in s]
         signals.append(drift.distribution(f"{name}: score", values, ref["scores"]))
-        signals.append(drift.rate(f"{name}: flag rate", sum(s[name]["decision"] for s in scored if name in s),
+        signals.append(drift.rate(f"{name}: flag rate", sum(s[name].decision for s in scored if name in s),
                                   len(values), ref["flags"], reference.get("scored", reference["images"])))
-    meta = [json.loads(r["meta"]) for r in rows if r.get("meta")]
+    meta = [d.meta for d in decisions if d.meta]
     for key in ("sex", "view"):
         known = Counter(m[key] for m in meta if m.get(key))
         training = {k: v for k, v in reference.get("mix", {}).get(key, {}).items() if k in ("M", "F", "PA", "AP")}
         if training:
             signals.append(drift.mix(f"{key} mix (against training)", dict(known), training))
     if first is not None:
-        before = [json.loads(r["meta"]) for r in first if r.get("meta")]
+        before = [d.meta for d in map(Decision.of, first) if d.meta]
         for key in ("manufacturer", "station", "modality", "age_band"):
             signals.append(drift.mix(f"{key} mix (against the first window)", dict(Counter(m[key] for m in meta)),
                                      dict(Counter(m[key] for m in before))))
@@ -138,10 +138,10 @@ def performance(rows: list[dict], verdicts: dict[str, dict[str, str]], labels: l
     """Per finding, where verdicts exist: sensitivity, specificity and PPV of the flags with Wilson intervals, and
     agreement with the clinicians; "too few verdicts" under MIN_VERDICTS positives or negatives."""
     found = {}
-    scored = [(json.loads(r["scores"]), verdicts.get(r["sop_uid"], {})) for r in rows
-              if r["state"] == "scored" and r["scores"]]  # each row's scores parsed once, for every finding
+    scored = [(d.scores, verdicts.get(d.sop_uid, {})) for d in map(Decision.of, rows)
+              if d.state is State.SCORED and d.scores]  # each row's scores read once, for every finding
     for name in labels:
-        pairs = [(scores[name]["decision"], given[name] == "present") for scores, given in scored
+        pairs = [(scores[name].decision, given[name] == "present") for scores, given in scored
                  if name in scores and given.get(name) in ("present", "absent")]
         if not pairs:
             continue
@@ -173,12 +173,12 @@ def monitor(store: str | Path, window: str = "200", level: float = 0.01, run: st
         opened.close()
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        identity = json.loads(row["model"]) if row.get("model") else {}
+        identity = Decision.of(row).model or {}
         groups.setdefault(tuple(identity.get(k) for k in SAME_MODEL), []).append(row)
     result: dict = {"level": level, "window": window, "windows": [], "alarms": [], "latest_alarms": [],
                     "not_monitored": []}
     for key, members in groups.items():
-        identity = json.loads(members[0]["model"]) if members[0].get("model") else {}
+        identity = Decision.of(members[0]).model or {}
         reference, why = _reference(identity, run)
         if reference is None:
             result["not_monitored"].append({"model": describe_model(identity), "instances": len(members),

@@ -20,6 +20,7 @@ import numpy as np
 from chestaid.apps.node.results import Algorithm, make_heat_map, make_sr
 from chestaid.store import Store, durable_write
 from chestaid.core.errors import describe
+from chestaid.core.refusals import Refusal
 from chestaid.data.patient import read_header, tag_values
 
 log = logging.getLogger("chestaid.node")
@@ -105,7 +106,7 @@ class Worker:
             self._not_analysed(by_path[path], "unreadable", reason)
         refused = [s for s in scored if s.refused]
         for s in refused:
-            self._not_analysed(by_path[s.path], "refused", s.refusal, s.distance)
+            self._not_analysed(by_path[s.path], "refused", s.refusal, s.distance, s.refusal_kind)
         good = [s for s in scored if not s.refused]
         cams = self._cams(good) if good and self.heat_maps else [None] * len(good)
         for s, cam in zip(good, cams):
@@ -154,7 +155,8 @@ class Worker:
             return None
         return header
 
-    def _not_analysed(self, row, state: str, reason: str, distance: float | None = None) -> None:
+    def _not_analysed(self, row, state: str, reason: str, distance: float | None = None,
+                      refusal: Refusal = Refusal.NONE) -> None:
         sop_uid = row["sop_uid"]
         results, note, source = [], "", None
         try:
@@ -167,7 +169,7 @@ class Worker:
         except Exception as e:  # noqa: BLE001
             note = f"; no SR ({describe(e)})"
         self.store.finish(sop_uid, state, reason + note, results=results, model=self.algorithm.identity,
-                          distance=distance, meta=monitored_meta(source))
+                          distance=distance, meta=monitored_meta(source), refusal=refusal)
         log.info("instance %s: %s (%s)", sop_uid, state, reason + note)
 
     def _scored(self, row, s, cam: np.ndarray | None) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from chestaid.store import STATES, Store
+from chestaid.store import STATES, Decision, Store
 from chestaid.core.errors import ChestaidError
 
 COLUMNS = ["received", "PatientID", "AccessionNumber", "StudyInstanceUID", "SOPInstanceUID", "state", "reason",
@@ -36,6 +35,7 @@ def rows_of(root: str | Path, status: str | None = None, quiet_period: float = 6
             study = i["study_uid"]
             if study not in last:
                 last[study] = store.last_received(study) or 0.0
+            decided = Decision.of(i)
             rows.append({
                 "received": datetime.fromtimestamp(i["received_at"], timezone.utc).isoformat(timespec="seconds"),
                 "PatientID": i["patient_id"], "AccessionNumber": i["accession"], "StudyInstanceUID": study,
@@ -43,8 +43,8 @@ def rows_of(root: str | Path, status: str | None = None, quiet_period: float = 6
                 "top_finding": i["top_finding"], "flagged": i["flagged"], "results": i["results"] or "",
                 "study_complete": now - last[study] >= quiet_period, "SOPClassUID": i["sop_class"],
                 "Modality": i["modality"], "calling_ae": i["calling_ae"],
-                "scores": json.loads(i["scores"]) if i["scores"] else {},
-                "model": json.loads(i["model"]) if i.get("model") else None})
+                "scores": {name: {"risk": s.risk, "decision": int(s.decision)} for name, s in decided.scores.items()},
+                "refusal": decided.refusal.value, "model": decided.model})
         if status in (None, "conflict"):  # kept, never scored: their own state, the reason names both studies
             rows += [{"received": datetime.fromtimestamp(c["received_at"], timezone.utc).isoformat(timespec="seconds"),
                       "PatientID": "", "AccessionNumber": "", "StudyInstanceUID": c["study_uid"],

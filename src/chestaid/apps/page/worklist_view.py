@@ -6,7 +6,6 @@ decisions, the heat map on demand, and "mark reviewed". Every open, heat map and
 from __future__ import annotations
 
 import html
-import json
 import re
 import logging
 from datetime import datetime, timezone
@@ -15,7 +14,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from chestaid.store import PRIORITY, PRIORITY_VERDICTS, VERDICTS, Store
+from chestaid.store import PRIORITY, PRIORITY_VERDICTS, VERDICTS, Decision, Store
 from chestaid.apps.page.display import heat_map_html, picture_html, score_text, user_of
 from chestaid.apps.page.inputs import plain
 from chestaid.inference.identity import describe_model, same_model
@@ -33,7 +32,7 @@ def _when(t: float | None) -> str:
 
 def model_of(instance: dict) -> dict | None:
     """The identity of the run that scored an instance (chestaid.inference.identity), None when not recorded."""
-    return json.loads(instance["model"]) if instance.get("model") else None
+    return Decision.of(instance).model
 
 
 def model_cell(instance: dict, own: dict) -> str:
@@ -47,13 +46,12 @@ def model_cell(instance: dict, own: dict) -> str:
 def findings_frame(instance: dict, own: dict) -> pd.DataFrame:
     """Per finding the stored score, the threshold of the run that made it (never the page's for another run's
     scores: "unknown" when not recorded) and the decision."""
-    scores = json.loads(instance["scores"]) if instance["scores"] else {}
-    theirs = model_of(instance) or {}
-    thresholds = theirs.get("thresholds") or {}
-    ordered = sorted(scores.items(), key=lambda item: -item[1]["risk"])
-    rows = [{"finding": name, "risk score": score_text(v["risk"]),
+    decided = Decision.of(instance)
+    thresholds = (decided.model or {}).get("thresholds") or {}
+    ordered = sorted(decided.scores.items(), key=lambda item: -item[1].risk)
+    rows = [{"finding": name, "risk score": score_text(v.risk),
              "threshold": f"{thresholds[name]:.3f}" if name in thresholds else "unknown",
-             "decision": "flag" if v["decision"] else "–"} for name, v in ordered]
+             "decision": "flag" if v.decision else "–"} for name, v in ordered]
     return pd.DataFrame(rows, columns=["finding", "risk score", "threshold", "decision"])
 
 
@@ -67,8 +65,7 @@ def view_of(instance: dict) -> str:
     """ViewPosition as sent (older stores: the one recorded with the scores)."""
     if instance.get("view"):
         return plain(instance["view"], 16)
-    meta = json.loads(instance["meta"]) if instance.get("meta") else {}
-    return plain(str(meta.get("view", "")), 16)
+    return plain(str(Decision.of(instance).meta.get("view", "")), 16)
 
 
 def header_text(instance: dict) -> str:
