@@ -115,6 +115,11 @@ def _dribble(port: int, stop: threading.Event, closed: list, i: int) -> None:
                 return
 
 
+def _held() -> list[str]:
+    """The node's connections still open, with their states (for a failure's message)."""
+    return [f"{t.dul.state_machine.current_state}" for t in threading.enumerate() if "AcceptorThread" in t.name]
+
+
 def test_fifty_slow_senders_and_three_hundred_silent_connections_never_keep_a_real_sender_out(run, tmp_path,
                                                                                               caplog):  # noqa: F811
     """Promise: connections that have not asked for an association hold no place among --max-associations
@@ -140,7 +145,8 @@ def test_fifty_slow_senders_and_three_hundred_silent_connections_never_keep_a_re
         accepted_after = time.monotonic() - started
         assert accepted_after < 15, f"a normal sender waited {accepted_after:.1f} s"
         wait_for(lambda: all(c is not None for c in closed), 60,
-                 what=lambda: f"every slow sender closed by the node ({sum(c is not None for c in closed)} of 50)")
+                 what=lambda: f"every slow sender closed by the node ({sum(c is not None for c in closed)} of 50; "
+                              f"connections held: {_held()})")
         for s in silent:  # the node closed each silent connection: reading gives end of stream
             s.settimeout(30)
             assert s.recv(1) == b""
@@ -176,10 +182,11 @@ def test_a_destination_down_for_hours_keeps_every_result_pending_with_bounded_ba
         finished(send(node.port, images[0]))
         for image in images[1:]:
             finished(send(node.port, image))
-        tried = lambda: [r for r in node.store.outbox() if r["attempts"] >= 6]  # noqa: E731
+        tried = lambda: [r for r in node.store.outbox() if r["down_tries"] >= 6]  # noqa: E731
         wait_for(lambda: len(tried()) == 3, 60, what="six tries of each result")
         rows = node.store.outbox()
         assert {r["state"] for r in rows} == {"pending"} and all("cannot connect" in r["last_error"] for r in rows)
+        assert all(r["attempts"] == 0 for r in rows)  # an outage spends none of the tries of a destination that answers
         assert all(r["next_at"] - time.time() <= 1.0 + 0.5 for r in rows)  # bounded backoff
         assert any("destination down for 2 tries" in r.getMessage() for r in caplog.records)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=10).read().decode()

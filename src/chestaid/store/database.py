@@ -38,7 +38,7 @@ from chestaid.store.reviews import ReviewsMixin
 DB_NAME = "chestaid-node.sqlite"
 STATES = tuple(s.value for s in State)
 OUTBOX_STATES = ("pending", "sent", "dead")
-SCHEMA_VERSION = 2  # 1: stores made before versions were recorded (user_version 0); 2: study_date, view, refusal
+SCHEMA_VERSION = 2  # 1: before versions were recorded (user_version 0); 2: study_date, view, refusal, down_tries
 CLAIM_TIMEOUT = 120.0  # seconds a second copy of an instance waits for the first to be stored
 
 SCHEMA = """
@@ -143,6 +143,8 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin):
             for column, kind in ADDED_COLUMNS.items():  # stores made before these columns existed: migrated
                 if column not in have:
                     self._db.execute(f"ALTER TABLE instances ADD COLUMN {column} {kind}")
+            if "down_tries" not in {r["name"] for r in self._db.execute("PRAGMA table_info(outbox)")}:
+                self._db.execute("ALTER TABLE outbox ADD COLUMN down_tries INTEGER NOT NULL DEFAULT 0")
             if found < SCHEMA_VERSION:
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except (OSError, sqlite3.Error) as e:

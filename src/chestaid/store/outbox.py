@@ -36,10 +36,15 @@ class OutboxMixin:
             db.execute("UPDATE outbox SET state='sent', attempts=attempts+1, sent_at=?, last_error='' "
                        "WHERE id=? AND state='pending'", (time.time(), outbox_id))
 
-    def failed(self, outbox_id: int, error: str, retry_at: float | None) -> None:
+    def failed(self, outbox_id: int, error: str, retry_at: float | None, down: bool = False) -> None:
         """One failed try: pending again at `retry_at`, or dead (retry_at None) keeping the last error. A result
-        already sent stays sent."""
+        already sent stays sent. `down`: the destination could not be reached: counted apart (`down_tries`), so a
+        long outage never spends the tries a destination that answers gets."""
         with self._tx() as db:
+            if down:
+                db.execute("UPDATE outbox SET down_tries=down_tries+1, last_error=?, next_at=? "
+                           "WHERE id=? AND state='pending'", (error, retry_at, outbox_id))
+                return
             if retry_at is None:
                 db.execute("UPDATE outbox SET state='dead', attempts=attempts+1, last_error=? "
                            "WHERE id=? AND state='pending'", (error, outbox_id))

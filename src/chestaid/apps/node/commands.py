@@ -81,9 +81,10 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
          health_port: Annotated[Optional[int], typer.Option(
              "--health-port", min=0, max=65535, help="GET /healthz (alive) and /readyz (ready) on this port, for "
                                                      "load balancers, systemd and Kubernetes probes")] = None,
-         ready_max_pending_age: Annotated[float, typer.Option(
+         ready_max_pending_age: Annotated[Optional[float], typer.Option(
              "--ready-max-pending-age", min=1.0, help="/readyz is unready while a result has been pending longer "
-                                                      "than this many seconds")] = 3600.0,
+                                                      "than this many seconds (default: never; intake goes on)")]
+         = None,
          metrics_host: Annotated[str, typer.Option(
              "--metrics-host", help="address of the metrics and health endpoints")] = "127.0.0.1") -> None:
     """A DICOM node: receive by C-STORE, score each image on arrival into the store's worklist, send an SR per

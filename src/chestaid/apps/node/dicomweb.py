@@ -172,6 +172,10 @@ class StowServer:
                         for block in body:
                             spool.feed(block)
                         parts = spool.parts()
+                    except OSError as e:  # the node's disk, not the sender's body: a transient failure
+                        self.close_connection = True
+                        log.error("STOW-RS from %s: upload not spooled: %s", peer, describe(e))
+                        return self._refuse(503, f"the node cannot store the upload now ({describe(e)}); retry later")
                     except Exception as e:  # noqa: BLE001 - a malformed body is the sender's error, one line
                         self.close_connection = True
                         return self._refuse(400, f"malformed multipart body ({describe(e)})")

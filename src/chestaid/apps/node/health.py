@@ -3,8 +3,10 @@
 GET /healthz   alive: the worker and sender threads run and the DICOM listener answers a C-ECHO within a few seconds
                (a node whose associations hang is not alive: restart it). 200 or 503.
 GET /readyz    ready to be sent images: the model is loaded, the store's folder takes a durable write, its
-               database answers and takes a write lock within a few seconds, and no result has been pending longer
-               than the limit (`--ready-max-pending-age`). 200 or 503.
+               database answers and takes a write lock within a few seconds; and, only with
+               `--ready-max-pending-age` (a node that cannot deliver still receives and scores: taking it out of a
+               load balancer would stop intake), no result pending longer than that. The oldest pending result's
+               age is always in the answer. 200 or 503.
 
 Both answer JSON: {"ok": bool, "checks": {name: {"ok": bool, "detail": text}}}; no patient data, no paths.
 """
@@ -33,7 +35,7 @@ def _check(ok: bool, detail: str) -> dict:
 class Health:
     """The checks over a started `Node`, and the HTTP server answering them."""
 
-    def __init__(self, node, max_pending_age: float = 3600.0) -> None:
+    def __init__(self, node, max_pending_age: float | None = None) -> None:
         self.node, self.max_pending_age = node, max_pending_age
         self.server = None
 
@@ -56,15 +58,21 @@ class Health:
         receiver = self.node.receiver
         if receiver is None or receiver.server is None:
             return _check(False, "not listening")
-        if receiver.ssl_context is not None:
-            return _check(True, "listening over TLS (C-ECHO not tried: it needs a client certificate)")
+        host = receiver.host if receiver.host not in ("0.0.0.0", "", "::") else "127.0.0.1"
+        if receiver.ssl_context is not None:  # a C-ECHO would need a client certificate: does the port accept?
+            import socket
+
+            try:
+                socket.create_connection((host, receiver.port), timeout=PROBE_TIMEOUT).close()
+            except OSError as e:
+                return _check(False, f"no TCP connection to port {receiver.port} within {PROBE_TIMEOUT:g} s ({e})")
+            return _check(True, "listening over TLS (a TCP connection accepted; C-ECHO needs a client certificate)")
         from pynetdicom import AE
         from pynetdicom.sop_class import Verification
 
         ae = AE(ae_title="CHESTAID-HEALTH")
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = PROBE_TIMEOUT
         ae.add_requested_context(Verification)
-        host = receiver.host if receiver.host not in ("0.0.0.0", "", "::") else "127.0.0.1"
         assoc = ae.associate(host, receiver.port, ae_title=receiver.ae.ae_title)
         if assoc.is_rejected:
             return _check(True, "association rejected (busy or not allowed), but answered")
@@ -98,7 +106,7 @@ class Health:
             db = sqlite3.connect(uri, uri=True, timeout=PROBE_TIMEOUT, isolation_level=None)
             try:
                 db.execute("BEGIN IMMEDIATE")
-                db.execute("SELECT count(*) FROM instances").fetchone()
+                db.execute("SELECT 1 FROM instances LIMIT 1").fetchall()
                 db.execute("ROLLBACK")
             finally:
                 db.close()
@@ -113,7 +121,7 @@ class Health:
         except sqlite3.Error as e:
             return _check(False, f"the outbox cannot be read ({describe(e)})")
         age = time.time() - oldest if oldest is not None else 0.0
-        if age > self.max_pending_age:
+        if self.max_pending_age is not None and age > self.max_pending_age:
             return _check(False, f"a result has been pending for {age:.0f} s (limit {self.max_pending_age:g} s)")
         return _check(True, "no result pending" if oldest is None else f"oldest pending result {age:.0f} s old")
 

@@ -51,7 +51,7 @@ class NodeConfig:
     metrics_host: str = "127.0.0.1"
     health_port: int | None = None  # /healthz and /readyz (chestaid.apps.node.health); None: none
     health_host: str = "127.0.0.1"
-    ready_max_pending_age: float = 3600.0  # /readyz turns unready when a result has been pending longer
+    ready_max_pending_age: float | None = None  # /readyz unready when a result has been pending longer; None: never
 
 
 def algorithm_of(run: Path, backend: str = "torch") -> Algorithm:

@@ -27,6 +27,7 @@ log = logging.getLogger("chestaid.node")
 
 MANUFACTURER = "chestaid"
 SUCCESS, OUT_OF_RESOURCES = 0x0000, 0xA700
+MAX_PDU = 1 << 20  # the largest P-DATA PDU the node accepts (senders split a dataset into PDUs of at most this)
 # The transfer syntaxes chestaid's decoders read (pydicom + pylibjpeg/openjpeg/pyjpegls/gdcm), uncompressed first.
 TRANSFER_SYNTAXES = [
     uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian,
@@ -123,7 +124,7 @@ class Receiver:
         self.store, self.port, self.host, self.on_stored = store, port, host, on_stored
         self.ae = NodeAE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
-        self.ae.maximum_pdu_size = 0  # no limit on what we accept per PDU: fewer, larger reads
+        self.ae.maximum_pdu_size = MAX_PDU  # bounded: a sender's progress shows as whole PDUs (the watchdog)
         # pynetdicom's idle timer also runs while our own handler writes and fsyncs (the sender waits for our
         # answer then), so its 60 s default can abort a sender on a loaded machine; the node's is longer
         self.ae.network_timeout = idle_timeout
@@ -135,7 +136,8 @@ class Receiver:
         self.ae.add_supported_context(Verification, [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian])
         self.server = self.watchdog = None
         self._counts: dict[int, list[int]] = {}
-        self._lock = threading.Lock()  # guards _counts only; never held while calling anything else
+        self._lock = threading.Lock()  # guards _counts and _handling; never held while calling anything else
+        self._handling: set[int] = set()  # associations a handler of ours is working for (never cut by the watchdog)
 
     def start(self) -> None:
         handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, self.handle_echo),
@@ -147,7 +149,8 @@ class Receiver:
         if self.ssl_context is not None:
             log_handshake_failures(self.server)
         self.port = self.server.server_address[1]  # port 0: the one the system chose
-        self.watchdog = Watchdog(self.server, self.ae.acse_timeout, self.ae.network_timeout).start()
+        self.watchdog = Watchdog(self.server, self.ae.acse_timeout, self.ae.network_timeout,
+                                 busy=lambda assoc: id(assoc) in self._handling).start()
 
     def stop(self) -> None:
         if self.watchdog is not None:
@@ -209,6 +212,8 @@ class Receiver:
         """Durable, then success; the same instance arriving on several associations at once is written by the
         first and acknowledged to the others as a duplicate once it is durable (`Store.claim` orders them)."""
         sop_uid = str(event.request.AffectedSOPInstanceUID)
+        with self._lock:
+            self._handling.add(id(event.assoc))
         try:
             instance = describe_instance(event)
             outcome = accept(self.store, instance, lambda: event.encoded_dataset(include_meta=True),
@@ -217,6 +222,9 @@ class Receiver:
             log.error("instance %s from %s not stored: %s -> 0xA700", sop_uid, self._peer(event), describe(e))
             self._count(event, 2)
             return OUT_OF_RESOURCES
+        finally:
+            with self._lock:
+                self._handling.discard(id(event.assoc))
         self._count(event, 1 if outcome == "duplicate" else 0)
         if outcome == "stored" and self.on_stored is not None:
             self.on_stored()

@@ -82,15 +82,13 @@ def _unreachable(error: BaseException) -> bool:
     """Whether an HTTP client's error means the server could not be reached at all (not an answer, not TLS)."""
     import urllib.error
 
-    seen = error
-    while seen is not None:
-        if isinstance(seen, urllib.error.URLError) and not isinstance(seen, urllib.error.HTTPError):
-            return isinstance(seen.reason, (ConnectionRefusedError, socket.gaierror, TimeoutError)) or (
-                isinstance(seen.reason, OSError) and not isinstance(seen.reason, ssl.SSLError))
-        if isinstance(seen, (ConnectionRefusedError, socket.gaierror)):
-            return True
-        seen = seen.__cause__
-    return False
+    import errno
+
+    unreachable = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN}
+    seen = error.reason if isinstance(error, urllib.error.URLError) and not isinstance(
+        error, urllib.error.HTTPError) else None  # urllib wraps what failed while connecting (and while sending)
+    return isinstance(seen, socket.gaierror) or (isinstance(seen, OSError) and seen.errno in unreachable) or (
+        isinstance(seen, TimeoutError) and "timed out" in str(seen))
 
 
 def _tls_problem(destination: Destination, tls: TlsSettings) -> str:
@@ -156,10 +154,12 @@ class Sender:
         return time.time() + min(self.max_delay, self.base_delay * 2 ** min(attempts, 60))
 
     def _failed(self, row, error: str, down: bool = False) -> None:
-        """One failed try; `down`: the destination could not be reached at all (never a dead letter)."""
-        retry_at = self._retry_at(row["attempts"], down)
-        self.store.failed(row["id"], error, retry_at)
-        if down and row["attempts"] + 1 == self.tries:
+        """One failed try; `down`: the destination could not be reached at all (never a dead letter, and never
+        counted among the tries of a destination that answers)."""
+        tried = row["down_tries"] if down else row["attempts"]
+        retry_at = self._retry_at(tried, down)
+        self.store.failed(row["id"], error, retry_at, down)
+        if down and tried + 1 == self.tries:
             log.warning("result %s to %s: destination down for %d tries (%s); kept pending, retried every %.0f s "
                         "until it answers", row["result_uid"], row["destination"], self.tries, error,
                         self.max_delay)
@@ -178,10 +178,17 @@ class Sender:
             return self._stow(destination, rows)
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        ae.connection_timeout = min(self.timeout, 10.0)  # a destination that drops SYNs is down in 10 s, not 2 min
         for sop_class in sorted({row["sop_class"] for row in rows}):
             ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         tls_args = (client_context(self.tls), destination.host) if destination.tls else None
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
+        try:
+            assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
+                                 tls_args=tls_args)
+        except OSError as e:  # a name that does not resolve: down until it does
+            for row in rows:
+                self._failed(row, f"cannot connect to {destination} ({describe(e)})", down=True)
+            return
         if not assoc.is_established:
             why = ("association rejected" if assoc.is_rejected else
                    (_tls_problem(destination, self.tls) or "association aborted") if _reachable(destination)

@@ -6,6 +6,7 @@ this user only, deleted when the request ends, and removed at start when a crash
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from email.message import Message
@@ -34,7 +35,10 @@ def iter_chunked(stream, limit: int) -> Iterator[bytes]:
         line = stream.readline(1024)
         if not line:
             raise ValueError("the body ends before its last chunk")  # the sender went away mid-upload
-        size = int(line.split(b";")[0].strip(), 16)
+        field = line.split(b";")[0].strip()
+        if not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", field):
+            raise ValueError(f"a chunk size that is not hexadecimal ({field[:20]!r})")
+        size = int(field, 16)
         if size == 0:
             while stream.readline(1024) not in (b"\r\n", b"\n", b""):  # trailers
                 pass
@@ -81,9 +85,13 @@ class SpooledParts:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._close()
-        for _, path in self.files:
-            path.unlink(missing_ok=True)
+        try:
+            self._close()
+        except OSError:
+            pass  # the disk is full: the part is being deleted anyway
+        finally:
+            for _, path in self.files:
+                path.unlink(missing_ok=True)
 
     def feed(self, block: bytes) -> None:
         self._parser.write(block)
