@@ -23,8 +23,12 @@ class State(str, Enum):
 
 @dataclass(frozen=True)
 class FindingScore:
+    """A finding's score as the node recorded it: the risk score, the decision, and the raw logit (None in rows
+    written before it was recorded; ROC-AUC is computed on it, as everywhere in chestaid)."""
+
     risk: float
     decision: bool
+    logit: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,8 @@ class Decision:
         scores = json.loads(get("scores") or "{}")
         refusal = Refusal(get("refusal") or "") if get("refusal") else _legacy_refusal(state, get("reason") or "")
         return cls(get("sop_uid"), state, get("reason") or "", refusal,
-                   {name: FindingScore(float(v["risk"]), bool(v["decision"])) for name, v in scores.items()},
+                   {name: FindingScore(float(v["risk"]), bool(v["decision"]), v.get("logit"))
+                    for name, v in scores.items()},
                    get("distance"), json.loads(get("meta") or "{}"), json.loads(get("model") or "null"))
 
     @property
@@ -67,4 +72,5 @@ def _legacy_refusal(state: State, reason: str) -> Refusal:
 
 
 def scores_json(scores: dict[str, FindingScore]) -> str:
-    return json.dumps({name: {"risk": s.risk, "decision": int(s.decision)} for name, s in scores.items()})
+    return json.dumps({name: {"risk": s.risk, "decision": int(s.decision), "logit": s.logit}
+                       for name, s in scores.items()})

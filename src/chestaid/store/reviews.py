@@ -40,7 +40,7 @@ class ReviewsMixin:
                      unless_same_source: bool = False) -> int:
         """Append one verdict row per finding (append-only: a changed verdict is a new row, the latest counts)
         and one audit row; returns the rows written (0 when the instance is unknown). `unless_same_source`: a
-        finding whose latest verdict is already this one, from this source, is not appended again."""
+        verdict this source has already given on this instance is not appended again."""
         for finding, verdict in verdicts.items():
             allowed = PRIORITY_VERDICTS if finding == PRIORITY else VERDICTS
             if verdict not in allowed:
@@ -49,11 +49,10 @@ class ReviewsMixin:
         with self._tx() as db:
             if not verdicts or not db.execute("SELECT 1 FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone():
                 return 0
-            if unless_same_source:
-                latest = {r[0]: (r[1], r[2]) for r in db.execute(
-                    "SELECT v.finding, v.verdict, v.source FROM verdicts v JOIN (SELECT max(id) AS id FROM verdicts "
-                    "WHERE sop_uid = ? GROUP BY finding) l ON v.id = l.id", (sop_uid,))}
-                verdicts = {f: v for f, v in verdicts.items() if latest.get(f) != (v, source)}
+            if unless_same_source:  # ever given from this source: a re-import never overrides a later correction
+                given = {(r[0], r[1]) for r in db.execute(
+                    "SELECT finding, verdict FROM verdicts WHERE sop_uid = ? AND source = ?", (sop_uid, source))}
+                verdicts = {f: v for f, v in verdicts.items() if (f, v) not in given}
                 if not verdicts:
                     return 0
             db.executemany("INSERT INTO verdicts (sop_uid, finding, verdict, user, at, source) VALUES (?,?,?,?,?,?)",

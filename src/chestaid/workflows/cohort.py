@@ -16,13 +16,14 @@ from chestaid.workflows.local_cases import folder_cohort_cache_dir, local_cases,
 from chestaid.workflows.verdicts import is_store
 
 
-def cohort_cache(predictor: Predictor, cohort: str | Path, since: str | None = None,
-                 until: str | None = None) -> tuple[Cache, list[str]]:
+def cohort_cache(predictor: Predictor, cohort: str | Path, since: str | None = None, until: str | None = None,
+                 only: list[str] | None = None) -> tuple[Cache, list[str]]:
     """A cache of the local cohort at the training cache's size, and the content digests of its cases (a store's;
-    [] for a folder). Never inside a run."""
+    [] for a folder). Never inside a run. `only`: exactly these cases of a store (a refit of what a version was
+    calibrated on, whatever verdicts came since)."""
     labels = list(predictor.task.labels)
     if is_store(cohort):  # the node's instances with clinicians' verdicts
-        cases, left_out = local_cases(cohort, labels, since, until)
+        cases, left_out = local_cases(cohort, labels, since, until, set(only) if only else None)
         if len(cases) < 4:
             said = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in left_out.items() if n)
             raise ChestaidError(f"{cohort}: {len(cases)} case(s) with a present/absent verdict on each of "

@@ -46,10 +46,10 @@ def day_bound(text: str | None, end: bool = False) -> float | None:
     return day.timestamp() + (86400 - 1e-3 if end else 0)
 
 
-def local_cases(store: str | Path, labels: list[str], since: str | None = None,
-                until: str | None = None) -> tuple[pd.DataFrame, dict]:
+def local_cases(store: str | Path, labels: list[str], since: str | None = None, until: str | None = None,
+                only: set[str] | None = None) -> tuple[pd.DataFrame, dict]:
     """The store's cases on `labels` (CASE_COLUMNS + one 0/1 column per label), and what was left out and why
-    ({"not_scored", "incomplete", "outside_dates"})."""
+    ({"not_scored", "incomplete", "outside_dates"}); `only`: just the cases with these content digests."""
     first, last = day_bound(since), day_bound(until, end=True)
     opened = Store.open(store)
     rows, left_out = [], {"not_scored": 0, "incomplete": 0, "outside_dates": 0}
@@ -73,12 +73,38 @@ def local_cases(store: str | Path, labels: list[str], since: str | None = None,
                          **{f: int(given[f] == "present") for f in labels}})
     finally:
         opened.close()
-    return pd.DataFrame(rows, columns=[*CASE_COLUMNS, *labels]), left_out
+    cases = pd.DataFrame(rows, columns=[*CASE_COLUMNS, *labels])
+    if only is not None:
+        cases = cases[cases["case"].isin(only)].reset_index(drop=True)
+    return cases, left_out
 
 
-def selection_digest(cases: pd.DataFrame, *extra: object) -> str:
-    """A short digest of which cases (and settings) a cache or an evaluation is of."""
-    digest = hashlib.sha256("\n".join(sorted(cases["case"])).encode())
+def finding_counts(store: str | Path, since: str | None = None, until: str | None = None) -> dict[str, tuple]:
+    """{finding: (present, absent)} over the store's scored instances received in the dates."""
+    first, last = day_bound(since), day_bound(until, end=True)
+    counts: dict[str, list[int]] = {}
+    opened = Store.open(store)
+    try:
+        for uid, given in opened.latest_verdicts().items():
+            instance = opened.instance(uid)
+            if instance is None or instance["state"] != "scored" or (
+                    first is not None and instance["received_at"] < first) or (
+                    last is not None and instance["received_at"] > last):
+                continue
+            for finding, verdict in given.items():
+                if verdict in ("present", "absent"):
+                    counts.setdefault(finding, [0, 0])[verdict == "absent"] += 1
+    finally:
+        opened.close()
+    return {f: tuple(c) for f, c in counts.items()}
+
+
+def selection_digest(cases: pd.DataFrame, *extra: object, labels: list[str] = ()) -> str:
+    """A short digest of which cases (with their patient and, for `labels`, their verdicts) and settings a cache
+    or an evaluation is of: a corrected verdict makes another cache."""
+    keyed = cases.sort_values("case")
+    lines = ["\t".join(str(v) for v in row) for row in keyed[["case", "patient_id", *labels]].itertuples(index=False)]
+    digest = hashlib.sha256("\n".join(lines).encode())
     for item in extra:
         digest.update(f"\0{item}".encode())
     return digest.hexdigest()[:12]
@@ -92,7 +118,7 @@ def store_cases_cache(store: str | Path, cases: pd.DataFrame, labels: list[str],
     from chestaid.data.table import read_table
 
     root = Path(store).resolve()  # a copied store (cp -a) brings its caches, whose tables name the original's files
-    folder = root / "caches" / f"{purpose}-{selection_digest(cases, size, root, *labels)}"
+    folder = root / "caches" / f"{purpose}-{selection_digest(cases, size, root, labels=labels)}"
     if (folder / "meta.json").is_file():
         cache = Cache.open(folder)
         if cache.meta.get("complete"):

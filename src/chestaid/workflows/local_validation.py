@@ -30,7 +30,8 @@ from chestaid.inference.identity import run_identity, same_model
 from chestaid.inference.predictor import Predictor
 from chestaid.reporting.external_report import write_external_report
 from chestaid.store import Store
-from chestaid.workflows.local_cases import local_cases, selection_digest, store_cases_cache, too_few
+from chestaid.workflows.local_cases import (finding_counts, local_cases, selection_digest, store_cases_cache,
+                                            too_few)
 
 MIN_EACH = 2  # present and absent cases a finding needs for an AUROC with an interval
 NOT_APPLICABLE = ("not applicable: the run's scores are uncalibrated and it has no fitted thresholds "
@@ -42,6 +43,18 @@ def calibration_cases(paths: RunPaths) -> set[str]:
     if not paths.calibration.is_file():
         return set()
     return set(json.loads(paths.calibration.read_text()).get("cohort_cases") or [])
+
+
+def _refuse_unrecorded_calibration(paths: RunPaths, store: Path) -> None:
+    """A run calibrated on this store by a chestaid that did not record which cases: any of them may be here."""
+    if not paths.calibration.is_file():
+        return
+    info = json.loads(paths.calibration.read_text())
+    if (info.get("split") == "whole cohort" and "cohort_cases" not in info
+            and str(info.get("fitted_on")) == str(store)):
+        raise ChestaidError(f"{store}: {paths.root.name} was calibrated on the cases of a store "
+                            f"({info['fitted_on']}) by an earlier chestaid that did not record which: it cannot be "
+                            "told apart from its calibration cases; recalibrate it (calibrate --cohort … --out NEW)")
 
 
 def _day(t: float) -> str:
@@ -59,10 +72,13 @@ def evaluate_on_store(run: str | Path, store: str | Path, since: str | None = No
                  if v in ("present", "absent")}
     finally:
         opened.close()
-    labels = [label for label in predictor.task.labels if label in given]
+    counts = finding_counts(store, since, until)  # a finding few cases speak of does not cut the others' cases
+    labels = [f for f in predictor.task.labels if f in given and min(counts.get(f, (0, 0))) >= MIN_EACH] or [
+        f for f in predictor.task.labels if f in given]
     if not labels:
         raise ChestaidError(f"{store}: no present/absent verdict on any of the run's findings "
                             f"({', '.join(predictor.task.labels)})")
+    _refuse_unrecorded_calibration(paths, store)
     cases, left_out = local_cases(store, labels, since, until)
     overlap = cases["case"].isin(calibration_cases(paths))
     used = int(overlap.sum())
@@ -85,7 +101,9 @@ def evaluate_on_store(run: str | Path, store: str | Path, since: str | None = No
     if recorded:
         risk = np.array([[s[f].risk for f in labels] for s in cases["scores"]], dtype=np.float64)
         decisions = np.array([[s[f].decision for f in labels] for s in cases["scores"]], dtype=bool)
-        raw, how = risk, "the scores the node recorded with this run"
+        logged = all(s[f].logit is not None for s in cases["scores"] for f in labels)  # ranks as when rescored
+        raw = np.array([[s[f].logit for f in labels] for s in cases["scores"]], dtype=np.float64) if logged else risk
+        how = "the scores the node recorded with this run"
     else:
         raw, risk, decisions, cases, y = _rescored(predictor, store, cases, labels)
         how = "this run's scores of the stored images (they were scored by another model, or none)"

@@ -80,13 +80,14 @@ def _open_cache(predictor: Predictor, data: str | Path | None) -> Cache:
 
 def validation_scores(predictor: Predictor, paths: RunPaths, data: str | Path | None = None,
                       cohort: str | Path | None = None, fraction: float = 0.5,
-                      seed: int = 0, since: str | None = None, until: str | None = None
-                      ) -> tuple[Scores, np.ndarray, dict]:
+                      seed: int = 0, since: str | None = None, until: str | None = None,
+                      only: list[str] | None = None) -> tuple[Scores, np.ndarray, dict]:
     """Raw validation scores of a run (its val split, or a whole local cohort), the calib mask and where they
     came from. Logits do not depend on the predictor's calibration."""
     cases: list[str] = []
     if cohort is not None:
-        (cache, cases), split, source = cohort_cache(predictor, cohort, since, until), None, str(Path(cohort).resolve())
+        (cache, cases), split = cohort_cache(predictor, cohort, since, until, only), None
+        source = str(Path(cohort).resolve())
     else:
         cache, split = _open_cache(predictor, data), "val"
         source = str(cache.root)
@@ -166,7 +167,8 @@ def calibration_data(predictor: Predictor, paths: RunPaths, data=None) -> tuple[
     cohort = info["fitted_on"] if info.get("split") == "whole cohort" and data is None else None
     dates = info.get("cohort_dates") or {}
     return info, *validation_scores(predictor, paths, data, cohort, info.get("calib_fraction", 0.5),
-                                    info.get("seed", 0), dates.get("since"), dates.get("until"))
+                                    info.get("seed", 0), dates.get("since"), dates.get("until"),
+                                    info.get("cohort_cases") or None)
 
 
 def fit_thresholds(run: str | Path, policy: str, params: dict, data=None) -> Thresholds:

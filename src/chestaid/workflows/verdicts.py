@@ -16,7 +16,6 @@ import pandas as pd
 
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import write_text
-from chestaid.data.table import read_csv_text
 from chestaid.store import PRIORITY, Store
 
 log = logging.getLogger(__name__)
@@ -44,14 +43,13 @@ def import_verdicts(store: str | Path, csv: str | Path, user: str = "import") ->
     appropriate" (yes / no). A column that is no such finding is refused (with the closest name), before anything
     is written; a row with fewer or more cells than the header, or an unreadable value, is passed over with its
     row number; a verdict the instance already has from the same file is not appended again."""
-    table = read_csv_text(csv)
+    table, ragged = _read_rows(csv)
     key = next((k for k in KEYS if k in table.columns), None)
     if key is None:
         raise ChestaidError(f"{csv}: needs a SOPInstanceUID or AccessionNumber column")
     findings = [c for c in table.columns if c not in KEYS]
     if not findings:
         raise ChestaidError(f"{csv}: no finding columns beside {key}")
-    ragged = _ragged_rows(csv, len(table.columns))
     source = f"import:{Path(csv).name}"
     opened = Store.open(store)
     try:
@@ -61,10 +59,8 @@ def import_verdicts(store: str | Path, csv: str | Path, user: str = "import") ->
             if row["accession"] and row["state"] != "ignored":  # not the node's own results coming back
                 by_accession.setdefault(row["accession"], []).append(row)
         done, touched = VerdictImport(), set()
-        for number, row in enumerate(table.to_dict("records"), start=2):
-            if number in ragged:
-                done.skipped.append((number, ragged[number]))
-                continue
+        done.skipped += ragged
+        for number, row in zip(table.index, table.to_dict("records")):
             if not str(row[key]).strip():
                 done.skipped.append((number, f"no {key}"))
                 continue
@@ -88,6 +84,7 @@ def import_verdicts(store: str | Path, csv: str | Path, user: str = "import") ->
                 done.unchanged += len(verdicts) - written
                 touched.add(uid)
         done.instances = len(touched)
+        done.skipped.sort()
     finally:
         opened.close()
     log.info("verdicts: %d written for %d instance(s) from %s (%d already there); %d row(s) passed over",
@@ -95,16 +92,34 @@ def import_verdicts(store: str | Path, csv: str | Path, user: str = "import") ->
     return done
 
 
-def _ragged_rows(csv: str | Path, width: int) -> dict[int, str]:
-    """{CSV row number: why} for rows whose number of cells is not the header's (pandas pads or fails quietly)."""
+def _read_rows(csv: str | Path) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
+    """The CSV's rows as text cells indexed by their line number in the file (blank lines skipped), and
+    (line, why) for rows whose number of cells is not the header's (passed over, never padded or shifted)."""
     import csv as csv_module
 
-    found = {}
-    with open(csv, newline="", encoding="utf-8-sig", errors="replace") as f:
-        for number, cells in enumerate(csv_module.reader(f), start=1):
-            if number > 1 and cells and len(cells) != width:
-                found[number] = f"{len(cells)} cell(s) where the header has {width}"
-    return found
+    try:
+        with open(csv, newline="", encoding="utf-8-sig") as f:
+            lines = [(n, cells) for n, cells in _numbered(csv_module.reader(f)) if any(c.strip() for c in cells)]
+    except FileNotFoundError as e:
+        raise ChestaidError(f"{csv}: no such file") from e
+    except (OSError, UnicodeDecodeError, csv_module.Error) as e:
+        raise ChestaidError(f"{csv}: cannot be read as a CSV ({e})") from e
+    if not lines:
+        raise ChestaidError(f"{csv}: empty")
+    header = [c.strip() for c in lines[0][1]]
+    good = [(n, cells) for n, cells in lines[1:] if len(cells) == len(header)]
+    ragged = [(n, f"{len(cells)} cell(s) where the header has {len(header)}") for n, cells in lines[1:]
+              if len(cells) != len(header)]
+    table = pd.DataFrame([cells for _, cells in good], columns=header, index=[n for n, _ in good], dtype=str)
+    return table, ragged
+
+
+def _numbered(reader):
+    """(line number where the row starts, cells) of a csv.reader."""
+    start = 1
+    for cells in reader:
+        yield start, cells
+        start = reader.line_num + 1
 
 
 def _refuse_unknown_columns(csv: str | Path, columns: list[str], known: set[str]) -> None:

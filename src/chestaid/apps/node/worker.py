@@ -176,7 +176,7 @@ class Worker:
         sop_uid = row["sop_uid"]
         top = int(np.argmax(s.risk))
         flagged = "|".join(self.labels[i] for i in np.flatnonzero(s.decisions))
-        scores = {label: {"risk": float(s.risk[k]), "decision": int(s.decisions[k])}
+        scores = {label: {"risk": float(s.risk[k]), "decision": int(s.decisions[k]), "logit": float(s.logits[k])}
                   for k, label in enumerate(self.labels)}
         note, objects, source = "", [], None
         try:
