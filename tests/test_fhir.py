@@ -72,7 +72,7 @@ def test_a_report_bundle_per_scored_image_valid_r4_exactly_once_across_an_outage
         _, report = dcmsend(node.port, files)
         assert len(report["ok"]) == 2, report["text"]
         deadline = time.time() + 120
-        while time.time() < deadline and not any(o["attempts"] for o in node.store.outbox()):
+        while time.time() < deadline and not any(o["attempts"] or o["down_tries"] for o in node.store.outbox()):
             time.sleep(0.2)  # the endpoint is down: the first tries fail
         assert node.store.outbox("pending") and node.store.outbox()[0]["last_error"]
         server = FhirServer(port)

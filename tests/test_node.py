@@ -371,7 +371,7 @@ def test_outbox_retries_until_the_destination_is_up_and_dead_letters_refusal_abo
             dcmsend(node.port, files)
             down = lambda: node.store.outbox() and [r for r in node.store.outbox() if r["destination"]  # noqa
                                                      .startswith("DOWN")]
-            wait_for(lambda: down() and all(r["attempts"] >= 1 for r in down()), 60, what="a failed try")
+            wait_for(lambda: down() and all(r["down_tries"] >= 1 for r in down()), 60, what="a failed try")
             assert all("cannot connect" in r["last_error"] and r["state"] == "pending" for r in down()), down()
             peers.append(storescp(tmp_path / "down", down_port, aet="DOWN"))
             wait_for(lambda: all(r["state"] == "sent" for r in down()), 60, what="sent once up")

@@ -31,7 +31,7 @@ from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import atomic_write
 from chestaid.core.refusals import Refusal
 from chestaid.store.conflicts import ConflictsMixin
-from chestaid.store.outbox import OutboxMixin
+from chestaid.store.outbox import OUTBOX_ADDED, OutboxMixin
 from chestaid.store.records import Decision, State
 from chestaid.store.reviews import ReviewsMixin
 
@@ -143,8 +143,10 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin):
             for column, kind in ADDED_COLUMNS.items():  # stores made before these columns existed: migrated
                 if column not in have:
                     self._db.execute(f"ALTER TABLE instances ADD COLUMN {column} {kind}")
-            if "down_tries" not in {r["name"] for r in self._db.execute("PRAGMA table_info(outbox)")}:
-                self._db.execute("ALTER TABLE outbox ADD COLUMN down_tries INTEGER NOT NULL DEFAULT 0")
+            outbox = {r["name"] for r in self._db.execute("PRAGMA table_info(outbox)")}
+            for column, kind in OUTBOX_ADDED.items():
+                if column not in outbox:
+                    self._db.execute(f"ALTER TABLE outbox ADD COLUMN {column} {kind}")
             if found < SCHEMA_VERSION:
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except (OSError, sqlite3.Error) as e:
@@ -253,8 +255,9 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin):
                         json.dumps(meta, sort_keys=True) if meta else "", Refusal(refusal).value, sop_uid))
             for r in results or []:
                 db.execute("INSERT OR IGNORE INTO outbox (source_uid, kind, result_uid, sop_class, path, destination,"
-                           " created_at) VALUES (?,?,?,?,?,?,?)",
-                           (sop_uid, r["kind"], r["uid"], r["sop_class"], r["path"], r["destination"], now))
+                           " transport, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                           (sop_uid, r["kind"], r["uid"], r["sop_class"], r["path"], r["destination"],
+                            r.get("transport", ""), now))
 
     def instances(self, state: str | None = None) -> list[dict]:
         """Every instance, highest risk first (unscored ones after, newest first), with its results' state."""

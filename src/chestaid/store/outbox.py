@@ -6,6 +6,11 @@ import sqlite3
 import time
 
 
+# Columns added after the first stores were made (added to an older store when it is opened)
+OUTBOX_ADDED = {"down_tries": "INTEGER NOT NULL DEFAULT 0",  # tries while the destination could not be reached
+                "transport": "TEXT NOT NULL DEFAULT ''"}  # outputs.Transport by name ('' = before it was recorded)
+
+
 class OutboxMixin:
     """The outbox half of `Store` (it provides `_tx` and `_query`)."""
 

@@ -36,8 +36,9 @@ def _finding(label: str) -> dict:
     return {"coding": [{"system": CHESTAID_CODES, "code": label, "display": label.replace("_", " ")}], "text": label}
 
 
-def report_bundle(source, algorithm: Algorithm, labels: list[str], risk, decisions) -> dict:
-    """The transaction Bundle of one scored image (`source`: its DICOM header)."""
+def report_bundle(source, algorithm: Algorithm, labels: list[str], risk, decisions) -> tuple[dict, str]:
+    """The transaction Bundle of one scored image (`source`: its DICOM header), and the UID that keys it (its
+    DiagnosticReport's identifier, the outbox's result UID)."""
     sop_uid, study_uid = str(source.SOPInstanceUID), str(source.StudyInstanceUID)
     key = derived_uid("chestaid", "fhir", sop_uid, algorithm.run_name, algorithm.weights_sha256)
     patient_id = str(source.get("PatientID", "") or "")
@@ -77,7 +78,7 @@ def report_bundle(source, algorithm: Algorithm, labels: list[str], risk, decisio
         **({"subject": patient} if patient else {}), "imagingStudy": [study], "result": observations,
         "conclusion": f"Preliminary, unverified machine result ({scores}s): triage support, not a diagnosis."},
         key))
-    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}, key
 
 
 def _uuid(uid: str) -> str:

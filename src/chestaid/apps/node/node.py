@@ -14,7 +14,8 @@ from pathlib import Path
 
 from chestaid.apps.node.receiver import Receiver
 from chestaid.apps.node.results import Algorithm
-from chestaid.apps.node.sender import Destination, Sender
+from chestaid.apps.node.outputs import Destination
+from chestaid.apps.node.sender import Sender
 from chestaid.apps.node.tls import TlsSettings, server_context
 from chestaid.core.errors import ChestaidError
 from chestaid.core.run_paths import RunPaths

@@ -238,3 +238,12 @@ def make_heat_map(source: Dataset, algorithm: Algorithm, rgb: np.ndarray, findin
     ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = source.SOPClassUID, source.SOPInstanceUID
     sc.SourceImageSequence = [ref]
     return sc
+
+
+def encode(ds) -> bytes:
+    """A dataset as the bytes of its Part-10 file."""
+    import io
+
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

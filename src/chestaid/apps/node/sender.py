@@ -12,16 +12,15 @@ SOPInstanceUID, so the destination keeps one copy.
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
 
 from pynetdicom import AE
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from chestaid.apps.node.outputs import TRANSPORTS, Destination
 from chestaid.apps.node.tls import TlsSettings, client_context
 from chestaid.store import Store
 from chestaid.core.errors import ChestaidError, describe
@@ -29,44 +28,6 @@ from chestaid.core.errors import ChestaidError, describe
 log = logging.getLogger("chestaid.node")
 
 OK_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}  # success, or a warning: the object was stored
-
-
-@dataclass(frozen=True)
-class Destination:
-    ae_title: str
-    host: str
-    port: int
-    tls: bool = False
-    url: str = ""  # a DICOMweb server (STOW-RS), e.g. https://pacs/dicom-web, or with fhir a FHIR server's base
-    fhir: bool = False  # FHIR R4 transaction bundles (chestaid.apps.node.fhir)
-
-    @classmethod
-    def parse(cls, text: str) -> "Destination":
-        """AET@HOST:PORT, AET@HOST:PORT+tls for DICOM over TLS, or a DICOMweb root (https://…; http:// on
-        loopback only)."""
-        from urllib.parse import urlsplit
-
-        if text.strip().startswith("fhir:"):
-            found = cls.parse(text.strip().removeprefix("fhir:"))
-            if not found.url:
-                raise ChestaidError(f"--fhir-url must be http(s)://…, got {text.removeprefix('fhir:')!r}")
-            return cls(found.ae_title, found.host, found.port, found.tls, found.url, fhir=True)
-        if text.strip().startswith(("http://", "https://")):
-            parts = urlsplit(text.strip())
-            if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-                raise ChestaidError(f"--send-to {text}: plain http only to this machine; use https://")
-            return cls("", parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80),
-                       parts.scheme == "https", text.strip().rstrip("/"))
-        match = re.fullmatch(r"([^@]{1,16})@([^:@]+):(\d{1,5})(\+tls)?", text.strip())
-        if not match or not 0 < int(match[3]) < 65536:
-            raise ChestaidError(f"--send-to must be AET@HOST:PORT or AET@HOST:PORT+tls (e.g. ORTHANC@127.0.0.1:4242), "
-                                f"got {text!r}")
-        return cls(match[1], match[2], int(match[3]), bool(match[4]))
-
-    def __str__(self) -> str:
-        if self.url:
-            return ("fhir:" if self.fhir else "") + self.url
-        return f"{self.ae_title}@{self.host}:{self.port}" + ("+tls" if self.tls else "")
 
 
 def _reachable(destination: Destination) -> bool:
@@ -171,11 +132,11 @@ class Sender:
                      row["attempts"] + 1, error, retry_at - time.time())
 
     def send(self, destination: Destination, rows: list) -> None:
-        """One association (or one STOW-RS request) for a batch of results to one destination."""
-        if destination.fhir:
-            return self._fhir(destination, rows)
-        if destination.url:
-            return self._stow(destination, rows)
+        """One batch of results to one destination, by its transport (outputs.TRANSPORTS)."""
+        TRANSPORTS[destination.transport].send(self, destination, rows)
+
+    def send_dimse(self, destination: Destination, rows: list) -> None:
+        """One association for a batch of results (C-STORE)."""
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
         ae.connection_timeout = min(self.timeout, 10.0)  # a destination that drops SYNs is down in 10 s, not 2 min
@@ -219,7 +180,8 @@ class Sender:
                 assoc.release()
         log.info("association to %s: %d of %d results sent", destination, sent, len(rows))
 
-    def _fhir(self, destination: Destination, rows: list) -> None:
+    def send_fhir(self, destination: Destination, rows: list) -> None:
+        """Each report bundle POSTed to the FHIR server (a transaction)."""
         from chestaid.apps.node.fhir import post_bundle
 
         context = client_context(self.tls) if destination.tls else None
@@ -231,7 +193,8 @@ class Sender:
                 continue
             self.store.sent(row["id"])
 
-    def _stow(self, destination: Destination, rows: list) -> None:
+    def send_stow(self, destination: Destination, rows: list) -> None:
+        """One STOW-RS request for a batch of results."""
         from chestaid.apps.node.dicomweb import stow
 
         context = client_context(self.tls) if destination.tls else None

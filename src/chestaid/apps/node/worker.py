@@ -9,7 +9,6 @@ re-scores the instance at the next start and makes the same objects again (deter
 
 from __future__ import annotations
 
-import io
 import logging
 import sqlite3
 import threading
@@ -17,19 +16,14 @@ import time
 
 import numpy as np
 
-from chestaid.apps.node.results import Algorithm, make_heat_map, make_sr
+from chestaid.apps.node.outputs import KEPT, WRITERS, Destination, ImageResult, ResultObject
+from chestaid.apps.node.results import Algorithm
 from chestaid.store import Store, durable_write
 from chestaid.core.errors import describe
 from chestaid.core.refusals import Refusal
 from chestaid.data.patient import read_header, tag_values
 
 log = logging.getLogger("chestaid.node")
-
-
-def encode(ds) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def monitored_meta(header) -> dict | None:
@@ -52,9 +46,9 @@ class Worker:
                  batch_size: int = 16, heat_maps: bool = True, latency=None) -> None:
         self.latency = latency  # a prometheus Histogram of seconds per instance (chestaid.apps.node.metrics)
         self.store, self.predictor, self.algorithm = store, predictor, algorithm
-        destinations = list(destinations or [])
-        self.fhir = [d for d in destinations if d.startswith("fhir:")]  # FHIR servers get reports, not DICOM
-        self.destinations = [d for d in destinations if not d.startswith("fhir:")]
+        self.destinations = [Destination.parse(d) for d in destinations or []]
+        wanted = KEPT | {kind for d in self.destinations for kind in d.accepts}
+        self.writers = {kind: write for kind, write in WRITERS.items() if kind in wanted}
         self.batch_size, self.heat_maps = batch_size, heat_maps
         self.labels = list(predictor.task.labels)
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -126,28 +120,21 @@ class Worker:
             log.error("worker: heat maps failed for %d instances (%s)", len(good), describe(e))
             return [None] * len(good)
 
-    def _outbox(self, objects: list[tuple[str, object]]) -> list[dict]:
+    def _results(self, result: ImageResult) -> list[dict]:
+        """Every object the writers make for `result` (the DICOM objects always, kept in the store; other kinds
+        where a destination takes them), made durable, and an outbox row for each destination taking it."""
         queued = []
-        for kind, ds in objects:
-            path = self.store.result_path(ds.SOPInstanceUID)
-            durable_write(path, encode(ds))
-            for destination in self.destinations:
-                queued.append({"kind": kind, "uid": ds.SOPInstanceUID, "sop_class": ds.SOPClassUID,
-                               "path": str(path.relative_to(self.store.root)), "destination": destination})
+        for kind, write in self.writers.items():
+            made: ResultObject | None = write(result)
+            if made is None:
+                continue
+            path = self.store.result_path(made.uid).with_suffix(made.suffix)
+            durable_write(path, made.data)
+            queued += [{"kind": made.kind.value, "uid": made.uid, "sop_class": made.sop_class,
+                        "path": str(path.relative_to(self.store.root)), "destination": str(destination),
+                        "transport": destination.transport.value}
+                       for destination in self.destinations if made.kind in destination.accepts]
         return queued
-
-    def _reports(self, source, s) -> list[dict]:
-        """The FHIR transaction bundle of a scored image, made durable, for each FHIR destination."""
-        if not self.fhir:
-            return []
-        from chestaid.apps.node.fhir import bundle_bytes, report_bundle
-
-        bundle = report_bundle(source, self.algorithm, self.labels, s.risk, s.decisions)
-        key = bundle["entry"][-1]["resource"]["identifier"][0]["value"].removeprefix("urn:oid:")
-        path = self.store.result_path(key).with_suffix(".json")
-        durable_write(path, bundle_bytes(bundle))
-        return [{"kind": "fhir", "uid": key, "sop_class": "FHIR Bundle", "path": str(path.relative_to(self.store.root)),
-                 "destination": destination} for destination in self.fhir]
 
     def _source(self, row):
         header = read_header(self.store.file_of(row))
@@ -162,8 +149,8 @@ class Worker:
         try:
             source = self._source(row)
             if source is not None:
-                sr = make_sr(source, self.algorithm, self.labels, None, None, None, not_analysed=f"{state}: {reason}")
-                results = self._outbox([("sr", sr)])
+                results = self._results(ImageResult(source, self.algorithm, self.labels,
+                                                    not_analysed=f"{state}: {reason}"))
         except OSError:
             raise  # the store cannot write now: stay queued rather than finish without the result
         except Exception as e:  # noqa: BLE001
@@ -178,17 +165,15 @@ class Worker:
         flagged = "|".join(self.labels[i] for i in np.flatnonzero(s.decisions))
         scores = {label: {"risk": float(s.risk[k]), "decision": int(s.decisions[k]), "logit": float(s.logits[k])}
                   for k, label in enumerate(self.labels)}
-        note, objects, source = "", [], None
+        note, source = "", None
         try:
             source = self._source(row)
             if source is None:
                 raise ValueError("no DICOM header to reference")
-            objects.append(("sr", make_sr(source, self.algorithm, self.labels, s.risk, s.decisions,
-                                          self.predictor.thresholds.values)))
-            if cam is not None:
-                objects.append(("sc", make_heat_map(source, self.algorithm, cam, self.labels[top],
-                                                    float(s.risk[top]))))
-            results = self._outbox(objects) + self._reports(source, s)
+            results = self._results(ImageResult(source, self.algorithm, self.labels, s.risk, s.decisions,
+                                                self.predictor.thresholds.values, cam))
+        except OSError:
+            raise  # the store cannot write now: stay queued rather than finish without the results
         except Exception as e:  # noqa: BLE001
             results, note = [], f"no result objects ({describe(e)})"
         self.store.finish(sop_uid, "scored", note, risk=float(s.risk[top]), top=self.labels[top],
