@@ -71,6 +71,8 @@ def settled(store_dir: Path, destinations: bool = True) -> bool:
 
 
 def start_node(run, store: Path, **options) -> Node:
+    """The node in this process; study results only where a test asks for them (study_quiet_period=S)."""
+    options.setdefault("study_quiet_period", None)
     return Node(NodeConfig(run=Path(run.root), store=store, port=0, host="127.0.0.1", **options)).start()
 
 

@@ -46,6 +46,9 @@ verdicts_app.command("export")(one_line_errors(cli_store.verdicts_export))
 app.command("monitor")(one_line_errors(cli_store.monitor))
 app.command("node")(one_line_errors(node_commands.node))
 app.command("worklist")(one_line_errors(node_commands.worklist))
+study_app = typer.Typer(no_args_is_help=True, help="The node's studies.")
+app.add_typer(study_app, name="study")
+study_app.command("complete")(one_line_errors(node_commands.study_complete))
 
 
 @app.callback()

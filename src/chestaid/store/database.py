@@ -33,6 +33,7 @@ from chestaid.core.refusals import Refusal
 from chestaid.store.conflicts import ConflictsMixin
 from chestaid.store.outbox import OUTBOX_ADDED, OutboxMixin
 from chestaid.store.records import Decision, State
+from chestaid.store.studies import STUDIES_SCHEMA, StudiesMixin
 from chestaid.store.reviews import ReviewsMixin
 
 DB_NAME = "chestaid-node.sqlite"
@@ -116,7 +117,7 @@ class Instance:
     reason: str = ""
 
 
-class Store(ConflictsMixin, OutboxMixin, ReviewsMixin):
+class Store(ConflictsMixin, OutboxMixin, ReviewsMixin, StudiesMixin):
     """The node's folder and database. Safe to share between threads; another process (the `worklist`
     command) may read it while the node writes (WAL)."""
 
@@ -138,7 +139,7 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin):
                 self._db.close()
                 raise ChestaidError(f"{self.root}: made by a newer chestaid (store schema {found}; this one reads up "
                                     f"to {SCHEMA_VERSION}): upgrade chestaid to open it")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + STUDIES_SCHEMA)
             have = {r["name"] for r in self._db.execute("PRAGMA table_info(instances)")}
             for column, kind in ADDED_COLUMNS.items():  # stores made before these columns existed: migrated
                 if column not in have:
@@ -283,8 +284,6 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin):
     def last_received(self, study_uid: str) -> float | None:
         rows = self._query("SELECT max(received_at) AS t FROM instances WHERE study_uid = ?", (study_uid,))
         return rows[0]["t"] if rows else None
-
-    # -- restart -----------------------------------------------------------------------------------------------
 
     def recover(self) -> dict[str, int]:
         """At start: delete temporary files a crash left (their senders got no success and will retry); what

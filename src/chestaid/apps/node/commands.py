@@ -47,6 +47,9 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
              "--max-associations", min=1, help="concurrent associations; more are rejected as transient")] = 16,
          idle_timeout: Annotated[float, typer.Option(
              "--idle-timeout", min=1.0, help="seconds an association may stay silent before it is aborted")] = 300.0,
+         study_quiet_period: Annotated[float, typer.Option(
+             "--study-quiet-period", min=0.0, help="seconds without a new image after which a study is complete and "
+                                                   "gets its study result (0: no study results)")] = 60.0,
          request_timeout: Annotated[float, typer.Option(
              "--request-timeout", min=1.0, help="seconds a connection may take to ask for an association before it "
                                                 "is closed")] = 30.0,
@@ -101,6 +104,7 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
     config = NodeConfig(run=Path(run), store=Path(store), port=port, ae_title=ae_title, host=host,
                         send_to=_split(send_to), allow=_split(allow), max_associations=max_associations,
                         idle_timeout=idle_timeout, request_timeout=request_timeout, batch_size=batch_size,
+                        study_quiet_period=study_quiet_period or None,
                         heat_maps=heat_maps, send_tries=send_tries, retry_delay=retry_delay,
                         max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device,
                         tls=TlsSettings(tls_cert, tls_key, tls_ca, tls_require_client_cert).check(),
@@ -138,3 +142,18 @@ def worklist(store: Annotated[Path, typer.Argument(help="a node's --store folder
     typer.echo("\t".join(COLUMNS))
     for row in rows:
         typer.echo("\t".join("" if row[c] is None else str(row[c]) for c in COLUMNS))
+
+
+def study_complete(store: Annotated[Path, typer.Argument(help="a node's --store folder")],
+                   study_uid: Annotated[str, typer.Argument(help="the StudyInstanceUID to complete now")]) -> None:
+    """Complete a study now, whatever the quiet period: the running node makes its study result within a second
+    (a later image still makes the next version)."""
+    import chestaid
+
+    opened = chestaid.open_worklist(store)
+    try:
+        if not opened.force_study(study_uid):
+            raise ChestaidError(f"{store}: no instance of study {study_uid}")
+    finally:
+        opened.close()
+    typer.echo(f"study {study_uid}: completion forced")

@@ -50,6 +50,7 @@ class NodeConfig:
     fhir_url: list[str] = field(default_factory=list)  # FHIR R4 servers' bases: a report bundle per scored image
     metrics_port: int | None = None  # Prometheus metrics (chestaid.apps.node.metrics); None: none
     metrics_host: str = "127.0.0.1"
+    study_quiet_period: float | None = 60.0  # a study is complete this long after its last image; None: no studies
     health_port: int | None = None  # /healthz and /readyz (chestaid.apps.node.health); None: none
     health_host: str = "127.0.0.1"
     ready_max_pending_age: float | None = None  # /readyz unready when a result has been pending longer; None: never
@@ -72,7 +73,7 @@ class Node:
         self.destinations = [str(Destination.parse(d)) for d in config.send_to] + [
             str(Destination.parse(f"fhir:{url}")) for url in config.fhir_url]
         self.store = Store(config.store)
-        self.receiver = self.worker = self.sender = self.stow = self.metrics = self.health = None
+        self.receiver = self.worker = self.sender = self.stow = self.metrics = self.health = self.studies = None
         self.stopped = threading.Event()
 
     def start(self) -> "Node":
@@ -106,8 +107,15 @@ class Node:
                                      lambda: StowServer(self.store, config.host, config.dicomweb_port, self.worker.wake,
                                                         config.dicomweb_users,
                                                         server_context(tls) if tls.serving else None))
+        if config.study_quiet_period is not None:
+            from chestaid.apps.node.studies import StudyAssembler
+
+            self.studies = StudyAssembler(self.store, self.worker.algorithm, self.worker.labels,
+                                          predictor.thresholds.values, self.destinations, config.study_quiet_period)
         self.worker.start()
         self.sender.start()
+        if self.studies is not None:
+            self.studies.start()
         try:
             self._listen("DICOM (--port)", config.host, config.port, self.receiver.start)
             if self.stow is not None:
@@ -151,7 +159,7 @@ class Node:
         for server in (self.health, self.receiver, self.stow, self.metrics):
             if server is not None:
                 server.stop()
-        for part in (self.worker, self.sender):
+        for part in (self.studies, self.worker, self.sender):
             if part is not None:
                 part.stop()
         self.store.close()

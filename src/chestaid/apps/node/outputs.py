@@ -26,6 +26,7 @@ class Kind(str, Enum):
     SR = "sr"  # TID 1500 Comprehensive SR (results.make_sr)
     HEAT_MAP = "sc"  # Secondary Capture heat map of the top finding (results.make_heat_map)
     FHIR_REPORT = "fhir"  # a FHIR R4 transaction Bundle (fhir.report_bundle)
+    STUDY_SR = "study-sr"  # one TID 1500 SR per study, a new version superseding the last (study_sr.make_study_sr)
 
 
 class Transport(str, Enum):
@@ -54,6 +55,25 @@ class ImageResult:
     @property
     def top(self) -> int:
         return int(np.argmax(self.risk))
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What the node says about one study: its images' headers (the scored ones; all of them when none was
+    scored), per finding the highest score among its scored images and whether any was flagged (None when none was
+    scored, with `not_analysed` saying why), the version of this result, the instances it covers and the result it
+    supersedes (None for the first)."""
+
+    sources: list
+    algorithm: object
+    labels: list[str]
+    risk: np.ndarray | None
+    decisions: np.ndarray | None
+    thresholds: dict | None
+    version: int
+    covered: list[str]
+    previous: object | None = None
+    not_analysed: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,6 +170,15 @@ def _fhir_report(result: ImageResult) -> ResultObject | None:
     return ResultObject(Kind.FHIR_REPORT, key, "FHIR Bundle", bundle_bytes(bundle), ".json")
 
 
+def _study_sr(result: StudyResult) -> ResultObject:
+    from chestaid.apps.node.results import encode
+    from chestaid.apps.node.study_sr import make_study_sr
+
+    ds = make_study_sr(result)
+    return ResultObject(Kind.STUDY_SR, str(ds.SOPInstanceUID), str(ds.SOPClassUID), encode(ds))
+
+
+STUDY_WRITERS: dict[Kind, Callable[[StudyResult], ResultObject | None]] = {Kind.STUDY_SR: _study_sr}
 KEPT = frozenset({Kind.SR, Kind.HEAT_MAP})  # made for every image, destinations or not: the store's own results
 
 # The registries: a writer per kind (None when it makes nothing for this image), a transport per way of delivery
@@ -170,6 +199,6 @@ def _send_fhir(sender, destination, rows):
 
 
 TRANSPORTS: dict[Transport, TransportSpec] = {
-    Transport.DIMSE: TransportSpec(frozenset({Kind.SR, Kind.HEAT_MAP}), _send_dimse),
-    Transport.STOW_RS: TransportSpec(frozenset({Kind.SR, Kind.HEAT_MAP}), _send_stow),
+    Transport.DIMSE: TransportSpec(frozenset({Kind.SR, Kind.HEAT_MAP, Kind.STUDY_SR}), _send_dimse),
+    Transport.STOW_RS: TransportSpec(frozenset({Kind.SR, Kind.HEAT_MAP, Kind.STUDY_SR}), _send_stow),
     Transport.FHIR: TransportSpec(frozenset({Kind.FHIR_REPORT}), _send_fhir)}

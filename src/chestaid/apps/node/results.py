@@ -153,42 +153,56 @@ def make_sr(source: Dataset, algorithm: Algorithm, labels: list[str], risk: np.n
     threshold, the calibrated risk score), or, when `not_analysed` gives a reason, one group saying so."""
     source, header_notes = results_header(source)
     sop_uid, series_uid = result_uids(source.SOPInstanceUID, source.StudyInstanceUID, algorithm, "sr")
-    algo = algorithm.identification()
     image = hd.sr.SourceImageForMeasurementGroup.from_source_image(source)
+    groups = finding_groups(sop_uid, algorithm, [image], labels, risk, decisions, thresholds, not_analysed)
+    for note in header_notes:  # what was emptied or left out of the source's header, and why
+        groups[0][0].ContentSequence.append(_text(NOTE, note))
+    return report_sr(algorithm, groups, [source], series_uid, sop_uid)
+
+
+def report_sr(algorithm: Algorithm, groups: list, evidence: list, series_uid: str, sop_uid: str,
+              previous: list | None = None, description: str = "") -> Dataset:
+    """The Comprehensive SR of a measurement report made of `groups` about `evidence` (preliminary, unverified);
+    `previous`: the SRs it supersedes."""
+    report = hd.sr.MeasurementReport(observation_context=_observation_context(algorithm),
+                                     procedure_reported=CHEST_XRAY, imaging_measurements=groups)
+    return hd.sr.ComprehensiveSR(evidence=evidence, content=report[0], series_instance_uid=series_uid,
+                                 series_number=SR_SERIES, sop_instance_uid=sop_uid, instance_number=1,
+                                 manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
+                                 series_description=(description or f"chestaid {algorithm.run_name} (preliminary, "
+                                                                    "unverified)")[:64],
+                                 software_versions=algorithm.version[:64], previous_versions=previous or None)
+
+
+def finding_groups(sop_uid: str, algorithm: Algorithm, images: list, labels: list[str], risk, decisions,
+                   thresholds: dict[str, float] | None, not_analysed: str = "") -> list:
+    """The TID 1500 measurement groups of a result about `images`: one per finding (its code, present/absent at
+    the run's threshold, the score), or one saying it was not analysed and why."""
+    algo = algorithm.identification()
     groups = []
     if not_analysed:
         group = hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(sop_uid, "not analysed"),
                                                          identifier="not analysed"),
-            algorithm_id=algo, source_images=[image],
+            algorithm_id=algo, source_images=images,
             qualitative_evaluations=[hd.sr.QualitativeEvaluation(ANALYSED, NO)])
         group[0].ContentSequence.append(_text(REASON, not_analysed[:1024]))
+        return [group]
+    for k, label in enumerate(labels):
+        code = finding_code(label)
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(sop_uid, label), identifier=label[:64]),
+            finding_type=code, algorithm_id=algo, source_images=images,
+            measurements=[hd.sr.Measurement(name=RISK if algorithm.calibrated else UNCALIBRATED,
+                                            value=round(float(risk[k]), 6), unit=NO_UNITS, algorithm_id=algo)],
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(code, PRESENT if decisions[k] else ABSENT)])
+        threshold = (thresholds or {}).get(label)
+        note = (f"{label}: {score_name(algorithm.calibrated)}, not a probability: {float(risk[k]):.4f}; "
+                f"{'present' if decisions[k] else 'absent'} at the run's threshold"
+                + (f" {threshold:.4f}" if threshold is not None else ""))
+        group[0].ContentSequence.append(_text(NOTE, note))
         groups.append(group)
-    else:
-        for k, label in enumerate(labels):
-            code = finding_code(label)
-            group = hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(sop_uid, label), identifier=label[:64]),
-                finding_type=code, algorithm_id=algo, source_images=[image],
-                measurements=[hd.sr.Measurement(name=RISK if algorithm.calibrated else UNCALIBRATED,
-                                                value=round(float(risk[k]), 6), unit=NO_UNITS, algorithm_id=algo)],
-                qualitative_evaluations=[hd.sr.QualitativeEvaluation(code, PRESENT if decisions[k] else ABSENT)])
-            threshold = (thresholds or {}).get(label)
-            note = (f"{label}: {score_name(algorithm.calibrated)}, not a probability: {float(risk[k]):.4f}; "
-                    f"{'present' if decisions[k] else 'absent'} at the run's threshold"
-                    + (f" {threshold:.4f}" if threshold is not None else ""))
-            group[0].ContentSequence.append(_text(NOTE, note))
-            groups.append(group)
-    for note in header_notes:  # what was emptied or left out of the source's header, and why
-        groups[0][0].ContentSequence.append(_text(NOTE, note))
-    report = hd.sr.MeasurementReport(observation_context=_observation_context(algorithm),
-                                     procedure_reported=CHEST_XRAY, imaging_measurements=groups)
-    sr = hd.sr.ComprehensiveSR(evidence=[source], content=report[0], series_instance_uid=series_uid,
-                               series_number=SR_SERIES, sop_instance_uid=sop_uid, instance_number=1,
-                               manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
-                               series_description=f"chestaid {algorithm.run_name} (preliminary, unverified)"[:64],
-                               software_versions=algorithm.version[:64])
-    return sr
+    return groups
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont:

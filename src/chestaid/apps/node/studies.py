@@ -1,0 +1,101 @@
+"""The study assembler: a thread that turns complete studies into study results (store.studies decides which are
+due: every instance decided, then a quiet period without a new image or a forced completion). A study result is made
+by the study writers (outputs.STUDY_WRITERS), made durable and queued for every destination taking it, in the same
+transaction that records it as the study's current result; a late image makes the next version, which supersedes
+the last. A study that fails is tried again after a pause, never in a tight loop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+import pydicom
+
+from chestaid.apps.node.outputs import STUDY_WRITERS, Destination, StudyResult
+from chestaid.core.errors import describe
+from chestaid.data.patient import read_header
+from chestaid.store import State, Store, durable_write
+
+log = logging.getLogger("chestaid.node")
+RETRY_AFTER = 30.0  # seconds before a study whose result failed is tried again
+
+
+class StudyAssembler:
+    """`start()` a thread checking every `period` s; `stop()` to end; `run_once()` for one pass."""
+
+    def __init__(self, store: Store, algorithm, labels: list[str], thresholds: dict | None,
+                 destinations: list[str], quiet_period: float = 60.0, period: float = 1.0) -> None:
+        self.store, self.algorithm, self.labels, self.thresholds = store, algorithm, labels, thresholds
+        self.destinations = [Destination.parse(d) for d in destinations]
+        self.quiet_period, self.period = quiet_period, period
+        self._failed: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="chestaid-node-studies", daemon=True)
+
+    def start(self) -> "StudyAssembler":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                self.run_once()
+            except Exception as e:  # noqa: BLE001 - the assembler never dies of one pass
+                log.error("studies: pass failed (%s)", describe(e))
+
+    def run_once(self) -> int:
+        """Report every due study; returns how many were reported."""
+        done = 0
+        for due in self.store.studies_due(self.quiet_period):
+            if time.time() < self._failed.get(due["study_uid"], 0):
+                continue
+            try:
+                self.report(due)
+                done += 1
+            except Exception as e:  # noqa: BLE001 - one study's failure is that study's, logged, tried again
+                self._failed[due["study_uid"]] = time.time() + RETRY_AFTER
+                log.error("study %s: no study result (%s); tried again in %.0f s", due["study_uid"], describe(e),
+                          RETRY_AFTER)
+        return done
+
+    def report(self, due: dict) -> None:
+        """The study result of one due study, durable and queued, recorded as the study's current one."""
+        store = self.store
+        decided = [store.decision(uid) for uid in due["instances"]]
+        scored = [d for d in decided if d is not None and d.state is State.SCORED and d.scores]
+        headers = [read_header(store.file_of(store.instance(d.sop_uid))) for d in (scored or decided) if d]
+        headers = [h for h in headers if h is not None]
+        if not headers:
+            raise ValueError("no readable DICOM header among the study's instances")
+        risk = decisions = None
+        why = ""
+        if scored:
+            risk = np.array([[d.scores[f].risk for f in self.labels] for d in scored]).max(axis=0)
+            decisions = np.array([[d.scores[f].decision for f in self.labels] for d in scored]).any(axis=0)
+        else:
+            why = "no image of the study was scored: " + "; ".join(
+                f"{d.state.value}: {d.reason}"[:120] for d in decided[:3] if d)
+        previous = pydicom.dcmread(store.result_path(due["result_uid"])) if due["result_uid"] else None
+        result = StudyResult(headers, self.algorithm, self.labels, risk, decisions, self.thresholds,
+                             due["version"] + 1, due["instances"], previous, why)
+        rows, uid = [], ""
+        for kind, write in STUDY_WRITERS.items():
+            made = write(result)
+            if made is None:
+                continue
+            path = store.result_path(made.uid).with_suffix(made.suffix)
+            durable_write(path, made.data)
+            uid = uid or made.uid
+            rows += [{"kind": made.kind.value, "uid": made.uid, "sop_class": made.sop_class,
+                      "path": str(path.relative_to(store.root)), "destination": str(d),
+                      "transport": d.transport.value} for d in self.destinations if made.kind in d.accepts]
+        store.study_reported(due["study_uid"], result.version, uid, due["instances"], rows)
+        self._failed.pop(due["study_uid"], None)
+        log.info("study %s: result version %d (%d of %d instance(s) scored)%s", due["study_uid"], result.version,
+                 len(scored), len(due["instances"]), "; supersedes the previous" if previous is not None else "")

@@ -1,0 +1,73 @@
+"""The store's studies: instances grouped by StudyInstanceUID, complete after a quiet period without a new image
+or when forced, each with its current study result (a version; a late image makes the next, which supersedes it).
+
+Nothing about a study is kept that the instances do not already say, but what was reported and when: the `studies`
+table holds, per study, the version of its current result, that result's UID, the instances it covered and when
+completion was forced. So assembly survives restarts and kill -9: a study whose instances differ from what its
+current result covered is due again."""
+
+from __future__ import annotations
+
+import json
+import time
+
+STUDIES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY, version INTEGER NOT NULL DEFAULT 0, result_uid TEXT NOT NULL DEFAULT '',
+    covered TEXT NOT NULL DEFAULT '[]', forced_at REAL, reported_at REAL
+);
+"""
+
+
+class StudiesMixin:
+    """The studies half of `Store` (it provides `_tx` and `_query`)."""
+
+    def studies_due(self, quiet_period: float, now: float | None = None) -> list[dict]:
+        """Studies whose every instance is decided, that are complete (nothing new for `quiet_period` s, or forced
+        since their last image) and whose instances are not what their current result covers: {study_uid,
+        instances, version, result_uid}."""
+        now = time.time() if now is None else now
+        known = {r["study_uid"]: dict(r) for r in self._query("SELECT * FROM studies")}
+        due = []
+        for r in self._query("SELECT study_uid, group_concat(sop_uid, '|') AS uids, max(received_at) AS last, "
+                             "sum(state = 'queued') AS waiting FROM instances WHERE state != 'ignored' AND "
+                             "study_uid != '' GROUP BY study_uid"):
+            if r["waiting"]:
+                continue
+            uids = sorted(r["uids"].split("|"))
+            study = known.get(r["study_uid"], {"version": 0, "result_uid": "", "covered": "[]", "forced_at": None})
+            if uids == json.loads(study["covered"]):
+                continue
+            forced = study["forced_at"] is not None and study["forced_at"] >= r["last"]
+            if forced or now - r["last"] >= quiet_period or r["last"] > now + 3600:  # (a clock that stepped back)
+                due.append({"study_uid": r["study_uid"], "instances": uids, "version": study["version"],
+                            "result_uid": study["result_uid"]})
+        return due
+
+    def force_study(self, study_uid: str) -> bool:
+        """Complete a study now, whatever the quiet period (False when the store has no such study)."""
+        if not self._query("SELECT 1 FROM instances WHERE study_uid = ? LIMIT 1", (study_uid,)):
+            return False
+        with self._tx() as db:
+            db.execute("INSERT INTO studies (study_uid, forced_at) VALUES (?, ?) ON CONFLICT(study_uid) DO UPDATE "
+                       "SET forced_at = excluded.forced_at", (study_uid, time.time()))
+        return True
+
+    def study_reported(self, study_uid: str, version: int, result_uid: str, covered: list[str],
+                       results: list[dict]) -> None:
+        """Record a study's new current result and queue its objects, in one transaction."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT INTO studies (study_uid, version, result_uid, covered, reported_at) VALUES (?,?,?,?,?) "
+                       "ON CONFLICT(study_uid) DO UPDATE SET version = excluded.version, result_uid = "
+                       "excluded.result_uid, covered = excluded.covered, reported_at = excluded.reported_at",
+                       (study_uid, version, result_uid, json.dumps(sorted(covered)), now))
+            for r in results:
+                db.execute("INSERT OR IGNORE INTO outbox (source_uid, kind, result_uid, sop_class, path, destination,"
+                           " transport, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                           (study_uid, r["kind"], r["uid"], r["sop_class"], r["path"], r["destination"],
+                            r.get("transport", ""), now))
+
+    def studies(self) -> list[dict]:
+        """Every study's current result: version, result UID, instances covered, when reported."""
+        return [{**dict(r), "covered": json.loads(r["covered"])} for r in self._query("SELECT * FROM studies")]
