@@ -175,3 +175,60 @@ def test_monitor_on_an_empty_store_says_so_and_has_its_own_exit_status(tmp_path)
     said = CliRunner().invoke(app, ["monitor", str(tmp_path / "store"), "--fail-on-alarm"])
     assert said.exit_code == 3 and "nothing monitored" in said.output and "no scored" in said.output, said.output
     assert chestaid.monitor(tmp_path / "store")["status"] == "nothing monitored"
+
+
+def test_the_monitor_tab_driven_thirty_times_while_another_session_scores_never_errs(drifting_store, tmp_path):
+    """Chromium drives the Monitor tab 30 times (window sizes and signals changing) while a gradio_client session
+    scores images through the page's API: every run answers, none shows an error, the plot is a picture and the
+    performance table is there."""
+    import threading
+
+    from gradio_client import Client, handle_file
+    from playwright.sync_api import sync_playwright
+
+    from serving import free_port, serve_command, serving
+    from test_page_browser import _browser
+
+    run, store, labels, tmp = drifting_store
+    store = Path(shutil.copytree(store, tmp_path / "store"))
+    opened = Store.open(store)
+    try:
+        for uid, found in list(labels.items())[:200]:
+            opened.add_verdicts(uid, {"Effusion": "present" if "Effusion" in found else "absent"}, "dr.m")
+    finally:
+        opened.close()
+    image = next((tmp / "a").rglob("*.png"))
+    port = free_port()
+    scored, stop = [], threading.Event()
+    with serving(serve_command(run, port, "--store", str(store)), port) as url, sync_playwright() as p:
+        def score() -> None:  # the other session
+            client = Client(url, verbose=False)
+            while not stop.is_set():
+                scored.append(client.predict(handle_file(str(image)), 61, "F", "PA", api_name="/score"))
+
+        other = threading.Thread(target=score, daemon=True)
+        other.start()
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1300, "height": 1400})
+        page.goto(url)
+        page.click("button[role=tab]:has-text('Monitor')")
+        for k in range(30):  # 400 instances: windows of 200, 100, 150 give 2, 4, 3 windows: each run is seen
+            size, windows = (("200", 2), ("100", 4), ("150", 3))[k % 3]
+            page.fill("#monitor-window textarea, #monitor-window input", size)
+            page.click("#monitor-run")
+            page.wait_for_function(f"() => document.querySelector('#monitor-status textarea').value.includes("
+                                   f"'in {windows} window(s)')", timeout=60_000)
+            if k % 5 == 4:  # another signal
+                page.click("#monitor-signal input")
+                page.keyboard.press("ArrowDown")
+                page.keyboard.press("Enter")
+            assert page.locator(".toast-body.error").count() == 0, f"an error after {k + 1} run(s)"
+            assert "Error" not in page.input_value("#monitor-status textarea")
+        page.wait_for_function("() => document.querySelector('#monitor-plot img') !== null", timeout=60_000)
+        assert "sensitivity (95% CI)" in page.inner_text("#monitor-performance")
+        assert "Effusion" in page.inner_text("#monitor-performance")
+        page.screenshot(path=str(tmp_path / "monitor-tab.png"), full_page=True)
+        browser.close()
+        stop.set()
+        other.join(120)
+    assert len(scored) >= 1 and all(r["findings"] for r in scored)
