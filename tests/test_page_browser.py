@@ -158,6 +158,10 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
                                timeout=30_000)
         verdicts = page.input_value("#verdicts textarea")
         assert "Patient ID PHANTOM01" in verdicts and "6 verdict(s) given in all" in verdicts, verdicts
+        page.click("#study-complete")  # the study is complete now, whatever the quiet period
+        page.wait_for_function("() => document.querySelector('#worklist-status textarea').value.includes("
+                               "'Study completed now')", timeout=30_000)
+        assert store.studies_due(3600) and store.studies_due(3600)[0]["study_uid"] == "1.2.3.5"
         page.click("button[role=tab]:has-text('Monitor')")  # this run was never calibrated: no reference yet
         page.click("#monitor-run")
         page.wait_for_function("() => document.querySelector('#monitor-status textarea').value.includes("
@@ -171,7 +175,7 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
     assert table[0] == "time\tuser\taction\tSOPInstanceUID" and len(table) == 1 + len(rows)
     assert [(r["user"], r["action"], r["SOPInstanceUID"]) for r in rows] == [
         ("local", "view", second), ("local", "heat_map", second), ("local", "review", second),
-        ("local", "verdict", second), ("local", "verdict", second)]
+        ("local", "verdict", second), ("local", "verdict", second), ("local", "complete_study", second)]
     assert [(h["finding"], h["verdict"]) for h in store.verdict_history(second)] == [
         ("Atelectasis", "present"), ("Effusion", "present"), ("priority appropriate", "yes"),
         ("Atelectasis", "present"), ("Effusion", "absent"), ("priority appropriate", "yes")]

@@ -88,6 +88,7 @@ ADDED_COLUMNS = {"reviewed_by": "TEXT NOT NULL DEFAULT ''", "reviewed_at": "REAL
                  "meta": "TEXT NOT NULL DEFAULT ''",  # JSON: manufacturer, station, modality, view, sex, age band
                  "study_date": "TEXT NOT NULL DEFAULT ''",  # StudyDate as sent (YYYYMMDD), for the worklist
                  "view": "TEXT NOT NULL DEFAULT ''",  # ViewPosition as sent
+                 "study_instances": "INTEGER",  # NumberOfStudyRelatedInstances when the header gives it
                  "refusal": "TEXT NOT NULL DEFAULT ''"}  # records.Refusal: what refused it ('' = none, or not recorded)
 
 
@@ -100,7 +101,6 @@ def durable_write(path: Path, data: bytes) -> None:
 @dataclass
 class Instance:
     """What the receiver records for one C-STORE (identifiers only; the file holds the rest)."""
-
     sop_uid: str
     study_uid: str = ""
     series_uid: str = ""
@@ -113,6 +113,7 @@ class Instance:
     pixel_sha256: str = ""
     study_date: str = ""
     view: str = ""
+    study_instances: int | None = None  # what the header says the study holds (NumberOfStudyRelatedInstances)
     state: str = "queued"
     reason: str = ""
 
@@ -225,12 +226,12 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin, StudiesMixin):
         with self._tx() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO instances (sop_uid, study_uid, series_uid, sop_class, modality, patient_id, "
-                "accession, calling_ae, transfer_syntax, pixel_sha256, study_date, view, path, received_at, state, "
-                "reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "accession, calling_ae, transfer_syntax, pixel_sha256, study_date, view, study_instances, path, "
+                "received_at, state, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (instance.sop_uid, instance.study_uid, instance.series_uid, instance.sop_class, instance.modality,
                  instance.patient_id, instance.accession, instance.calling_ae, instance.transfer_syntax,
-                 instance.pixel_sha256, instance.study_date[:16], instance.view[:16], str(path.relative_to(self.root)),
-                 time.time(), instance.state, instance.reason))
+                 instance.pixel_sha256, instance.study_date[:16], instance.view[:16], instance.study_instances,
+                 str(path.relative_to(self.root)), time.time(), instance.state, instance.reason))
         return cursor.rowcount == 1
 
     def queued(self, limit: int) -> list[sqlite3.Row]:

@@ -23,15 +23,16 @@ class StudiesMixin:
     """The studies half of `Store` (it provides `_tx` and `_query`)."""
 
     def studies_due(self, quiet_period: float, now: float | None = None) -> list[dict]:
-        """Studies whose every instance is decided, that are complete (nothing new for `quiet_period` s, or forced
-        since their last image) and whose instances are not what their current result covers: {study_uid,
-        instances, version, result_uid}."""
+        """Studies whose every instance is decided, that are complete (nothing new for `quiet_period` s, forced
+        since their last image, or holding as many images as their headers' NumberOfStudyRelatedInstances) and
+        whose instances are not what their current result covers: {study_uid, instances, version, result_uid}."""
         now = time.time() if now is None else now
         known = {r["study_uid"]: dict(r) for r in self._query("SELECT * FROM studies")}
         due = []
         for r in self._query("SELECT study_uid, group_concat(sop_uid, '|') AS uids, max(received_at) AS last, "
-                             "sum(state = 'queued') AS waiting FROM instances WHERE state != 'ignored' AND "
-                             "study_uid != '' GROUP BY study_uid"):
+                             "sum(state = 'queued') AS waiting, max(study_instances) AS expected, (SELECT count(*) FROM "
+                             "instances j WHERE j.study_uid = i.study_uid) AS n FROM instances i WHERE "
+                             "state != 'ignored' AND study_uid != '' GROUP BY study_uid"):
             if r["waiting"]:
                 continue
             uids = sorted(r["uids"].split("|"))
@@ -39,7 +40,8 @@ class StudiesMixin:
             if uids == json.loads(study["covered"]):
                 continue
             forced = study["forced_at"] is not None and study["forced_at"] >= r["last"]
-            if forced or now - r["last"] >= quiet_period or r["last"] > now + 3600:  # (a clock that stepped back)
+            whole = r["expected"] is not None and r["n"] >= r["expected"]  # as many as the header said it holds
+            if forced or whole or now - r["last"] >= quiet_period or r["last"] > now + 3600:  # (a clock that stepped back)
                 due.append({"study_uid": r["study_uid"], "instances": uids, "version": study["version"],
                             "result_uid": study["result_uid"]})
         return due

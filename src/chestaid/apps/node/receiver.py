@@ -68,6 +68,8 @@ def described(ds, instance: Instance) -> Instance:
         instance.modality, instance.patient_id = _text(ds, "Modality"), _text(ds, "PatientID")
         instance.accession = _text(ds, "AccessionNumber")
         instance.study_date, instance.view = _text(ds, "StudyDate"), _text(ds, "ViewPosition")
+        count = _text(ds, "NumberOfStudyRelatedInstances")
+        instance.study_instances = int(count) if count.isdigit() and 0 < int(count) < 100_000 else None
         has_pixels = any(keyword in ds for keyword in PIXEL_TAGS)
         if "PixelData" in ds:
             instance.pixel_sha256 = hashlib.sha256(ds.PixelData).hexdigest()

@@ -184,6 +184,15 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
         log.info("worklist: SOPInstanceUID %s: %d verdict(s) saved", sop_uid, len(given))
         return verdicts_text(node, sop_uid)
 
+    def complete_study(sop_uid: str, request: gr.Request):
+        instance = node.instance(sop_uid) if sop_uid else None
+        if instance is None or not instance["study_uid"] or not node.force_study(instance["study_uid"]):
+            return "Open a study first."
+        node.audit(user_of(request), "complete_study", sop_uid)
+        log.info("worklist: study of SOPInstanceUID %s completed by hand", sop_uid)
+        return (f"{header_text(instance)}\nStudy completed now: the node makes its study result within seconds "
+                "(an image arriving later makes a new version that supersedes it).")
+
     def review(sop_uid: str, request: gr.Request):
         user = user_of(request)
         if not sop_uid or not node.review(sop_uid, user):
@@ -209,6 +218,7 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
                 heat_button = gr.Button("Show heat map (qualitative explanation)", elem_id="worklist-heat")
                 heat = gr.HTML(elem_id="worklist-heatmap")
                 review_button = gr.Button("Mark reviewed", variant="primary", elem_id="worklist-review")
+                complete_button = gr.Button("Study complete: make its study result now", elem_id="study-complete")
                 gr.Markdown("Your verdicts: one per finding you read, all saved in one step (blank: no verdict). "
                             "Nothing is pre-selected; the model's call is in the table above.")
                 with gr.Group(elem_id="verdict-grid"):
@@ -226,4 +236,5 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
         table.select(pick, [table], opened, api_name=False)
         heat_button.click(heat_map, [chosen], [heat], api_name=False)
         review_button.click(review, [chosen], [status, table], api_name=False)
+        complete_button.click(complete_study, [chosen], [status], api_name=False)
         save_button.click(save_verdict, [chosen, priority, *grid], [verdicts], api_name=False)
