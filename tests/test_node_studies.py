@@ -5,6 +5,7 @@ dcmsend and storescp, dciodvfy on every study SR."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -60,6 +61,13 @@ def test_one_result_per_study_after_its_quiet_period_a_late_image_supersedes_it_
         assert predecessor.ReferencedSOPInstanceUID == v1.SOPInstanceUID  # supersedes, never two current results
         (record,) = node.store.studies()
         assert record["version"] == 2 and record["result_uid"] == v2.SOPInstanceUID and len(record["covered"]) == 3
+        from typer.testing import CliRunner
+
+        from chestaid.apps.cli import app
+
+        listed = CliRunner().invoke(app, ["worklist", str(tmp_path / "store"), "--studies", "--json"])
+        (row,) = json.loads(listed.stdout)
+        assert (row["StudyInstanceUID"], row["instances"], row["scored"], row["result_version"]) == (study, 3, 3, 2)
         # a study that would wait an hour is completed at once when forced
         node.studies.quiet_period = 3600
         other = generate_uid()
@@ -67,10 +75,6 @@ def test_one_result_per_study_after_its_quiet_period_a_late_image_supersedes_it_
         wait_for(lambda: node.store.counts().get("queued", 0) == 0, 60, what="scored")
         time.sleep(3)
         assert len(study_srs(tmp_path / "dest")) == 2
-        from typer.testing import CliRunner
-
-        from chestaid.apps.cli import app
-
         said = CliRunner().invoke(app, ["study", "complete", str(tmp_path / "store"), other])
         assert said.exit_code == 0 and "completion forced" in said.output, said.output
         said = CliRunner().invoke(app, ["study", "complete", str(tmp_path / "store"), "1.2.3.999"])

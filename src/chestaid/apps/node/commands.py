@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from chestaid.apps.cli_output import silence_dicom_value_warnings
-from chestaid.apps.node.worklist import COLUMNS, rows_of
+from chestaid.apps.node.worklist import COLUMNS, STUDY_COLUMNS, rows_of, study_rows
 from chestaid.core.errors import ChestaidError
 
 
@@ -133,8 +133,21 @@ def worklist(store: Annotated[Path, typer.Argument(help="a node's --store folder
                  help="only this state: queued, scored, refused, unreadable or ignored")] = None,
              quiet_period: Annotated[float, typer.Option(
                  "--quiet-period", min=0.0, help="seconds without a new image after which a study is complete")]
-             = 60.0) -> None:
-    """The node's worklist, highest risk first: every instance with its state and reason, and its results."""
+             = 60.0,
+             studies: Annotated[bool, typer.Option(
+                 "--studies", help="one row per study (its highest risk, flags, current study result)")] = False
+             ) -> None:
+    """The node's worklist, highest risk first: every instance with its state and reason, and its results; or,
+    with --studies, every study."""
+    if studies:
+        found = study_rows(store)
+        if as_json:
+            typer.echo(json.dumps(found, indent=2))
+            return
+        typer.echo("\t".join(STUDY_COLUMNS))
+        for row in found:
+            typer.echo("\t".join("" if row[c] is None else str(row[c]) for c in STUDY_COLUMNS))
+        return
     rows = rows_of(store, status, quiet_period)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -55,3 +55,35 @@ def rows_of(root: str | Path, status: str | None = None, quiet_period: float = 6
         return rows
     finally:
         store.close()
+
+
+STUDY_COLUMNS = ["StudyInstanceUID", "PatientID", "AccessionNumber", "instances", "scored", "risk", "top_finding",
+                 "flagged", "result_version", "result_uid", "reported"]
+
+
+def study_rows(root: str | Path) -> list[dict]:
+    """The worklist by study, highest risk first: per study its instances, how many were scored, the highest risk
+    among them and its finding, every finding flagged on any image, and its current study result (version, UID)."""
+    store = Store.open(root)
+    try:
+        instances = [i for i in store.instances() if i["state"] != "ignored" and i["study_uid"]]
+        results = {s["study_uid"]: s for s in store.studies()}
+    finally:
+        store.close()
+    studies: dict[str, list[dict]] = {}
+    for i in instances:
+        studies.setdefault(i["study_uid"], []).append(i)
+    rows = []
+    for uid, members in studies.items():
+        scored = [i for i in members if i["state"] == "scored" and i["risk"] is not None]
+        top = max(scored, key=lambda i: i["risk"], default=None)
+        result = results.get(uid, {})
+        reported = result.get("reported_at")
+        rows.append({"StudyInstanceUID": uid, "PatientID": members[0]["patient_id"],
+                     "AccessionNumber": members[0]["accession"], "instances": len(members), "scored": len(scored),
+                     "risk": top["risk"] if top else None, "top_finding": top["top_finding"] if top else "",
+                     "flagged": "|".join(sorted({f for i in scored for f in i["flagged"].split("|") if f})),
+                     "result_version": result.get("version") or None, "result_uid": result.get("result_uid", ""),
+                     "reported": datetime.fromtimestamp(reported, timezone.utc).isoformat(timespec="seconds")
+                     if reported else ""})
+    return sorted(rows, key=lambda r: (r["risk"] is None, -(r["risk"] or 0)))
