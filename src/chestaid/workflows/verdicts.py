@@ -221,26 +221,6 @@ def is_store(path: str | Path | None) -> bool:
     return path is not None and (Path(path) / DB_NAME).is_file()
 
 
-def verdict_cache(store: str | Path, folder: Path, labels: list[str], size: int, task_name: str = "verdicts"):
-    """The instances of `store` with a present/absent verdict on every one of `labels`, decoded into a cache at
-    `folder` (rebuilt each time: verdicts change), through the same table `verdicts export` writes."""
-    import shutil
-
-    from chestaid.data.cache import Cache, prepare
-    from chestaid.data.table import read_table
-
-    table, incomplete = verdict_table(store, labels)
-    if len(table) < 4:
-        raise ChestaidError(f"{store}: {len(table)} instance(s) have a present/absent verdict on each of "
-                            f"{', '.join(labels)} ({incomplete} more lack one): too few")
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    csv = folder.with_name(f"{folder.name}-verdicts.csv")  # beside the cache, which prepare wants to itself
-    write_text(csv, table.to_csv(index=False))
-    prepare(read_table(csv, task_name, labels), folder, size=size)
-    return Cache.open(folder)
-
-
 def verdict_period(store: str | Path) -> dict:
     """{instances with verdicts, first and last day they were received} (the dates a recalibration names)."""
     opened = Store.open(store)
