@@ -255,11 +255,7 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin, StudiesMixin):
                        (state, reason, risk, top, flagged, json.dumps(scores) if scores else "", now,
                         json.dumps(model, sort_keys=True) if model else "", distance,
                         json.dumps(meta, sort_keys=True) if meta else "", Refusal(refusal).value, sop_uid))
-            for r in results or []:
-                db.execute("INSERT OR IGNORE INTO outbox (source_uid, kind, result_uid, sop_class, path, destination,"
-                           " transport, created_at) VALUES (?,?,?,?,?,?,?,?)",
-                           (sop_uid, r["kind"], r["uid"], r["sop_class"], r["path"], r["destination"],
-                            r.get("transport", ""), now))
+            self._queue(db, sop_uid, results or [], now)
 
     def instances(self, state: str | None = None) -> list[dict]:
         """Every instance, highest risk first (unscored ones after, newest first), with its results' state."""

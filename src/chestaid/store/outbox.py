@@ -14,6 +14,15 @@ OUTBOX_ADDED = {"down_tries": "INTEGER NOT NULL DEFAULT 0",  # tries while the d
 class OutboxMixin:
     """The outbox half of `Store` (it provides `_tx` and `_query`)."""
 
+    @staticmethod
+    def _queue(db, source_uid: str, results: list[dict], now: float) -> None:
+        """Outbox rows for `results` (kind, uid, sop_class, path, destination, transport) inside the caller's
+        transaction; a result already queued for a destination is not added twice."""
+        db.executemany("INSERT OR IGNORE INTO outbox (source_uid, kind, result_uid, sop_class, path, destination, "
+                       "transport, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                       [(source_uid, r["kind"], r["uid"], r["sop_class"], r["path"], r["destination"],
+                         r.get("transport", ""), now) for r in results])
+
     def due(self, limit: int = 64, horizon: float | None = None) -> list[sqlite3.Row]:
         """At most `limit` pending results whose time has come, oldest first (the sender never holds more). With
         `horizon` (the longest backoff), a retry scheduled further ahead than that is due now: only a clock that

@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS studies (
 
 
 class StudiesMixin:
-    """The studies half of `Store` (it provides `_tx` and `_query`)."""
+    """The studies half of `Store` (it provides `_tx`, `_query` and the outbox's `_queue`)."""
 
     def studies_due(self, quiet_period: float, now: float | None = None) -> list[dict]:
         """Studies whose every instance is decided, that are complete (nothing new for `quiet_period` s, forced
@@ -64,11 +64,7 @@ class StudiesMixin:
                        "ON CONFLICT(study_uid) DO UPDATE SET version = excluded.version, result_uid = "
                        "excluded.result_uid, covered = excluded.covered, reported_at = excluded.reported_at",
                        (study_uid, version, result_uid, json.dumps(sorted(covered)), now))
-            for r in results:
-                db.execute("INSERT OR IGNORE INTO outbox (source_uid, kind, result_uid, sop_class, path, destination,"
-                           " transport, created_at) VALUES (?,?,?,?,?,?,?,?)",
-                           (study_uid, r["kind"], r["uid"], r["sop_class"], r["path"], r["destination"],
-                            r.get("transport", ""), now))
+            self._queue(db, study_uid, results, now)
 
     def studies(self) -> list[dict]:
         """Every study's current result: version, result UID, instances covered, when reported."""

@@ -50,19 +50,10 @@ def local_cases(store: str | Path, labels: list[str], since: str | None = None, 
                 only: set[str] | None = None) -> tuple[pd.DataFrame, dict]:
     """The store's cases on `labels` (CASE_COLUMNS + one 0/1 column per label), and what was left out and why
     ({"not_scored", "incomplete", "outside_dates"}); `only`: just the cases with these content digests."""
-    first, last = day_bound(since), day_bound(until, end=True)
     opened = Store.open(store)
     rows, left_out = [], {"not_scored": 0, "incomplete": 0, "outside_dates": 0}
     try:
-        for uid, given in opened.latest_verdicts().items():
-            instance = opened.instance(uid)
-            if instance is None or instance["state"] != "scored":
-                left_out["not_scored"] += 1
-                continue
-            if (first is not None and instance["received_at"] < first) or (
-                    last is not None and instance["received_at"] > last):
-                left_out["outside_dates"] += 1
-                continue
+        for uid, given, instance in _scored_with_verdicts(opened, since, until, left_out):
             if not all(given.get(f) in ("present", "absent") for f in labels):
                 left_out["incomplete"] += 1
                 continue
@@ -79,18 +70,27 @@ def local_cases(store: str | Path, labels: list[str], since: str | None = None, 
     return cases, left_out
 
 
+def _scored_with_verdicts(opened: Store, since: str | None, until: str | None, left_out: dict):
+    """(SOPInstanceUID, its latest verdicts, its row) of the scored instances with verdicts received in the dates;
+    `left_out` counts the others ("not_scored", "outside_dates")."""
+    first, last = day_bound(since), day_bound(until, end=True)
+    for uid, given in opened.latest_verdicts().items():
+        instance = opened.instance(uid)
+        if instance is None or instance["state"] != "scored":
+            left_out["not_scored"] += 1
+        elif (first is not None and instance["received_at"] < first) or (
+                last is not None and instance["received_at"] > last):
+            left_out["outside_dates"] += 1
+        else:
+            yield uid, given, instance
+
+
 def finding_counts(store: str | Path, since: str | None = None, until: str | None = None) -> dict[str, tuple]:
     """{finding: (present, absent)} over the store's scored instances received in the dates."""
-    first, last = day_bound(since), day_bound(until, end=True)
     counts: dict[str, list[int]] = {}
     opened = Store.open(store)
     try:
-        for uid, given in opened.latest_verdicts().items():
-            instance = opened.instance(uid)
-            if instance is None or instance["state"] != "scored" or (
-                    first is not None and instance["received_at"] < first) or (
-                    last is not None and instance["received_at"] > last):
-                continue
+        for _, given, _ in _scored_with_verdicts(opened, since, until, {"not_scored": 0, "outside_dates": 0}):
             for finding, verdict in given.items():
                 if verdict in ("present", "absent"):
                     counts.setdefault(finding, [0, 0])[verdict == "absent"] += 1

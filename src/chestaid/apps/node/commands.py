@@ -139,22 +139,13 @@ def worklist(store: Annotated[Path, typer.Argument(help="a node's --store folder
              ) -> None:
     """The node's worklist, highest risk first: every instance with its state and reason, and its results; or,
     with --studies, every study."""
-    if studies:
-        found = study_rows(store)
-        if as_json:
-            typer.echo(json.dumps(found, indent=2))
-            return
-        typer.echo("\t".join(STUDY_COLUMNS))
-        for row in found:
-            typer.echo("\t".join("" if row[c] is None else str(row[c]) for c in STUDY_COLUMNS))
-        return
-    rows = rows_of(store, status, quiet_period)
+    rows, columns = (study_rows(store), STUDY_COLUMNS) if studies else (rows_of(store, status, quiet_period), COLUMNS)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    typer.echo("\t".join(COLUMNS))
+    typer.echo("\t".join(columns))
     for row in rows:
-        typer.echo("\t".join("" if row[c] is None else str(row[c]) for c in COLUMNS))
+        typer.echo("\t".join("" if row[c] is None else str(row[c]) for c in columns))
 
 
 def study_complete(store: Annotated[Path, typer.Argument(help="a node's --store folder")],

@@ -181,6 +181,18 @@ def _study_sr(result: StudyResult) -> ResultObject:
 STUDY_WRITERS: dict[Kind, Callable[[StudyResult], ResultObject | None]] = {Kind.STUDY_SR: _study_sr}
 KEPT = frozenset({Kind.SR, Kind.HEAT_MAP})  # made for every image, destinations or not: the store's own results
 
+def queue_made(store, made: ResultObject, destinations: list[Destination]) -> list[dict]:
+    """`made` written durably into the store's results, and its outbox rows: one per destination taking its kind
+    (to be committed with the state that made it)."""
+    from chestaid.store import durable_write
+
+    path = store.result_path(made.uid).with_suffix(made.suffix)
+    durable_write(path, made.data)
+    return [{"kind": made.kind.value, "uid": made.uid, "sop_class": made.sop_class,
+             "path": str(path.relative_to(store.root)), "destination": str(d), "transport": d.transport.value}
+            for d in destinations if made.kind in d.accepts]
+
+
 # The registries: a writer per kind (None when it makes nothing for this image), a transport per way of delivery
 WRITERS: dict[Kind, Callable[[ImageResult], ResultObject | None]] = {
     Kind.SR: _sr, Kind.HEAT_MAP: _heat_map, Kind.FHIR_REPORT: _fhir_report}

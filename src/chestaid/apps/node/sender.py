@@ -23,7 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from chestaid.apps.node.outputs import TRANSPORTS, Destination
 from chestaid.apps.node.tls import TlsSettings, client_context
 from chestaid.store import Store
-from chestaid.core.errors import ChestaidError, describe
+from chestaid.core.errors import describe
 
 log = logging.getLogger("chestaid.node")
 

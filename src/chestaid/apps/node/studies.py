@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pydicom
 
-from chestaid.apps.node.outputs import STUDY_WRITERS, Destination, StudyResult
+from chestaid.apps.node.outputs import STUDY_WRITERS, Destination, StudyResult, queue_made
 from chestaid.core.errors import describe
 from chestaid.data.patient import read_header
-from chestaid.store import State, Store, durable_write
+from chestaid.store import State, Store
 
 log = logging.getLogger("chestaid.node")
 RETRY_AFTER = 30.0  # seconds before a study whose result failed is tried again
@@ -87,14 +87,9 @@ class StudyAssembler:
         rows, uid = [], ""
         for kind, write in STUDY_WRITERS.items():
             made = write(result)
-            if made is None:
-                continue
-            path = store.result_path(made.uid).with_suffix(made.suffix)
-            durable_write(path, made.data)
-            uid = uid or made.uid
-            rows += [{"kind": made.kind.value, "uid": made.uid, "sop_class": made.sop_class,
-                      "path": str(path.relative_to(store.root)), "destination": str(d),
-                      "transport": d.transport.value} for d in self.destinations if made.kind in d.accepts]
+            if made is not None:
+                uid = uid or made.uid
+                rows += queue_made(store, made, self.destinations)
         store.study_reported(due["study_uid"], result.version, uid, due["instances"], rows)
         self._failed.pop(due["study_uid"], None)
         log.info("study %s: result version %d (%d of %d instance(s) scored)%s", due["study_uid"], result.version,

@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
-from chestaid.apps.node.outputs import KEPT, WRITERS, Destination, ImageResult, ResultObject
+from chestaid.apps.node.outputs import KEPT, WRITERS, Destination, ImageResult, ResultObject, queue_made
 from chestaid.apps.node.results import Algorithm
-from chestaid.store import Store, durable_write
+from chestaid.store import Store
 from chestaid.core.errors import describe
 from chestaid.core.refusals import Refusal
 from chestaid.data.patient import read_header, tag_values
@@ -126,14 +126,8 @@ class Worker:
         queued = []
         for kind, write in self.writers.items():
             made: ResultObject | None = write(result)
-            if made is None:
-                continue
-            path = self.store.result_path(made.uid).with_suffix(made.suffix)
-            durable_write(path, made.data)
-            queued += [{"kind": made.kind.value, "uid": made.uid, "sop_class": made.sop_class,
-                        "path": str(path.relative_to(self.store.root)), "destination": str(destination),
-                        "transport": destination.transport.value}
-                       for destination in self.destinations if made.kind in destination.accepts]
+            if made is not None:
+                queued += queue_made(self.store, made, self.destinations)
         return queued
 
     def _source(self, row):
