@@ -90,14 +90,20 @@ def test_no_alarm_in_distribution_an_alarm_after_the_shift(drifting_store, caplo
     assert failing.exit_code == 1 and "ALARM" in failing.output
 
 
-def test_performance_per_window_from_verdicts(drifting_store):
-    run, store, labels, tmp = drifting_store
+def effusion_verdicts(store: Path, labels: dict[str, str], first: int | None = None) -> None:
+    """A clinician's Effusion verdict (present or absent, from the phantom's labels) on each (or the `first`)
+    instance of the store."""
     opened = Store.open(store)
     try:
-        for uid, found in labels.items():
+        for uid, found in list(labels.items())[:first]:
             opened.add_verdicts(uid, {"Effusion": "present" if "Effusion" in found else "absent"}, "dr.m")
     finally:
         opened.close()
+
+
+def test_performance_per_window_from_verdicts(drifting_store):
+    run, store, labels, tmp = drifting_store
+    effusion_verdicts(store, labels)
     window = chestaid.monitor(store, "200")["windows"][0]
     first = window["performance"]["Effusion"]
     assert first["verdicts"] == window["states"]["scored"] and 0 <= first["agreement"] <= 1
@@ -144,12 +150,7 @@ def test_the_monitor_draws_safely_in_threads_and_its_page_has_times_signals_perf
 
     _, store, labels, _ = drifting_store
     store = Path(shutil.copytree(store, tmp_path / "store"))
-    opened = Store.open(store)
-    try:
-        for uid, found in labels.items():
-            opened.add_verdicts(uid, {"Effusion": "present" if "Effusion" in found else "absent"}, "dr.m")
-    finally:
-        opened.close()
+    effusion_verdicts(store, labels)
     result = chestaid.monitor(store, "200", html=tmp_path / "monitor.html")
     names = signal_names(result)
     figure = signal_plot(result, names[0])
@@ -191,12 +192,7 @@ def test_the_monitor_tab_driven_thirty_times_while_another_session_scores_never_
 
     run, store, labels, tmp = drifting_store
     store = Path(shutil.copytree(store, tmp_path / "store"))
-    opened = Store.open(store)
-    try:
-        for uid, found in list(labels.items())[:200]:
-            opened.add_verdicts(uid, {"Effusion": "present" if "Effusion" in found else "absent"}, "dr.m")
-    finally:
-        opened.close()
+    effusion_verdicts(store, labels, 200)
     image = next((tmp / "a").rglob("*.png"))
     port = free_port()
     scored, stop = [], threading.Event()
