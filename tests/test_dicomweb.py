@@ -36,7 +36,7 @@ def test_orthanc_sends_by_stow_rs_and_gets_the_sr_back_by_stow_rs(ungated_run, t
                      "Servers": {"chestaid": [f"http://127.0.0.1:{stow_port}/dicom-web/"]}}})
     try:
         node = Node(NodeConfig(run=Path(ungated_run.root), store=tmp_path / "store", port=0, host="127.0.0.1",
-                               dicomweb_port=stow_port, heat_maps=True,
+                               dicomweb_port=stow_port, heat_maps=True, per_image_results=True,
                                send_to=[f"http://127.0.0.1:{orthanc.http}/dicom-web"])).start()
         files = [phantom(tmp_path / f"{k}.dcm", "1.2.826.0.1.3680043.8.498.91", k) for k in range(2)]
         for f in files:

@@ -65,6 +65,7 @@ def test_a_report_bundle_per_scored_image_valid_r4_exactly_once_across_an_outage
     port = free_port()
     node = Node(NodeConfig(run=Path(ungated_run.root), store=tmp_path / "store", port=0, host="127.0.0.1",
                            fhir_url=[f"http://127.0.0.1:{port}/fhir"], heat_maps=False, retry_delay=0.5,
+                           study_quiet_period=None,
                            max_retry_delay=1.0, send_tries=20)).start()
     server = None
     try:

@@ -61,7 +61,7 @@ def test_tls_in_with_client_certificates_and_out_to_a_tls_pacs(ungated_run, tmp_
     tls = TlsSettings(certs["node"], certs["node.key"], certs["ca"], require_client_cert=True)
     node = Node(NodeConfig(run=Path(ungated_run.root), store=tmp_path / "store", port=0, host="127.0.0.1",
                            send_to=[f"PACS@127.0.0.1:{pacs_port}+tls", f"PACS@127.0.0.1:{pacs_port}"],
-                           heat_maps=False, send_tries=1, tls=tls)).start()
+                           heat_maps=False, send_tries=1, tls=tls, per_image_results=True)).start()
     files = [phantom(tmp_path / f"{k}.dcm", "1.2.826.0.1.3680043.8.498.81", k) for k in range(3)]
     try:
         ok = storescu(node.port, "+tls", certs["modality.key"], certs["modality"], "+cf", certs["ca"], files=files[:2])
@@ -100,7 +100,7 @@ def test_a_destination_with_a_certificate_the_node_cannot_verify_is_a_reason_in_
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, 30, pacs)
     node = Node(NodeConfig(run=Path(ungated_run.root), store=tmp_path / "store", port=0, host="127.0.0.1",
-                           send_to=[f"PACS@127.0.0.1:{port}+tls"], heat_maps=False, send_tries=1,
+                           send_to=[f"PACS@127.0.0.1:{port}+tls"], heat_maps=False, send_tries=1, per_image_results=True,
                            tls=TlsSettings(certs["node"], certs["node.key"], certs["ca"]))).start()
     try:
         done = storescu(node.port, "+tls", certs["modality.key"], certs["modality"], "+cf", certs["ca"],

@@ -6,10 +6,13 @@ from enum import Enum
 
 
 class Refusal(str, Enum):
-    """NONE: scored. HEADER: its DICOM tags say it is not what the model was made for (a lateral view, another body
-    part or modality). GATE: the input gate found it unlike the training images (a distance over the threshold)."""
+    """NONE: scored. VIEW: its DICOM tags say it is another image of a chest study, one this model does not read (a
+    lateral or decubitus view, a CT scout): a normal part of a study, not an alarm. HEADER: its DICOM tags say it is
+    not what the model was made for (another body part; another modality outside a chest study). GATE: the input gate
+    found it unlike the training images (a distance over the threshold)."""
 
     NONE = ""
+    VIEW = "view"
     HEADER = "header"
     GATE = "input gate"
 

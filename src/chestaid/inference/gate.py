@@ -144,9 +144,20 @@ class DistanceGate:
                                 "RUN to refit it") from e
 
 
+def tag_kind(ds) -> Refusal:
+    """What a refusal by `ds`'s tags is: VIEW when the header names the chest (or is a lateral view with no body
+    part), so that the image is another part of a chest study this model does not read; else HEADER."""
+    part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    chest = part in CHEST_PARTS or (not part and view in LATERAL_VIEWS)
+    return Refusal.VIEW if chest else Refusal.HEADER
+
+
 def refusal_of(gate: "DistanceGate | None", header, distance: float | None) -> tuple[str, Refusal]:
     """(the reason, what refused it) for one image: its DICOM tags first (`header`, None when not DICOM), then the
     input gate; ("", NONE) when neither refuses it."""
     by_tags = tag_refusal(header) if header is not None else ""
-    by_gate = "" if by_tags or gate is None else gate.refusal(distance)
-    return by_tags or by_gate, Refusal.HEADER if by_tags else Refusal.GATE if by_gate else Refusal.NONE
+    if by_tags:
+        return by_tags, tag_kind(header)
+    by_gate = "" if gate is None else gate.refusal(distance)
+    return by_gate, Refusal.GATE if by_gate else Refusal.NONE

@@ -38,7 +38,7 @@ from chestaid.store.reviews import ReviewsMixin
 
 DB_NAME = "chestaid-node.sqlite"
 STATES = tuple(s.value for s in State)
-OUTBOX_STATES = ("pending", "sent", "dead")
+OUTBOX_STATES = ("pending", "sent", "dead", "superseded")  # superseded: a newer version replaced it unsent
 SCHEMA_VERSION = 2  # 1: before versions were recorded (user_version 0); 2: study_date, view, refusal, down_tries
 CLAIM_TIMEOUT = 120.0  # seconds a second copy of an instance waits for the first to be stored
 

@@ -16,6 +16,7 @@ class State(str, Enum):
 
     QUEUED = "queued"
     SCORED = "scored"
+    NOT_READ = "not read"  # another image of a chest study (a lateral, a CT scout): not read by this model
     REFUSED = "refused"
     UNREADABLE = "unreadable"
     IGNORED = "ignored"

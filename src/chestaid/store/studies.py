@@ -56,10 +56,14 @@ class StudiesMixin:
         return True
 
     def study_reported(self, study_uid: str, version: int, result_uid: str, covered: list[str],
-                       results: list[dict]) -> None:
-        """Record a study's new current result and queue its objects, in one transaction."""
+                       results: list[dict], replaced: list[str] = ()) -> None:
+        """Record a study's new current result and queue its objects, in one transaction; earlier results of the
+        `replaced` kinds still pending for the study are superseded (never sent after the new one)."""
         now = time.time()
         with self._tx() as db:
+            for kind in replaced:
+                db.execute("UPDATE outbox SET state = 'superseded', last_error = ? WHERE source_uid = ? AND kind = ? "
+                           "AND state = 'pending'", (f"superseded by version {version}", study_uid, kind))
             db.execute("INSERT INTO studies (study_uid, version, result_uid, covered, reported_at) VALUES (?,?,?,?,?) "
                        "ON CONFLICT(study_uid) DO UPDATE SET version = excluded.version, result_uid = "
                        "excluded.result_uid, covered = excluded.covered, reported_at = excluded.reported_at",

@@ -49,7 +49,11 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
              "--idle-timeout", min=1.0, help="seconds an association may stay silent before it is aborted")] = 300.0,
          study_quiet_period: Annotated[float, typer.Option(
              "--study-quiet-period", min=0.0, help="seconds without a new image after which a study is complete and "
-                                                   "gets its study result (0: no study results)")] = 60.0,
+                                                   "gets its study result (0: no study results; an SR per "
+                                                   "image instead)")] = 60.0,
+         per_image_results: Annotated[bool, typer.Option(
+             "--per-image-results", help="also send an SR (and a FHIR report) per image beside the study results; "
+                                         "they are always kept in the store")] = False,
          request_timeout: Annotated[float, typer.Option(
              "--request-timeout", min=1.0, help="seconds a connection may take to ask for an association before it "
                                                 "is closed")] = 30.0,
@@ -77,8 +81,9 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
              "--dicomweb-users", help="the page's users file: STOW-RS needs one of its bearer tokens (required "
                                       "off loopback, with TLS)")] = None,
          fhir_url: Annotated[Optional[str], typer.Option(
-             "--fhir-url", help="FHIR R4 server base(s): a DiagnosticReport bundle per scored image, exactly once "
-                                "(comma-separated)")] = None,
+             "--fhir-url", help="FHIR R4 server base(s): a DiagnosticReport per study (per scored image with "
+                                "--per-image-results or without study results), exactly once (comma-separated)")]
+         = None,
          metrics_port: Annotated[Optional[int], typer.Option(
              "--metrics-port", min=0, max=65535, help="Prometheus metrics on this port (GET /metrics)")] = None,
          health_port: Annotated[Optional[int], typer.Option(
@@ -90,8 +95,9 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
          = None,
          metrics_host: Annotated[str, typer.Option(
              "--metrics-host", help="address of the metrics and health endpoints")] = "127.0.0.1") -> None:
-    """A DICOM node: receive by C-STORE, score each image on arrival into the store's worklist, send an SR per
-    image and a heat map per scored image to --send-to. Stops on Ctrl-C or SIGTERM; a restart resumes."""
+    """A DICOM node: receive by C-STORE, score each image on arrival into the store's worklist, send a heat map per
+    scored image and, once a study is complete, one SR per study to --send-to. Stops on Ctrl-C or SIGTERM; a restart
+    resumes."""
     from chestaid.apps.node.node import Node, NodeConfig
     from chestaid.apps.node.tls import TlsSettings
 
@@ -104,7 +110,7 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
     config = NodeConfig(run=Path(run), store=Path(store), port=port, ae_title=ae_title, host=host,
                         send_to=_split(send_to), allow=_split(allow), max_associations=max_associations,
                         idle_timeout=idle_timeout, request_timeout=request_timeout, batch_size=batch_size,
-                        study_quiet_period=study_quiet_period or None,
+                        study_quiet_period=study_quiet_period or None, per_image_results=per_image_results,
                         heat_maps=heat_maps, send_tries=send_tries, retry_delay=retry_delay,
                         max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device,
                         tls=TlsSettings(tls_cert, tls_key, tls_ca, tls_require_client_cert).check(),
@@ -130,7 +136,7 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
 def worklist(store: Annotated[Path, typer.Argument(help="a node's --store folder")],
              as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False,
              status: Annotated[Optional[str], typer.Option(
-                 help="only this state: queued, scored, refused, unreadable or ignored")] = None,
+                 help="only this state: queued, scored, 'not read', refused, unreadable or ignored")] = None,
              quiet_period: Annotated[float, typer.Option(
                  "--quiet-period", min=0.0, help="seconds without a new image after which a study is complete")]
              = 60.0,

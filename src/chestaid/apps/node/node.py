@@ -51,6 +51,7 @@ class NodeConfig:
     metrics_port: int | None = None  # Prometheus metrics (chestaid.apps.node.metrics); None: none
     metrics_host: str = "127.0.0.1"
     study_quiet_period: float | None = 60.0  # a study is complete this long after its last image; None: no studies
+    per_image_results: bool = False  # per-image SRs and FHIR reports sent beside study results (always without them)
     health_port: int | None = None  # /healthz and /readyz (chestaid.apps.node.health); None: none
     health_host: str = "127.0.0.1"
     ready_max_pending_age: float | None = None  # /readyz unready when a result has been pending longer; None: never
@@ -92,7 +93,8 @@ class Node:
             self.metrics = Metrics(self.store)
         self.worker = Worker(self.store, predictor, algorithm_of(config.run, predictor.backend), self.destinations,
                              config.batch_size, config.heat_maps,
-                             self.metrics.scoring if self.metrics is not None else None)
+                             self.metrics.scoring if self.metrics is not None else None,
+                             per_image=config.per_image_results or config.study_quiet_period is None)
         tls = config.tls.check()
         self.sender = Sender(self.store, config.ae_title, config.send_tries, config.retry_delay,
                              config.max_retry_delay, config.send_timeout, tls)

@@ -1,10 +1,11 @@
 """The node's outputs: two registries, as backbones are one (models.backbone).
 
 A **result writer** makes one kind of result object from a typed `ImageResult` (an SR for every image, a heat map
-for a scored one, a FHIR report bundle …); a **transport** delivers objects of the kinds it accepts to a destination
-(DIMSE C-STORE, STOW-RS, FHIR). The outbox keeps each row's kind and transport by name; the worker asks every
-writer, the sender dispatches each destination's batch to its transport. Adding an output is a module (its writer
-or transport) and one entry here.
+for a scored one, a FHIR report bundle …) or `StudyResult` (the study SR …), in one medium (DICOM or FHIR); a
+**transport** delivers the media it accepts to a destination (DIMSE C-STORE, STOW-RS, FHIR). The outbox keeps each
+row's kind and transport by name; the worker and the study assembler ask every writer, the sender dispatches each
+destination's batch to its transport. Adding an output is a module (its writer or transport), its `Kind` and one
+entry here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ class Kind(str, Enum):
     HEAT_MAP = "sc"  # Secondary Capture heat map of the top finding (results.make_heat_map)
     FHIR_REPORT = "fhir"  # a FHIR R4 transaction Bundle (fhir.report_bundle)
     STUDY_SR = "study-sr"  # one TID 1500 SR per study, a new version superseding the last (study_sr.make_study_sr)
+
+
+class Media(str, Enum):
+    """What a result object is made of, and so which transports can deliver it."""
+
+    DICOM = "dicom"
+    FHIR = "fhir"
 
 
 class Transport(str, Enum):
@@ -58,13 +66,24 @@ class ImageResult:
 
 
 @dataclass(frozen=True)
-class StudyResult:
-    """What the node says about one study: its images' headers (the scored ones; all of them when none was
-    scored), per finding the highest score among its scored images and whether any was flagged (None when none was
-    scored, with `not_analysed` saying why), the version of this result, the instances it covers and the result it
-    supersedes (None for the first)."""
+class StudyImage:
+    """One image of a study as its study result lists it: its header, its state and reason (a `State` value), and
+    for a scored image its own scores and decisions."""
 
-    sources: list
+    source: object
+    state: str
+    reason: str = ""
+    risk: np.ndarray | None = None
+    decisions: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What the node says about one study: every image of it with a readable header, per finding the highest score
+    among its scored images and whether any was flagged (None when none was scored, with `not_analysed` saying why),
+    the version of this result, the instances it covers and the result it supersedes (None for the first)."""
+
+    images: list[StudyImage]
     algorithm: object
     labels: list[str]
     risk: np.ndarray | None
@@ -74,6 +93,10 @@ class StudyResult:
     covered: list[str]
     previous: object | None = None
     not_analysed: str = ""
+
+    @property
+    def scored(self) -> list[StudyImage]:
+        return [i for i in self.images if i.risk is not None]
 
 
 @dataclass(frozen=True)
@@ -129,18 +152,31 @@ class Destination:
             return self.url
         return f"{self.ae_title}@{self.host}:{self.port}" + ("+tls" if self.tls else "")
 
-    @property
-    def accepts(self) -> frozenset[Kind]:
-        return TRANSPORTS[self.transport].accepts
+    def takes(self, kind: Kind) -> bool:
+        """Whether this destination's transport delivers results of `kind`."""
+        return writer_of(kind).media in TRANSPORTS[self.transport].media
 
 
 @dataclass(frozen=True)
 class TransportSpec:
-    """A transport: the kinds it delivers and its send function, `send(sender, destination, rows)` (one batch of
+    """A transport: the media it delivers and its send function, `send(sender, destination, rows)` (one batch of
     outbox rows for one destination; it records each row sent or failed through the sender)."""
 
-    accepts: frozenset[Kind]
+    media: frozenset[Media]
     send: Callable = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Writer:
+    """A result writer: its medium, `build(result)` → a ResultObject or None (nothing for this result), and whether
+    it makes one object per image that a node making study results sends only where the site asks for it
+    (`--per-image-results`; it is still kept in the store when it is a KEPT kind)."""
+
+    media: Media
+    build: Callable = field(repr=False)
+    per_image: bool = False
+    replaces: bool = False  # a study result's new version replaces the last at its destination: an older one not
+    #                         yet sent is not sent at all (a FHIR update), rather than sent after it (an SR's chain)
 
 
 def _sr(result: ImageResult) -> ResultObject:
@@ -178,8 +214,8 @@ def _study_sr(result: StudyResult) -> ResultObject:
     return ResultObject(Kind.STUDY_SR, str(ds.SOPInstanceUID), str(ds.SOPClassUID), encode(ds))
 
 
-STUDY_WRITERS: dict[Kind, Callable[[StudyResult], ResultObject | None]] = {Kind.STUDY_SR: _study_sr}
 KEPT = frozenset({Kind.SR, Kind.HEAT_MAP})  # made for every image, destinations or not: the store's own results
+
 
 def queue_made(store, made: ResultObject, destinations: list[Destination]) -> list[dict]:
     """`made` written durably into the store's results, and its outbox rows: one per destination taking its kind
@@ -190,12 +226,20 @@ def queue_made(store, made: ResultObject, destinations: list[Destination]) -> li
     durable_write(path, made.data)
     return [{"kind": made.kind.value, "uid": made.uid, "sop_class": made.sop_class,
              "path": str(path.relative_to(store.root)), "destination": str(d), "transport": d.transport.value}
-            for d in destinations if made.kind in d.accepts]
+            for d in destinations if d.takes(made.kind)]
 
 
-# The registries: a writer per kind (None when it makes nothing for this image), a transport per way of delivery
-WRITERS: dict[Kind, Callable[[ImageResult], ResultObject | None]] = {
-    Kind.SR: _sr, Kind.HEAT_MAP: _heat_map, Kind.FHIR_REPORT: _fhir_report}
+def writer_of(kind: Kind) -> Writer:
+    return WRITERS.get(kind) or STUDY_WRITERS[kind]
+
+
+# The registries: a writer per kind, of an image's result or of a study's; a transport per way of delivery
+WRITERS: dict[Kind, Writer] = {
+    Kind.SR: Writer(Media.DICOM, _sr, per_image=True),
+    Kind.HEAT_MAP: Writer(Media.DICOM, _heat_map),
+    Kind.FHIR_REPORT: Writer(Media.FHIR, _fhir_report, per_image=True)}
+STUDY_WRITERS: dict[Kind, Writer] = {
+    Kind.STUDY_SR: Writer(Media.DICOM, _study_sr)}
 
 
 def _send_dimse(sender, destination, rows):
@@ -211,6 +255,6 @@ def _send_fhir(sender, destination, rows):
 
 
 TRANSPORTS: dict[Transport, TransportSpec] = {
-    Transport.DIMSE: TransportSpec(frozenset({Kind.SR, Kind.HEAT_MAP, Kind.STUDY_SR}), _send_dimse),
-    Transport.STOW_RS: TransportSpec(frozenset({Kind.SR, Kind.HEAT_MAP, Kind.STUDY_SR}), _send_stow),
-    Transport.FHIR: TransportSpec(frozenset({Kind.FHIR_REPORT}), _send_fhir)}
+    Transport.DIMSE: TransportSpec(frozenset({Media.DICOM}), _send_dimse),
+    Transport.STOW_RS: TransportSpec(frozenset({Media.DICOM}), _send_stow),
+    Transport.FHIR: TransportSpec(frozenset({Media.FHIR}), _send_fhir)}

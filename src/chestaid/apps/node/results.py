@@ -175,15 +175,16 @@ def report_sr(algorithm: Algorithm, groups: list, evidence: list, series_uid: st
 
 
 def finding_groups(sop_uid: str, algorithm: Algorithm, images: list, labels: list[str], risk, decisions,
-                   thresholds: dict[str, float] | None, not_analysed: str = "") -> list:
+                   thresholds: dict[str, float] | None, not_analysed: str = "", scope: str = "") -> list:
     """The TID 1500 measurement groups of a result about `images`: one per finding (its code, present/absent at
-    the run's threshold, the score), or one saying it was not analysed and why."""
+    the run's threshold, the score), or one saying it was not analysed and why; `scope` ends each group's tracking
+    identifier (which image of a study it is about)."""
     algo = algorithm.identification()
     groups = []
     if not_analysed:
         group = hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(sop_uid, "not analysed"),
-                                                         identifier="not analysed"),
+                                                         identifier=f"not analysed{scope}"[:64]),
             algorithm_id=algo, source_images=images,
             qualitative_evaluations=[hd.sr.QualitativeEvaluation(ANALYSED, NO)])
         group[0].ContentSequence.append(_text(REASON, not_analysed[:1024]))
@@ -191,7 +192,8 @@ def finding_groups(sop_uid: str, algorithm: Algorithm, images: list, labels: lis
     for k, label in enumerate(labels):
         code = finding_code(label)
         group = hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(sop_uid, label), identifier=label[:64]),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(sop_uid, label),
+                                                         identifier=f"{label}{scope}"[:64]),
             finding_type=code, algorithm_id=algo, source_images=images,
             measurements=[hd.sr.Measurement(name=RISK if algorithm.calibrated else UNCALIBRATED,
                                             value=round(float(risk[k]), 6), unit=NO_UNITS, algorithm_id=algo)],

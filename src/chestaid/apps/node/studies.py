@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pydicom
 
-from chestaid.apps.node.outputs import STUDY_WRITERS, Destination, StudyResult, queue_made
+from chestaid.apps.node.outputs import STUDY_WRITERS, Destination, StudyImage, StudyResult, queue_made
 from chestaid.core.errors import describe
 from chestaid.data.patient import read_header
 from chestaid.store import State, Store
@@ -67,30 +67,33 @@ class StudyAssembler:
     def report(self, due: dict) -> None:
         """The study result of one due study, durable and queued, recorded as the study's current one."""
         store = self.store
-        decided = [store.decision(uid) for uid in due["instances"]]
-        scored = [d for d in decided if d is not None and d.state is State.SCORED and d.scores]
-        headers = [read_header(store.file_of(store.instance(d.sop_uid))) for d in (scored or decided) if d]
-        headers = [h for h in headers if h is not None]
-        if not headers:
+        images = []
+        for d in (store.decision(uid) for uid in due["instances"]):
+            header = read_header(store.file_of(store.instance(d.sop_uid))) if d is not None else None
+            if header is None:
+                continue  # covered, but with no header to reference (its own row says why)
+            scored = d.state is State.SCORED and bool(d.scores)
+            images.append(StudyImage(header, d.state.value, d.reason,
+                                     np.array([d.scores[f].risk for f in self.labels]) if scored else None,
+                                     np.array([d.scores[f].decision for f in self.labels]) if scored else None))
+        if not images:
             raise ValueError("no readable DICOM header among the study's instances")
-        risk = decisions = None
-        why = ""
-        if scored:
-            risk = np.array([[d.scores[f].risk for f in self.labels] for d in scored]).max(axis=0)
-            decisions = np.array([[d.scores[f].decision for f in self.labels] for d in scored]).any(axis=0)
-        else:
-            why = "no image of the study was scored: " + "; ".join(
-                f"{d.state.value}: {d.reason}"[:120] for d in decided[:3] if d)
+        read = [i for i in images if i.risk is not None]
+        risk = np.max([i.risk for i in read], axis=0) if read else None  # the study rule: the highest score
+        decisions = np.any([i.decisions for i in read], axis=0) if read else None  # and present when any image says so
+        why = "" if read else "no image of the study was read: " + "; ".join(
+            f"{i.state}: {i.reason}"[:120] for i in images[:3])
         previous = pydicom.dcmread(store.result_path(due["result_uid"])) if due["result_uid"] else None
-        result = StudyResult(headers, self.algorithm, self.labels, risk, decisions, self.thresholds,
+        result = StudyResult(images, self.algorithm, self.labels, risk, decisions, self.thresholds,
                              due["version"] + 1, due["instances"], previous, why)
-        rows, uid = [], ""
-        for kind, write in STUDY_WRITERS.items():
-            made = write(result)
+        rows, uid, replaced = [], "", []
+        for kind, writer in STUDY_WRITERS.items():
+            made = writer.build(result)
             if made is not None:
                 uid = uid or made.uid
                 rows += queue_made(store, made, self.destinations)
-        store.study_reported(due["study_uid"], result.version, uid, due["instances"], rows)
+                replaced += [kind.value] if writer.replaces else []
+        store.study_reported(due["study_uid"], result.version, uid, due["instances"], rows, replaced)
         self._failed.pop(due["study_uid"], None)
-        log.info("study %s: result version %d (%d of %d instance(s) scored)%s", due["study_uid"], result.version,
-                 len(scored), len(due["instances"]), "; supersedes the previous" if previous is not None else "")
+        log.info("study %s: result version %d (%d of %d instance(s) read)%s", due["study_uid"], result.version,
+                 len(read), len(due["instances"]), "; supersedes the previous" if previous is not None else "")

@@ -1,9 +1,9 @@
 """The worker: scores queued instances in batches through the Predictor, outside the C-STORE handler.
 
-Each instance ends in one state with its reason: scored (risk per finding, decisions, top finding), refused
-(the input gate: tags or distance), unreadable (the decoder's reason) — `ignored` is decided at receipt. Its
-result objects (an SR for every image; a Secondary Capture heat map of the top finding for a scored one) are
-written durably, then the state and the outbox rows are committed in one transaction: a crash in between
+Each instance ends in one state with its reason: scored (risk per finding, decisions, top finding), not read
+(another image of a chest study: a lateral, a CT scout), refused (the input gate: tags or distance), unreadable (the
+decoder's reason) — `ignored` is decided at receipt. Its result objects (an SR for every image; a Secondary Capture
+heat map of the top finding for a scored one; what else the writers make for its destinations) are written durably, then the state and the outbox rows are committed in one transaction: a crash in between
 re-scores the instance at the next start and makes the same objects again (deterministic UIDs).
 """
 
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from chestaid.apps.node.outputs import KEPT, WRITERS, Destination, ImageResult, ResultObject, queue_made
+from chestaid.apps.node.outputs import KEPT, WRITERS, Destination, ImageResult, ResultObject, Writer, queue_made
 from chestaid.apps.node.results import Algorithm
 from chestaid.store import Store
 from chestaid.core.errors import describe
@@ -43,12 +43,13 @@ class Worker:
     """A thread that scores what the receiver queued; `wake()` after each receipt, `stop()` to end."""
 
     def __init__(self, store: Store, predictor, algorithm: Algorithm, destinations: list[str] | None = None,
-                 batch_size: int = 16, heat_maps: bool = True, latency=None) -> None:
+                 batch_size: int = 16, heat_maps: bool = True, latency=None, per_image: bool = True) -> None:
         self.latency = latency  # a prometheus Histogram of seconds per instance (chestaid.apps.node.metrics)
         self.store, self.predictor, self.algorithm = store, predictor, algorithm
         self.destinations = [Destination.parse(d) for d in destinations or []]
-        wanted = KEPT | {kind for d in self.destinations for kind in d.accepts}
-        self.writers = {kind: write for kind, write in WRITERS.items() if kind in wanted}
+        self.per_image = per_image  # per-image SRs and FHIR reports sent (False: kept; the study results are sent)
+        self.writers = {kind: w for kind, w in WRITERS.items()
+                        if kind in KEPT or (self._sent(w) and any(d.takes(kind) for d in self.destinations))}
         self.batch_size, self.heat_maps = batch_size, heat_maps
         self.labels = list(predictor.task.labels)
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -99,8 +100,9 @@ class Worker:
         for path, reason in failed:
             self._not_analysed(by_path[path], "unreadable", reason)
         refused = [s for s in scored if s.refused]
-        for s in refused:
-            self._not_analysed(by_path[s.path], "refused", s.refusal, s.distance, s.refusal_kind)
+        for s in refused:  # another view of a chest study is not read; anything else is refused
+            state = "not read" if s.refusal_kind is Refusal.VIEW else "refused"
+            self._not_analysed(by_path[s.path], state, s.refusal, s.distance, s.refusal_kind)
         good = [s for s in scored if not s.refused]
         cams = self._cams(good) if good and self.heat_maps else [None] * len(good)
         for s, cam in zip(good, cams):
@@ -124,11 +126,14 @@ class Worker:
         """Every object the writers make for `result` (the DICOM objects always, kept in the store; other kinds
         where a destination takes them), made durable, and an outbox row for each destination taking it."""
         queued = []
-        for kind, write in self.writers.items():
-            made: ResultObject | None = write(result)
+        for writer in self.writers.values():
+            made: ResultObject | None = writer.build(result)
             if made is not None:
-                queued += queue_made(self.store, made, self.destinations)
+                queued += queue_made(self.store, made, self.destinations if self._sent(writer) else [])
         return queued
+
+    def _sent(self, writer: Writer) -> bool:
+        return self.per_image or not writer.per_image
 
     def _source(self, row):
         header = read_header(self.store.file_of(row))
