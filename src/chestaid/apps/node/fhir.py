@@ -23,62 +23,84 @@ LOINC, SCT, UCUM = "http://loinc.org", "http://snomed.info/sct", "http://unitsof
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 CHESTAID_CODES = "urn:chestaid:finding"  # a run's own labels where no SNOMED CT code is known
 URN_UID = "urn:ietf:rfc:3986"
+RADIOLOGY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD"}]}
 
 
-def _uid(value: str) -> dict:
+def uid_identifier(value: str) -> dict:
     return {"system": URN_UID, "value": f"urn:oid:{value}"}
 
 
-def _finding(label: str) -> dict:
+def finding_concept(label: str) -> dict:
     if label in FINDING_CODES:
         code, _, meaning = FINDING_CODES[label]
         return {"coding": [{"system": SCT, "code": code, "display": meaning}], "text": label}
     return {"coding": [{"system": CHESTAID_CODES, "code": label, "display": label.replace("_", " ")}], "text": label}
 
 
-def report_bundle(source, algorithm: Algorithm, labels: list[str], risk, decisions) -> tuple[dict, str]:
-    """The transaction Bundle of one scored image (`source`: its DICOM header), and the UID that keys it (its
-    DiagnosticReport's identifier, the outbox's result UID)."""
-    sop_uid, study_uid = str(source.SOPInstanceUID), str(source.StudyInstanceUID)
-    key = derived_uid("chestaid", "fhir", sop_uid, algorithm.run_name, algorithm.weights_sha256)
+def patient_of(source) -> dict | None:
+    """The patient as the DICOM header identifies it (PatientID, its issuer when given); None without one."""
     patient_id = str(source.get("PatientID", "") or "")
     issuer = str(source.get("IssuerOfPatientID", "") or "")
-    patient = ({"identifier": {"value": patient_id, **({"system": f"urn:dicom:issuer:{issuer}"} if issuer else {})}}
-               if patient_id else None)
-    study = {"identifier": _uid(study_uid), "type": "ImagingStudy"}
+    return ({"identifier": {"value": patient_id, **({"system": f"urn:dicom:issuer:{issuer}"} if issuer else {})}}
+            if patient_id else None)
+
+
+def study_of(source) -> dict:
+    return {"identifier": uid_identifier(str(source.StudyInstanceUID)), "type": "ImagingStudy"}
+
+
+def device_entry(algorithm: Algorithm) -> tuple[str, dict]:
+    """(its reference, the bundle entry) of the model as a Device, created once per run."""
     device_key = derived_uid("chestaid", "device", algorithm.run_name, algorithm.weights_sha256)
     device_ref = f"urn:uuid:{_uuid(device_key)}"
     scores = score_name(algorithm.calibrated)
-    entries = [_entry(device_ref, "Device", {
-        "resourceType": "Device", "identifier": [_uid(device_key)],
+    return device_ref, bundle_entry(device_ref, "Device", {
+        "resourceType": "Device", "identifier": [uid_identifier(device_key)],
         "deviceName": [{"name": f"chestaid {algorithm.run_name}"[:64], "type": "model-name"}],
         "version": [{"value": algorithm.version}],
         "note": [{"text": f"weights sha256 {algorithm.weights_sha256}; its numbers are {scores}s, not "
-                          "probabilities; triage support, not a diagnosis"}]}, device_key)]
-    observations = []
+                          "probabilities; triage support, not a diagnosis"}]}, device_key)
+
+
+def finding_entries(key: str, algorithm: Algorithm, labels: list[str], risk, decisions, patient: dict | None,
+                    study: dict, device_ref: str, status: str = "preliminary",
+                    update: bool = False) -> tuple[list[dict], list[dict]]:
+    """(the references, the bundle entries) of one Observation per finding, keyed under `key`."""
+    scores = score_name(algorithm.calibrated)
+    references, entries = [], []
     for k, label in enumerate(labels):
         obs_key = derived_uid(key, label)
         ref = f"urn:uuid:{_uuid(obs_key)}"
-        observations.append({"reference": ref})
-        entries.append(_entry(ref, "Observation", {
-            "resourceType": "Observation", "identifier": [_uid(obs_key)], "status": "preliminary",
+        references.append({"reference": ref})
+        entries.append(bundle_entry(ref, "Observation", {
+            "resourceType": "Observation", "identifier": [uid_identifier(obs_key)], "status": status,
             "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
                                       "code": "imaging"}]}],
-            "code": _finding(label), **({"subject": patient} if patient else {}),
+            "code": finding_concept(label), **({"subject": patient} if patient else {}),
             "valueQuantity": {"value": round(float(risk[k]), 6), "unit": scores, "system": UCUM, "code": "1"},
             "interpretation": [{"coding": [{"system": INTERPRETATION, "code": "POS" if decisions[k] else "NEG"}],
                                 "text": f"{'present' if decisions[k] else 'absent'} at the run's threshold"}],
             "method": {"text": f"chestaid {algorithm.version}, run {algorithm.run_name} ({scores})"},
-            "device": {"reference": device_ref}, "derivedFrom": [study]}, obs_key))
+            "device": {"reference": device_ref}, "derivedFrom": [study]}, obs_key, update))
+    return references, entries
+
+
+def report_bundle(source, algorithm: Algorithm, labels: list[str], risk, decisions) -> tuple[dict, str]:
+    """The transaction Bundle of one scored image (`source`: its DICOM header), and the UID that keys it (its
+    DiagnosticReport's identifier, the outbox's result UID)."""
+    key = derived_uid("chestaid", "fhir", str(source.SOPInstanceUID), algorithm.run_name, algorithm.weights_sha256)
+    patient, study = patient_of(source), study_of(source)
+    device_ref, device = device_entry(algorithm)
+    observations, entries = finding_entries(key, algorithm, labels, risk, decisions, patient, study, device_ref)
     report_ref = f"urn:uuid:{_uuid(key)}"
-    entries.append(_entry(report_ref, "DiagnosticReport", {
-        "resourceType": "DiagnosticReport", "identifier": [_uid(key)], "status": "preliminary",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD"}]}],
-        "code": {"coding": [{"system": LOINC, "code": "36554-4", "display": "XR Chest Single view"}]},
+    report = bundle_entry(report_ref, "DiagnosticReport", {
+        "resourceType": "DiagnosticReport", "identifier": [uid_identifier(key)], "status": "preliminary",
+        "category": [RADIOLOGY], "code": {"coding": [{"system": LOINC, "code": "36554-4",
+                                                     "display": "XR Chest Single view"}]},
         **({"subject": patient} if patient else {}), "imagingStudy": [study], "result": observations,
-        "conclusion": f"Preliminary, unverified machine result ({scores}s): triage support, not a diagnosis."},
-        key))
-    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}, key
+        "conclusion": f"Preliminary, unverified machine result ({score_name(algorithm.calibrated)}s): triage "
+                      "support, not a diagnosis."}, key)
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [device, *entries, report]}, key
 
 
 def _uuid(uid: str) -> str:
@@ -87,9 +109,13 @@ def _uuid(uid: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_OID, uid))
 
 
-def _entry(full_url: str, kind: str, resource: dict, key: str) -> dict:
-    return {"fullUrl": full_url, "resource": resource,
-            "request": {"method": "POST", "url": kind, "ifNoneExist": f"identifier={URN_UID}|urn:oid:{key}"}}
+def bundle_entry(full_url: str, kind: str, resource: dict, key: str, update: bool = False) -> dict:
+    """A transaction entry keyed by its identifier: a conditional create (`ifNoneExist`: sent twice, made once),
+    or with `update` a conditional update (PUT `kind?identifier=…`: made once, replaced by a later version)."""
+    search = f"identifier={URN_UID}|urn:oid:{key}"
+    request = ({"method": "PUT", "url": f"{kind}?{search}"} if update
+               else {"method": "POST", "url": kind, "ifNoneExist": search})
+    return {"fullUrl": full_url, "resource": resource, "request": request}
 
 
 def post_bundle(url: str, bundle_json: bytes, timeout: float, context=None) -> None:
