@@ -13,7 +13,8 @@ import time
 import numpy as np
 import pydicom
 
-from chestaid.apps.node.outputs import STUDY_WRITERS, Destination, StudyImage, StudyResult, queue_made
+from chestaid.apps.node.outputs import STUDY_WRITERS, Destination, queue_made
+from chestaid.apps.node.result_types import StudyImage, StudyResult
 from chestaid.core.errors import describe
 from chestaid.data.patient import read_header
 from chestaid.store import State, Store

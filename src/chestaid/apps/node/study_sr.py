@@ -16,7 +16,7 @@ from chestaid.apps.node.results import NOTE, _text, derived_uid, finding_groups,
 
 
 if TYPE_CHECKING:
-    from chestaid.apps.node.outputs import StudyResult
+    from chestaid.apps.node.result_types import StudyResult
 
 
 def make_study_sr(result: "StudyResult") -> Dataset:

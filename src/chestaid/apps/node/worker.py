@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from chestaid.apps.node.outputs import KEPT, WRITERS, Destination, ImageResult, ResultObject, Writer, queue_made
+from chestaid.apps.node.outputs import KEPT, WRITERS, Destination, Writer, queue_made
+from chestaid.apps.node.result_types import ImageResult, ResultObject
 from chestaid.apps.node.results import Algorithm
 from chestaid.store import Store
 from chestaid.core.errors import describe
