@@ -22,11 +22,13 @@ pytestmark = [pytest.mark.peers, pytest.mark.skipif(not (DCMTK / "dcmsend").is_f
 
 
 class FhirServer:
-    """A FHIR endpoint that processes transactions with conditional creates, remembers what it created, and
-    can drop its answer (after doing the work) to the first `drop_answers` bundles."""
+    """A FHIR endpoint that processes transactions with conditional creates (POST with ifNoneExist) and conditional
+    updates (PUT Kind?identifier=…), remembers what it holds (`created`: the first version of each; `current`: the
+    last), and can drop its answer (after doing the work) to the first `drop_answers` bundles."""
 
     def __init__(self, port: int, drop_answers: int = 1) -> None:
         self.created: dict[str, dict] = {}  # identifier → resource
+        self.current: dict[str, dict] = {}
         self.bundles: list[dict] = []
         self.drop = drop_answers
         server = self
@@ -39,8 +41,11 @@ class FhirServer:
                 bundle = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.bundles.append(bundle)
                 for entry in bundle["entry"]:
-                    key = entry["request"]["ifNoneExist"].split("|", 1)[1]
+                    request = entry["request"]
+                    key = (request["url"] if request["method"] == "PUT" else request["ifNoneExist"]).split("|", 1)[1]
                     server.created.setdefault(key, entry["resource"])
+                    if request["method"] == "PUT" or key not in server.current:
+                        server.current[key] = entry["resource"]
                 if server.drop > 0:
                     server.drop -= 1
                     self.send_response(503)  # the work is done, the answer is lost
@@ -104,3 +109,39 @@ def test_a_report_bundle_per_scored_image_valid_r4_exactly_once_across_an_outage
     assert effusion["interpretation"][0]["coding"][0]["code"] in ("POS", "NEG")
     assert effusion["valueQuantity"]["unit"] in ("calibrated risk score", "uncalibrated score")
     assert "PHANTOM^TEST" not in json.dumps(server.bundles)  # no patient name
+
+
+def test_a_study_report_is_one_valid_r4_diagnostic_report_per_study_updated_in_place_when_amended(tmp_path):
+    """The study writer: one DiagnosticReport per study (conditional update keyed by the study and the run), the
+    study's findings as Observations, the images not read named in its conclusion; version 2 is "amended" under
+    the same identifier."""
+    import numpy as np
+    import pydicom
+
+    from chestaid.apps.node.result_types import StudyImage, StudyResult
+    from chestaid.apps.node.results import Algorithm
+    from chestaid.apps.node.study_fhir import study_report_bundle
+
+    study = "1.2.826.0.1.3680043.8.498.96"
+    pa, lateral = (pydicom.dcmread(phantom(tmp_path / f"{k}.dcm", study, k), stop_before_pixels=True) for k in (0, 1))
+    lateral.ViewPosition = "LL"
+    labels = ["Effusion", "Pneumothorax"]
+    images = [StudyImage(pa, "scored", "", np.array([0.7, 0.1]), np.array([True, False])),
+              StudyImage(lateral, "not read", "DICOM ViewPosition is LL: a lateral view")]
+    algorithm = Algorithm("1.0", "run-x", "ab" * 32)
+    first, uid1 = study_report_bundle(StudyResult(images, algorithm, labels, np.array([0.7, 0.1]),
+                                                  np.array([True, False]), None, 1, [str(pa.SOPInstanceUID)]))
+    second, uid2 = study_report_bundle(StudyResult(images, algorithm, labels, np.array([0.7, 0.1]),
+                                                   np.array([True, False]), None, 2,
+                                                   [str(pa.SOPInstanceUID), str(lateral.SOPInstanceUID)]))
+    assert uid1 != uid2  # each version its own outbox row
+    for bundle in (first, second):
+        parsed = fhir_bundle.Bundle.model_validate(bundle)
+        assert [e.resource.__resource_type__ for e in parsed.entry].count("DiagnosticReport") == 1
+    reports = [e for b in (first, second) for e in b["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    assert reports[0]["request"] == reports[1]["request"] and reports[0]["request"]["method"] == "PUT"
+    assert [r["resource"]["status"] for r in reports] == ["preliminary", "amended"]
+    report = reports[1]["resource"]
+    assert report["code"]["coding"][0]["code"] == "18748-4" and len(report["result"]) == 2
+    assert "1 of 2 image(s) read" in report["conclusion"] and "not read: DICOM ViewPosition is LL" in report["conclusion"]
+    assert report["imagingStudy"][0]["identifier"]["value"] == f"urn:oid:{study}"

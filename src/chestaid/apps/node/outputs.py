@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import urlsplit
 
+from chestaid.apps.node import study_fhir
 from chestaid.apps.node.result_types import ImageResult, Kind, Media, ResultObject, StudyResult
 from chestaid.core.errors import ChestaidError
 
@@ -156,7 +157,8 @@ WRITERS: dict[Kind, Writer] = {
     Kind.HEAT_MAP: Writer(Media.DICOM, _heat_map),
     Kind.FHIR_REPORT: Writer(Media.FHIR, _fhir_report, per_image=True)}
 STUDY_WRITERS: dict[Kind, Writer] = {
-    Kind.STUDY_SR: Writer(Media.DICOM, _study_sr)}
+    Kind.STUDY_SR: Writer(Media.DICOM, _study_sr),
+    Kind.STUDY_FHIR: Writer(Media.FHIR, study_fhir.write, replaces=True)}
 
 
 def _send_dimse(sender, destination, rows):

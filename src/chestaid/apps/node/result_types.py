@@ -17,6 +17,7 @@ class Kind(str, Enum):
     HEAT_MAP = "sc"  # Secondary Capture heat map of the top finding (results.make_heat_map)
     FHIR_REPORT = "fhir"  # a FHIR R4 transaction Bundle (fhir.report_bundle)
     STUDY_SR = "study-sr"  # one TID 1500 SR per study, a new version superseding the last (study_sr.make_study_sr)
+    STUDY_FHIR = "study-fhir"  # one FHIR DiagnosticReport per study, amended in place (study_fhir.write)
 
 
 class Media(str, Enum):
