@@ -7,6 +7,8 @@ response (the same `accept` as C-STORE: duplicates acknowledged once, a reused U
 conflict); the response is PS3.18's: 200 when all were stored, 202 when some failed, 409 when none was, with the
 ReferencedSOPSequence and FailedSOPSequence (a FailureReason per failed instance) in DICOM JSON. Off loopback it
 needs TLS (the node's --tls-cert/--tls-key) and a bearer token of the page's users file (`chestaid users add`).
+A request addressed to one study (`/studies/{StudyInstanceUID}`) is taken to carry that study whole: the study is
+complete as soon as its images are read, without waiting for its quiet period (an image after it amends the result).
 
 Out: results are POSTed to `{url}/studies` in the same form, from the durable outbox (retries, backoff, dead
 letter); the destination's answer decides per instance.
@@ -116,6 +118,8 @@ class StowServer:
             referenced.append(_item(sop_class, sop_uid))
             if outcome == "stored" and self.on_stored is not None:
                 self.on_stored()
+        if study and referenced:  # a request addressed to one study carries that study: complete once it is read
+            self.store.force_study(study)
         return referenced, failed
 
     def _handler(self):
