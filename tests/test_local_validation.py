@@ -90,7 +90,8 @@ def test_an_uncalibrated_run_is_validated_on_the_store_from_day_one(week_store):
     (row,) = result["per_finding"]
     assert result["scores"].startswith("the scores the node recorded") and row["sensitivity"] is None
     # an independent computation from the worklist's scores and the verdicts
-    worklist = json.loads(subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "worklist", str(store), "--json"],
+    worklist = json.loads(subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "worklist", str(store), "--json",
+                                          "--instances"],
                                          capture_output=True,
                                          text=True, check=True).stdout)
     scores = {r["SOPInstanceUID"]: r["scores"]["Pneumonia"]["risk"] for r in worklist}

@@ -226,12 +226,12 @@ def test_worklist_command_highest_risk_first_json_and_status(run, tmp_path):
         dcmtk("storescu", "-aec", "CHESTAID", "127.0.0.1", node.port, *files)
         wait_for(lambda: settled(store_dir, False), what="all scored")
     runner = CliRunner()
-    table = runner.invoke(_app(), ["worklist", str(store_dir)])
+    table = runner.invoke(_app(), ["worklist", str(store_dir), "--instances"])
     assert table.exit_code == 0, table.output
     lines = table.output.strip().splitlines()
     assert lines[0].split("\t")[:6] == ["received", "PatientID", "AccessionNumber", "StudyInstanceUID",
                                         "SOPInstanceUID", "state"] and len(lines) == 8
-    rows = json.loads(runner.invoke(_app(), ["worklist", str(store_dir), "--json"]).output)
+    rows = json.loads(runner.invoke(_app(), ["worklist", str(store_dir), "--json", "--instances"]).output)
     risks = [r["risk"] for r in rows if r["risk"] is not None]
     assert len(risks) == 6 and risks == sorted(risks, reverse=True) and rows[-1]["state"] == "refused"
     assert rows[0]["PatientID"] == "PHANTOM01" and rows[0]["top_finding"] and rows[0]["scores"]
@@ -443,7 +443,7 @@ def test_orthanc_sends_a_study_to_the_node_and_gets_an_sr_per_image_and_a_heat_m
         assert {o.SeriesDescription for o in kinds["SC"]} == {CAPTION}
         referenced = {o.SourceImageSequence[0].ReferencedSOPInstanceUID for o in kinds["SC"]}
         assert ref.SOPInstanceUID in referenced and uid_of(ct) not in referenced
-        result = CliRunner().invoke(_app(), ["worklist", str(tmp_path / "store"), "--json"])
+        result = CliRunner().invoke(_app(), ["worklist", str(tmp_path / "store"), "--json", "--instances"])
         rows = json.loads(result.output)
         assert sorted(r["SOPInstanceUID"] for r in rows) == sorted(uid_of(p) for p in study)
         assert {r["state"] for r in rows} == {"scored", "not read"}  # the chest study's CT: not read
@@ -508,7 +508,7 @@ def test_a_hostile_header_still_gets_its_results_and_a_reused_uid_with_other_con
     assert (store_dir / conflicts[0]["path"]).is_file()
     warned = [m for m in caplog.messages if "reused with other content" in m]
     assert len(warned) == 1 and "OTHER9999" not in warned[0] and "PHANTOM" not in warned[0]
-    listed = json.loads(CliRunner().invoke(_app(), ["worklist", str(store_dir), "--json"]).stdout)
+    listed = json.loads(CliRunner().invoke(_app(), ["worklist", str(store_dir), "--json", "--instances"]).stdout)
     assert sorted(r["state"] for r in listed) == ["conflict", "scored"]
     results = [pydicom.dcmread(p) for p in (store_dir / "results").rglob("*.dcm")]
     assert len(results) == 2 and "SR" in {o.Modality for o in results}  # the SR and the heat map

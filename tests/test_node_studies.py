@@ -65,9 +65,11 @@ def test_one_result_per_study_after_its_quiet_period_a_late_image_supersedes_it_
 
         from chestaid.apps.cli import app
 
-        listed = CliRunner().invoke(app, ["worklist", str(tmp_path / "store"), "--studies", "--json"])
-        (row,) = json.loads(listed.stdout)
+        listed = CliRunner().invoke(app, ["worklist", str(tmp_path / "store"), "--json"])
+        (row,) = json.loads(listed.stdout)  # one row per study, with its images
         assert (row["StudyInstanceUID"], row["instances"], row["scored"], row["result_version"]) == (study, 3, 3, 2)
+        assert [i["SOPInstanceUID"] for i in row["images"]] == [str(pydicom.dcmread(p).SOPInstanceUID)
+                                                                for p in [*first, late]]
         # a study that would wait an hour is completed at once when forced
         node.studies.quiet_period = 3600
         other = generate_uid()

@@ -9,7 +9,6 @@ a FHIR stand-in holds one DiagnosticReport per study; the node's log reports eac
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import threading
@@ -163,7 +162,17 @@ def test_a_day_of_studies_from_orthanc_one_result_per_study_across_kill_9(run, t
     reported = re.findall(r"study (\S+): result version (\d+)", log.read_text())
     assert sorted(reported) == sorted({(s["study"], str(v)) for n, s in day.items()
                                        for v in ((1, 2) if n == "late image" else (1,))}), reported
-    assert os.path.isdir(store)
+    # `chestaid worklist --json`: one row per study, with its images
+    from typer.testing import CliRunner
+
+    from chestaid.apps.cli import app
+
+    listed = json.loads(CliRunner().invoke(app, ["worklist", str(store), "--json"]).stdout)
+    assert sorted(r["StudyInstanceUID"] for r in listed) == sorted(s["study"] for s in day.values())
+    for name, study in day.items():
+        row = next(r for r in listed if r["StudyInstanceUID"] == study["study"])
+        assert len(row["images"]) == len(study["files"]) and row["scored"] == study["read"], (name, row)
+        assert row["not_read"] == len(study["files"]) - study["read"], (name, row)
 
 
 def _check_the_pacs(orthanc: Orthanc, day: dict, tmp_path: Path) -> None:

@@ -140,12 +140,15 @@ def worklist(store: Annotated[Path, typer.Argument(help="a node's --store folder
              quiet_period: Annotated[float, typer.Option(
                  "--quiet-period", min=0.0, help="seconds without a new image after which a study is complete")]
              = 60.0,
-             studies: Annotated[bool, typer.Option(
-                 "--studies", help="one row per study (its highest risk, flags, current study result)")] = False
+             instances: Annotated[bool, typer.Option(
+                 "--instances", help="one row per instance instead of per study (implied by --status)")] = False,
+             studies: Annotated[bool, typer.Option("--studies", hidden=True, help="(the default)")] = False
              ) -> None:
-    """The node's worklist, highest risk first: every instance with its state and reason, and its results; or,
-    with --studies, every study."""
-    rows, columns = (study_rows(store), STUDY_COLUMNS) if studies else (rows_of(store, status, quiet_period), COLUMNS)
+    """The node's worklist, highest risk first: every study with its highest risk, flags, current study result and
+    (with --json) its images; or, with --instances, every instance with its state, reason and results."""
+    by_instance = instances or status is not None
+    rows, columns = ((rows_of(store, status, quiet_period), COLUMNS) if by_instance
+                     else (study_rows(store), STUDY_COLUMNS))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -1,4 +1,5 @@
-"""The store as a worklist: one row per instance, highest risk first (what `chestaid worklist` prints)."""
+"""The store as a worklist, highest risk first (what `chestaid worklist` prints): one row per study, each with its
+images; or one row per instance."""
 
 from __future__ import annotations
 
@@ -57,13 +58,14 @@ def rows_of(root: str | Path, status: str | None = None, quiet_period: float = 6
         store.close()
 
 
-STUDY_COLUMNS = ["StudyInstanceUID", "PatientID", "AccessionNumber", "instances", "scored", "risk", "top_finding",
-                 "flagged", "result_version", "result_uid", "reported"]
+STUDY_COLUMNS = ["StudyInstanceUID", "PatientID", "AccessionNumber", "instances", "scored", "not_read", "risk",
+                 "top_finding", "flagged", "result_version", "result_uid", "reported"]
 
 
 def study_rows(root: str | Path) -> list[dict]:
-    """The worklist by study, highest risk first: per study its instances, how many were scored, the highest risk
-    among them and its finding, every finding flagged on any image, and its current study result (version, UID)."""
+    """The worklist by study, highest risk first: per study its instances, how many were scored and not read, the
+    highest risk among them and its finding, every finding flagged on any image, its current study result (version,
+    UID), and its images (`images`: each with its state, reason, view, risk and top finding, in the order received)."""
     store = Store.open(root)
     try:
         instances = [i for i in store.instances() if i["state"] != "ignored" and i["study_uid"]]
@@ -81,9 +83,14 @@ def study_rows(root: str | Path) -> list[dict]:
         reported = result.get("reported_at")
         rows.append({"StudyInstanceUID": uid, "PatientID": members[0]["patient_id"],
                      "AccessionNumber": members[0]["accession"], "instances": len(members), "scored": len(scored),
+                     "not_read": sum(i["state"] == "not read" for i in members),
                      "risk": top["risk"] if top else None, "top_finding": top["top_finding"] if top else "",
                      "flagged": "|".join(sorted({f for i in scored for f in i["flagged"].split("|") if f})),
                      "result_version": result.get("version") or None, "result_uid": result.get("result_uid", ""),
                      "reported": datetime.fromtimestamp(reported, timezone.utc).isoformat(timespec="seconds")
-                     if reported else ""})
+                     if reported else "",
+                     "images": [{"SOPInstanceUID": i["sop_uid"], "state": _state(i), "reason": i["reason"],
+                                 "view": i["view"], "Modality": i["modality"], "risk": i["risk"],
+                                 "top_finding": i["top_finding"], "flagged": i["flagged"]}
+                                for i in sorted(members, key=lambda i: i["received_at"])]})
     return sorted(rows, key=lambda r: (r["risk"] is None, -(r["risk"] or 0)))
