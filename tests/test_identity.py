@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pydicom
 
-from chestaid.apps.page.worklist_view import findings_frame, heat_map_refusal, worklist_frame
+from chestaid.apps.page.worklist_cells import findings_frame, heat_map_refusal, images_frame
 from chestaid.inference.identity import run_identity, same_model
 from chestaid.inference.thresholds import Thresholds
 from chestaid.store import Instance, Store
@@ -34,7 +34,7 @@ def test_rows_of_another_model_are_marked_with_their_own_thresholds_and_no_heat_
         store.finish(ds.SOPInstanceUID, "scored", risk=0.5, top="Pneumonia", flagged="",
                      scores={"Pneumonia": {"risk": 0.5, "decision": int(k == 0)}}, model=model)
         uids.append(ds.SOPInstanceUID)
-    frame = worklist_frame(store, ours).set_index("SOPInstanceUID")
+    frame = images_frame(store.instances(), ours).set_index("SOPInstanceUID")  # each image's row in its study
     assert frame.loc[uids[0], "model"] == "this page's model"
     assert frame.loc[uids[1], "model"].startswith("OTHER: B (weights ")
     assert frame.loc[uids[2], "model"] == "OTHER: model not recorded"

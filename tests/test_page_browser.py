@@ -103,6 +103,49 @@ def _arrive(store, dicom: Path, risk: float, labels: list[str], model: dict | No
     return ds.SOPInstanceUID
 
 
+def _open_a_two_image_study(page, store, tmp_path: Path, labels: list[str], ours: dict) -> None:
+    """A PA and its lateral (not read by the model) arrive as one study: one row; clicking it lists both images
+    with their states and opens the read one; a verdict for the whole study goes to its read image."""
+    from node_helpers import phantom
+
+    pa = _arrive(store, phantom(tmp_path / "c.dcm", "1.2.3.6", 2), 0.5, labels, ours)
+    lateral = phantom(tmp_path / "d.dcm", "1.2.3.6", 3)
+    _arrive_not_read(store, lateral)
+    page.wait_for_function("() => document.querySelector('#worklist').innerText.includes('2 image(s)')",
+                           timeout=30_000)
+    page.locator("#worklist").get_by_text("1.2.3.6", exact=True).first.click()  # its row
+    page.wait_for_function("() => document.querySelector('#study-images').innerText.includes('not read')",
+                           timeout=30_000)
+    images = page.inner_text("#study-images")
+    assert pa in images and "a lateral view" in images and images.count("1.2.826") + images.count("1.2.3") >= 2
+    page.wait_for_function(f"() => document.querySelector('#worklist-uid textarea, #worklist-uid input').value"
+                           f" === '{pa}'", timeout=30_000)  # the read image is the one opened
+    assert "1 scored, 1 not read" in page.input_value("#study-status textarea")
+    page.click("#verdict-of-Effusion label:has-text('present')")
+    page.click("#verdict-save-study")
+    page.wait_for_function("() => document.querySelector('#verdicts textarea').value.includes("
+                           "'Study verdicts saved on its 1 read image')", timeout=30_000)
+    assert store.latest_verdicts()[pa]["Effusion"] == "present"
+    assert store.latest_verdicts().get(str(_uid(lateral))) is None  # the lateral was not read: no verdict on it
+
+
+def _uid(path: Path) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def _arrive_not_read(store, dicom: Path) -> None:
+    import pydicom
+
+    from chestaid.store import Instance
+
+    ds = pydicom.dcmread(dicom)
+    store.receive(Instance(ds.SOPInstanceUID, ds.StudyInstanceUID, modality="CR", accession="ACC1",
+                           patient_id=ds.PatientID, study_date=ds.StudyDate, view="LL"), dicom.read_bytes())
+    store.finish(ds.SOPInstanceUID, "not read", "DICOM ViewPosition is LL: a lateral view, not a frontal (PA/AP) one")
+
+
 def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_run, tmp_path):
     from node_helpers import phantom
     from playwright.sync_api import sync_playwright
@@ -122,13 +165,13 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         page.goto(url)
         page.click("button[role=tab]:has-text('Worklist')")
-        page.wait_for_function(f"() => document.querySelector('#worklist').innerText.includes('{first}')")
+        page.wait_for_function("() => document.querySelector('#worklist').innerText.includes('1.2.3.4')")
         assert not page.locator("#analyse").is_visible()  # one tab bar: the Upload tab is hidden now
         second = _arrive(store, phantom(tmp_path / "b.dcm", "1.2.3.5", 1), 0.9, labels, ours)  # while the page is open
-        page.wait_for_function(f"() => document.querySelector('#worklist').innerText.includes('{second}')",
+        page.wait_for_function("() => document.querySelector('#worklist').innerText.includes('1.2.3.5')",
                                timeout=30_000)
-        text = page.inner_text("#worklist")
-        assert text.index(second) < text.index(first)  # highest risk first
+        text = page.inner_text("#worklist")  # one row per study
+        assert text.index("1.2.3.5") < text.index("1.2.3.4") and first not in text  # highest risk first
         page.fill("#worklist-uid textarea, #worklist-uid input", second)
         page.click("#worklist-open")
         page.wait_for_function("() => document.querySelector('#worklist-image img') !== null", timeout=30_000)
@@ -158,10 +201,11 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
                                timeout=30_000)
         verdicts = page.input_value("#verdicts textarea")
         assert "Patient ID PHANTOM01" in verdicts and "6 verdict(s) given in all" in verdicts, verdicts
+        _open_a_two_image_study(page, store, tmp_path, labels, ours)
         page.click("#study-complete")  # the study is complete now, whatever the quiet period
         page.wait_for_function("() => document.querySelector('#worklist-status textarea').value.includes("
                                "'Study completed now')", timeout=30_000)
-        assert store.studies_due(3600) and store.studies_due(3600)[0]["study_uid"] == "1.2.3.5"
+        assert "1.2.3.6" in [d["study_uid"] for d in store.studies_due(3600)]
         page.click("button[role=tab]:has-text('Monitor')")  # this run was never calibrated: no reference yet
         page.click("#monitor-run")
         page.wait_for_function("() => document.querySelector('#monitor-status textarea').value.includes("
@@ -173,9 +217,11 @@ def test_browser_worklist_shows_an_arriving_study_and_audits_its_review(ungated_
     table = subprocess.run([sys.executable, "-m", "chestaid.apps.cli", "audit", str(tmp_path / "store")],
                            capture_output=True, text=True, check=True).stdout.splitlines()
     assert table[0] == "time\tuser\taction\tSOPInstanceUID" and len(table) == 1 + len(rows)
+    pa = next(r["SOPInstanceUID"] for r in rows if r["SOPInstanceUID"] not in (first, second))
     assert [(r["user"], r["action"], r["SOPInstanceUID"]) for r in rows] == [
         ("local", "view", second), ("local", "heat_map", second), ("local", "review", second),
-        ("local", "verdict", second), ("local", "verdict", second), ("local", "complete_study", second)]
+        ("local", "verdict", second), ("local", "verdict", second), ("local", "view", pa), ("local", "verdict", pa),
+        ("local", "complete_study", pa)]
     assert [(h["finding"], h["verdict"]) for h in store.verdict_history(second)] == [
         ("Atelectasis", "present"), ("Effusion", "present"), ("priority appropriate", "yes"),
         ("Atelectasis", "present"), ("Effusion", "absent"), ("priority appropriate", "yes")]
