@@ -158,3 +158,33 @@ def test_no_run_folder_holds_a_local_patients_pixels_or_id(week_store):
             found = [s for s in secrets if s in data] + [c for c in chunks if c in data]
             assert not found, f"{path} holds local patient data: {found[:3]}"
         assert not list(folder.rglob("*.npy"))
+
+
+def test_evaluation_by_study_takes_each_studys_highest_score_and_any_present_verdict(week_store):
+    """--by-study: one case per study — the highest recorded score of its read images, present when any of its
+    verdicts is — equal to an independent computation (here each patient's images, two by two, made studies)."""
+    run, store, truth, tmp = week_store
+    grouped = Path(shutil.copytree(store, tmp / "grouped"))
+    shutil.rmtree(grouped / "evaluations", ignore_errors=True)
+    with sqlite3.connect(grouped / "chestaid-node.sqlite") as db:  # a patient's images two by two: one study
+        rows = db.execute("SELECT sop_uid, patient_id, scores FROM instances ORDER BY sop_uid").fetchall()
+        seen: dict[str, int] = {}
+        study_of = {}
+        for uid, patient_id, _ in rows:
+            seen[patient_id] = seen.get(patient_id, -1) + 1
+            study_of[uid] = f"1.2.826.0.1.3680043.8.498.7.{patient_id[-4:].lstrip('0') or '0'}.{seen[patient_id] // 2}"
+            db.execute("UPDATE instances SET study_uid = ? WHERE sop_uid = ?", (study_of[uid], uid))
+    n = len(set(study_of.values()))
+    said = invoke("evaluate", run, "--data", grouped, "--by-study")
+    assert f"{n} local stud(ies) (40 image(s)" in said, said
+    result = json.loads(next((grouped / "evaluations").glob("*-by-study/metrics.json")).read_text())
+    (row,) = result["per_finding"]
+    best: dict[str, float] = {}
+    present: dict[str, int] = {}
+    for uid, _, scores in rows:
+        study = study_of[uid]
+        best[study] = max(best.get(study, -np.inf), json.loads(scores)["Pneumonia"]["logit"])
+        present[study] = max(present.get(study, 0), truth[uid])
+    keys = sorted(best)
+    assert result["studies"] == n < 40 and row["positives"] == sum(present.values()) < n
+    assert abs(row["roc_auc"] - roc_auc_score([present[k] for k in keys], [best[k] for k in keys])) <= 1e-9

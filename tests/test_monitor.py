@@ -228,3 +228,23 @@ def test_the_monitor_tab_driven_thirty_times_while_another_session_scores_never_
         stop.set()
         other.join(120)
     assert len(scored) >= 1 and all(r["findings"] for r in scored)
+
+
+def test_performance_per_study_counts_a_study_flagged_by_any_read_image_and_present_by_any_verdict():
+    """A study is flagged when any of its read images is, present when any image's verdict says so, absent only
+    when all of them do (else it is not counted)."""
+    from chestaid.workflows.monitor import performance
+
+    def row(uid: str, study: str, flag: int) -> dict:
+        return {"sop_uid": uid, "study_uid": study, "state": "scored", "reason": "", "refusal": "",
+                "scores": json.dumps({"Effusion": {"risk": 0.5, "decision": flag}}), "distance": None,
+                "meta": "{}", "model": None}
+
+    rows = [row("1", "A", 1), row("2", "A", 0), row("3", "B", 0), row("4", "B", 0), row("5", "C", 1),
+            row("6", "C", 0)]
+    verdicts = {"1": {"Effusion": "absent"}, "2": {"Effusion": "present"}, "3": {"Effusion": "absent"},
+                "4": {"Effusion": "absent"}, "5": {"Effusion": "absent"}}
+    per_image = performance(rows, verdicts, ["Effusion"])["Effusion"]
+    assert (per_image["verdicts"], per_image["positives"], per_image["agreement"]) == (5, 1, 2 / 5)
+    per_study = performance(rows, verdicts, ["Effusion"], by_study=True)["Effusion"]
+    assert (per_study["verdicts"], per_study["positives"], per_study["agreement"]) == (2, 1, 1.0)  # A, B; not C

@@ -108,23 +108,24 @@ def thresholds(run: str | Path, policy: str, params: dict[str, float] | None = N
 
 def evaluate(run: str | Path, split: str = "test", *, data: str | Path | None = None,
              label_map: dict[str, str] | str | None = None, since: str | None = None,
-             until: str | None = None) -> dict:
+             until: str | None = None, by_study: bool = False) -> dict:
     """Every metric on the test split (or "val"), plots and RUN/report.html (`chestaid evaluate`); calibrates
     first when the run has not been. Returns the metrics, including `summary`.
 
     `data`: a cache of the run's own task, or another dataset's: when its task differs or `label_map`
     ({model label: data label}, or "A=B,C=D") is given, the run is scored on that cache's test split (split="all": all of it)
     on the shared labels only, into RUN/external/<cache name>-<path digest>/ (external validation; nothing is fitted).
-    A node's store as `data`: its labelled cases (received `since`/`until`): chestaid.workflows.local_validation."""
+    A node's store as `data`: its labelled cases (received `since`/`until`; `by_study`: one case per study):
+    chestaid.workflows.local_validation."""
     from chestaid.workflows.external import evaluate_external, is_external, parse_label_map
     from chestaid.workflows.local_validation import evaluate_on_store
     from chestaid.workflows.runs import evaluate_run
     from chestaid.workflows.verdicts import is_store
 
     if is_store(data):  # a node's store: its instances with clinicians' verdicts
-        return evaluate_on_store(run, data, since, until)
-    if since or until:
-        raise ChestaidError("since/until choose a node's store's cases (data=STORE) by the day they arrived")
+        return evaluate_on_store(run, data, since, until, by_study)
+    if since or until or by_study:
+        raise ChestaidError("since/until/by_study choose a node's store's cases (data=STORE)")
     label_map = parse_label_map(label_map) if isinstance(label_map, str) else label_map
     if data is not None and (label_map or split == "all"):
         return evaluate_external(run, data, label_map, split)

@@ -11,7 +11,9 @@ def print_local(result: dict) -> None:
     """Local validation on a node's store: per finding and mean ROC-AUC with intervals, and what does not apply."""
     from chestaid.api import with_interval
 
-    console.print(f"{result['images']} local case(s) of {result['patients']} patient(s), received "
+    cases = (f"{result['studies']} local stud(ies) ({result['images']} image(s); {result['unit']})"
+             if "studies" in result else f"{result['images']} local case(s)")
+    console.print(f"{cases} of {result['patients']} patient(s), received "
                   f"{result['received']['from']} to {result['received']['to']}; scores: {escape(result['scores'])}"
                   + (f"; {result['calibration_cases_left_out']} case(s) this version was calibrated on left out"
                      if result["calibration_cases_left_out"] else ""), highlight=False)

@@ -67,14 +67,19 @@ def evaluate(run: Path, split: Annotated[str, typer.Option(
              since: Annotated[Optional[str], typer.Option(
                  help="with a node's store as --data: only cases received on or after this day (YYYY-MM-DD)")] = None,
              until: Annotated[Optional[str], typer.Option(
-                 help="with a node's store as --data: only cases received on or before this day")] = None) -> None:
+                 help="with a node's store as --data: only cases received on or before this day")] = None,
+             by_study: Annotated[bool, typer.Option(
+                 "--by-study", help="with a node's store as --data: one case per study (per finding its highest "
+                                    "score and any flag over its read images; present when any verdict is)")]
+             = False) -> None:
     """Every metric on the test split, plots and RUN/report.html (fits calibration and thresholds on validation
     first when the run has none); or, on another dataset, the shared labels (external validation)."""
     import chestaid
     from chestaid.api import with_interval
     from chestaid.core.tasks import headline_metrics
 
-    result = chestaid.evaluate(run, split, data=data, label_map=label_map, since=since, until=until)
+    result = chestaid.evaluate(run, split, data=data, label_map=label_map, since=since, until=until,
+                               by_study=by_study)
     if result.get("local"):
         print_local(result)
         return

@@ -31,7 +31,9 @@ def write_external_report(path: str | Path, result: dict) -> Path:
         f"</head><body><h1>External evaluation: run <code>{html.escape(result['run'])}</code> on "
         f"<code>{html.escape(Path(result['data']).name)}</code></h1>"
         f"<p><b>External data</b> ({html.escape(result['data_task'])} task, {html.escape(result['split'])} split: "
-        f"{result['images']} images of {result['patients']} patients). Only the labels both share are scored; "
+        f"{result['images']} images"
+        + (f" in {result['studies']} studies, one case per study: {html.escape(result['unit'])}" if "studies" in result
+           else "") + f" of {result['patients']} patients). Only the labels both share are scored; "
         f"label map: {html.escape(', '.join(f'{k} = {v}' for k, v in result['label_map'].items()))}. "
         f"{html.escape(result['note'])}; {html.escape(refused)}. Risk scores are calibrated risk scores, not "
         "probabilities; this is triage support, not a diagnosis.</p>"

@@ -46,14 +46,16 @@ def _signals(window: dict) -> str:
             f"<th>reference</th><th></th></tr>{rows}</table>")
 
 
-def _performance(window: dict) -> str:
-    found = window.get("performance") or {}
+def _performance(window: dict, key: str = "performance", unit: str = "image") -> str:
+    found = window.get(key) or {}
     if not found:
-        return "<p class=note>Performance: no verdicts in this window.</p>"
+        return f"<p class=note>Performance per {unit}: no verdicts in this window.</p>" if unit == "image" else ""
     rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{p['verdicts']}</td><td>{p['positives']}</td>"
                    f"<td>{figure(p['sensitivity'])}</td><td>{figure(p['specificity'])}</td><td>{figure(p['ppv'])}</td>"
                    f"<td>{p['agreement']:.2f}</td></tr>" for name, p in found.items())
-    return ("<table><tr><th>finding</th><th>verdicts</th><th>present</th><th>sensitivity (95% CI)</th>"
+    return (f"<p>Performance per {unit}" + (" (flagged when any read image is; present when any image's verdict "
+                                             "is, absent when all are)" if unit == "study" else "") + "</p>"
+            "<table><tr><th>finding</th><th>verdicts</th><th>present</th><th>sensitivity (95% CI)</th>"
             "<th>specificity (95% CI)</th><th>PPV (95% CI)</th><th>agreement</th></tr>" + rows + "</table>")
 
 
@@ -77,7 +79,7 @@ def monitor_page(result: dict) -> str:
         parts.append(f"<h3>Window {w.get('index', k)}: {when(w['start'])} to {when(w['end'])}</h3>"
                      f"<p>{w['n']} instance(s): {html.escape(states)}. Alarms: "
                      f"<span{' class=alarm' if w['alarms'] else ''}>{alarms}</span></p>"
-                     + _signals(w) + _performance(w))
+                     + _signals(w) + _performance(w) + _performance(w, "performance_by_study", "study"))
     for skipped in result["not_monitored"]:
         parts.append(f"<p><b>Not monitored</b>: {skipped['instances']} instance(s) of {html.escape(skipped['model'])}:"
                      f" {html.escape(skipped['why'])}</p>")

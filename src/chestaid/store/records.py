@@ -11,6 +11,9 @@ from enum import Enum
 from chestaid.core.refusals import GATE_REASON, Refusal
 
 
+NO_RESULT_OBJECTS = "no result objects"  # how the reason of a scored instance whose results could not be made begins
+
+
 class State(str, Enum):
     """An instance's state in the worklist."""
 
@@ -58,6 +61,11 @@ class Decision:
                    {name: FindingScore(float(v["risk"]), bool(v["decision"]), v.get("logit"))
                     for name, v in scores.items()},
                    get("distance"), json.loads(get("meta") or "{}"), json.loads(get("model") or "null"))
+
+    @property
+    def without_results(self) -> bool:
+        """Scored, but its result objects could not be made (the reason says why: the PACS study lacks them)."""
+        return self.state is State.SCORED and self.reason.startswith(NO_RESULT_OBJECTS)
 
     @property
     def gate_judged(self) -> bool:

@@ -25,7 +25,7 @@ from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import write_text
 from chestaid.store import Decision, Store
 
-CASE_COLUMNS = ["path", "patient_id", "sop_uid", "case", "received_at", "model", "scores"]
+CASE_COLUMNS = ["path", "patient_id", "sop_uid", "study_uid", "case", "received_at", "model", "scores"]
 
 
 def case_digest(row: dict, file: Path) -> str:
@@ -59,6 +59,7 @@ def local_cases(store: str | Path, labels: list[str], since: str | None = None, 
                 continue
             file, decided = opened.file_of(instance).resolve(), Decision.of(instance)
             rows.append({"path": str(file), "patient_id": instance["patient_id"] or uid, "sop_uid": uid,
+                         "study_uid": instance["study_uid"] or uid,
                          "case": case_digest(instance, file), "received_at": instance["received_at"],
                          "model": decided.model, "scores": decided.scores,
                          **{f: int(given[f] == "present") for f in labels}})

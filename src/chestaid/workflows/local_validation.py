@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import write_json, write_text
@@ -62,7 +63,7 @@ def _day(t: float) -> str:
 
 
 def evaluate_on_store(run: str | Path, store: str | Path, since: str | None = None,
-                      until: str | None = None) -> dict:
+                      until: str | None = None, by_study: bool = False) -> dict:
     """The run on the store's labelled cases; see the module docstring."""
     paths, predictor = RunPaths(run).require(), Predictor.load(run, backend="torch")
     store = Path(store).resolve()
@@ -107,15 +108,22 @@ def evaluate_on_store(run: str | Path, store: str | Path, since: str | None = No
     else:
         raw, risk, decisions, cases, y = _rescored(predictor, store, cases, labels)
         how = "this run's scores of the stored images (they were scored by another model, or none)"
+    images, digest = len(cases), selection_digest(cases)
+    if by_study:
+        cases, y, raw, risk, decisions = _by_study(cases, y, raw, risk, decisions)
     patients = cases["patient_id"].astype(str).to_numpy()
     aucs = auc_table(y, raw, patients, labels)
     intervals = confidence_intervals(y, raw, decisions, patients, tuple(labels))
     per_finding = [_finding(name, y[:, i], risk[:, i], decisions[:, i], aucs[name], applicable)
                    for i, name in enumerate(labels)]
-    out = store / "evaluations" / f"{paths.root.name}-{str(own['weights_sha256'])[:8]}-{selection_digest(cases)}"
+    out = store / "evaluations" / (f"{paths.root.name}-{str(own['weights_sha256'])[:8]}-{digest}"
+                                   + ("-by-study" if by_study else ""))
     result = {"external": True, "local": True, "run": paths.root.name, "data": str(store), "data_task": "local cases",
               "split": "all labelled cases" + (f" received {since or '…'} to {until or '…'}" if since or until else ""),
-              "images": int(len(cases)), "patients": int(len(set(patients))),
+              "images": images, "patients": int(len(set(patients))),
+              **({"studies": int(len(cases)), "unit": "study (per finding the highest score of its read images, "
+                                                     "flagged when any is; present when any verdict is)"}
+                 if by_study else {}),
               "label_map": {f: f for f in labels}, "scores": how, "score_name": predictor.score_name,
               "calibration_cases_left_out": used, "left_out": left_out,
               "received": {"from": _day(cases["received_at"].min()), "to": _day(cases["received_at"].max())},
@@ -124,7 +132,7 @@ def evaluate_on_store(run: str | Path, store: str | Path, since: str | None = No
               "note": ("discrimination only: " + NOT_APPLICABLE) if not applicable else
               "the run's own calibration and thresholds, as fitted"}
     write_json(out / "metrics.json", result)
-    table = cases[["sop_uid", "patient_id", "received_at"]].copy()
+    table = cases[["study_uid", "sop_uid", "patient_id", "received_at"]].copy()
     for i, name in enumerate(labels):
         table[name], table[f"{name} score"], table[f"{name} decision"] = y[:, i], risk[:, i], decisions[:, i]
     write_text(out / "predictions.csv", table.to_csv(index=False, float_format="%.17g"))
@@ -166,6 +174,19 @@ def _rescored(predictor: Predictor, store: Path, cases, labels: list[str]):
     risk = predictor.risk_scores(logits)
     return (logits[:, index], risk[:, index], predictor.decisions(risk)[:, index], kept,
             kept[labels].to_numpy(dtype=int))
+
+
+def _by_study(cases: pd.DataFrame, y, raw, risk, decisions):
+    """One case per study: per finding the highest raw score and risk of its read images (calibration is monotone,
+    so both pick the same image), flagged when any image is, present when any image's verdict is."""
+    groups = cases.groupby("study_uid", sort=False).indices
+    index = list(groups.values())
+    studies = pd.DataFrame([{"study_uid": uid, "sop_uid": "|".join(cases["sop_uid"].iloc[rows]),
+                             "patient_id": cases["patient_id"].iloc[rows[0]],
+                             "received_at": cases["received_at"].iloc[rows].max()} for uid, rows in groups.items()])
+    return (studies, np.array([y[rows].max(axis=0) for rows in index]),
+            np.array([raw[rows].max(axis=0) for rows in index]), np.array([risk[rows].max(axis=0) for rows in index]),
+            np.array([decisions[rows].any(axis=0) for rows in index]))
 
 
 def _left_out(left_out: dict) -> str:

@@ -6,7 +6,9 @@ reference (RUN/monitor_reference.json, written by `calibrate` from its validatio
 it): the input gate's distances and refusals, per finding the score distribution and the flag rate, the sex and
 view mix against the training manifest, and the unit/modality/age mix against the model's first window. Holm's
 method keeps the chance of any false alarm in a window at most `level`. With verdicts, per window and finding:
-sensitivity, specificity and PPV with Wilson intervals (or "too few verdicts").
+sensitivity, specificity and PPV with Wilson intervals (or "too few verdicts"), per read image and per study (a
+study flagged when any of its read images is). Drift stays per image: the reference's distributions are of images,
+and a study's highest score is not distributed like one image's.
 """
 
 from __future__ import annotations
@@ -134,15 +136,40 @@ def window_signals(rows: list[dict], reference: dict, first: list[dict] | None) 
     return signals
 
 
-def performance(rows: list[dict], verdicts: dict[str, dict[str, str]], labels: list[str]) -> dict:
+def _read_units(rows: list[dict], verdicts: dict[str, dict[str, str]], by_study: bool) -> list[tuple[dict, dict]]:
+    """(per finding the flag, per finding the verdict) of each read image; `by_study`: of each study instead — a
+    finding flagged when any of its read images is, present when any of them is, absent when all of them are."""
+    read = [(r, d) for r, d in ((r, Decision.of(r)) for r in rows) if d.state is State.SCORED and d.scores]
+    if not by_study:
+        return [({n: s.decision for n, s in d.scores.items()}, verdicts.get(d.sop_uid, {})) for _, d in read]
+    studies: dict[str, list] = {}
+    for row, d in read:
+        studies.setdefault(row.get("study_uid") or d.sop_uid, []).append(d)
+    units = []
+    for members in studies.values():
+        names = set.intersection(*(set(d.scores) for d in members))
+        given = [verdicts.get(d.sop_uid, {}) for d in members]
+        said = {}
+        for name in names:
+            calls = [g.get(name) for g in given]
+            if "present" in calls:
+                said[name] = "present"
+            elif all(c == "absent" for c in calls):
+                said[name] = "absent"
+        units.append(({n: any(d.scores[n].decision for d in members) for n in names}, said))
+    return units
+
+
+def performance(rows: list[dict], verdicts: dict[str, dict[str, str]], labels: list[str],
+                by_study: bool = False) -> dict:
     """Per finding, where verdicts exist: sensitivity, specificity and PPV of the flags with Wilson intervals, and
-    agreement with the clinicians; "too few verdicts" under MIN_VERDICTS positives or negatives."""
+    agreement with the clinicians; "too few verdicts" under MIN_VERDICTS positives or negatives. Per read image,
+    or `by_study` per study (see `_read_units`)."""
     found = {}
-    scored = [(d.scores, verdicts.get(d.sop_uid, {})) for d in map(Decision.of, rows)
-              if d.state is State.SCORED and d.scores]  # each row's scores read once, for every finding
+    units = _read_units(rows, verdicts, by_study)  # each row's scores read once, for every finding
     for name in labels:
-        pairs = [(scores[name].decision, given[name] == "present") for scores, given in scored
-                 if name in scores and given.get(name) in ("present", "absent")]
+        pairs = [(flags[name], given[name] == "present") for flags, given in units
+                 if name in flags and given.get(name) in ("present", "absent")]
         if not pairs:
             continue
         flag, truth = np.array(pairs, dtype=bool).T
@@ -194,7 +221,8 @@ def monitor(store: str | Path, window: str = "200", level: float = 0.01, run: st
                      "end": part[-1]["received_at"], "n": len(part), "states": dict(Counter(r["state"] for r in part)),
                      "refusals_by_reason": dict(Counter(r["reason"].split(":")[0] for r in part if r["state"] == "refused")),
                      "signals": [s.to_json() for s in signals], "alarms": [s.name for s in alarms],
-                     "performance": performance(part, verdicts, labels)}
+                     "performance": performance(part, verdicts, labels),
+                     "performance_by_study": performance(part, verdicts, labels, by_study=True)}
             result["windows"].append(entry)
             for s in alarms:
                 alarm = {"model": entry["model"], "window": k, "start": entry["start"], "signal": s.name,

@@ -19,7 +19,7 @@ import numpy as np
 from chestaid.apps.node.outputs import KEPT, WRITERS, Destination, Writer, queue_made
 from chestaid.apps.node.result_types import ImageResult, ResultObject
 from chestaid.apps.node.results import Algorithm
-from chestaid.store import Store
+from chestaid.store import NO_RESULT_OBJECTS, Store
 from chestaid.core.errors import describe
 from chestaid.core.refusals import Refusal
 from chestaid.data.patient import read_header, tag_values
@@ -175,7 +175,7 @@ class Worker:
         except OSError:
             raise  # the store cannot write now: stay queued rather than finish without the results
         except Exception as e:  # noqa: BLE001
-            results, note = [], f"no result objects ({describe(e)})"
+            results, note = [], f"{NO_RESULT_OBJECTS} ({describe(e)})"
         self.store.finish(sop_uid, "scored", note, risk=float(s.risk[top]), top=self.labels[top],
                           flagged=flagged, scores=scores, results=results, model=self.algorithm.identity,
                           distance=s.distance, meta=monitored_meta(source))

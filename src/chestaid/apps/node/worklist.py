@@ -17,7 +17,7 @@ COLUMNS = ["received", "PatientID", "AccessionNumber", "StudyInstanceUID", "SOPI
 def _state(instance: dict) -> str:
     """The row's state; a scored instance whose results could not be made is its own state (the reason says why:
     the PACS study lacks its result)."""
-    if instance["state"] == "scored" and instance["reason"].startswith("no result objects"):
+    if Decision.of(instance).without_results:
         return "scored-without-results"
     return instance["state"]
 
