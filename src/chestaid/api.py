@@ -115,8 +115,7 @@ def evaluate(run: str | Path, split: str = "test", *, data: str | Path | None = 
     `data`: a cache of the run's own task, or another dataset's: when its task differs or `label_map`
     ({model label: data label}, or "A=B,C=D") is given, the run is scored on that cache's test split (split="all": all of it)
     on the shared labels only, into RUN/external/<cache name>-<path digest>/ (external validation; nothing is fitted).
-    A node's store as `data`: its labelled cases (received `since`/`until`; `by_study`: one case per study):
-    chestaid.workflows.local_validation."""
+    A node's store as `data`: its labelled cases (`since`/`until`, `by_study`): chestaid.workflows.local_validation."""
     from chestaid.workflows.external import evaluate_external, is_external, parse_label_map
     from chestaid.workflows.local_validation import evaluate_on_store
     from chestaid.workflows.runs import evaluate_run
