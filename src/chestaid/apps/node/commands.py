@@ -51,6 +51,9 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
              "--study-quiet-period", min=0.0, help="seconds without a new image after which a study is complete and "
                                                    "gets its study result (0: no study results; an SR per "
                                                    "image instead)")] = 60.0,
+         triage_rules: Annotated[Optional[Path], typer.Option(
+             "--triage-rules", help="the site's triage rules (YAML: version, findings: level [at a threshold or a "
+                                    "sensitivity]); each study's level goes with its results")] = None,
          per_image_results: Annotated[bool, typer.Option(
              "--per-image-results", help="also send an SR (and a FHIR report) per image beside the study results; "
                                          "they are always kept in the store")] = False,
@@ -111,6 +114,7 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
                         send_to=_split(send_to), allow=_split(allow), max_associations=max_associations,
                         idle_timeout=idle_timeout, request_timeout=request_timeout, batch_size=batch_size,
                         study_quiet_period=study_quiet_period or None, per_image_results=per_image_results,
+                        triage_rules=triage_rules,
                         heat_maps=heat_maps, send_tries=send_tries, retry_delay=retry_delay,
                         max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device,
                         tls=TlsSettings(tls_cert, tls_key, tls_ca, tls_require_client_cert).check(),

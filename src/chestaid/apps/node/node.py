@@ -52,6 +52,7 @@ class NodeConfig:
     metrics_host: str = "127.0.0.1"
     study_quiet_period: float | None = 60.0  # a study is complete this long after its last image; None: no studies
     per_image_results: bool = False  # per-image SRs and FHIR reports sent beside study results (always without them)
+    triage_rules: Path | None = None  # the site's triage rules (inference.triage_rules); None: no triage levels
     health_port: int | None = None  # /healthz and /readyz (chestaid.apps.node.health); None: none
     health_host: str = "127.0.0.1"
     ready_max_pending_age: float | None = None  # /readyz unready when a result has been pending longer; None: never
@@ -84,6 +85,7 @@ class Node:
         recovered = self.store.recover()
         log.info("store %s: %s", config.store, ", ".join(f"{k} {v}" for k, v in recovered.items()))
         predictor = Predictor.load(config.run, config.device)
+        rules = self._rules(list(predictor.task.labels))  # a mistake in them stops the start, one line each
         if not RunPaths(config.run).monitor_reference.is_file():
             log.warning("run %s has no monitoring reference (monitor_reference.json, written by `chestaid calibrate`):"
                         " `chestaid monitor` will list what it scores as not monitored", config.run)
@@ -113,7 +115,8 @@ class Node:
             from chestaid.apps.node.studies import StudyAssembler
 
             self.studies = StudyAssembler(self.store, self.worker.algorithm, self.worker.labels,
-                                          predictor.thresholds.values, self.destinations, config.study_quiet_period)
+                                          predictor.thresholds.values, self.destinations, config.study_quiet_period,
+                                          rules=rules)
         self.worker.start()
         self.sender.start()
         if self.studies is not None:
@@ -144,6 +147,27 @@ class Node:
                  config.max_associations,
                  ",".join(config.allow) or "any", ",".join(self.destinations) or "nowhere (kept in the store)")
         return self
+
+    def _rules(self, labels: list[str]):
+        """The site's triage rules, validated, their sensitivity operating points set on the store's verdicts."""
+        if self.config.triage_rules is None:
+            return None
+        from chestaid.inference.triage_rules import load_rules
+
+        if self.config.study_quiet_period is None:
+            raise ChestaidError("--triage-rules sets each study's level: it needs study results (a --study-quiet-period)")
+        rules = load_rules(self.config.triage_rules, labels)
+        scores: dict[str, list[tuple[float, bool]]] = {}
+        for uid, given in self.store.latest_verdicts().items():
+            decided = self.store.decision(uid)
+            for finding, verdict in given.items():
+                if decided is not None and finding in decided.scores and verdict in ("present", "absent"):
+                    scores.setdefault(finding, []).append((decided.scores[finding].risk, verdict == "present"))
+        rules = rules.resolved(scores)
+        log.info("triage rules %s: %s", rules.identity, "; ".join(
+            f"{r.finding} → {r.level.value} at " + (f"{r.threshold:.4f}" if r.threshold is not None else "the run's "
+                                                   "threshold") for r in rules.rules))
+        return rules
 
     @staticmethod
     def _listen(what: str, host: str, port: int | None, start):

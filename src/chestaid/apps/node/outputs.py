@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import urlsplit
 
-from chestaid.apps.node import study_fhir
+from chestaid.apps.node import hl7_oru, mllp, study_fhir
 from chestaid.apps.node.result_types import ImageResult, Kind, Media, ResultObject, StudyResult
 from chestaid.core.errors import ChestaidError
 
@@ -27,6 +27,7 @@ class Transport(str, Enum):
     DIMSE = "dimse"
     STOW_RS = "stow-rs"
     FHIR = "fhir"
+    MLLP = "mllp"
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,14 @@ class Destination:
 
     @classmethod
     def parse(cls, text: str) -> "Destination":
-        """AET@HOST:PORT (+tls), a DICOMweb root https://…/dicom-web, or fhir:https://… (a FHIR server's base);
-        http:// only to this machine."""
+        """AET@HOST:PORT (+tls), a DICOMweb root https://…/dicom-web, fhir:https://… (a FHIR server's base) or
+        mllp://HOST:PORT (a RIS taking HL7 v2); http:// only to this machine."""
         text = text.strip()
+        if text.startswith("mllp://"):
+            parts = urlsplit(text)
+            if not parts.hostname or not parts.port:
+                raise ChestaidError(f"--send-to {text}: an HL7 destination is mllp://HOST:PORT")
+            return cls(Transport.MLLP, "", parts.hostname, parts.port, False, text.rstrip("/"))
         if text.startswith("fhir:"):
             found = cls.parse(text.removeprefix("fhir:"))
             if not found.url:
@@ -66,6 +72,8 @@ class Destination:
     def __str__(self) -> str:
         if self.transport is Transport.FHIR:
             return f"fhir:{self.url}"
+        if self.transport is Transport.MLLP:
+            return f"mllp://{self.host}:{self.port}"
         if self.url:
             return self.url
         return f"{self.ae_title}@{self.host}:{self.port}" + ("+tls" if self.tls else "")
@@ -158,7 +166,8 @@ WRITERS: dict[Kind, Writer] = {
     Kind.FHIR_REPORT: Writer(Media.FHIR, _fhir_report, per_image=True)}
 STUDY_WRITERS: dict[Kind, Writer] = {
     Kind.STUDY_SR: Writer(Media.DICOM, _study_sr),
-    Kind.STUDY_FHIR: Writer(Media.FHIR, study_fhir.write, replaces=True)}
+    Kind.STUDY_FHIR: Writer(Media.FHIR, study_fhir.write, replaces=True),
+    Kind.STUDY_HL7: Writer(Media.HL7, hl7_oru.write)}
 
 
 def _send_dimse(sender, destination, rows):
@@ -176,4 +185,5 @@ def _send_fhir(sender, destination, rows):
 TRANSPORTS: dict[Transport, TransportSpec] = {
     Transport.DIMSE: TransportSpec(frozenset({Media.DICOM}), _send_dimse),
     Transport.STOW_RS: TransportSpec(frozenset({Media.DICOM}), _send_stow),
-    Transport.FHIR: TransportSpec(frozenset({Media.FHIR}), _send_fhir)}
+    Transport.FHIR: TransportSpec(frozenset({Media.FHIR}), _send_fhir),
+    Transport.MLLP: TransportSpec(frozenset({Media.HL7}), mllp.send_mllp)}

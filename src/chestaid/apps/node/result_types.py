@@ -18,6 +18,7 @@ class Kind(str, Enum):
     FHIR_REPORT = "fhir"  # a FHIR R4 transaction Bundle (fhir.report_bundle)
     STUDY_SR = "study-sr"  # one TID 1500 SR per study, a new version superseding the last (study_sr.make_study_sr)
     STUDY_FHIR = "study-fhir"  # one FHIR DiagnosticReport per study, amended in place (study_fhir.write)
+    STUDY_HL7 = "study-hl7"  # one HL7 v2.5.1 ORU^R01 per study version, its triage level as priority (hl7_oru.write)
 
 
 class Media(str, Enum):
@@ -25,6 +26,7 @@ class Media(str, Enum):
 
     DICOM = "dicom"
     FHIR = "fhir"
+    HL7 = "hl7"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,19 @@ class ImageResult:
     @property
     def top(self) -> int:
         return int(np.argmax(self.risk))
+
+
+@dataclass(frozen=True)
+class Triage:
+    """A study's triage level under the site's rules (inference.triage_rules.Level values): the level delivered,
+    the level the findings reached and the findings that raised it, the level the order came with (never lowered;
+    None when the study carried none), and the rules' identity (version and digest)."""
+
+    level: str
+    found: str
+    raised: tuple[str, ...]
+    ordered: str | None
+    rules: str
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,7 @@ class StudyResult:
     covered: list[str]
     previous: object | None = None
     not_analysed: str = ""
+    triage: "Triage | None" = None
 
     @property
     def scored(self) -> list[StudyImage]:

@@ -107,18 +107,19 @@ class Sender:
                     self.send(Destination.parse(destination), group)
                 except Exception as e:  # noqa: BLE001 - one bad destination must not stop the sender
                     for row in group:
-                        self._failed(row, describe(e))
+                        self.record_failure(row, describe(e))
 
     def _retry_at(self, attempts: int, down: bool = False) -> float | None:
         if attempts + 1 >= self.tries and not down:
             return None
         return time.time() + min(self.max_delay, self.base_delay * 2 ** min(attempts, 60))
 
-    def _failed(self, row, error: str, down: bool = False) -> None:
+    def record_failure(self, row, error: str, down: bool = False, dead: bool = False) -> None:
         """One failed try; `down`: the destination could not be reached at all (never a dead letter, and never
-        counted among the tries of a destination that answers)."""
+        counted among the tries of a destination that answers); `dead`: it refused the result for good (a dead
+        letter at once)."""
         tried = row["down_tries"] if down else row["attempts"]
-        retry_at = self._retry_at(tried, down)
+        retry_at = None if dead else self._retry_at(tried, down)
         self.store.failed(row["id"], error, retry_at, down)
         if down and tried + 1 == self.tries:
             log.warning("result %s to %s: destination down for %d tries (%s); kept pending, retried every %.0f s "
@@ -148,14 +149,14 @@ class Sender:
                                  tls_args=tls_args)
         except OSError as e:  # a name that does not resolve: down until it does
             for row in rows:
-                self._failed(row, f"cannot connect to {destination} ({describe(e)})", down=True)
+                self.record_failure(row, f"cannot connect to {destination} ({describe(e)})", down=True)
             return
         if not assoc.is_established:
             why = ("association rejected" if assoc.is_rejected else
                    (_tls_problem(destination, self.tls) or "association aborted") if _reachable(destination)
                    else "cannot connect")
             for row in rows:
-                self._failed(row, f"{why} by {destination}", down=why == "cannot connect")
+                self.record_failure(row, f"{why} by {destination}", down=why == "cannot connect")
             return
         sent = 0
         try:
@@ -165,16 +166,16 @@ class Sender:
                 try:
                     status = assoc.send_c_store(str(self.store.root / row["path"]))
                 except Exception as e:  # noqa: BLE001
-                    self._failed(row, f"C-STORE failed ({describe(e)})")
+                    self.record_failure(row, f"C-STORE failed ({describe(e)})")
                     continue
                 code = getattr(status, "Status", None)
                 if code in OK_STATUSES:
                     self.store.sent(row["id"])
                     sent += 1
                 elif code is None:
-                    self._failed(row, f"no C-STORE response from {destination} (association aborted or timed out)")
+                    self.record_failure(row, f"no C-STORE response from {destination} (association aborted or timed out)")
                 else:
-                    self._failed(row, f"C-STORE status 0x{code:04X} from {destination}")
+                    self.record_failure(row, f"C-STORE status 0x{code:04X} from {destination}")
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -189,7 +190,7 @@ class Sender:
             try:
                 post_bundle(destination.url, (self.store.root / row["path"]).read_bytes(), self.timeout, context)
             except (OSError, ValueError) as e:
-                self._failed(row, f"FHIR bundle to {destination.url} failed ({describe(e)})", down=_unreachable(e))
+                self.record_failure(row, f"FHIR bundle to {destination.url} failed ({describe(e)})", down=_unreachable(e))
                 continue
             self.store.sent(row["id"])
 
@@ -203,12 +204,12 @@ class Sender:
                                  context=context)
         except (OSError, ValueError) as e:
             for row in rows:
-                self._failed(row, f"STOW-RS to {destination} failed ({describe(e)})", down=_unreachable(e))
+                self.record_failure(row, f"STOW-RS to {destination} failed ({describe(e)})", down=_unreachable(e))
             return
         for row in rows:
             if row["result_uid"] in took:
                 self.store.sent(row["id"])
             else:
-                self._failed(row, f"STOW-RS: {refused.get(row['result_uid'], 'not in the response')} from {destination}")
+                self.record_failure(row, f"STOW-RS: {refused.get(row['result_uid'], 'not in the response')} from {destination}")
         log.info("STOW-RS to %s: %d of %d results taken", destination, len(took & {r['result_uid'] for r in rows}),
                  len(rows))

@@ -14,9 +14,10 @@ import numpy as np
 import pydicom
 
 from chestaid.apps.node.outputs import STUDY_WRITERS, Destination, queue_made
-from chestaid.apps.node.result_types import StudyImage, StudyResult
+from chestaid.apps.node.result_types import StudyImage, StudyResult, Triage
 from chestaid.core.errors import describe
 from chestaid.data.patient import read_header
+from chestaid.inference.triage_rules import Level, TriageRules, highest, ordered_level
 from chestaid.store import State, Store
 
 log = logging.getLogger("chestaid.node")
@@ -27,8 +28,10 @@ class StudyAssembler:
     """`start()` a thread checking every `period` s; `stop()` to end; `run_once()` for one pass."""
 
     def __init__(self, store: Store, algorithm, labels: list[str], thresholds: dict | None,
-                 destinations: list[str], quiet_period: float = 60.0, period: float = 1.0) -> None:
+                 destinations: list[str], quiet_period: float = 60.0, period: float = 1.0,
+                 rules: TriageRules | None = None) -> None:
         self.store, self.algorithm, self.labels, self.thresholds = store, algorithm, labels, thresholds
+        self.rules = rules
         self.destinations = [Destination.parse(d) for d in destinations]
         self.quiet_period, self.period = quiet_period, period
         self._failed: dict[str, float] = {}
@@ -86,7 +89,7 @@ class StudyAssembler:
             f"{i.state}: {i.reason}"[:120] for i in images[:3])
         previous = pydicom.dcmread(store.result_path(due["result_uid"])) if due["result_uid"] else None
         result = StudyResult(images, self.algorithm, self.labels, risk, decisions, self.thresholds,
-                             due["version"] + 1, due["instances"], previous, why)
+                             due["version"] + 1, due["instances"], previous, why, self._triage(images, risk))
         rows, uid, replaced = [], "", []
         for kind, writer in STUDY_WRITERS.items():
             made = writer.build(result)
@@ -96,5 +99,17 @@ class StudyAssembler:
                 replaced += [kind.value] if writer.replaces else []
         store.study_reported(due["study_uid"], result.version, uid, due["instances"], rows, replaced)
         self._failed.pop(due["study_uid"], None)
-        log.info("study %s: result version %d (%d of %d instance(s) read)%s", due["study_uid"], result.version,
-                 len(read), len(due["instances"]), "; supersedes the previous" if previous is not None else "")
+        log.info("study %s: result version %d (%d of %d instance(s) read)%s%s", due["study_uid"], result.version,
+                 len(read), len(due["instances"]), "; supersedes the previous" if previous is not None else "",
+                 f"; triage {result.triage.level}" if result.triage else "")
+
+    def _triage(self, images: list[StudyImage], risk) -> Triage | None:
+        """The study's level under the site's rules, never below the level its order came with."""
+        if self.rules is None:
+            return None
+        found, raised = (Level.ROUTINE, []) if risk is None else self.rules.level_of(
+            dict(zip(self.labels, map(float, risk))), self.thresholds or {})
+        ordered = ordered_level([i.source for i in images])
+        level = highest([found, ordered] if ordered is not None else [found])
+        return Triage(level.value, found.value, tuple(raised), ordered.value if ordered else None,
+                      self.rules.identity)

@@ -10,9 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import highdicom as hd
+from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 
-from chestaid.apps.node.results import NOTE, _text, derived_uid, finding_groups, report_sr, results_header
+from chestaid.apps.node.results import NOTE, SCHEME, _text, derived_uid, finding_groups, report_sr, results_header
+
+TRIAGE_LEVEL = CodedConcept("TRIAGE", SCHEME, "Triage level under the site's rules")
 
 
 if TYPE_CHECKING:
@@ -33,6 +36,15 @@ def make_study_sr(result: "StudyResult") -> Dataset:
         f"Study result version {result.version}: {len(result.covered)} instance(s) of the study, {len(read)} read; "
         "per finding the highest score of the read images, present when any of them is"
         + ("; it supersedes the previous version" if result.previous is not None else ""))[:1024]))
+    if result.triage is not None:  # the level as a coded item, and how it was reached
+        t = result.triage
+        groups[0][0].ContentSequence.append(hd.sr.CodeContentItem(
+            name=TRIAGE_LEVEL, value=CodedConcept(t.level.upper(), SCHEME, f"Triage level {t.level}"),
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+        groups[0][0].ContentSequence.append(_text(NOTE, (
+            f"Triage level {t.level} under the site's rules {t.rules}: the findings reached {t.found}"
+            + (f" ({', '.join(t.raised)})" if t.raised else "")
+            + (f"; the order came with {t.ordered}, never lowered" if t.ordered else ""))[:1024]))
     for n, (image, source, ref) in enumerate(zip(result.images, sources, images), 1):
         scope = f" (image {n} of {len(images)})"
         groups += finding_groups(derived_uid(sop_uid, str(source.SOPInstanceUID)), result.algorithm, [ref],

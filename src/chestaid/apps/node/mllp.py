@@ -1,0 +1,70 @@
+"""HL7 v2 over MLLP out (a `--send-to mllp://HOST:PORT` destination): each message framed (VT … FS CR) on one TCP
+connection per batch, its acknowledgement read before the next. MSA-1 decides: AA (or CA) sent; AE (an application
+error: the RIS could not take it now) a failed try, retried with backoff through the outbox; AR (rejected: resending
+the same message cannot help) a dead letter at once, its reason kept. A RIS that cannot be reached, or that closes
+the connection or answers nothing before the timeout, is down: the message stays pending and is sent again, never
+lost (its control ID lets the RIS recognise a resend)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+log = logging.getLogger("chestaid.node")
+START, END = b"\x0b", b"\x1c\x0d"
+
+
+def frame(message: bytes) -> bytes:
+    return START + message + END
+
+
+def read_frame(connection: socket.socket, limit: int = 1 << 20) -> bytes:
+    """One MLLP frame's content; raises OSError when the peer closes first or sends more than `limit` bytes."""
+    data = b""
+    while END not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError("the RIS closed the connection without an acknowledgement")
+        data += chunk
+        if len(data) > limit:
+            raise ConnectionError("the RIS's acknowledgement is larger than 1 MiB")
+    start = data.find(START)
+    return data[start + 1 if start >= 0 else 0:data.find(END)]
+
+
+def ack_of(reply: bytes) -> tuple[str, str]:
+    """(MSA-1 acknowledgement code, its text: MSA-3 and any ERR) of an ACK; ("", why) when it is not one."""
+    segments = reply.decode("utf-8", "replace").replace("\n", "\r").split("\r")
+    msa = next((s.split("|") for s in segments if s.startswith("MSA|")), None)
+    if msa is None or len(msa) < 2:
+        return "", "an answer without an MSA segment"
+    said = [msa[3] if len(msa) > 3 else ""] + ["|".join(s.split("|")[1:])[:200] for s in segments
+                                                 if s.startswith("ERR|")]
+    return msa[1].strip().upper(), "; ".join(t for t in said if t)
+
+
+def send_mllp(sender, destination, rows: list) -> None:
+    """Each row's message to the RIS over one connection, its acknowledgement recorded (outputs.TRANSPORTS)."""
+    try:
+        connection = socket.create_connection((destination.host, destination.port), timeout=10)
+    except OSError as e:
+        for row in rows:
+            sender.record_failure(row, f"MLLP to {destination}: cannot connect ({e.strerror or e})", down=True)
+        return
+    with connection:
+        connection.settimeout(sender.timeout)
+        for k, row in enumerate(rows):
+            try:
+                connection.sendall(frame((sender.store.root / row["path"]).read_bytes()))
+                code, text = ack_of(read_frame(connection))
+            except OSError as e:  # closed, reset or silent: down, the rest of the batch too
+                for rest in rows[k:]:
+                    sender.record_failure(rest, f"MLLP to {destination}: no acknowledgement ({e})", down=True)
+                return
+            if code in ("AA", "CA"):
+                sender.store.sent(row["id"])
+            elif code in ("AR", "CR"):
+                sender.record_failure(row, f"MLLP: {destination} rejected the message ({code}: {text})", dead=True)
+            else:
+                sender.record_failure(row, f"MLLP: {destination} answered {code or 'no valid ACK'}"
+                                           + (f" ({text})" if text else ""))
