@@ -33,6 +33,7 @@ from chestaid.core.refusals import Refusal
 from chestaid.store.conflicts import ConflictsMixin
 from chestaid.store.outbox import OUTBOX_ADDED, OutboxMixin
 from chestaid.store.records import Decision, State
+from chestaid.store.notifications import NOTIFICATIONS_SCHEMA, NotificationsMixin
 from chestaid.store.studies import STUDIES_SCHEMA, StudiesMixin
 from chestaid.store.reviews import ReviewsMixin
 
@@ -118,7 +119,7 @@ class Instance:
     reason: str = ""
 
 
-class Store(ConflictsMixin, OutboxMixin, ReviewsMixin, StudiesMixin):
+class Store(ConflictsMixin, NotificationsMixin, OutboxMixin, ReviewsMixin, StudiesMixin):
     """The node's folder and database. Safe to share between threads; another process (the `worklist`
     command) may read it while the node writes (WAL)."""
 
@@ -140,7 +141,7 @@ class Store(ConflictsMixin, OutboxMixin, ReviewsMixin, StudiesMixin):
                 self._db.close()
                 raise ChestaidError(f"{self.root}: made by a newer chestaid (store schema {found}; this one reads up "
                                     f"to {SCHEMA_VERSION}): upgrade chestaid to open it")
-            self._db.executescript(SCHEMA + STUDIES_SCHEMA)
+            self._db.executescript(SCHEMA + STUDIES_SCHEMA + NOTIFICATIONS_SCHEMA)
             have = {r["name"] for r in self._db.execute("PRAGMA table_info(instances)")}
             for column, kind in ADDED_COLUMNS.items():  # stores made before these columns existed: migrated
                 if column not in have:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-AUDIT_ACTIONS = ("view", "score", "heat_map", "review", "verdict", "complete_study")
+AUDIT_ACTIONS = ("view", "score", "heat_map", "review", "verdict", "complete_study", "acknowledge", "escalate")
+# (acknowledge and escalate name a study: their SOPInstanceUID column holds its StudyInstanceUID)
 # A clinician's verdict on a finding, and on whether the study's priority was appropriate (finding PRIORITY)
 VERDICTS = ("present", "absent", "can't tell")
 PRIORITY, PRIORITY_VERDICTS = "priority appropriate", ("yes", "no")

@@ -56,11 +56,15 @@ class StudiesMixin:
         return True
 
     def study_reported(self, study_uid: str, version: int, result_uid: str, covered: list[str],
-                       results: list[dict], replaced: list[str] = ()) -> None:
+                       results: list[dict], replaced: list[str] = (), notice: tuple[str, dict, list[dict]] | None = None
+                       ) -> None:
         """Record a study's new current result and queue its objects, in one transaction; earlier results of the
-        `replaced` kinds still pending for the study are superseded (never sent after the new one)."""
+        `replaced` kinds still pending for the study are superseded (never sent after the new one). `notice`:
+        (level, its summary, its notices' outbox rows) opens the study's notification, unless it has one already."""
         now = time.time()
         with self._tx() as db:
+            if notice is not None and self._notify(db, study_uid, notice[0], notice[1], now):
+                results = results + notice[2]
             for kind in replaced:
                 db.execute("UPDATE outbox SET state = 'superseded', last_error = ? WHERE source_uid = ? AND kind = ? "
                            "AND state = 'pending'", (f"superseded by version {version}", study_uid, kind))

@@ -54,6 +54,24 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
          triage_rules: Annotated[Optional[Path], typer.Option(
              "--triage-rules", help="the site's triage rules (YAML: version, findings: level [at a threshold or a "
                                     "sensitivity]); each study's level goes with its results")] = None,
+         notify_email: Annotated[Optional[str], typer.Option(
+             "--notify-email", help="critical findings: e-mail these contacts, the next one each time the last "
+                                    "leaves it unacknowledged (comma-separated, in escalation order)")] = None,
+         notify_smtp: Annotated[Optional[str], typer.Option(
+             "--notify-smtp", help="the mail server, HOST:PORT (STARTTLS; a login from $CHESTAID_SMTP_USER and "
+                                   "$CHESTAID_SMTP_PASSWORD)")] = None,
+         notify_from: Annotated[str, typer.Option("--notify-from", help="the notices' sender address")]
+         = "chestaid@localhost",
+         notify_webhook: Annotated[Optional[str], typer.Option(
+             "--notify-webhook", help="critical findings: POST a JSON body signed with HMAC-SHA256 under "
+                                      "$CHESTAID_WEBHOOK_SECRET (header X-Chestaid-Signature)")] = None,
+         escalate_after: Annotated[float, typer.Option(
+             "--escalate-after", min=1.0, help="seconds a critical notification may stay unacknowledged before "
+                                               "it goes to the next contact")] = 900.0,
+         notify_patient_names: Annotated[bool, typer.Option(
+             "--notify-patient-names", help="put the patient's name in notices (default: identifiers only)")]
+         = False,
+         page_url: Annotated[str, typer.Option("--page-url", help="the worklist page's address, for notices")] = "",
          per_image_results: Annotated[bool, typer.Option(
              "--per-image-results", help="also send an SR (and a FHIR report) per image beside the study results; "
                                          "they are always kept in the store")] = False,
@@ -102,6 +120,7 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
     scored image and, once a study is complete, one SR per study to --send-to. Stops on Ctrl-C or SIGTERM; a restart
     resumes."""
     from chestaid.apps.node.node import Node, NodeConfig
+    from chestaid.apps.node.notices import NoticeSettings
     from chestaid.apps.node.tls import TlsSettings
 
     _log_to_stderr()
@@ -115,6 +134,9 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
                         idle_timeout=idle_timeout, request_timeout=request_timeout, batch_size=batch_size,
                         study_quiet_period=study_quiet_period or None, per_image_results=per_image_results,
                         triage_rules=triage_rules,
+                        notify=NoticeSettings(tuple(_split(notify_email)), notify_smtp or "", notify_from,
+                                              notify_webhook or "", escalate_after=escalate_after,
+                                              patient_names=notify_patient_names, page_url=page_url),
                         heat_maps=heat_maps, send_tries=send_tries, retry_delay=retry_delay,
                         max_retry_delay=max_retry_delay, send_timeout=send_timeout, device=device,
                         tls=TlsSettings(tls_cert, tls_key, tls_ca, tls_require_client_cert).check(),

@@ -9,9 +9,12 @@ import time
 from collections import Counter
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from chestaid.store import Store
+
+
+ACK_BUCKETS = (60, 300, 600, 900, 1800, 3600, 7200, 14400)  # seconds
 
 
 class StoreCollector:
@@ -41,6 +44,17 @@ class StoreCollector:
         yield GaugeMetricFamily("chestaid_outbox_oldest_pending_seconds",
                                 "Age of the oldest result not yet delivered (0: none pending); alert when it grows",
                                 value=max(0.0, time.time() - oldest) if oldest is not None else 0.0)
+        yield from self._notifications()
+
+    def _notifications(self):
+        """Critical notifications: how many are open, and the time each acknowledged one waited (a histogram)."""
+        found = self.store.notifications()
+        yield GaugeMetricFamily("chestaid_notifications_open", "Critical notifications not yet acknowledged",
+                                value=sum(n["acknowledged_at"] is None for n in found))
+        waited = sorted(n["acknowledged_at"] - n["created_at"] for n in found if n["acknowledged_at"] is not None)
+        buckets = [(str(b), sum(w <= b for w in waited)) for b in ACK_BUCKETS] + [("+Inf", len(waited))]
+        yield HistogramMetricFamily("chestaid_notification_ack_seconds", "Seconds from a critical notification to "
+                                    "its acknowledgement", buckets=buckets, sum_value=sum(waited))
 
 
 class Metrics:

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chestaid.apps.node.notices import NoticeSettings
 from chestaid.apps.node.receiver import Receiver
 from chestaid.apps.node.results import Algorithm
 from chestaid.apps.node.outputs import Destination
@@ -53,6 +54,7 @@ class NodeConfig:
     study_quiet_period: float | None = 60.0  # a study is complete this long after its last image; None: no studies
     per_image_results: bool = False  # per-image SRs and FHIR reports sent beside study results (always without them)
     triage_rules: Path | None = None  # the site's triage rules (inference.triage_rules); None: no triage levels
+    notify: NoticeSettings = field(default_factory=NoticeSettings)  # critical-finding notifications (apps.node.notices)
     health_port: int | None = None  # /healthz and /readyz (chestaid.apps.node.health); None: none
     health_host: str = "127.0.0.1"
     ready_max_pending_age: float | None = None  # /readyz unready when a result has been pending longer; None: never
@@ -76,6 +78,7 @@ class Node:
             str(Destination.parse(f"fhir:{url}")) for url in config.fhir_url]
         self.store = Store(config.store)
         self.receiver = self.worker = self.sender = self.stow = self.metrics = self.health = self.studies = None
+        self.escalator = None
         self.stopped = threading.Event()
 
     def start(self) -> "Node":
@@ -116,11 +119,13 @@ class Node:
 
             self.studies = StudyAssembler(self.store, self.worker.algorithm, self.worker.labels,
                                           predictor.thresholds.values, self.destinations, config.study_quiet_period,
-                                          rules=rules)
+                                          rules=rules, notify=self._notices(rules))
         self.worker.start()
         self.sender.start()
         if self.studies is not None:
             self.studies.start()
+        if self.escalator is not None:
+            self.escalator.start()
         try:
             self._listen("DICOM (--port)", config.host, config.port, self.receiver.start)
             if self.stow is not None:
@@ -169,6 +174,26 @@ class Node:
                                                    "threshold") for r in rules.rules))
         return rules
 
+    def _notices(self, rules) -> NoticeSettings | None:
+        """The notification settings checked, their destinations parsed, the escalator made (None: none)."""
+        settings = self.config.notify
+        if not settings.active:
+            return None
+        if rules is None:
+            raise ChestaidError("notifications are for studies at the critical level: they need --triage-rules")
+        from chestaid.apps.node.notices import Escalator
+        from chestaid.apps.node.outputs import queue_made
+
+        settings.check()
+        if settings.smtp:
+            settings.destinations["smtp"] = Destination.parse(f"smtp://{settings.smtp}")
+        if settings.webhook:
+            settings.destinations["webhook"] = Destination.parse(f"webhook:{settings.webhook}")
+        if len(settings.contacts) > 1:
+            self.escalator = Escalator(self.store, settings, lambda made: queue_made(
+                self.store, made, list(settings.destinations.values())))
+        return settings
+
     @staticmethod
     def _listen(what: str, host: str, port: int | None, start):
         """`start()`, with a busy or forbidden port reported as that listener's own (one line)."""
@@ -185,7 +210,7 @@ class Node:
         for server in (self.health, self.receiver, self.stow, self.metrics):
             if server is not None:
                 server.stop()
-        for part in (self.studies, self.worker, self.sender):
+        for part in (self.escalator, self.studies, self.worker, self.sender):
             if part is not None:
                 part.stop()
         self.store.close()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import urlsplit
 
-from chestaid.apps.node import hl7_oru, mllp, study_fhir
+from chestaid.apps.node import hl7_oru, mllp, notice_transports, study_fhir
 from chestaid.apps.node.result_types import ImageResult, Kind, Media, ResultObject, StudyResult
 from chestaid.core.errors import ChestaidError
 
@@ -28,6 +28,8 @@ class Transport(str, Enum):
     STOW_RS = "stow-rs"
     FHIR = "fhir"
     MLLP = "mllp"
+    SMTP = "smtp"
+    WEBHOOK = "webhook"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,16 @@ class Destination:
         """AET@HOST:PORT (+tls), a DICOMweb root https://…/dicom-web, fhir:https://… (a FHIR server's base) or
         mllp://HOST:PORT (a RIS taking HL7 v2); http:// only to this machine."""
         text = text.strip()
+        if text.startswith("smtp://"):
+            parts = urlsplit(text)
+            if not parts.hostname or not parts.port:
+                raise ChestaidError(f"--notify-smtp {text}: a mail server is HOST:PORT")
+            return cls(Transport.SMTP, "", parts.hostname, parts.port, True, f"smtp://{parts.hostname}:{parts.port}")
+        if text.startswith("webhook:"):
+            found = cls.parse(text.removeprefix("webhook:"))
+            if not found.url:
+                raise ChestaidError(f"--notify-webhook must be http(s)://…, got {text.removeprefix('webhook:')!r}")
+            return cls(Transport.WEBHOOK, "", found.host, found.port, found.tls, found.url)
         if text.startswith("mllp://"):
             parts = urlsplit(text)
             if not parts.hostname or not parts.port:
@@ -72,8 +84,10 @@ class Destination:
     def __str__(self) -> str:
         if self.transport is Transport.FHIR:
             return f"fhir:{self.url}"
-        if self.transport is Transport.MLLP:
-            return f"mllp://{self.host}:{self.port}"
+        if self.transport in (Transport.MLLP, Transport.SMTP):
+            return f"{self.transport.value}://{self.host}:{self.port}"
+        if self.transport is Transport.WEBHOOK:
+            return f"webhook:{self.url}"
         if self.url:
             return self.url
         return f"{self.ae_title}@{self.host}:{self.port}" + ("+tls" if self.tls else "")
@@ -156,7 +170,7 @@ def queue_made(store, made: ResultObject, destinations: list[Destination]) -> li
 
 
 def writer_of(kind: Kind) -> Writer:
-    return WRITERS.get(kind) or STUDY_WRITERS[kind]
+    return WRITERS.get(kind) or STUDY_WRITERS.get(kind) or NOTICE_WRITERS[kind]
 
 
 # The registries: a writer per kind, of an image's result or of a study's; a transport per way of delivery
@@ -168,6 +182,8 @@ STUDY_WRITERS: dict[Kind, Writer] = {
     Kind.STUDY_SR: Writer(Media.DICOM, _study_sr),
     Kind.STUDY_FHIR: Writer(Media.FHIR, study_fhir.write, replaces=True),
     Kind.STUDY_HL7: Writer(Media.HL7, hl7_oru.write)}
+NOTICE_WRITERS: dict[Kind, Writer] = {  # made by notices.notices for a notification, not per result
+    Kind.NOTICE_EMAIL: Writer(Media.EMAIL, None), Kind.NOTICE_WEBHOOK: Writer(Media.WEBHOOK, None)}
 
 
 def _send_dimse(sender, destination, rows):
@@ -186,4 +202,6 @@ TRANSPORTS: dict[Transport, TransportSpec] = {
     Transport.DIMSE: TransportSpec(frozenset({Media.DICOM}), _send_dimse),
     Transport.STOW_RS: TransportSpec(frozenset({Media.DICOM}), _send_stow),
     Transport.FHIR: TransportSpec(frozenset({Media.FHIR}), _send_fhir),
-    Transport.MLLP: TransportSpec(frozenset({Media.HL7}), mllp.send_mllp)}
+    Transport.MLLP: TransportSpec(frozenset({Media.HL7}), mllp.send_mllp),
+    Transport.SMTP: TransportSpec(frozenset({Media.EMAIL}), notice_transports.send_smtp),
+    Transport.WEBHOOK: TransportSpec(frozenset({Media.WEBHOOK}), notice_transports.send_webhook)}

@@ -19,6 +19,8 @@ class Kind(str, Enum):
     STUDY_SR = "study-sr"  # one TID 1500 SR per study, a new version superseding the last (study_sr.make_study_sr)
     STUDY_FHIR = "study-fhir"  # one FHIR DiagnosticReport per study, amended in place (study_fhir.write)
     STUDY_HL7 = "study-hl7"  # one HL7 v2.5.1 ORU^R01 per study version, its triage level as priority (hl7_oru.write)
+    NOTICE_EMAIL = "notice-email"  # a critical-finding e-mail to one contact (notices.notices)
+    NOTICE_WEBHOOK = "notice-webhook"  # a critical-finding webhook body, signed (notices.notices)
 
 
 class Media(str, Enum):
@@ -27,6 +29,8 @@ class Media(str, Enum):
     DICOM = "dicom"
     FHIR = "fhir"
     HL7 = "hl7"
+    EMAIL = "email"
+    WEBHOOK = "webhook"
 
 
 @dataclass(frozen=True)

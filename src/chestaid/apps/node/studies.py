@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pydicom
 
+from chestaid.apps.node.notices import NoticeSettings, notices, summary_of
 from chestaid.apps.node.outputs import STUDY_WRITERS, Destination, queue_made
 from chestaid.apps.node.result_types import StudyImage, StudyResult, Triage
 from chestaid.core.errors import describe
@@ -29,9 +30,9 @@ class StudyAssembler:
 
     def __init__(self, store: Store, algorithm, labels: list[str], thresholds: dict | None,
                  destinations: list[str], quiet_period: float = 60.0, period: float = 1.0,
-                 rules: TriageRules | None = None) -> None:
+                 rules: TriageRules | None = None, notify: NoticeSettings | None = None) -> None:
         self.store, self.algorithm, self.labels, self.thresholds = store, algorithm, labels, thresholds
-        self.rules = rules
+        self.rules, self.notify = rules, notify
         self.destinations = [Destination.parse(d) for d in destinations]
         self.quiet_period, self.period = quiet_period, period
         self._failed: dict[str, float] = {}
@@ -97,11 +98,22 @@ class StudyAssembler:
                 uid = uid or made.uid
                 rows += queue_made(store, made, self.destinations)
                 replaced += [kind.value] if writer.replaces else []
-        store.study_reported(due["study_uid"], result.version, uid, due["instances"], rows, replaced)
+        store.study_reported(due["study_uid"], result.version, uid, due["instances"], rows, replaced,
+                             self._notice(result))
         self._failed.pop(due["study_uid"], None)
         log.info("study %s: result version %d (%d of %d instance(s) read)%s%s", due["study_uid"], result.version,
                  len(read), len(due["instances"]), "; supersedes the previous" if previous is not None else "",
                  f"; triage {result.triage.level}" if result.triage else "")
+
+    def _notice(self, result: StudyResult) -> tuple[str, dict, list[dict]] | None:
+        """A critical study's first notices (opened with its result unless it has a notification already)."""
+        if self.notify is None or not self.notify.active or result.triage is None or (
+                result.triage.level != Level.CRITICAL.value):
+            return None
+        summary = summary_of(result, self.notify.patient_names)
+        destinations = list(self.notify.destinations.values())
+        return (result.triage.level, summary, [row for made in notices(self.notify, summary, 0)
+                                               for row in queue_made(self.store, made, destinations)])
 
     def _triage(self, images: list[StudyImage], risk) -> Triage | None:
         """The study's level under the site's rules, never below the level its order came with."""

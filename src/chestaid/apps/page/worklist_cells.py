@@ -150,3 +150,12 @@ def images_frame(members: list[dict], own: dict) -> pd.DataFrame:
              "top finding": plain(i["top_finding"], 60), "reason": plain(i["reason"], 160),
              "model": plain(model_cell(i, own), 100), "SOPInstanceUID": plain(i["sop_uid"], 64)} for i in members]
     return pd.DataFrame(rows, columns=IMAGE_COLUMNS)
+
+
+def notifications_frame(node: Store) -> pd.DataFrame:
+    """The open critical notifications, oldest first: study, accession, findings, since when, contact reached."""
+    rows = [{"since": _when(n["created_at"]), "StudyInstanceUID": plain(n["study_uid"], 64),
+             "AccessionNumber": plain(n["summary"].get("accession", ""), 64),
+             "findings": plain(", ".join(n["summary"].get("findings", {})), 120), "contact": n["contact"] + 1}
+            for n in node.notifications(open_only=True)]
+    return pd.DataFrame(rows, columns=["since", "StudyInstanceUID", "AccessionNumber", "findings", "contact"])

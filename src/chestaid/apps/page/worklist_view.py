@@ -17,8 +17,8 @@ from chestaid.store import PRIORITY, PRIORITY_VERDICTS, VERDICTS, Store
 from chestaid.apps.page.display import heat_map_html, picture_html, score_text, user_of
 from chestaid.apps.page.inputs import plain
 from chestaid.apps.page.worklist_cells import (STUDY_WIDTHS, _cleared, _when, findings_frame, header_text,
-                                               heat_map_refusal, images_frame, images_summary, study_members,
-                                               studies_frame, verdict_id, verdicts_text)
+                                               heat_map_refusal, images_frame, images_summary, notifications_frame,
+                                               study_members, studies_frame, verdict_id, verdicts_text)
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,16 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
     labels = list(predictor.task.labels)
 
     def refresh():
-        return studies_frame(node)
+        return studies_frame(node), notifications_frame(node)
+
+    def acknowledge(study_uid: str, request: gr.Request):
+        study_uid = (study_uid or "").strip()
+        waited = node.acknowledge(study_uid, user_of(request)) if study_uid else None
+        if waited is None:
+            return "This study has no open critical notification.", notifications_frame(node)
+        log.info("worklist: study %s: critical notification acknowledged after %.0f s", study_uid, waited)
+        return (f"Critical notification acknowledged after {waited / 60:.1f} min; no one else will be called.",
+                notifications_frame(node))
 
     def summary(instance: dict) -> str:
         reviewed = (f"reviewed by {plain(instance['reviewed_by'], 64)} at {_when(instance['reviewed_at'])}"
@@ -134,12 +143,17 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
     with gr.Tab("Worklist", elem_id="tab-worklist"):
         gr.Markdown(f"Studies sent to the DICOM node, highest {predictor.score_name} first; refreshed every "
                     f"{refresh_s:g} s. Scores support triage; they are not a diagnosis.")
+        open_notices = gr.Dataframe(notifications_frame(node), label="Open critical notifications (acknowledge: "
+                                    "open the study, then 'Acknowledge critical finding')", interactive=False,
+                                    elem_id="notifications", wrap=True, max_height=200)
         table = gr.Dataframe(studies_frame(node), interactive=False, elem_id="worklist", wrap=True,
                              column_widths=STUDY_WIDTHS, max_height=420)
         with gr.Row():
             study_uid = gr.Textbox(label="StudyInstanceUID", max_lines=1, elem_id="worklist-study", scale=3)
             open_study_button = gr.Button("Open study", elem_id="worklist-open-study", scale=1)
-        study_status = gr.Textbox(label="Study", interactive=False, elem_id="study-status")
+        with gr.Row():
+            study_status = gr.Textbox(label="Study", interactive=False, elem_id="study-status", scale=3)
+            ack_button = gr.Button("Acknowledge critical finding", variant="stop", elem_id="notification-ack", scale=1)
         images = gr.Dataframe(label="Its images (select one to open it)", interactive=False, elem_id="study-images",
                               wrap=True, max_height=240)
         with gr.Row():
@@ -170,7 +184,8 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
                 verdicts = gr.Textbox(label="Verdicts (latest counts; every one is kept)", interactive=False,
                                       elem_id="verdicts", lines=3)
         opened = [chosen, status, image, findings, heat, *grid, priority, verdicts]
-        gr.Timer(refresh_s).tick(refresh, None, table, api_name=False, show_progress="hidden")
+        gr.Timer(refresh_s).tick(refresh, None, [table, open_notices], api_name=False, show_progress="hidden")
+        ack_button.click(acknowledge, [study_uid], [study_status, open_notices], api_name=False)
         open_button.click(open_one, [chosen], opened, api_name=False)
         chosen.submit(open_one, [chosen], opened, api_name=False)
         study_opened = [study_uid, images, study_status, *opened]
