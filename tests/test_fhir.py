@@ -118,7 +118,7 @@ def test_a_study_report_is_one_valid_r4_diagnostic_report_per_study_updated_in_p
     import numpy as np
     import pydicom
 
-    from chestaid.apps.node.result_types import StudyImage, StudyResult
+    from chestaid.apps.node.result_types import StudyImage, StudyResult, Triage
     from chestaid.apps.node.results import Algorithm
     from chestaid.apps.node.study_fhir import study_report_bundle
 
@@ -133,7 +133,9 @@ def test_a_study_report_is_one_valid_r4_diagnostic_report_per_study_updated_in_p
                                                   np.array([True, False]), None, 1, [str(pa.SOPInstanceUID)]))
     second, uid2 = study_report_bundle(StudyResult(images, algorithm, labels, np.array([0.7, 0.1]),
                                                    np.array([True, False]), None, 2,
-                                                   [str(pa.SOPInstanceUID), str(lateral.SOPInstanceUID)]))
+                                                   [str(pa.SOPInstanceUID), str(lateral.SOPInstanceUID)],
+                                                   triage=Triage("critical", "urgent", ("Effusion",), "critical",
+                                                                 "site-1 (sha256 abc)")))
     assert uid1 != uid2  # each version its own outbox row
     for bundle in (first, second):
         parsed = fhir_bundle.Bundle.model_validate(bundle)
@@ -145,3 +147,6 @@ def test_a_study_report_is_one_valid_r4_diagnostic_report_per_study_updated_in_p
     assert report["code"]["coding"][0]["code"] == "18748-4" and len(report["result"]) == 2
     assert "1 of 2 image(s) read" in report["conclusion"] and "not read: DICOM ViewPosition is LL" in report["conclusion"]
     assert report["imagingStudy"][0]["identifier"]["value"] == f"urn:oid:{study}"
+    (task,) = [e["resource"] for e in second["entry"] if e["resource"]["resourceType"] == "Task"]
+    assert task["priority"] == "stat" and task["focus"]["identifier"]["value"] == f"urn:oid:{study}"
+    assert not [e for e in first["entry"] if e["resource"]["resourceType"] == "Task"]  # no rules, no task

@@ -8,11 +8,17 @@ conditional update (PUT `DiagnosticReport?identifier=…`), so a bundle sent aga
 changes nothing, and an amended study result (an image after the first was sent) replaces the report — status
 "amended" — instead of adding a second one. An amended version supersedes an older one not yet sent (the writer
 `replaces`), so the server never ends on an older version.
+
+With the site's triage rules, the bundle also holds a **Task** (status requested, intent order) whose `priority`
+(stat / urgent / routine) is the study's level and whose `focus` is the imaging study: FHIR worklists key on a Task's
+priority, and chestaid must not rewrite the order itself (the clinician's ServiceRequest keeps its own priority).
 """
 
 from __future__ import annotations
 
 import uuid
+
+TASK_PRIORITY = {"critical": "stat", "urgent": "urgent", "routine": "routine"}  # FHIR request-priority codes
 
 from chestaid.apps.node.fhir import (LOINC, RADIOLOGY, bundle_bytes, bundle_entry, device_entry, finding_entries,
                                      patient_of, study_of, uid_identifier)
@@ -49,6 +55,18 @@ def study_report_bundle(result: StudyResult) -> tuple[dict, str]:
                                                      "display": "Diagnostic imaging study"}]},
         **({"subject": patient} if patient else {}), "imagingStudy": [study], "result": observations,
         "conclusion": conclusion[:4000]}, key, update=True))
+    if result.triage is not None:  # what a FHIR worklist keys on: a reading Task with the study's priority
+        t = result.triage
+        task_key = derived_uid(key, "task")
+        entries.append(bundle_entry(f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, task_key)}", "Task", {
+            "resourceType": "Task", "identifier": [uid_identifier(task_key)], "status": "requested",
+            "intent": "order", "priority": TASK_PRIORITY[t.level],
+            "code": {"text": "Read this imaging study (chestaid triage)"}, "focus": study,
+            **({"for": patient} if patient else {}),
+            "description": (f"Triage level {t.level} under the site's rules {t.rules}"
+                            + (f", raised by {', '.join(t.raised)}" if t.raised else "")
+                            + (f"; ordered {t.ordered}, never lowered" if t.ordered else "")
+                            + f"; model {algorithm.run_name}")[:1000]}, task_key, update=True))
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}, version_uid
 
 
