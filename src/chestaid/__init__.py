@@ -18,13 +18,13 @@ from typing import Any
 
 from chestaid.api import (calibrate, compare, evaluate, export, export_verdicts, fit_gate, import_model,
                           import_verdicts, import_xrv, load, localise, monitor, open_worklist, predict, prepare,
-                          stats, synth, thresholds, train)
+                          stats, synth, thresholds, train, triage_report)
 from chestaid.core.errors import ChestaidError
 from chestaid.core.version import __version__
 
 __all__ = ["ChestaidError", "Prediction", "Predictor", "__version__", "calibrate", "compare", "evaluate", "export",
            "export_verdicts", "fit_gate", "import_model", "import_verdicts", "import_xrv", "load", "localise",
-           "monitor", "open_worklist", "predict", "prepare", "stats", "synth", "thresholds", "train"]
+           "monitor", "open_worklist", "predict", "prepare", "stats", "synth", "thresholds", "train", "triage_report"]
 
 
 def __getattr__(name: str) -> Any:  # the classes load torch: only when asked for

@@ -232,7 +232,6 @@ def import_xrv(source: str | Path, out: str | Path, trust_pickle: bool = False) 
     """A torchxrayvision DenseNet-121 (a file, or a name with torchxrayvision installed) as a backbone file for
     `model.weights` (`chestaid weights import-xrv`); a pickle is read only with `trust_pickle`."""
     from chestaid.models.xrv_import import import_xrv as convert
-
     return convert(source, out, trust_pickle)
 
 
@@ -244,7 +243,6 @@ def import_model(source: str | Path, run: str | Path, task: str | None = None, l
     output order when it does not say (["chexnet"]: CheXNet's). Its scores are uncalibrated until `calibrate`
     runs on local cases; it has no input gate until `fit_gate`."""
     from chestaid.workflows.import_run import import_as_run
-
     return import_as_run(source, run, task, labels, trust_pickle, size).root
 
 
@@ -253,7 +251,6 @@ def fit_gate(run: str | Path, images: list[str | Path] | str | Path, percentile:
     """Fit the run's input gate on unlabelled local images (files or folders; `chestaid gate fit`): half fit
     it, half set its conformal threshold, refused when too few to promise the rate (1 − percentile/100)."""
     from chestaid.workflows.gate_fit import fit_gate_from_images
-
     if not 50 <= percentile < 100:
         raise ChestaidError(f"percentile must be within 50-100, got {percentile}")
     given = [images] if isinstance(images, (str, Path)) else list(images)
@@ -264,7 +261,6 @@ def import_verdicts(store: str | Path, csv: str | Path, user: str = "import") ->
     """Append clinicians' verdicts from a CSV to a node's store (`chestaid verdicts import`; the columns:
     chestaid.workflows.verdicts). Append-only and audited."""
     from chestaid.workflows.verdicts import import_verdicts as run_import
-
     return run_import(store, csv, user)
 
 
@@ -272,7 +268,6 @@ def export_verdicts(store: str | Path, out: str | Path, findings: list[str] | No
     """The store's latest verdicts as a table `prepare --table` reads (`chestaid verdicts export`); returns
     (out, rows, instances left out)."""
     from chestaid.workflows.verdicts import export_verdicts as run_export
-
     return run_export(store, out, findings)
 
 
@@ -280,7 +275,6 @@ def monitor(store: str | Path, window: str = "200", level: float = 0.01, run: st
             html: str | Path | None = None) -> dict:
     """Drift and performance of a node's store per model and window (`chestaid monitor`), Holm at `level`."""
     from chestaid.workflows.monitor import monitor as run_monitor, write_html
-
     result = run_monitor(store, window, level, run)
     if html is not None:
         write_html(result, html)
@@ -290,7 +284,6 @@ def monitor(store: str | Path, window: str = "200", level: float = 0.01, run: st
 def is_lead_process() -> bool:
     """Whether this process writes and reports (global rank 0; always, outside a multi-process run)."""
     from chestaid.training.fit import is_global_zero
-
     return is_global_zero()
 
 
@@ -298,3 +291,9 @@ def with_interval(summary: dict, key: str) -> str:
     """A figure with its 95% interval as the CLI and the reports print it, e.g. "0.912 (0.871–0.948)"."""
     from chestaid.evaluation.bootstrap import with_interval as text
     return text(summary, key)
+
+
+def triage_report(store: str | Path, rules: str | Path) -> dict:
+    """The likely-normal tier's shadow evidence on a store (`chestaid triage report`): workflows.triage_report."""
+    from chestaid.workflows.triage_report import triage_report as report
+    return report(store, rules)

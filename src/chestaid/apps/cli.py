@@ -49,6 +49,9 @@ app.command("worklist")(one_line_errors(node_commands.worklist))
 study_app = typer.Typer(no_args_is_help=True, help="The node's studies.")
 app.add_typer(study_app, name="study")
 study_app.command("complete")(one_line_errors(node_commands.study_complete))
+triage_app = typer.Typer(no_args_is_help=True, help="Triage: the likely-normal tier's evidence.")
+app.add_typer(triage_app, name="triage")
+triage_app.command("report")(one_line_errors(cli_store.triage_report))
 
 
 @app.callback()

@@ -82,3 +82,30 @@ def monitor(store: Annotated[Path, typer.Argument(help="a node's --store folder"
         sys.exit(1)
     if fail_on_alarm and result["status"] != "monitored":
         sys.exit(3)
+
+
+def triage_report(store: Annotated[Path, typer.Argument(help="a node's --store folder")],
+                  rules: Annotated[Path, typer.Option("--rules", help="the site's triage rules file (with a "
+                                                                      "likely_normal section)")],
+                  as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table")] = False) -> None:
+    """What the likely-normal tier, in shadow, would have lowered per day and overall, the abnormal studies among
+    them, the rule-out's sensitivity with exact (Clopper–Pearson) intervals, and whether it may go live."""
+    import json
+
+    import chestaid
+
+    found = chestaid.triage_report(store, rules)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    typer.echo(f"likely-normal tier of {found['rules']}: rule-out {found['rule_out']}, target sensitivity "
+               f"{found['target_sensitivity']} (one-sided 95% lower bound; "
+               f"{found['abnormal_needed_if_none_lowered']} abnormal studies needed with none lowered)")
+    typer.echo("day\tstudies\twould lower\tabnormal\tabnormal lowered\tsensitivity (95% CI)\tlower bound")
+    for day, row in [*found["days"].items(), ("overall", found["overall"])]:
+        s = row["sensitivity"]
+        said = "–" if s["estimate"] is None else f"{s['estimate']:.3f} ({s['ci_low']:.3f}–{s['ci_high']:.3f})"
+        bound = "–" if s["lower_bound_95"] is None else f"{s['lower_bound_95']:.3f}"
+        typer.echo(f"{day}\t{row['studies']}\t{row['would_lower']}\t{row['abnormal']}\t{row['abnormal_lowered']}\t"
+                   f"{said}\t{bound}")
+    typer.echo(("live: allowed — " if found["live_allowed"] else "live: not yet — ") + found["why"])

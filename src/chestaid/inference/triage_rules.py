@@ -7,6 +7,10 @@ the key), versioned (every result names the rules' version and digest beside the
       Pneumothorax: critical            # flagged at the run's threshold
       Effusion: {level: urgent, threshold: 0.4}
       Mass: {level: urgent, sensitivity: 0.9}   # the threshold that reaches this sensitivity on the site's verdicts
+    likely_normal:                      # optional: a study whose every finding scores below rule_out
+      rule_out: 0.05                    # would go to "likely normal"; in shadow (recorded, never sent) until
+      target_sensitivity: 0.99          # the site's verdicts show the rule-out's sensitivity, one-sided 95% lower
+      live: false                       # bound, at or above the target (`chestaid triage report STORE`)
 
 A study's level is the highest level of its flagged findings (routine when none is). The level its order came with
 (DICOM RequestedProcedurePriority, where a study carries it) is never lowered: a STAT study stays STAT when chestaid
@@ -29,8 +33,9 @@ MIN_POSITIVES = 20  # present verdicts a sensitivity operating point needs (belo
 
 
 class Level(str, Enum):
-    """A study's triage level, lowest first."""
+    """A study's triage level, lowest first (likely normal: only from a live likely-normal tier)."""
 
+    LIKELY_NORMAL = "likely normal"
     ROUTINE = "routine"
     URGENT = "urgent"
     CRITICAL = "critical"
@@ -42,7 +47,8 @@ class Level(str, Enum):
     @property
     def hl7(self) -> tuple[str, str]:
         """HL7 v2 table 0485 (TQ1-9 Priority): code and text."""
-        return {Level.CRITICAL: ("S", "Stat"), Level.URGENT: ("A", "ASAP"), Level.ROUTINE: ("R", "Routine")}[self]
+        return {Level.CRITICAL: ("S", "Stat"), Level.URGENT: ("A", "ASAP"), Level.ROUTINE: ("R", "Routine"),
+                Level.LIKELY_NORMAL: ("R", "Routine")}[self]
 
 
 # DICOM RequestedProcedurePriority (0040,1003) → the level it asks for
@@ -52,6 +58,9 @@ ORDERED = {"STAT": Level.CRITICAL, "HIGH": Level.URGENT, "MEDIUM": Level.ROUTINE
 
 def highest(levels) -> Level:
     return max(levels, key=lambda level: level.rank, default=Level.ROUTINE)
+
+
+LEVELS = [level.value for level in Level if level is not Level.LIKELY_NORMAL]  # what a rule may raise a study to
 
 
 def ordered_level(headers) -> Level | None:
@@ -70,10 +79,18 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class LikelyNormal:
+    rule_out: float
+    target_sensitivity: float
+    live: bool = False
+
+
+@dataclass(frozen=True)
 class TriageRules:
     version: str
     digest: str
     rules: tuple[Rule, ...]
+    likely_normal: LikelyNormal | None = None
 
     @property
     def identity(self) -> str:
@@ -101,7 +118,7 @@ class TriageRules:
                                     f"({MIN_POSITIVES - len(present)} more); state a threshold until then")
             missed = int(np.floor((1 - r.sensitivity) * len(present)))  # present cases it may leave unflagged
             rules.append(Rule(r.finding, r.level, float(present[missed]), r.sensitivity))
-        return TriageRules(self.version, self.digest, tuple(rules))
+        return TriageRules(self.version, self.digest, tuple(rules), self.likely_normal)
 
 
 def load_rules(path: str | Path, labels: list[str]) -> TriageRules:
@@ -122,8 +139,8 @@ def load_rules(path: str | Path, labels: list[str]) -> TriageRules:
         raise ChestaidError(f"{path}:1: the rules file must be a mapping with version and findings")
     top = {k.value: (k, v) for k, v in root.value}
     for key, (k, _) in top.items():
-        if key not in ("version", "findings"):
-            say(k, key, "unknown key (version, findings)")
+        if key not in ("version", "findings", "likely_normal"):
+            say(k, key, "unknown key (version, findings, likely_normal)")
     if "version" not in top or not isinstance(top["version"][1], yaml.ScalarNode) or not top["version"][1].value:
         say(top.get("version", (root,))[0], "version", "required: a name that changes whenever the rules do")
     else:
@@ -136,13 +153,36 @@ def load_rules(path: str | Path, labels: list[str]) -> TriageRules:
             rule = _rule(k.value, v, labels, lambda node, key, problem: say(node, f"findings.{k.value}{key}", problem))
             if rule is not None:
                 rules.append(rule)
+    likely = _likely_normal(top["likely_normal"][1], say) if "likely_normal" in top else None
     if problems:  # in the order of the file's lines
         raise ChestaidError("\n".join(sorted(problems, key=lambda p: int(p[len(str(path)) + 1:].split(":")[0]))))
-    return TriageRules(version, hashlib.sha256(text.encode()).hexdigest(), tuple(rules))
+    return TriageRules(version, hashlib.sha256(text.encode()).hexdigest(), tuple(rules), likely)
+
+
+def _likely_normal(node, say) -> LikelyNormal | None:
+    fields = {k.value: v for k, v in node.value} if isinstance(node, yaml.MappingNode) else None
+    if fields is None:
+        say(node, "likely_normal", "a mapping: rule_out, target_sensitivity, live")
+        return None
+    values = {}
+    for key in fields:
+        if key not in ("rule_out", "target_sensitivity", "live"):
+            say(fields[key], f"likely_normal.{key}", "unknown key (rule_out, target_sensitivity, live)")
+    for key in ("rule_out", "target_sensitivity"):
+        try:
+            values[key] = float(fields[key].value)
+            if not 0 < values[key] < 1:
+                raise ValueError
+        except (KeyError, ValueError, TypeError, AttributeError):
+            say(fields.get(key, node), f"likely_normal.{key}", "required: a number between 0 and 1")
+    live = str(getattr(fields.get("live"), "value", "false")).lower()
+    if live not in ("true", "false"):
+        say(fields["live"], "likely_normal.live", f"{live!r} is not true or false")
+    return LikelyNormal(values["rule_out"], values["target_sensitivity"], live == "true") if len(values) == 2 else None
 
 
 def _rule(finding: str, node, labels: list[str], say) -> Rule | None:
-    levels = ", ".join(level.value for level in Level)
+    levels = ", ".join(LEVELS)
     if finding not in labels:
         say(node, "", f"not a finding of the run ({', '.join(labels)})")
         return None
@@ -152,7 +192,7 @@ def _rule(finding: str, node, labels: list[str], say) -> Rule | None:
         if key not in ("level", "threshold", "sensitivity"):
             say(value, f".{key}", "unknown key (level, threshold, sensitivity)")
     level = fields.get("level")
-    if level is None or level.value not in [lv.value for lv in Level]:
+    if level is None or level.value not in LEVELS:
         say(level or node, ".level" if isinstance(node, yaml.MappingNode) else "",
             f"{getattr(level, 'value', None)!r} is not a level ({levels})")
         return None

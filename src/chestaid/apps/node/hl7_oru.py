@@ -80,14 +80,16 @@ def oru_message(result: StudyResult, made_at: float | None = None) -> tuple[str,
         segments.append("TQ1|" + _fields({1: "1", 9: f"{code}^{text}^HL70485"}))
     obx = []
     if triage is not None:
-        obx.append(f"CWE|TRIAGE^Triage level under the site's rules^{LOCAL}||{triage.level.upper()}^"
+        obx.append(f"CWE|TRIAGE^Triage level under the site's rules^{LOCAL}||{triage.level.upper().replace(' ', '_')}^"
                    f"{escape(triage.level)}^{LOCAL}||||||{status}")
         obx.append(f"ST|RULES^Triage rules version^{LOCAL}||{escape(triage.rules)[:199]}||||||{status}")
     if result.risk is not None:
         for k, label in enumerate(result.labels):
             obx.append(f"NM|{_finding(label)}||{round(float(result.risk[k]), 6)}|1^{escape(scores)}^UCUM||"
                        f"{'A' if result.decisions[k] else 'N'}|||{status}")
-    obx.append(f"ST|MODEL^Algorithm^{LOCAL}||{escape(f'chestaid {algorithm.version} run {algorithm.run_name} weights sha256 {algorithm.weights_sha256[:16]} ({scores}s, not probabilities; triage support, not a diagnosis)')[:199]}||||||{status}")
+    model = (f"chestaid {algorithm.version} run {algorithm.run_name} weights sha256 {algorithm.weights_sha256[:16]} "
+             f"({scores}s, not probabilities; triage support, not a diagnosis)")
+    obx.append(f"ST|MODEL^Algorithm^{LOCAL}||{escape(model)[:199]}||||||{status}")
     not_read = [f"{i.source.get('SOPInstanceUID', '?')} {i.state}: {i.reason}" for i in result.images
                 if i.risk is None]
     if not_read or result.not_analysed:

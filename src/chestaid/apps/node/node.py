@@ -160,7 +160,8 @@ class Node:
         from chestaid.inference.triage_rules import load_rules
 
         if self.config.study_quiet_period is None:
-            raise ChestaidError("--triage-rules sets each study's level: it needs study results (a --study-quiet-period)")
+            raise ChestaidError("--triage-rules sets each study's level: it needs study results "
+                                "(a --study-quiet-period)")
         rules = load_rules(self.config.triage_rules, labels)
         scores: dict[str, list[tuple[float, bool]]] = {}
         for uid, given in self.store.latest_verdicts().items():
@@ -169,6 +170,9 @@ class Node:
                 if decided is not None and finding in decided.scores and verdict in ("present", "absent"):
                     scores.setdefault(finding, []).append((decided.scores[finding].risk, verdict == "present"))
         rules = rules.resolved(scores)
+        from chestaid.workflows.triage_report import refuse_live_without_evidence
+
+        refuse_live_without_evidence(self.store, rules)  # a live likely-normal tier needs the site's evidence
         log.info("triage rules %s: %s", rules.identity, "; ".join(
             f"{r.finding} → {r.level.value} at " + (f"{r.threshold:.4f}" if r.threshold is not None else "the run's "
                                                    "threshold") for r in rules.rules))

@@ -64,6 +64,7 @@ class Triage:
     raised: tuple[str, ...]
     ordered: str | None
     rules: str
+    shadow_likely_normal: bool = False  # the likely-normal tier, in shadow, would have lowered it (not sent)
 
 
 @dataclass(frozen=True)

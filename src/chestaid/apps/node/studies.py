@@ -123,5 +123,10 @@ class StudyAssembler:
             dict(zip(self.labels, map(float, risk))), self.thresholds or {})
         ordered = ordered_level([i.source for i in images])
         level = highest([found, ordered] if ordered is not None else [found])
+        tier = self.rules.likely_normal
+        below = (tier is not None and risk is not None and level is Level.ROUTINE
+                 and all(float(v) < tier.rule_out for v in risk))  # never below what the order asked
+        if below and tier.live:
+            level = Level.LIKELY_NORMAL
         return Triage(level.value, found.value, tuple(raised), ordered.value if ordered else None,
-                      self.rules.identity)
+                      self.rules.identity, shadow_likely_normal=below and not tier.live)

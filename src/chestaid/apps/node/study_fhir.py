@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import uuid
 
-TASK_PRIORITY = {"critical": "stat", "urgent": "urgent", "routine": "routine"}  # FHIR request-priority codes
+# FHIR request-priority codes of the levels
+TASK_PRIORITY = {"critical": "stat", "urgent": "urgent", "routine": "routine", "likely normal": "routine"}
 
 from chestaid.apps.node.fhir import (LOINC, RADIOLOGY, bundle_bytes, bundle_entry, device_entry, finding_entries,
                                      patient_of, study_of, uid_identifier)

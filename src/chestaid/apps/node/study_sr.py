@@ -39,12 +39,14 @@ def make_study_sr(result: "StudyResult") -> Dataset:
     if result.triage is not None:  # the level as a coded item, and how it was reached
         t = result.triage
         groups[0][0].ContentSequence.append(hd.sr.CodeContentItem(
-            name=TRIAGE_LEVEL, value=CodedConcept(t.level.upper(), SCHEME, f"Triage level {t.level}"),
+            name=TRIAGE_LEVEL, value=CodedConcept(t.level.upper().replace(" ", "_"), SCHEME, f"Triage level {t.level}"),
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
         groups[0][0].ContentSequence.append(_text(NOTE, (
             f"Triage level {t.level} under the site's rules {t.rules}: the findings reached {t.found}"
             + (f" ({', '.join(t.raised)})" if t.raised else "")
-            + (f"; the order came with {t.ordered}, never lowered" if t.ordered else ""))[:1024]))
+            + (f"; the order came with {t.ordered}, never lowered" if t.ordered else "")
+            + ("; the likely-normal tier, in shadow, would have lowered it (not applied)"
+               if t.shadow_likely_normal else ""))[:1024]))
     for n, (image, source, ref) in enumerate(zip(result.images, sources, images), 1):
         scope = f" (image {n} of {len(images)})"
         groups += finding_groups(derived_uid(sop_uid, str(source.SOPInstanceUID)), result.algorithm, [ref],

@@ -3,7 +3,8 @@
 Each instance ends in one state with its reason: scored (risk per finding, decisions, top finding), not read
 (another image of a chest study: a lateral, a CT scout), refused (the input gate: tags or distance), unreadable (the
 decoder's reason) — `ignored` is decided at receipt. Its result objects (an SR for every image; a Secondary Capture
-heat map of the top finding for a scored one; what else the writers make for its destinations) are written durably, then the state and the outbox rows are committed in one transaction: a crash in between
+heat map of the top finding for a scored one; what else the writers make for its destinations) are written durably,
+then the state and the outbox rows are committed in one transaction: a crash in between
 re-scores the instance at the next start and makes the same objects again (deterministic UIDs).
 """
 
