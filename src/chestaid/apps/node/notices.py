@@ -16,15 +16,15 @@ import hmac
 import json
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
 
+from chestaid.apps.node.periodic import Periodic
 from chestaid.apps.node.result_types import Kind, ResultObject, StudyResult
 from chestaid.apps.node.results import derived_uid
-from chestaid.core.errors import ChestaidError, describe
+from chestaid.core.errors import ChestaidError
 
 log = logging.getLogger("chestaid.node")
 SIGNATURE_HEADER = "X-Chestaid-Signature"
@@ -104,28 +104,14 @@ def notices(settings: NoticeSettings, summary: dict, contact: int) -> list[Resul
     return made
 
 
-class Escalator:
+class Escalator(Periodic):
     """A thread that escalates open notifications past `escalate_after` to the next contact."""
 
+    name = "chestaid-node-notices"
+
     def __init__(self, store, settings: NoticeSettings, queue, period: float = 1.0) -> None:
-        self.store, self.settings, self.queue, self.period = store, settings, queue, period
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="chestaid-node-notices", daemon=True)
-
-    def start(self) -> "Escalator":
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.period):
-            try:
-                self.run_once()
-            except Exception as e:  # noqa: BLE001 - the escalator never dies of one pass
-                log.error("notifications: pass failed (%s)", describe(e))
+        self.store, self.settings, self.queue = store, settings, queue
+        super().__init__(period)
 
     def run_once(self, now: float | None = None) -> int:
         done = 0

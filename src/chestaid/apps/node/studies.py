@@ -7,7 +7,6 @@ the last. A study that fails is tried again after a pause, never in a tight loop
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import numpy as np
@@ -15,6 +14,7 @@ import pydicom
 
 from chestaid.apps.node.notices import NoticeSettings, notices, summary_of
 from chestaid.apps.node.outputs import STUDY_WRITERS, Destination, queue_made
+from chestaid.apps.node.periodic import Periodic
 from chestaid.apps.node.result_types import StudyImage, StudyResult, Triage
 from chestaid.core.errors import describe
 from chestaid.data.patient import read_header
@@ -25,8 +25,10 @@ log = logging.getLogger("chestaid.node")
 RETRY_AFTER = 30.0  # seconds before a study whose result failed is tried again
 
 
-class StudyAssembler:
+class StudyAssembler(Periodic):
     """`start()` a thread checking every `period` s; `stop()` to end; `run_once()` for one pass."""
+
+    name = "chestaid-node-studies"
 
     def __init__(self, store: Store, algorithm, labels: list[str], thresholds: dict | None,
                  destinations: list[str], quiet_period: float = 60.0, period: float = 1.0,
@@ -34,25 +36,9 @@ class StudyAssembler:
         self.store, self.algorithm, self.labels, self.thresholds = store, algorithm, labels, thresholds
         self.rules, self.notify = rules, notify
         self.destinations = [Destination.parse(d) for d in destinations]
-        self.quiet_period, self.period = quiet_period, period
+        self.quiet_period = quiet_period
         self._failed: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="chestaid-node-studies", daemon=True)
-
-    def start(self) -> "StudyAssembler":
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.period):
-            try:
-                self.run_once()
-            except Exception as e:  # noqa: BLE001 - the assembler never dies of one pass
-                log.error("studies: pass failed (%s)", describe(e))
+        super().__init__(period)
 
     def run_once(self) -> int:
         """Report every due study; returns how many were reported."""

@@ -21,11 +21,17 @@ from chestaid.apps.page.worklist_cells import (STUDY_WIDTHS, _cleared, _when, fi
                                                study_members, studies_frame, verdict_id, verdicts_text)
 
 log = logging.getLogger(__name__)
+NO_VERDICT = "Give a verdict on at least one finding (present, absent or can't tell), or on the priority."
 
 
 def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float = 2.0) -> None:
     """Add the Worklist tab to the Blocks being built; `own` is the page's run identity."""
     labels = list(predictor.task.labels)
+
+    def _given(chosen: tuple, priority: str | None) -> dict[str, str]:
+        """The grid's verdicts (blank: none) and the priority's, as the store takes them."""
+        given = {finding: verdict for finding, verdict in zip(labels, chosen) if verdict}
+        return {**given, PRIORITY: priority} if priority else given
 
     def refresh():
         return studies_frame(node), notifications_frame(node)
@@ -85,11 +91,9 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
         read = [i["sop_uid"] for i in study_members(node).get((study_uid or "").strip(), []) if i["state"] == "scored"]
         if not read:
             return "Open a study with a read image first."
-        given = {finding: verdict for finding, verdict in zip(labels, chosen) if verdict}
-        if priority:
-            given[PRIORITY] = priority
+        given = _given(chosen, priority)
         if not given:
-            return "Give a verdict on at least one finding (present, absent or can't tell), or on the priority."
+            return NO_VERDICT
         for sop_uid in read:
             node.add_verdicts(sop_uid, given, user_of(request), "page (study)")
         log.info("worklist: study %s: %d verdict(s) saved on %d read image(s)", study_uid, len(given), len(read))
@@ -115,11 +119,9 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
         """`request` before the grid's values: gradio inserts it at its position among the positional inputs."""
         if not sop_uid or node.instance(sop_uid) is None:
             return "Open a study first."
-        given = {finding: verdict for finding, verdict in zip(labels, chosen) if verdict}
-        if priority:
-            given[PRIORITY] = priority
+        given = _given(chosen, priority)
         if not given:
-            return "Give a verdict on at least one finding (present, absent or can't tell), or on the priority."
+            return NO_VERDICT
         node.add_verdicts(sop_uid, given, user_of(request), "page")
         log.info("worklist: SOPInstanceUID %s: %d verdict(s) saved", sop_uid, len(given))
         return verdicts_text(node, sop_uid)
