@@ -248,3 +248,44 @@ def test_performance_per_study_counts_a_study_flagged_by_any_read_image_and_pres
     assert (per_image["verdicts"], per_image["positives"], per_image["agreement"]) == (5, 1, 2 / 5)
     per_study = performance(rows, verdicts, ["Effusion"], by_study=True)["Effusion"]
     assert (per_study["verdicts"], per_study["positives"], per_study["agreement"]) == (2, 1, 1.0)  # A, B; not C
+
+
+def test_a_monitor_alarm_switches_the_live_likely_normal_tier_off_and_the_next_results_say_so(drifting_store):
+    """A live tier on a store whose latest window alarms: the next study result is not lowered, its study SR and
+    the store's tier state (the page's and the metrics' source) say the tier is off and why."""
+    import numpy as np
+    import pydicom
+
+    from chestaid.apps.node.metrics import StoreCollector
+    from chestaid.apps.node.node import algorithm_of
+    from chestaid.apps.node.result_types import StudyImage, StudyResult
+    from chestaid.apps.node.studies import StudyAssembler
+    from chestaid.apps.node.study_sr import make_study_sr
+    from chestaid.inference.triage_rules import load_rules
+
+    run, store, _, tmp = drifting_store
+    copy = Path(shutil.copytree(store, tmp / "tier-store"))
+    rules_file = tmp / "tier-rules.yaml"
+    rules_file.write_text("version: tier-live-1\nfindings:\n  Effusion: critical\n"
+                          "likely_normal: {rule_out: 0.999, target_sensitivity: 0.5, live: true}\n")
+    predictor = chestaid.load(run)
+    labels = list(predictor.task.labels)
+    opened = Store.open(copy)
+    try:
+        algorithm = algorithm_of(run)
+        assembler = StudyAssembler(opened, algorithm, labels, predictor.thresholds.values, [],
+                                   rules=load_rules(rules_file, labels))
+        risk = np.full(len(labels), 0.01)  # below the rule-out: a live tier would lower it
+        header = pydicom.dcmread(opened.file_of(opened.instances()[0]), stop_before_pixels=True)
+        triage = assembler._triage([StudyImage(header, "scored", "", risk, risk > 0.5)], risk)
+        assert triage.level == "routine" and "the monitor alarms on this model's latest window" in triage.tier_off
+        sr = make_study_sr(StudyResult([StudyImage(header, "scored", "", risk, risk > 0.5)], algorithm, labels, risk,
+                                       risk > 0.5, None, 1, [str(header.SOPInstanceUID)], triage=triage))
+        notes = [str(item.TextValue) for group in sr.ContentSequence for item in group.get("ContentSequence", [])
+                 for item in [item, *item.get("ContentSequence", [])] if "TextValue" in item]
+        assert any("the likely-normal tier is off (the monitor alarms" in n for n in notes), notes
+        assert opened.tier()["state"] == "off"
+        gauge = next(m for m in StoreCollector(opened).collect() if m.name == "chestaid_likely_normal_tier")
+        assert {s.labels["state"]: s.value for s in gauge.samples} == {"live": 0.0, "shadow": 0.0, "off": 1.0}
+    finally:
+        opened.close()

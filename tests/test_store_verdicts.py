@@ -44,5 +44,6 @@ def test_an_older_store_is_migrated_and_a_newer_one_refused_in_one_line(tmp_path
     Store(newer).close()
     with sqlite3.connect(newer / DB_NAME) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(ChestaidError, match=r"made by a newer chestaid \(store schema 3; this one reads up to 2\)"):
+    with pytest.raises(ChestaidError, match=rf"made by a newer chestaid \(store schema {SCHEMA_VERSION + 1}; this one reads up to "
+                                                 rf"{SCHEMA_VERSION}\)"):
         Store.open(newer)

@@ -29,7 +29,7 @@ likely_normal: {rule_out: 0.2, target_sensitivity: 0.9, live: LIVE}
 
 
 def add_study(store: Store, folder: Path, k: int, day: str, risk: float, present: bool | None,
-              priority: str = "") -> str:
+              priority: str = "", model: dict | None = None) -> str:
     """A one-image study received on `day`, scored `risk` on both findings, with an Effusion verdict."""
     study = generate_uid()
     path = phantom(folder / f"{k}.dcm", study, k, patient=f"T{k:04d}")
@@ -39,7 +39,8 @@ def add_study(store: Store, folder: Path, k: int, day: str, risk: float, present
         ds.save_as(path, enforce_file_format=True)
     store.receive(Instance(ds.SOPInstanceUID, study, modality="CR", patient_id=ds.PatientID), path.read_bytes())
     store.finish(ds.SOPInstanceUID, "scored", risk=risk, top="Effusion", flagged="",
-                 scores={f: {"risk": risk, "decision": 0, "logit": 0.0} for f in ("Effusion", "Atelectasis")})
+                 scores={f: {"risk": risk, "decision": 0, "logit": 0.0} for f in ("Effusion", "Atelectasis")},
+                 model=model)
     at = datetime.strptime(day, "%Y-%m-%d").replace(hour=9, tzinfo=timezone.utc).timestamp()
     with sqlite3.connect(store.db_path) as db:  # received on that day
         db.execute("UPDATE instances SET received_at = ? WHERE sop_uid = ?", (at, ds.SOPInstanceUID))
@@ -48,19 +49,20 @@ def add_study(store: Store, folder: Path, k: int, day: str, risk: float, present
     return study
 
 
-def make_store(folder: Path, abnormal: int, missed: int) -> Path:
+def make_store(folder: Path, abnormal: int, missed: int, model: dict | None = None) -> Path:
     """`abnormal` abnormal studies (`missed` of them scored below the rule-out), as many normal ones below it, an
-    unlabelled one and a low-scored STAT study, over two days."""
+    unlabelled one and a low-scored STAT study, over two days; scored by `model` (a run identity)."""
     store = Store(folder / "store")
     k = 0
     for n in range(abnormal):
         k += 1
-        add_study(store, folder, k, ("2026-11-02", "2026-11-03")[n % 2], 0.1 if n < missed else 0.7, True)
+        add_study(store, folder, k, ("2026-11-02", "2026-11-03")[n % 2], 0.1 if n < missed else 0.7, True,
+                  model=model)
     for n in range(abnormal):
         k += 1
-        add_study(store, folder, k, ("2026-11-02", "2026-11-03")[n % 2], 0.05 if n % 3 else 0.5, False)
-    add_study(store, folder, k + 1, "2026-11-03", 0.05, None)
-    add_study(store, folder, k + 2, "2026-11-03", 0.05, True, priority="STAT")  # never lowered: ordered STAT
+        add_study(store, folder, k, ("2026-11-02", "2026-11-03")[n % 2], 0.05 if n % 3 else 0.5, False, model=model)
+    add_study(store, folder, k + 1, "2026-11-03", 0.05, None, model=model)
+    add_study(store, folder, k + 2, "2026-11-03", 0.05, True, priority="STAT", model=model)  # never lowered: STAT
     store.close()
     return folder / "store"
 
@@ -92,7 +94,9 @@ def test_the_shadow_report_equals_an_independent_computation(tmp_path):
 @pytest.mark.parametrize("abnormal, allowed", [(20, False), (30, True)])
 def test_going_live_is_refused_with_too_few_abnormal_verdicts_and_allowed_with_enough(run, tmp_path, abnormal,  # noqa: F811
                                                                                       allowed):
-    store = make_store(tmp_path, abnormal=abnormal, missed=0)
+    from chestaid.inference.identity import run_identity
+
+    store = make_store(tmp_path, abnormal=abnormal, missed=0, model=run_identity(run.root))  # this run's scores
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES.replace("LIVE", "true"))
     if not allowed:
@@ -102,4 +106,10 @@ def test_going_live_is_refused_with_too_few_abnormal_verdicts_and_allowed_with_e
         assert "on 21 abnormal stud(ies)" in said.output and "it needs 29 (8 more)" in said.output, said.output
         return
     node = start_node(run, store, study_quiet_period=60.0, triage_rules=rules, heat_maps=False)
+    assert node.store.tier()["state"] == "live"
     node.stop()
+    # another run's scores are not this run's evidence
+    other = make_store(tmp_path / "other", abnormal=abnormal, missed=0, model={"weights_sha256": "another run"})
+    said = CliRunner().invoke(app, ["node", str(run.root), "--store", str(other), "--port", "0",
+                                    "--triage-rules", str(rules)])
+    assert said.exit_code != 0 and "on 0 abnormal stud(ies)" in said.output, said.output

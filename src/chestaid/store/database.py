@@ -34,13 +34,14 @@ from chestaid.store.conflicts import ConflictsMixin
 from chestaid.store.outbox import OUTBOX_ADDED, OutboxMixin
 from chestaid.store.records import Decision, State
 from chestaid.store.notifications import NOTIFICATIONS_SCHEMA, NotificationsMixin
-from chestaid.store.studies import STUDIES_SCHEMA, StudiesMixin
+from chestaid.store.studies import STUDIES_ADDED, STUDIES_SCHEMA, StudiesMixin
 from chestaid.store.reviews import ReviewsMixin
 
 DB_NAME = "chestaid-node.sqlite"
 STATES = tuple(s.value for s in State)
 OUTBOX_STATES = ("pending", "sent", "dead", "superseded")  # superseded: a newer version replaced it unsent
-SCHEMA_VERSION = 2  # 1: before versions were recorded (user_version 0); 2: study_date, view, refusal, down_tries
+SCHEMA_VERSION = 3  # 1: before versions were recorded (user_version 0); 2: study_date, view, refusal, down_tries;
+#                    3: notifications, the studies' triage level, the likely-normal tier's state
 CLAIM_TIMEOUT = 120.0  # seconds a second copy of an instance waits for the first to be stored
 
 SCHEMA = """
@@ -142,14 +143,11 @@ class Store(ConflictsMixin, NotificationsMixin, OutboxMixin, ReviewsMixin, Studi
                 raise ChestaidError(f"{self.root}: made by a newer chestaid (store schema {found}; this one reads up "
                                     f"to {SCHEMA_VERSION}): upgrade chestaid to open it")
             self._db.executescript(SCHEMA + STUDIES_SCHEMA + NOTIFICATIONS_SCHEMA)
-            have = {r["name"] for r in self._db.execute("PRAGMA table_info(instances)")}
-            for column, kind in ADDED_COLUMNS.items():  # stores made before these columns existed: migrated
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE instances ADD COLUMN {column} {kind}")
-            outbox = {r["name"] for r in self._db.execute("PRAGMA table_info(outbox)")}
-            for column, kind in OUTBOX_ADDED.items():
-                if column not in outbox:
-                    self._db.execute(f"ALTER TABLE outbox ADD COLUMN {column} {kind}")
+            for table, added in (("instances", ADDED_COLUMNS), ("studies", STUDIES_ADDED), ("outbox", OUTBOX_ADDED)):
+                have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                for column, kind in added.items():  # stores made before these columns existed: migrated
+                    if column not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             if found < SCHEMA_VERSION:
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except (OSError, sqlite3.Error) as e:

@@ -16,7 +16,11 @@ CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY, version INTEGER NOT NULL DEFAULT 0, result_uid TEXT NOT NULL DEFAULT '',
     covered TEXT NOT NULL DEFAULT '[]', forced_at REAL, reported_at REAL
 );
+CREATE TABLE IF NOT EXISTS triage_tier (
+    id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', at REAL NOT NULL
+);
 """
+STUDIES_ADDED = {"level": "TEXT NOT NULL DEFAULT ''"}  # the triage level its current result delivered
 
 
 class StudiesMixin:
@@ -56,8 +60,8 @@ class StudiesMixin:
         return True
 
     def study_reported(self, study_uid: str, version: int, result_uid: str, covered: list[str],
-                       results: list[dict], replaced: list[str] = (), notice: tuple[str, dict, list[dict]] | None = None
-                       ) -> None:
+                       results: list[dict], replaced: list[str] = (), notice: tuple[str, dict, list[dict]] | None = None,
+                       level: str = "") -> None:
         """Record a study's new current result and queue its objects, in one transaction; earlier results of the
         `replaced` kinds still pending for the study are superseded (never sent after the new one). `notice`:
         (level, its summary, its notices' outbox rows) opens the study's notification, unless it has one already."""
@@ -68,12 +72,30 @@ class StudiesMixin:
             for kind in replaced:
                 db.execute("UPDATE outbox SET state = 'superseded', last_error = ? WHERE source_uid = ? AND kind = ? "
                            "AND state = 'pending'", (f"superseded by version {version}", study_uid, kind))
-            db.execute("INSERT INTO studies (study_uid, version, result_uid, covered, reported_at) VALUES (?,?,?,?,?) "
-                       "ON CONFLICT(study_uid) DO UPDATE SET version = excluded.version, result_uid = "
-                       "excluded.result_uid, covered = excluded.covered, reported_at = excluded.reported_at",
-                       (study_uid, version, result_uid, json.dumps(sorted(covered)), now))
+            db.execute("INSERT INTO studies (study_uid, version, result_uid, covered, reported_at, level) VALUES "
+                       "(?,?,?,?,?,?) ON CONFLICT(study_uid) DO UPDATE SET version = excluded.version, result_uid = "
+                       "excluded.result_uid, covered = excluded.covered, reported_at = excluded.reported_at, "
+                       "level = excluded.level", (study_uid, version, result_uid, json.dumps(sorted(covered)), now,
+                                                  level))
             self._queue(db, study_uid, results, now)
 
     def studies(self) -> list[dict]:
         """Every study's current result: version, result UID, instances covered, when reported."""
         return [{**dict(r), "covered": json.loads(r["covered"])} for r in self._query("SELECT * FROM studies")]
+
+    def lowered_abnormal(self) -> list[str]:
+        """Studies the live likely-normal tier lowered that a verdict shows abnormal (a finding present)."""
+        return [r["study_uid"] for r in self._query(
+            "SELECT s.study_uid FROM studies s WHERE s.level = 'likely normal' AND EXISTS (SELECT 1 FROM verdicts v "
+            "JOIN instances i ON v.sop_uid = i.sop_uid WHERE i.study_uid = s.study_uid AND v.verdict = 'present')")]
+
+    def set_tier(self, state: str, reason: str = "") -> None:
+        """The likely-normal tier's state (live, shadow or off) and why, for the page and the metrics."""
+        with self._tx() as db:
+            db.execute("INSERT INTO triage_tier (id, state, reason, at) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
+                       "SET state = excluded.state, reason = excluded.reason, at = excluded.at",
+                       (state, reason, time.time()))
+
+    def tier(self) -> dict | None:
+        rows = self._query("SELECT state, reason, at FROM triage_tier WHERE id = 1")
+        return dict(rows[0]) if rows else None

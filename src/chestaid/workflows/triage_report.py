@@ -21,6 +21,7 @@ from scipy.stats import beta
 
 from chestaid.core.errors import ChestaidError
 from chestaid.data.patient import read_header
+from chestaid.inference.identity import same_model
 from chestaid.inference.triage_rules import ORDERED, Level, LikelyNormal, load_rules
 from chestaid.store import Decision, State, Store
 
@@ -41,9 +42,9 @@ def sensitivity(kept: int, abnormal: int) -> dict:
     return {"estimate": kept / abnormal, "ci_low": low, "ci_high": high, "lower_bound_95": bound}
 
 
-def study_cases(store: Store, tier: LikelyNormal) -> list[dict]:
+def study_cases(store: Store, tier: LikelyNormal, model: dict | None = None) -> list[dict]:
     """Per study with a read image: its day, whether the tier would lower it, and its verdict (abnormal, normal
-    or None)."""
+    or None); with `model` (a run identity), only the studies that model scored."""
     verdicts = store.latest_verdicts()
     members: dict[str, list[dict]] = defaultdict(list)
     for row in store.instances():
@@ -53,7 +54,7 @@ def study_cases(store: Store, tier: LikelyNormal) -> list[dict]:
     for study, rows in members.items():
         read = [Decision.of(r) for r in rows if r["state"] == State.SCORED.value]
         read = [d for d in read if d.scores]
-        if not read:
+        if not read or (model is not None and not all(same_model(d.model, model) for d in read)):
             continue
         scores = {f: max(d.scores[f].risk for d in read if f in d.scores) for d in read for f in d.scores}
         lowered = all(v < tier.rule_out for v in scores.values()) and _ordered_routine(store, rows)
@@ -108,12 +109,13 @@ def triage_report(store: str | Path, rules_path: str | Path, labels: list[str] |
             "days": {day: _summary([c for c in cases if c["day"] == day]) for day in sorted({c["day"] for c in cases})}}
 
 
-def refuse_live_without_evidence(store: Store, rules) -> None:
-    """At the node's start: a live tier needs the evidence the report shows; a line saying how much is missing."""
+def refuse_live_without_evidence(store: Store, rules, model: dict | None = None) -> None:
+    """At the node's start: a live tier needs the evidence the report shows, on the studies `model` (this run)
+    scored — another run's evidence is not this one's; a line saying how much is missing."""
     tier = rules.likely_normal
     if tier is None or not tier.live:
         return
-    overall = _summary(study_cases(store, tier))
+    overall = _summary(study_cases(store, tier, model))
     bound = overall["sensitivity"]["lower_bound_95"]
     if bound is None or bound < tier.target_sensitivity:
         need = needed(tier.target_sensitivity)

@@ -83,6 +83,8 @@ def oru_message(result: StudyResult, made_at: float | None = None) -> tuple[str,
         obx.append(f"CWE|TRIAGE^Triage level under the site's rules^{LOCAL}||{triage.level.upper().replace(' ', '_')}^"
                    f"{escape(triage.level)}^{LOCAL}||||||{status}")
         obx.append(f"ST|RULES^Triage rules version^{LOCAL}||{escape(triage.rules)[:199]}||||||{status}")
+        if triage.tier_off:
+            obx.append(f"ST|TIER^Likely-normal tier^{LOCAL}||{escape('off: ' + triage.tier_off)[:199]}||||||{status}")
     if result.risk is not None:
         for k, label in enumerate(result.labels):
             obx.append(f"NM|{_finding(label)}||{round(float(result.risk[k]), 6)}|1^{escape(scores)}^UCUM||"

@@ -45,6 +45,13 @@ class StoreCollector:
                                 "Age of the oldest result not yet delivered (0: none pending); alert when it grows",
                                 value=max(0.0, time.time() - oldest) if oldest is not None else 0.0)
         yield from self._notifications()
+        tier = self.store.tier()
+        if tier is not None:
+            state = GaugeMetricFamily("chestaid_likely_normal_tier", "The likely-normal tier's state (1: current)",
+                                      labels=["state"])
+            for name in ("live", "shadow", "off"):
+                state.add_metric([name], float(tier["state"] == name))
+            yield state
 
     def _notifications(self):
         """Critical notifications: how many are open, and the time each acknowledged one waited (a histogram)."""

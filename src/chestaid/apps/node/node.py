@@ -88,7 +88,8 @@ class Node:
         recovered = self.store.recover()
         log.info("store %s: %s", config.store, ", ".join(f"{k} {v}" for k, v in recovered.items()))
         predictor = Predictor.load(config.run, config.device)
-        rules = self._rules(list(predictor.task.labels))  # a mistake in them stops the start, one line each
+        algorithm = algorithm_of(config.run, predictor.backend)
+        rules = self._rules(list(predictor.task.labels), algorithm.identity)  # a mistake stops the start: a line each
         if not RunPaths(config.run).monitor_reference.is_file():
             log.warning("run %s has no monitoring reference (monitor_reference.json, written by `chestaid calibrate`):"
                         " `chestaid monitor` will list what it scores as not monitored", config.run)
@@ -96,7 +97,7 @@ class Node:
             from chestaid.apps.node.metrics import Metrics
 
             self.metrics = Metrics(self.store)
-        self.worker = Worker(self.store, predictor, algorithm_of(config.run, predictor.backend), self.destinations,
+        self.worker = Worker(self.store, predictor, algorithm, self.destinations,
                              config.batch_size, config.heat_maps,
                              self.metrics.scoring if self.metrics is not None else None,
                              per_image=config.per_image_results or config.study_quiet_period is None)
@@ -153,7 +154,7 @@ class Node:
                  ",".join(config.allow) or "any", ",".join(self.destinations) or "nowhere (kept in the store)")
         return self
 
-    def _rules(self, labels: list[str]):
+    def _rules(self, labels: list[str], identity: dict):
         """The site's triage rules, validated, their sensitivity operating points set on the store's verdicts."""
         if self.config.triage_rules is None:
             return None
@@ -172,7 +173,9 @@ class Node:
         rules = rules.resolved(scores)
         from chestaid.workflows.triage_report import refuse_live_without_evidence
 
-        refuse_live_without_evidence(self.store, rules)  # a live likely-normal tier needs the site's evidence
+        refuse_live_without_evidence(self.store, rules, identity)  # a live tier needs the site's evidence, this run's
+        if rules.likely_normal is not None:
+            self.store.set_tier("live" if rules.likely_normal.live else "shadow")
         log.info("triage rules %s: %s", rules.identity, "; ".join(
             f"{r.finding} → {r.level.value} at " + (f"{r.threshold:.4f}" if r.threshold is not None else "the run's "
                                                    "threshold") for r in rules.rules))

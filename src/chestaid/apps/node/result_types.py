@@ -65,6 +65,7 @@ class Triage:
     ordered: str | None
     rules: str
     shadow_likely_normal: bool = False  # the likely-normal tier, in shadow, would have lowered it (not sent)
+    tier_off: str = ""  # why the live likely-normal tier is off ("" when it is not, or there is none)
 
 
 @dataclass(frozen=True)

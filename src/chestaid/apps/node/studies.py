@@ -23,6 +23,7 @@ from chestaid.store import State, Store
 
 log = logging.getLogger("chestaid.node")
 RETRY_AFTER = 30.0  # seconds before a study whose result failed is tried again
+TIER_CHECK = 60.0  # seconds between checks of whether the live likely-normal tier must switch off
 
 
 class StudyAssembler(Periodic):
@@ -38,6 +39,7 @@ class StudyAssembler(Periodic):
         self.destinations = [Destination.parse(d) for d in destinations]
         self.quiet_period = quiet_period
         self._failed: dict[str, float] = {}
+        self._tier_off, self._tier_checked = "", float("-inf")
         super().__init__(period)
 
     def run_once(self) -> int:
@@ -85,7 +87,7 @@ class StudyAssembler(Periodic):
                 rows += queue_made(store, made, self.destinations)
                 replaced += [kind.value] if writer.replaces else []
         store.study_reported(due["study_uid"], result.version, uid, due["instances"], rows, replaced,
-                             self._notice(result))
+                             self._notice(result), result.triage.level if result.triage else "")
         self._failed.pop(due["study_uid"], None)
         log.info("study %s: result version %d (%d of %d instance(s) read)%s%s", due["study_uid"], result.version,
                  len(read), len(due["instances"]), "; supersedes the previous" if previous is not None else "",
@@ -112,7 +114,35 @@ class StudyAssembler(Periodic):
         tier = self.rules.likely_normal
         below = (tier is not None and risk is not None and level is Level.ROUTINE
                  and all(float(v) < tier.rule_out for v in risk))  # never below what the order asked
-        if below and tier.live:
+        off = self.tier_off() if tier is not None and tier.live else ""
+        if below and tier.live and not off:
             level = Level.LIKELY_NORMAL
         return Triage(level.value, found.value, tuple(raised), ordered.value if ordered else None,
-                      self.rules.identity, shadow_likely_normal=below and not tier.live)
+                      self.rules.identity, shadow_likely_normal=below and not tier.live, tier_off=off)
+
+    def tier_off(self, now: float | None = None) -> str:
+        """Why the live likely-normal tier is off ("" while it is on), checked at most every TIER_CHECK s; once off
+        it stays off until the node starts again (and re-earns its evidence): the monitor alarms in this model's
+        latest window, or cannot watch it, or a verdict shows a study it lowered abnormal."""
+        now = time.time() if now is None else now
+        if self._tier_off or now - self._tier_checked < TIER_CHECK:
+            return self._tier_off
+        from chestaid.inference.identity import describe_model
+        from chestaid.workflows.monitor import monitor
+
+        self._tier_checked, reasons = now, []
+        lowered = self.store.lowered_abnormal()
+        if lowered:
+            reasons.append(f"a verdict shows {len(lowered)} stud(ies) it lowered abnormal")
+        watched = monitor(self.store.root)
+        own = describe_model(self.algorithm.identity)
+        if any(a["model"] == own for a in watched["latest_alarms"]):
+            reasons.append("the monitor alarms on this model's latest window: "
+                           + ", ".join(a["signal"] for a in watched["latest_alarms"] if a["model"] == own)[:200])
+        if any(m["model"] == own for m in watched["not_monitored"]):
+            reasons.append("the monitor cannot watch this model (no monitoring reference)")
+        self._tier_off = "; ".join(reasons)
+        self.store.set_tier("off" if reasons else "live", self._tier_off)
+        if reasons:
+            log.warning("likely-normal tier switched off: %s", self._tier_off)
+        return self._tier_off

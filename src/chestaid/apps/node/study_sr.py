@@ -46,7 +46,8 @@ def make_study_sr(result: "StudyResult") -> Dataset:
             + (f" ({', '.join(t.raised)})" if t.raised else "")
             + (f"; the order came with {t.ordered}, never lowered" if t.ordered else "")
             + ("; the likely-normal tier, in shadow, would have lowered it (not applied)"
-               if t.shadow_likely_normal else ""))[:1024]))
+               if t.shadow_likely_normal else "")
+            + (f"; the likely-normal tier is off ({t.tier_off})" if t.tier_off else ""))[:1024]))
     for n, (image, source, ref) in enumerate(zip(result.images, sources, images), 1):
         scope = f" (image {n} of {len(images)})"
         groups += finding_groups(derived_uid(sop_uid, str(source.SOPInstanceUID)), result.algorithm, [ref],

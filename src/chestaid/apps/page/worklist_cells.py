@@ -159,3 +159,14 @@ def notifications_frame(node: Store) -> pd.DataFrame:
              "findings": plain(", ".join(n["summary"].get("findings", {})), 120), "contact": n["contact"] + 1}
             for n in node.notifications(open_only=True)]
     return pd.DataFrame(rows, columns=["since", "StudyInstanceUID", "AccessionNumber", "findings", "contact"])
+
+
+def tier_text(node: Store) -> str:
+    """The likely-normal tier's state as the page says it (live, shadow — recorded, never applied — or off, why)."""
+    tier = node.tier()
+    if tier is None:
+        return "none (no likely_normal section in the site's rules)"
+    said = {"live": "LIVE: studies whose every finding is below the rule-out point go to 'likely normal'",
+            "shadow": "shadow: recorded, never applied (chestaid triage report shows its evidence)",
+            "off": "OFF"}.get(tier["state"], tier["state"])
+    return f"{said}{': ' + plain(tier['reason'], 300) if tier['reason'] else ''} (since {_when(tier['at'])})"
