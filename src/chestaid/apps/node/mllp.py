@@ -1,6 +1,6 @@
 """HL7 v2 over MLLP out (a `--send-to mllp://HOST:PORT` destination): each message framed (VT … FS CR) on one TCP
 connection per batch, its acknowledgement read before the next. MSA-1 decides: AA (or CA) sent; AE (an application
-error: the RIS could not take it now) a failed try, retried with backoff through the outbox; AR (rejected: resending
+error: the RIS could not take it now) retried with backoff through the outbox until it is taken; AR (rejected: resending
 the same message cannot help) a dead letter at once, its reason kept. A RIS that cannot be reached, or that closes
 the connection or answers nothing before the timeout, is down: the message stays pending and is sent again, never
 lost (its control ID lets the RIS recognise a resend)."""
@@ -65,6 +65,6 @@ def send_mllp(sender, destination, rows: list) -> None:
                 sender.store.sent(row["id"])
             elif code in ("AR", "CR"):
                 sender.record_failure(row, f"MLLP: {destination} rejected the message ({code}: {text})", dead=True)
-            else:
+            else:  # AE: the RIS could not take it now — retried with backoff until it does, never a dead letter
                 sender.record_failure(row, f"MLLP: {destination} answered {code or 'no valid ACK'}"
-                                           + (f" ({text})" if text else ""))
+                                           + (f" ({text})" if text else ""), down=True)

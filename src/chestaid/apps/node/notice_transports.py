@@ -1,7 +1,9 @@
 """How notices leave (outputs.TRANSPORTS): e-mail to an SMTP server with STARTTLS (`smtp://HOST:PORT`; the server's
 certificate checked against --tls-ca or the system's; a login from $CHESTAID_SMTP_USER / $CHESTAID_SMTP_PASSWORD when
 set), and a webhook POST (`webhook:https://…`; http only to this machine) of the signed JSON body. A server that
-cannot be reached is down: its notices stay pending and are retried until it answers."""
+cannot be reached, or answers "not now" (SMTP 4xx, HTTP 429 or 5xx), is down: its notices stay pending and are retried
+until it takes them; a refusal for good (SMTP 5xx, HTTP 4xx) is a failed try, a dead letter after --send-tries — the
+notification itself stays open on the page and keeps escalating."""
 
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ def send_smtp(sender, destination, rows: list) -> None:
             except smtplib.SMTPRecipientsRefused as e:
                 sender.record_failure(row, f"SMTP {destination} refused the recipient ({list(e.recipients)})")
                 continue
+            except smtplib.SMTPResponseException as e:  # 4xx: try again later, as long as it takes; 5xx: a try
+                sender.record_failure(row, f"SMTP {destination}: {e.smtp_code} {e.smtp_error!r}",
+                                      down=400 <= e.smtp_code < 500)
+                continue
             except (smtplib.SMTPException, OSError) as e:
                 sender.record_failure(row, f"SMTP {destination}: {e}")
                 continue
@@ -59,8 +65,8 @@ def send_webhook(sender, destination, rows: list) -> None:
         try:
             with urllib.request.urlopen(request, timeout=sender.timeout, context=context) as response:
                 response.read()
-        except urllib.error.HTTPError as e:
-            sender.record_failure(row, f"webhook {destination.url}: HTTP {e.code}")
+        except urllib.error.HTTPError as e:  # 429 and 5xx: the receiver is not taking anything now, retried until it does
+            sender.record_failure(row, f"webhook {destination.url}: HTTP {e.code}", down=e.code == 429 or e.code >= 500)
             continue
         except OSError as e:
             sender.record_failure(row, f"webhook {destination.url}: {e}", down=True)
