@@ -68,7 +68,8 @@ def oru_message(result: StudyResult, made_at: float | None = None) -> tuple[str,
     scores = score_name(algorithm.calibrated)
     segments = [
         "MSH|^~\\&|" + _fields({3: "CHESTAID", 4: escape(algorithm.run_name[:20]), 5: "RIS", 7: when,
-                                 9: "ORU^R01^ORU_R01", 10: control, 11: "P", 12: "2.5.1", 15: "AL", 16: "NE"}, 3),
+                                 9: "ORU^R01^ORU_R01", 10: control, 11: "P", 12: "2.5.1", 15: "AL", 16: "NE",
+                                 18: "UNICODE UTF-8"}, 3),
         "PID|" + _fields({1: "1", 3: patient_id + (f"^^^{issuer}" if issuer else ""), 5: _name(first),
                           8: escape(first.get("PatientSex", "") or "")}),
         "ORC|" + _fields({1: "RE", 3: f"{accession}^CHESTAID"}),
@@ -82,20 +83,20 @@ def oru_message(result: StudyResult, made_at: float | None = None) -> tuple[str,
     if triage is not None:
         obx.append(f"CWE|TRIAGE^Triage level under the site's rules^{LOCAL}||{triage.level.upper().replace(' ', '_')}^"
                    f"{escape(triage.level)}^{LOCAL}||||||{status}")
-        obx.append(f"ST|RULES^Triage rules version^{LOCAL}||{escape(triage.rules)[:199]}||||||{status}")
+        obx.append(f"ST|RULES^Triage rules version^{LOCAL}||{escape(triage.rules[:150])}||||||{status}")
         if triage.tier_off:
-            obx.append(f"ST|TIER^Likely-normal tier^{LOCAL}||{escape('off: ' + triage.tier_off)[:199]}||||||{status}")
+            obx.append(f"ST|TIER^Likely-normal tier^{LOCAL}||{escape(('off: ' + triage.tier_off)[:150])}||||||{status}")
     if result.risk is not None:
         for k, label in enumerate(result.labels):
-            obx.append(f"NM|{_finding(label)}||{round(float(result.risk[k]), 6)}|1^{escape(scores)}^UCUM||"
+            obx.append(f"NM|{_finding(label)}||{float(result.risk[k]):.6f}|1^{escape(scores)}^UCUM||"
                        f"{'A' if result.decisions[k] else 'N'}|||{status}")
     model = (f"chestaid {algorithm.version} run {algorithm.run_name} weights sha256 {algorithm.weights_sha256[:16]} "
              f"({scores}s, not probabilities; triage support, not a diagnosis)")
-    obx.append(f"ST|MODEL^Algorithm^{LOCAL}||{escape(model)[:199]}||||||{status}")
+    obx.append(f"ST|MODEL^Algorithm^{LOCAL}||{escape(model[:150])}||||||{status}")
     not_read = [f"{i.source.get('SOPInstanceUID', '?')} {i.state}: {i.reason}" for i in result.images
                 if i.risk is None]
     if not_read or result.not_analysed:
-        obx.append(f"ST|NOTREAD^Images not read^{LOCAL}||{escape('; '.join(not_read) or result.not_analysed)[:199]}"
+        obx.append(f"ST|NOTREAD^Images not read^{LOCAL}||{escape(('; '.join(not_read) or result.not_analysed)[:150])}"
                    f"||||||{status}")
     segments += [f"OBX|{n}|{body}" for n, body in enumerate(obx, 1)]
     return "\r".join(segments) + "\r", control

@@ -33,14 +33,15 @@ def read_frame(connection: socket.socket, limit: int = 1 << 20) -> bytes:
 
 
 def ack_of(reply: bytes) -> tuple[str, str]:
-    """(MSA-1 acknowledgement code, its text: MSA-3 and any ERR) of an ACK; ("", why) when it is not one."""
+    """(MSA-1 acknowledgement code, the ERR-3 error codes) of an ACK; ("", why) when it is not one. Free text (MSA-3,
+    ERR-8) is never kept: a RIS may quote the message back, patient name included."""
     segments = reply.decode("utf-8", "replace").replace("\n", "\r").split("\r")
     msa = next((s.split("|") for s in segments if s.startswith("MSA|")), None)
     if msa is None or len(msa) < 2:
         return "", "an answer without an MSA segment"
-    said = [msa[3] if len(msa) > 3 else ""] + ["|".join(s.split("|")[1:])[:200] for s in segments
-                                                 if s.startswith("ERR|")]
-    return msa[1].strip().upper(), "; ".join(t for t in said if t)
+    codes = [fields[3].split("^")[0][:20] for fields in (s.split("|") for s in segments if s.startswith("ERR|"))
+             if len(fields) > 3 and fields[3]]
+    return msa[1].strip().upper()[:2], ("error codes " + ", ".join(codes)) if codes else ""
 
 
 def send_mllp(sender, destination, rows: list) -> None:
@@ -55,7 +56,12 @@ def send_mllp(sender, destination, rows: list) -> None:
         connection.settimeout(sender.timeout)
         for k, row in enumerate(rows):
             try:
-                connection.sendall(frame((sender.store.root / row["path"]).read_bytes()))
+                message = (sender.store.root / row["path"]).read_bytes()
+            except OSError as e:  # the store lost it: a failed try of this row, not a RIS that is down
+                sender.record_failure(row, f"MLLP: the message file cannot be read ({type(e).__name__})")
+                continue
+            try:
+                connection.sendall(frame(message))
                 code, text = ack_of(read_frame(connection))
             except OSError as e:  # closed, reset or silent: down, the rest of the batch too
                 for rest in rows[k:]:

@@ -39,16 +39,21 @@ def send_smtp(sender, destination, rows: list) -> None:
                 sender.record_failure(row, f"SMTP {destination}: {e.smtp_code} {e.smtp_error!r}",
                                       down=400 <= e.smtp_code < 500)
                 continue
-            except (smtplib.SMTPException, OSError) as e:
-                sender.record_failure(row, f"SMTP {destination}: {e}")
+            except (smtplib.SMTPServerDisconnected, OSError) as e:  # the server went away: this and the rest wait
+                for rest in rows[rows.index(row):]:
+                    sender.record_failure(rest, f"SMTP {destination}: {type(e).__name__}", down=True)
+                return
+            except smtplib.SMTPException as e:
+                sender.record_failure(row, f"SMTP {destination}: {type(e).__name__}")
                 continue
             if refused:
                 sender.record_failure(row, f"SMTP {destination} refused {sorted(refused)}")
             else:
                 sender.store.sent(row["id"])
-    except (smtplib.SMTPException, OSError) as e:  # STARTTLS or login failed: tried again later
+    except (smtplib.SMTPException, OSError) as e:  # STARTTLS or login failed now: tried again, as long as it takes
+        permanent = isinstance(e, smtplib.SMTPResponseException) and e.smtp_code >= 500
         for row in rows:
-            sender.record_failure(row, f"SMTP {destination}: {type(e).__name__} ({e})")
+            sender.record_failure(row, f"SMTP {destination}: {type(e).__name__} ({e})", down=not permanent)
     finally:
         try:
             server.quit()

@@ -181,7 +181,7 @@ WRITERS: dict[Kind, Writer] = {
 STUDY_WRITERS: dict[Kind, Writer] = {
     Kind.STUDY_SR: Writer(Media.DICOM, _study_sr),
     Kind.STUDY_FHIR: Writer(Media.FHIR, study_fhir.write, replaces=True),
-    Kind.STUDY_HL7: Writer(Media.HL7, hl7_oru.write)}
+    Kind.STUDY_HL7: Writer(Media.HL7, hl7_oru.write, replaces=True)}
 NOTICE_WRITERS: dict[Kind, Writer] = {  # made by notices.notices for a notification, not per result
     Kind.NOTICE_EMAIL: Writer(Media.EMAIL, None), Kind.NOTICE_WEBHOOK: Writer(Media.WEBHOOK, None)}
 

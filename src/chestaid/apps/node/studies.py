@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 import pydicom
@@ -18,6 +19,7 @@ from chestaid.apps.node.periodic import Periodic
 from chestaid.apps.node.result_types import StudyImage, StudyResult, Triage
 from chestaid.core.errors import describe
 from chestaid.data.patient import read_header
+from chestaid.inference.identity import same_model
 from chestaid.inference.triage_rules import Level, TriageRules, highest, ordered_level
 from chestaid.store import State, Store
 
@@ -65,7 +67,9 @@ class StudyAssembler(Periodic):
             header = read_header(store.file_of(store.instance(d.sop_uid))) if d is not None else None
             if header is None:
                 continue  # covered, but with no header to reference (its own row says why)
-            scored = d.state is State.SCORED and bool(d.scores)
+            scored = d.state is State.SCORED and bool(d.scores) and same_model(d.model, self.algorithm.identity)
+            if d.state is State.SCORED and not scored:  # another run's scores are never this run's result
+                d = replace(d, state=State.NOT_READ, reason="scored by another run than this result's")
             images.append(StudyImage(header, d.state.value, d.reason,
                                      np.array([d.scores[f].risk for f in self.labels]) if scored else None,
                                      np.array([d.scores[f].decision for f in self.labels]) if scored else None))
@@ -96,7 +100,7 @@ class StudyAssembler(Periodic):
     def _notice(self, result: StudyResult) -> tuple[str, dict, list[dict]] | None:
         """A critical study's first notices (opened with its result unless it has a notification already)."""
         if self.notify is None or not self.notify.active or result.triage is None or (
-                result.triage.level != Level.CRITICAL.value):
+                result.triage.found != Level.CRITICAL.value):  # what the findings reached, not the order's priority
             return None
         summary = summary_of(result, self.notify.patient_names)
         destinations = list(self.notify.destinations.values())
@@ -131,16 +135,19 @@ class StudyAssembler(Periodic):
         from chestaid.workflows.monitor import monitor
 
         self._tier_checked, reasons = now, []
-        lowered = self.store.lowered_abnormal()
-        if lowered:
-            reasons.append(f"a verdict shows {len(lowered)} stud(ies) it lowered abnormal")
-        watched = monitor(self.store.root)
-        own = describe_model(self.algorithm.identity)
-        if any(a["model"] == own for a in watched["latest_alarms"]):
-            reasons.append("the monitor alarms on this model's latest window: "
-                           + ", ".join(a["signal"] for a in watched["latest_alarms"] if a["model"] == own)[:200])
-        if any(m["model"] == own for m in watched["not_monitored"]):
-            reasons.append("the monitor cannot watch this model (no monitoring reference)")
+        try:
+            lowered = self.store.lowered_abnormal()
+            if lowered:
+                reasons.append(f"a verdict shows {len(lowered)} stud(ies) it lowered abnormal")
+            watched = monitor(self.store.root)
+            own = describe_model(self.algorithm.identity)
+            if any(a["model"] == own for a in watched["latest_alarms"]):
+                reasons.append("the monitor alarms on this model's latest window: "
+                               + ", ".join(a["signal"] for a in watched["latest_alarms"] if a["model"] == own)[:200])
+            if any(m["model"] == own for m in watched["not_monitored"]):
+                reasons.append("the monitor cannot watch this model (no monitoring reference)")
+        except Exception as e:  # noqa: BLE001 - a check that cannot run switches the tier off (fail closed)
+            reasons.append(f"its safety check failed ({describe(e)})")
         self._tier_off = "; ".join(reasons)
         self.store.set_tier("off" if reasons else "live", self._tier_off)
         if reasons:

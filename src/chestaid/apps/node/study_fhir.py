@@ -54,7 +54,8 @@ def study_report_bundle(result: StudyResult) -> tuple[dict, str]:
         "resourceType": "DiagnosticReport", "identifier": [uid_identifier(key)], "status": status,
         "category": [RADIOLOGY], "code": {"coding": [{"system": LOINC, "code": "18748-4",
                                                      "display": "Diagnostic imaging study"}]},
-        **({"subject": patient} if patient else {}), "imagingStudy": [study], "result": observations,
+        **({"subject": patient} if patient else {}), "imagingStudy": [study],
+        **({"result": observations} if observations else {}),  # FHIR JSON has no empty arrays
         "conclusion": conclusion[:4000]}, key, update=True))
     if result.triage is not None:  # what a FHIR worklist keys on: a reading Task with the study's priority
         t = result.triage
