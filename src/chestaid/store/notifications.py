@@ -24,15 +24,13 @@ class NotificationsMixin:
         """Every notification (or the open ones), oldest first, its `summary` (what the notices say: never a name
         unless the site turned them on) parsed."""
         where = "WHERE acknowledged_at IS NULL" if open_only else ""
-        return [{**dict(r), "summary": json.loads(r["summary"])}
-                for r in self._query(f"SELECT * FROM notifications {where} ORDER BY created_at")]
+        return _parsed(self._query(f"SELECT * FROM notifications {where} ORDER BY created_at"))
 
     def due_escalations(self, after: float, contacts: int, now: float | None = None) -> list[dict]:
         """Open notifications told to their last contact at least `after` s ago that have a next contact."""
         now = time.time() if now is None else now
-        return [{**dict(r), "summary": json.loads(r["summary"])} for r in self._query(
-            "SELECT * FROM notifications WHERE acknowledged_at IS NULL AND contact + 1 < ? AND last_sent_at <= ?",
-            (contacts, now - after))]
+        return _parsed(self._query("SELECT * FROM notifications WHERE acknowledged_at IS NULL AND contact + 1 < ? "
+                                   "AND last_sent_at <= ?", (contacts, now - after)))
 
     def escalated(self, notification: dict, results: list[dict]) -> bool:
         """Record an escalation to the next contact with its notices queued, in one transaction (False when it
@@ -69,3 +67,7 @@ class NotificationsMixin:
         return bool(db.execute("INSERT OR IGNORE INTO notifications (study_uid, level, created_at, last_sent_at, "
                                "summary) VALUES (?,?,?,?,?)",
                                (study_uid, level, now, now, json.dumps(summary))).rowcount)
+
+
+def _parsed(rows) -> list[dict]:
+    return [{**dict(r), "summary": json.loads(r["summary"])} for r in rows]

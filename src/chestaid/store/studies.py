@@ -79,6 +79,15 @@ class StudiesMixin:
                                                   level))
             self._queue(db, study_uid, results, now)
 
+    def instances_by_study(self) -> dict[str, list[dict]]:
+        """The instances but the ignored ones, by StudyInstanceUID (one without a study UID keyed by its own
+        SOPInstanceUID), each study's in the order of `instances()`."""
+        grouped: dict[str, list[dict]] = {}
+        for row in self.instances():
+            if row["state"] != "ignored":
+                grouped.setdefault(row["study_uid"] or row["sop_uid"], []).append(row)
+        return grouped
+
     def studies(self) -> list[dict]:
         """Every study's current result: version, result UID, instances covered, when reported."""
         return [{**dict(r), "covered": json.loads(r["covered"])} for r in self._query("SELECT * FROM studies")]

@@ -13,7 +13,6 @@ target needs at least ceil(ln 0.05 / ln target) abnormal studies (299 for 0.99) 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,12 +45,10 @@ def study_cases(store: Store, tier: LikelyNormal, model: dict | None = None) -> 
     """Per study with a read image: its day, whether the tier would lower it, and its verdict (abnormal, normal
     or None); with `model` (a run identity), only the studies that model scored."""
     verdicts = store.latest_verdicts()
-    members: dict[str, list[dict]] = defaultdict(list)
-    for row in store.instances():
-        if row["study_uid"] and row["state"] != "ignored":
-            members[row["study_uid"]].append(row)
     cases = []
-    for study, rows in members.items():
+    for study, rows in store.instances_by_study().items():
+        if not rows[0]["study_uid"]:  # an instance without a study is no study
+            continue
         read = [Decision.of(r) for r in rows if r["state"] == State.SCORED.value]
         read = [d for d in read if d.scores]
         if not read or (model is not None and not all(same_model(d.model, model) for d in read)):

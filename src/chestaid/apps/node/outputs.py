@@ -49,20 +49,16 @@ class Destination:
         mllp://HOST:PORT (a RIS taking HL7 v2); http:// only to this machine."""
         text = text.strip()
         if text.startswith("smtp://"):
-            parts = urlsplit(text)
-            if not parts.hostname or not parts.port:
-                raise ChestaidError(f"--notify-smtp {text}: a mail server is HOST:PORT")
-            return cls(Transport.SMTP, "", parts.hostname, parts.port, True, f"smtp://{parts.hostname}:{parts.port}")
+            host, port = _host_port(text, f"--notify-smtp {text}: a mail server is HOST:PORT")
+            return cls(Transport.SMTP, "", host, port, True, f"smtp://{host}:{port}")
         if text.startswith("webhook:"):
             found = cls.parse(text.removeprefix("webhook:"))
             if not found.url:
                 raise ChestaidError(f"--notify-webhook must be http(s)://…, got {text.removeprefix('webhook:')!r}")
             return cls(Transport.WEBHOOK, "", found.host, found.port, found.tls, found.url)
         if text.startswith("mllp://"):
-            parts = urlsplit(text)
-            if not parts.hostname or not parts.port:
-                raise ChestaidError(f"--send-to {text}: an HL7 destination is mllp://HOST:PORT")
-            return cls(Transport.MLLP, "", parts.hostname, parts.port, False, text.rstrip("/"))
+            host, port = _host_port(text, f"--send-to {text}: an HL7 destination is mllp://HOST:PORT")
+            return cls(Transport.MLLP, "", host, port, False, text.rstrip("/"))
         if text.startswith("fhir:"):
             found = cls.parse(text.removeprefix("fhir:"))
             if not found.url:
@@ -95,6 +91,14 @@ class Destination:
     def takes(self, kind: Kind) -> bool:
         """Whether this destination's transport delivers results of `kind`."""
         return writer_of(kind).media in TRANSPORTS[self.transport].media
+
+
+def _host_port(text: str, problem: str) -> tuple[str, int]:
+    """HOST and PORT of a scheme://HOST:PORT address; `problem` raised when either is missing."""
+    parts = urlsplit(text)
+    if not parts.hostname or not parts.port:
+        raise ChestaidError(problem)
+    return parts.hostname, parts.port
 
 
 @dataclass(frozen=True)

@@ -68,13 +68,10 @@ def study_rows(root: str | Path) -> list[dict]:
     UID), and its images (`images`: each with its state, reason, view, risk and top finding, in the order received)."""
     store = Store.open(root)
     try:
-        instances = [i for i in store.instances() if i["state"] != "ignored" and i["study_uid"]]
+        studies = {uid: rows for uid, rows in store.instances_by_study().items() if rows[0]["study_uid"]}
         results = {s["study_uid"]: s for s in store.studies()}
     finally:
         store.close()
-    studies: dict[str, list[dict]] = {}
-    for i in instances:
-        studies.setdefault(i["study_uid"], []).append(i)
     rows = []
     for uid, members in studies.items():
         scored = [i for i in members if i["state"] == "scored" and i["risk"] is not None]

@@ -106,11 +106,7 @@ def verdicts_text(node: Store, sop_uid: str) -> str:
 def study_members(node: Store) -> dict[str, list[dict]]:
     """The store's instances but the ignored ones, by study (an instance without a study UID is its own), each
     study's in the order received."""
-    studies: dict[str, list[dict]] = {}
-    for i in sorted(node.instances(), key=lambda i: i["received_at"]):
-        if i["state"] != "ignored":
-            studies.setdefault(i["study_uid"] or i["sop_uid"], []).append(i)
-    return studies
+    return {uid: sorted(rows, key=lambda i: i["received_at"]) for uid, rows in node.instances_by_study().items()}
 
 
 def images_summary(members: list[dict]) -> str:
