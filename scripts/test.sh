@@ -2,7 +2,8 @@
 # The test command of the README: install chestaid with its test extras, make sure Debian's chromium (the browser
 # test), dcmtk (JPEG Lossless DICOMs made with dcmcjpeg; modalities and receivers for the node, TLS ones too, with
 # certificates from openssl), orthanc (a PACS) with orthanc-dicomweb (its DICOMweb plugin),
-# dicom3tools (dciodvfy, DICOM's validator) and r-cran-proc (R's pROC, a statistics oracle) are there (installed with apt-get when missing and
+# dicom3tools (dciodvfy, DICOM's validator), r-cran-proc (R's pROC, a statistics oracle) and postgresql (the store
+# shared by several nodes) are there (installed with apt-get when missing and
 # we are root; otherwise those tests are skipped),
 # run the whole suite in two pytest-xdist workers (one thread each, whole files per worker, the trained fixtures
 # built once and shared: tests/conftest.py; waits on servers and subprocesses then overlap with computing),
@@ -19,10 +20,11 @@ fi
 python -m pip install -q -e ".[dev]"
 if ! command -v chromium >/dev/null 2>&1 || ! command -v dcmcjpeg >/dev/null 2>&1 || ! command -v dciodvfy >/dev/null 2>&1 \
         || ! command -v Orthanc >/dev/null 2>&1 || ! command -v Rscript >/dev/null 2>&1 \
-        || [ ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || ! command -v openssl >/dev/null 2>&1; then
+        || [ ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || ! command -v openssl >/dev/null 2>&1 \
+        || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium dcmtk orthanc \
-            orthanc-dicomweb dicom3tools r-cran-proc openssl >/dev/null
+            orthanc-dicomweb dicom3tools r-cran-proc openssl postgresql >/dev/null
     else
         echo "note: chromium or dcmtk not found and not root: the browser and dcmtk tests will be skipped" >&2
     fi

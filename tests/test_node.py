@@ -245,12 +245,14 @@ def test_failed_durable_write_is_0xA700_and_the_retry_succeeds(run, tmp_path):
     store_dir = tmp_path / "store"
     files = phantoms(tmp_path / "in", 3, seed=3)
     with start_node(run, store_dir, heat_maps=False) as node:
-        blocked = node.store.instance_path(uid_of(files[1]))
-        blocked.mkdir(parents=True)  # a folder where the file must go: the rename fails
+        blocked = node.store.instance_path(uid_of(files[1]), b"").parent
+        assert all(node.store.instance_path(uid_of(f), b"").parent != blocked for f in (files[0], files[2]))
+        blocked.parent.mkdir(parents=True, exist_ok=True)
+        blocked.write_bytes(b"")  # a file where its folder must go: the durable write fails
         _, first = dcmsend(node.port, files, check=False)
         assert first["failed"] == [uid_of(files[1])] and "0xa700" in first["text"].lower(), first["text"]
         assert not node.store.has(uid_of(files[1])) and node.store.has(uid_of(files[0]))
-        blocked.rmdir()
+        blocked.unlink()
         assert dcmsend(node.port, [files[1]])[1]["ok"] == [uid_of(files[1])]
         assert node.store.has(uid_of(files[1])) and len(node.store.instances()) == 3
 

@@ -26,7 +26,8 @@ def test_export_names_the_real_reason_when_every_labelled_instance_was_refused(t
 def test_an_older_store_is_migrated_and_a_newer_one_refused_in_one_line(tmp_path):
     import sqlite3
 
-    from chestaid.store.database import DB_NAME, SCHEMA_VERSION
+    from chestaid.store.engine import DB_NAME
+    from chestaid.store.schema import SCHEMA_VERSION
 
     old = tmp_path / "old"
     old.mkdir()

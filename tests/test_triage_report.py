@@ -17,7 +17,7 @@ from scipy.stats import binomtest
 from typer.testing import CliRunner
 
 from chestaid.apps.cli import app
-from chestaid.store import Instance, Store
+from chestaid.store import DB_NAME, Instance, Store
 from node_helpers import phantom
 from test_node import run, start_node  # noqa: F401 - run: the module's fixture
 
@@ -42,7 +42,7 @@ def add_study(store: Store, folder: Path, k: int, day: str, risk: float, present
                  scores={f: {"risk": risk, "decision": 0, "logit": 0.0} for f in ("Effusion", "Atelectasis")},
                  model=model)
     at = datetime.strptime(day, "%Y-%m-%d").replace(hour=9, tzinfo=timezone.utc).timestamp()
-    with sqlite3.connect(store.db_path) as db:  # received on that day
+    with sqlite3.connect(store.root / DB_NAME) as db:  # received on that day
         db.execute("UPDATE instances SET received_at = ? WHERE sop_uid = ?", (at, ds.SOPInstanceUID))
     if present is not None:
         store.add_verdicts(ds.SOPInstanceUID, {"Effusion": "present" if present else "absent"}, "dr.t")

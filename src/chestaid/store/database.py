@@ -1,10 +1,11 @@
-"""The node's store: received instances on disk (durable writes) and an embedded SQLite database (WAL) that is
-both the worklist and the outbox.
+"""The node's store: received instances on disk (durable writes) and a database that is both the worklist and the
+outbox: embedded SQLite (WAL) by default, or PostgreSQL shared by several nodes (chestaid.store.engine).
 
 STORE/chestaid-node.sqlite   instances (one row per SOPInstanceUID: what arrived, its state and reason, its
                              scores) and outbox (one row per result object and destination: pending → sent, or
                              dead with the last error after N tries)
-STORE/instances/ab/<sha>.dcm the received bytes, exactly as sent (named by a hash of the SOPInstanceUID)
+STORE/database.url           instead, the PostgreSQL database holding the tables (no password)
+STORE/instances/ab/<sha>.dcm the received bytes, exactly as sent (named by hashes of the SOPInstanceUID and bytes)
 STORE/results/ab/<uid>.dcm   the result objects (SR, Secondary Capture heat map), named by their own UID
 STORE/incoming/              STOW-RS uploads while they arrive (a file per part, deleted when the request ends)
 
@@ -12,16 +13,17 @@ The page (`chestaid serve RUN --store DIR`) adds reviewed_by/reviewed_at and the
 action, SOPInstanceUID: never pixels, names or patient IDs).
 
 A file is made durable before its row is committed (temporary file in the same folder, fsync, rename, fsync
-the folder), and a row is committed (synchronous=FULL) before the receiver answers success.
+the folder), and a row is committed (synchronous=FULL; PostgreSQL's commit) before the receiver answers success.
+Several nodes share a store by claiming rows (store.nodes): each instance is scored, each result sent, by one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,68 +33,18 @@ from chestaid.core.errors import ChestaidError
 from chestaid.core.fileio import atomic_write
 from chestaid.core.refusals import Refusal
 from chestaid.store.conflicts import ConflictsMixin
-from chestaid.store.outbox import OUTBOX_ADDED, OutboxMixin
+from chestaid.store.engine import DATABASE_ERRORS, open_engine
+from chestaid.store.nodes import NodesMixin
+from chestaid.store.outbox import OutboxMixin
 from chestaid.store.records import Decision, State
-from chestaid.store.notifications import NOTIFICATIONS_SCHEMA, NotificationsMixin
-from chestaid.store.studies import STUDIES_ADDED, STUDIES_SCHEMA, StudiesMixin
+from chestaid.store.notifications import NotificationsMixin
+from chestaid.store.studies import StudiesMixin
 from chestaid.store.reviews import ReviewsMixin
 
-DB_NAME = "chestaid-node.sqlite"
 STATES = tuple(s.value for s in State)
 OUTBOX_STATES = ("pending", "sent", "dead", "superseded")  # superseded: a newer version replaced it unsent
-SCHEMA_VERSION = 3  # 1: before versions were recorded (user_version 0); 2: study_date, view, refusal, down_tries;
-#                    3: notifications, the studies' triage level, the likely-normal tier's state
+SHARED_TMP_AGE = 3600.0  # seconds: a temporary file this old in a shared store is no other node's write in progress
 CLAIM_TIMEOUT = 120.0  # seconds a second copy of an instance waits for the first to be stored
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances (
-    sop_uid TEXT PRIMARY KEY,
-    study_uid TEXT NOT NULL DEFAULT '', series_uid TEXT NOT NULL DEFAULT '', sop_class TEXT NOT NULL DEFAULT '',
-    modality TEXT NOT NULL DEFAULT '', patient_id TEXT NOT NULL DEFAULT '', accession TEXT NOT NULL DEFAULT '',
-    calling_ae TEXT NOT NULL DEFAULT '', transfer_syntax TEXT NOT NULL DEFAULT '',
-    path TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    risk REAL,
-    top_finding TEXT NOT NULL DEFAULT '',
-    flagged TEXT NOT NULL DEFAULT '',
-    scores TEXT NOT NULL DEFAULT '',
-    scored_at REAL
-);
-CREATE INDEX IF NOT EXISTS instances_state ON instances(state, received_at);
-CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY, source_uid TEXT NOT NULL, kind TEXT NOT NULL, result_uid TEXT NOT NULL,
-    sop_class TEXT NOT NULL, path TEXT NOT NULL, destination TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
-    attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL, sent_at REAL, UNIQUE(result_uid, destination)
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
-CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at REAL NOT NULL, user TEXT NOT NULL,
-                                  action TEXT NOT NULL, sop_uid TEXT NOT NULL DEFAULT '');
-CREATE TABLE IF NOT EXISTS verdicts (
-    id INTEGER PRIMARY KEY, sop_uid TEXT NOT NULL, finding TEXT NOT NULL, verdict TEXT NOT NULL,
-    user TEXT NOT NULL, at REAL NOT NULL, source TEXT NOT NULL DEFAULT 'page'
-);
-CREATE INDEX IF NOT EXISTS verdicts_instance ON verdicts(sop_uid, finding, id);
-CREATE TABLE IF NOT EXISTS conflicts (
-    id INTEGER PRIMARY KEY, sop_uid TEXT NOT NULL, study_uid TEXT NOT NULL DEFAULT '',
-    series_uid TEXT NOT NULL DEFAULT '', calling_ae TEXT NOT NULL DEFAULT '', path TEXT NOT NULL,
-    received_at REAL NOT NULL, reason TEXT NOT NULL
-);
-"""
-# Columns added after the first stores were made (added to an older store when it is opened)
-ADDED_COLUMNS = {"reviewed_by": "TEXT NOT NULL DEFAULT ''", "reviewed_at": "REAL",
-                 "pixel_sha256": "TEXT NOT NULL DEFAULT ''",  # of the PixelData bytes as received
-                 "model": "TEXT NOT NULL DEFAULT ''",  # JSON: the identity of the run that scored it ('' = not recorded)
-                 "distance": "REAL",  # the input gate's distance (None: no gate, or not decoded)
-                 "meta": "TEXT NOT NULL DEFAULT ''",  # JSON: manufacturer, station, modality, view, sex, age band
-                 "study_date": "TEXT NOT NULL DEFAULT ''",  # StudyDate as sent (YYYYMMDD), for the worklist
-                 "view": "TEXT NOT NULL DEFAULT ''",  # ViewPosition as sent
-                 "study_instances": "INTEGER",  # NumberOfStudyRelatedInstances when the header gives it
-                 "refusal": "TEXT NOT NULL DEFAULT ''"}  # records.Refusal: what refused it ('' = none, or not recorded)
-
 
 def durable_write(path: Path, data: bytes) -> None:
     """`data` at `path`, or nothing, readable by this user only (patient data): chestaid.core.fileio's one
@@ -120,38 +72,20 @@ class Instance:
     reason: str = ""
 
 
-class Store(ConflictsMixin, NotificationsMixin, OutboxMixin, ReviewsMixin, StudiesMixin):
+class Store(ConflictsMixin, NodesMixin, NotificationsMixin, OutboxMixin, ReviewsMixin, StudiesMixin):
     """The node's folder and database. Safe to share between threads; another process (the `worklist`
     command) may read it while the node writes (WAL)."""
 
-    def __init__(self, root: str | Path, create: bool = True) -> None:
+    def __init__(self, root: str | Path, create: bool = True, database: str | None = None) -> None:
         self.root = Path(root)
-        self.db_path = self.root / DB_NAME
         if self.root.exists() and not self.root.is_dir():
             raise ChestaidError(f"{self.root}: is a file; the node's store is a folder (give a new or existing one)")
-        if not create and not self.db_path.is_file():
-            raise ChestaidError(f"{self.root}: not a chestaid node store (no {DB_NAME})")
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            found = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if found > SCHEMA_VERSION:
-                self._db.close()
-                raise ChestaidError(f"{self.root}: made by a newer chestaid (store schema {found}; this one reads up "
-                                    f"to {SCHEMA_VERSION}): upgrade chestaid to open it")
-            self._db.executescript(SCHEMA + STUDIES_SCHEMA + NOTIFICATIONS_SCHEMA)
-            for table, added in (("instances", ADDED_COLUMNS), ("studies", STUDIES_ADDED), ("outbox", OUTBOX_ADDED)):
-                have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
-                for column, kind in added.items():  # stores made before these columns existed: migrated
-                    if column not in have:
-                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            if found < SCHEMA_VERSION:
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except (OSError, sqlite3.Error) as e:
+            self._engine = open_engine(self.root, database, create)
+        except (OSError, *DATABASE_ERRORS) as e:
             raise ChestaidError(f"{self.root}: cannot open the node store ({e})") from e
+        self.shared = self._engine.lock_rows != ""  # other node processes may use this store at the same time
+        self.claimant = uuid.uuid4().hex  # this process's token for what it claims (store.nodes)
         self._lock = threading.RLock()
         self._claims: dict[str, list] = {}  # SOPInstanceUID → [lock, holders] (claim)
 
@@ -160,30 +94,36 @@ class Store(ConflictsMixin, NotificationsMixin, OutboxMixin, ReviewsMixin, Studi
         """An existing store (an error when `root` is not one)."""
         return cls(root, create=False)
 
+    @property
+    def database(self) -> str:
+        """Which database holds the store's tables (for logs: never a password)."""
+        return self._engine.where()
+
+    @property
+    def database_kind(self) -> str:
+        """SQLite or PostgreSQL."""
+        return self._engine.name
+
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._engine.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def probe(self, timeout: float) -> None:
+        """Raise unless the database answers a fresh connection and takes writes within `timeout` s."""
+        self._engine.probe(timeout)
 
-    def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    def _tx(self):
+        return self._engine.transaction()
+
+    def _query(self, sql: str, args: tuple = ()) -> list:
+        return self._engine.query(sql, args)
 
     # -- instances ---------------------------------------------------------------------------------------------
 
-    def instance_path(self, sop_uid: str) -> Path:
+    def instance_path(self, sop_uid: str, data: bytes) -> Path:
+        """Named by hashes of the SOPInstanceUID and of the bytes: copies of one instance share a file; two contents
+        under one UID (a conflict reaching two nodes at once) never overwrite each other."""
         digest = hashlib.sha256(sop_uid.encode()).hexdigest()
-        return self.root / "instances" / digest[:2] / f"{digest}.dcm"
+        return self.root / "instances" / digest[:2] / f"{digest}-{hashlib.sha256(data).hexdigest()[:16]}.dcm"
 
     def result_path(self, result_uid: str) -> Path:
         digest = hashlib.sha256(result_uid.encode()).hexdigest()
@@ -217,10 +157,11 @@ class Store(ConflictsMixin, NotificationsMixin, OutboxMixin, ReviewsMixin, Studi
 
     def receive(self, instance: Instance, data: bytes) -> bool:
         """Make one received instance durable, then record it. False when its SOPInstanceUID was already
-        stored (nothing is written). Raises OSError / sqlite3.Error when either step fails."""
+        stored (nothing is kept; another node may have stored it meanwhile). Raises OSError or one of
+        `DATABASE_ERRORS` when either step fails."""
         if self.has(instance.sop_uid):
             return False
-        path = self.instance_path(instance.sop_uid)
+        path = self.instance_path(instance.sop_uid, data)
         durable_write(path, data)
         with self._tx() as db:
             cursor = db.execute(
@@ -231,30 +172,51 @@ class Store(ConflictsMixin, NotificationsMixin, OutboxMixin, ReviewsMixin, Studi
                  instance.patient_id, instance.accession, instance.calling_ae, instance.transfer_syntax,
                  instance.pixel_sha256, instance.study_date[:16], instance.view[:16], instance.study_instances,
                  str(path.relative_to(self.root)), time.time(), instance.state, instance.reason))
-        return cursor.rowcount == 1
+        if cursor.rowcount == 1:
+            return True
+        kept = self.instance(instance.sop_uid)
+        if kept is not None and self.root / kept["path"] != path:
+            path.unlink(missing_ok=True)  # another content stored first under the UID: the caller keeps this apart
+        return False
 
-    def queued(self, limit: int) -> list[sqlite3.Row]:
-        return self._query("SELECT * FROM instances WHERE state = 'queued' ORDER BY received_at LIMIT ?", (limit,))
+    def claim_queued(self, limit: int) -> list[dict]:
+        """At most `limit` queued instances, oldest first, claimed for this process to score (one no other node
+        holds: see store.nodes); `finish` releases each."""
+        free, args = self._free()
+        if not self._query(f"SELECT 1 FROM instances WHERE state = 'queued' AND {free} LIMIT 1", args):
+            return []  # (a read: an idle worker never waits for the write lock)
+        with self._tx() as db:
+            rows = [dict(r) for r in db.execute(
+                f"SELECT * FROM instances WHERE state = 'queued' AND {free} ORDER BY received_at LIMIT ?"
+                + self._engine.lock_rows, (*args, limit)).fetchall()]
+            db.executemany("UPDATE instances SET claimed_by = ? WHERE sop_uid = ?",
+                           [(self.claimant, r["sop_uid"]) for r in rows])
+        return rows
 
-    def file_of(self, row: sqlite3.Row) -> Path:
+    def file_of(self, row: dict) -> Path:
         return self.root / row["path"]
 
     def finish(self, sop_uid: str, state: str, reason: str = "", risk: float | None = None, top: str = "",
                flagged: str = "", scores: dict | None = None, results: list[dict] | None = None,
                model: dict | None = None, distance: float | None = None, meta: dict | None = None,
-               refusal: Refusal = Refusal.NONE) -> None:
-        """Record an instance's state and queue its result objects for each destination, in one transaction
-        (a result already in the outbox is not added twice)."""
+               refusal: Refusal = Refusal.NONE) -> bool:
+        """Record a queued instance's state and queue its result objects for each destination, in one transaction
+        (a result already in the outbox is not added twice). False when it is no longer queued (another node
+        finished it first: nothing is recorded)."""
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}")
         now = time.time()
         with self._tx() as db:
-            db.execute("UPDATE instances SET state=?, reason=?, risk=?, top_finding=?, flagged=?, scores=?, "
-                       "scored_at=?, model=?, distance=?, meta=?, refusal=? WHERE sop_uid=?",
-                       (state, reason, risk, top, flagged, json.dumps(scores) if scores else "", now,
-                        json.dumps(model, sort_keys=True) if model else "", distance,
-                        json.dumps(meta, sort_keys=True) if meta else "", Refusal(refusal).value, sop_uid))
+            if not db.execute("UPDATE instances SET state=?, reason=?, risk=?, top_finding=?, flagged=?, scores=?, "
+                              "scored_at=?, model=?, distance=?, meta=?, refusal=?, claimed_by='' WHERE sop_uid=? AND "
+                              "state = 'queued'",
+                              (state, reason, risk, top, flagged, json.dumps(scores) if scores else "", now,
+                               json.dumps(model, sort_keys=True) if model else "", distance,
+                               json.dumps(meta, sort_keys=True) if meta else "", Refusal(refusal).value,
+                               sop_uid)).rowcount:
+                return False
             self._queue(db, sop_uid, results or [], now)
+        return True
 
     def instances(self, state: str | None = None) -> list[dict]:
         """Every instance, highest risk first (unscored ones after, newest first), with its results' state."""
@@ -283,13 +245,18 @@ class Store(ConflictsMixin, NotificationsMixin, OutboxMixin, ReviewsMixin, Studi
 
     def recover(self) -> dict[str, int]:
         """At start: delete temporary files a crash left (their senders got no success and will retry); what
-        is queued stays queued for the worker, pending results stay pending for the sender."""
-        removed = 0
+        is queued stays queued for the worker, pending results stay pending for the sender. In a shared store
+        another node may be writing one now: only those an hour old go."""
+        removed, before = 0, time.time() - SHARED_TMP_AGE if self.shared else float("inf")
         for folder in (self.root / "instances", self.root / "results", self.root / "incoming"):
             if folder.is_dir():
                 for tmp in folder.rglob(".*.tmp"):
-                    tmp.unlink(missing_ok=True)
-                    removed += 1
+                    try:
+                        if tmp.stat().st_mtime < before:
+                            tmp.unlink()
+                            removed += 1
+                    except FileNotFoundError:
+                        pass
         queued = self._query("SELECT count(*) AS n FROM instances WHERE state = 'queued'")[0]["n"]
         pending = self._query("SELECT count(*) AS n FROM outbox WHERE state = 'pending'")[0]["n"]
         return {"temporary_files_removed": removed, "queued": queued, "pending_results": pending}

@@ -42,7 +42,7 @@ class NotificationsMixin:
                               (now, notification["id"], notification["contact"])).rowcount:
                 return False
             self._queue(db, notification["study_uid"], results, now)
-            db.execute("INSERT INTO audit (at, user, action, sop_uid) VALUES (?,?,?,?)",
+            db.execute('INSERT INTO audit (at, "user", action, sop_uid) VALUES (?,?,?,?)',
                        (now, "chestaid", "escalate", notification["study_uid"]))
         return True
 
@@ -57,7 +57,7 @@ class NotificationsMixin:
                 return None
             db.execute("UPDATE notifications SET acknowledged_by = ?, acknowledged_at = ? WHERE study_uid = ?",
                        (user, now, study_uid))
-            db.execute("INSERT INTO audit (at, user, action, sop_uid) VALUES (?,?,?,?)",
+            db.execute('INSERT INTO audit (at, "user", action, sop_uid) VALUES (?,?,?,?)',
                        (now, user, "acknowledge", study_uid))
         return now - row["created_at"]
 

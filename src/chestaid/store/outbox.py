@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 
 # Columns added after the first stores were made (added to an older store when it is opened)
 OUTBOX_ADDED = {"down_tries": "INTEGER NOT NULL DEFAULT 0",  # tries while the destination could not be reached
-                "transport": "TEXT NOT NULL DEFAULT ''"}  # outputs.Transport by name ('' = before it was recorded)
+                "transport": "TEXT NOT NULL DEFAULT ''",  # outputs.Transport by name ('' = before it was recorded)
+                "claimed_by": "TEXT NOT NULL DEFAULT ''"}  # the node process sending it ('' = none; store.nodes)
 
 
 class OutboxMixin:
-    """The outbox half of `Store` (it provides `_tx` and `_query`)."""
+    """The outbox half of `Store` (it provides `_tx`, `_query`, `_engine` and the claims' `_free`)."""
 
     @staticmethod
     def _queue(db, source_uid: str, results: list[dict], now: float) -> None:
@@ -23,17 +23,27 @@ class OutboxMixin:
                        [(source_uid, r["kind"], r["uid"], r["sop_class"], r["path"], r["destination"],
                          r.get("transport", ""), now) for r in results])
 
-    def due(self, limit: int = 64, horizon: float | None = None) -> list[sqlite3.Row]:
-        """At most `limit` pending results whose time has come, oldest first (the sender never holds more). With
-        `horizon` (the longest backoff), a retry scheduled further ahead than that is due now: only a clock that
-        stepped backwards makes one, and it must not wait out the step."""
+    def claim_due(self, limit: int = 64, horizon: float | None = None) -> list[dict]:
+        """At most `limit` pending results whose time has come, oldest first, claimed for this process to send
+        (none another node holds; `sent`/`failed` release each). With `horizon` (the longest backoff), a retry
+        scheduled further ahead than that is due now: only a clock that stepped backwards makes one, and it must
+        not wait out the step."""
         now = time.time()
         late = now + horizon if horizon is not None else float("inf")
-        return self._query("SELECT * FROM outbox WHERE state = 'pending' AND (next_at <= ? OR next_at > ?) "
-                           "ORDER BY id LIMIT ?", (now, late, limit))
+        free, args = self._free()
+        due = f"state = 'pending' AND (next_at <= ? OR next_at > ?) AND {free}"
+        if not self._query(f"SELECT 1 FROM outbox WHERE {due} LIMIT 1", (now, late, *args)):
+            return []  # (a read: an idle sender never waits for the write lock)
+        with self._tx() as db:
+            rows = [dict(r) for r in db.execute(f"SELECT * FROM outbox WHERE {due} ORDER BY id LIMIT ?"
+                                                + self._engine.lock_rows, (now, late, *args, limit)).fetchall()]
+            db.executemany("UPDATE outbox SET claimed_by = ? WHERE id = ?", [(self.claimant, r["id"]) for r in rows])
+        return rows
 
     def next_due(self) -> float | None:
-        rows = self._query("SELECT min(next_at) AS t FROM outbox WHERE state = 'pending'")
+        """When the next pending result this process may claim is due (None: none)."""
+        free, args = self._free()
+        rows = self._query(f"SELECT min(next_at) AS t FROM outbox WHERE state = 'pending' AND {free}", args)
         return rows[0]["t"] if rows else None
 
     def outbox_counts(self) -> dict[str, int]:
@@ -47,7 +57,7 @@ class OutboxMixin:
 
     def sent(self, outbox_id: int) -> None:
         with self._tx() as db:
-            db.execute("UPDATE outbox SET state='sent', attempts=attempts+1, sent_at=?, last_error='' "
+            db.execute("UPDATE outbox SET state='sent', attempts=attempts+1, sent_at=?, last_error='', claimed_by='' "
                        "WHERE id=? AND state='pending'", (time.time(), outbox_id))
 
     def failed(self, outbox_id: int, error: str, retry_at: float | None, down: bool = False) -> None:
@@ -56,14 +66,14 @@ class OutboxMixin:
         long outage never spends the tries a destination that answers gets."""
         with self._tx() as db:
             if down:
-                db.execute("UPDATE outbox SET down_tries=down_tries+1, last_error=?, next_at=? "
+                db.execute("UPDATE outbox SET down_tries=down_tries+1, last_error=?, next_at=?, claimed_by='' "
                            "WHERE id=? AND state='pending'", (error, retry_at, outbox_id))
                 return
             if retry_at is None:
-                db.execute("UPDATE outbox SET state='dead', attempts=attempts+1, last_error=? "
+                db.execute("UPDATE outbox SET state='dead', attempts=attempts+1, last_error=?, claimed_by='' "
                            "WHERE id=? AND state='pending'", (error, outbox_id))
             else:
-                db.execute("UPDATE outbox SET attempts=attempts+1, last_error=?, next_at=? "
+                db.execute("UPDATE outbox SET attempts=attempts+1, last_error=?, next_at=?, claimed_by='' "
                            "WHERE id=? AND state='pending'", (error, retry_at, outbox_id))
 
     def outbox(self, state: str | None = None) -> list[dict]:

@@ -24,7 +24,7 @@ class ReviewsMixin:
             if review and not db.execute("UPDATE instances SET reviewed_by=?, reviewed_at=? WHERE sop_uid=?",
                                          (user, now, sop_uid)).rowcount:
                 return False
-            db.execute("INSERT INTO audit (at, user, action, sop_uid) VALUES (?,?,?,?)", (now, user, action, sop_uid))
+            db.execute('INSERT INTO audit (at, "user", action, sop_uid) VALUES (?,?,?,?)', (now, user, action, sop_uid))
         return True
 
     def review(self, sop_uid: str, user: str) -> bool:
@@ -33,7 +33,8 @@ class ReviewsMixin:
 
     def audit_rows(self, limit: int = -1) -> list[dict]:
         """The audit trail, oldest first (only the last `limit` rows when given)."""
-        rows = self._query("SELECT at, user, action, sop_uid FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self._query('SELECT at, "user", action, sop_uid FROM audit ORDER BY id DESC'
+                           + (" LIMIT ?" if limit >= 0 else ""), (limit,) if limit >= 0 else ())
         return [dict(r) for r in reversed(rows)]
 
 
@@ -51,14 +52,14 @@ class ReviewsMixin:
             if not verdicts or not db.execute("SELECT 1 FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone():
                 return 0
             if unless_same_source:  # ever given from this source: a re-import never overrides a later correction
-                given = {(r[0], r[1]) for r in db.execute(
+                given = {(r["finding"], r["verdict"]) for r in db.execute(
                     "SELECT finding, verdict FROM verdicts WHERE sop_uid = ? AND source = ?", (sop_uid, source))}
                 verdicts = {f: v for f, v in verdicts.items() if (f, v) not in given}
                 if not verdicts:
                     return 0
-            db.executemany("INSERT INTO verdicts (sop_uid, finding, verdict, user, at, source) VALUES (?,?,?,?,?,?)",
+            db.executemany('INSERT INTO verdicts (sop_uid, finding, verdict, "user", at, source) VALUES (?,?,?,?,?,?)',
                            [(sop_uid, f, v, user, now, source) for f, v in verdicts.items()])
-            db.execute("INSERT INTO audit (at, user, action, sop_uid) VALUES (?,?,?,?)", (now, user, "verdict", sop_uid))
+            db.execute('INSERT INTO audit (at, "user", action, sop_uid) VALUES (?,?,?,?)', (now, user, "verdict", sop_uid))
         return len(verdicts)
 
     def latest_verdicts(self) -> dict[str, dict[str, str]]:
@@ -72,15 +73,15 @@ class ReviewsMixin:
 
     def verdict_history(self, sop_uid: str) -> list[dict]:
         """Every verdict given on an instance, oldest first (who, when, where from)."""
-        return [dict(r) for r in self._query("SELECT finding, verdict, user, at, source FROM verdicts WHERE sop_uid = ?"
-                                             " ORDER BY id", (sop_uid,))]
+        return [dict(r) for r in self._query('SELECT finding, verdict, "user", at, source FROM verdicts WHERE '
+                                             "sop_uid = ? ORDER BY id", (sop_uid,))]
 
     def scored_findings(self) -> set[str]:
         """The findings the store's scored instances were scored on (every model that scored here)."""
         from chestaid.store.records import Decision
 
         found: set[str] = set()
-        for r in self._query("SELECT sop_uid, state, model, scores FROM instances WHERE state = 'scored' AND "
-                             "scores != '' GROUP BY model"):
+        for r in self._query("SELECT min(sop_uid) AS sop_uid, 'scored' AS state, model, min(scores) AS scores "
+                             "FROM instances WHERE state = 'scored' AND scores != '' GROUP BY model"):
             found.update(Decision.of(dict(r)).scores)
         return found

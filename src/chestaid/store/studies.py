@@ -34,7 +34,7 @@ class StudiesMixin:
         known = {r["study_uid"]: dict(r) for r in self._query("SELECT * FROM studies")}
         due = []
         for r in self._query("SELECT study_uid, group_concat(sop_uid, '|') AS uids, max(received_at) AS last, "
-                             "sum(state = 'queued') AS waiting, max(study_instances) AS expected, (SELECT count(*) FROM "
+                             "sum(CASE WHEN state = 'queued' THEN 1 ELSE 0 END) AS waiting, max(study_instances) AS expected, (SELECT count(*) FROM "
                              "instances j WHERE j.study_uid = i.study_uid) AS n FROM instances i WHERE "
                              "state != 'ignored' AND study_uid != '' GROUP BY study_uid"):
             if r["waiting"]:
@@ -61,23 +61,27 @@ class StudiesMixin:
 
     def study_reported(self, study_uid: str, version: int, result_uid: str, covered: list[str],
                        results: list[dict], replaced: list[str] = (), notice: tuple[str, dict, list[dict]] | None = None,
-                       level: str = "") -> None:
+                       level: str = "") -> bool:
         """Record a study's new current result and queue its objects, in one transaction; earlier results of the
         `replaced` kinds still pending for the study are superseded (never sent after the new one). `notice`:
-        (level, its summary, its notices' outbox rows) opens the study's notification, unless it has one already."""
+        (level, its summary, its notices' outbox rows) opens the study's notification, unless it has one already.
+        False when the study already has this version or a later one (another node reported it: nothing done)."""
         now = time.time()
         with self._tx() as db:
+            if not db.execute(
+                    "INSERT INTO studies (study_uid, version, result_uid, covered, reported_at, level) VALUES "
+                    "(?,?,?,?,?,?) ON CONFLICT(study_uid) DO UPDATE SET version = excluded.version, result_uid = "
+                    "excluded.result_uid, covered = excluded.covered, reported_at = excluded.reported_at, "
+                    "level = excluded.level WHERE studies.version < excluded.version",
+                    (study_uid, version, result_uid, json.dumps(sorted(covered)), now, level)).rowcount:
+                return False
             if notice is not None and self._notify(db, study_uid, notice[0], notice[1], now):
                 results = results + notice[2]
             for kind in replaced:
                 db.execute("UPDATE outbox SET state = 'superseded', last_error = ? WHERE source_uid = ? AND kind = ? "
                            "AND state = 'pending'", (f"superseded by version {version}", study_uid, kind))
-            db.execute("INSERT INTO studies (study_uid, version, result_uid, covered, reported_at, level) VALUES "
-                       "(?,?,?,?,?,?) ON CONFLICT(study_uid) DO UPDATE SET version = excluded.version, result_uid = "
-                       "excluded.result_uid, covered = excluded.covered, reported_at = excluded.reported_at, "
-                       "level = excluded.level", (study_uid, version, result_uid, json.dumps(sorted(covered)), now,
-                                                  level))
             self._queue(db, study_uid, results, now)
+        return True
 
     def instances_by_study(self) -> dict[str, list[dict]]:
         """The instances but the ignored ones, by StudyInstanceUID (one without a study UID keyed by its own

@@ -215,10 +215,10 @@ def _why_no_case(store: str | Path, findings: list[str], incomplete: int) -> str
 
 
 def is_store(path: str | Path | None) -> bool:
-    """Whether `path` is a node's store (its database is there)."""
-    from chestaid.store import DB_NAME
+    """Whether `path` is a node's store (its database is there, or named there)."""
+    from chestaid.store import DB_NAME, URL_FILE
 
-    return path is not None and (Path(path) / DB_NAME).is_file()
+    return path is not None and any((Path(path) / name).is_file() for name in (DB_NAME, URL_FILE))
 
 
 def verdict_period(store: str | Path) -> dict:

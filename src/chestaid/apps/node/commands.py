@@ -115,7 +115,14 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
                                                       "than this many seconds (default: never; intake goes on)")]
          = None,
          metrics_host: Annotated[str, typer.Option(
-             "--metrics-host", help="address of the metrics and health endpoints")] = "127.0.0.1") -> None:
+             "--metrics-host", help="address of the metrics and health endpoints")] = "127.0.0.1",
+         database: Annotated[Optional[str], typer.Option(
+             "--database", envvar="CHESTAID_DATABASE",
+             help="postgresql://user@host/db: a store shared by several nodes (the --store folder on storage they "
+                  "all mount); default: the folder's own SQLite database")] = None,
+         node_name: Annotated[Optional[str], typer.Option(
+             "--node-name", help="this node among those sharing a store (default: AE title@host:port)")] = None
+         ) -> None:
     """A DICOM node: receive by C-STORE, score each image on arrival into the store's worklist, send a heat map per
     scored image and, once a study is complete, one SR per study to --send-to. Stops on Ctrl-C or SIGTERM; a restart
     resumes."""
@@ -143,7 +150,7 @@ def node(run: Annotated[Path, typer.Argument(help="a trained run directory")],
                         dicomweb_port=dicomweb_port, dicomweb_users=dicomweb_users, fhir_url=_split(fhir_url),
                         metrics_port=metrics_port, metrics_host=metrics_host,
                         health_port=health_port, health_host=metrics_host,
-                        ready_max_pending_age=ready_max_pending_age)
+                        ready_max_pending_age=ready_max_pending_age, database=database, node_name=node_name)
     stop = threading.Event()
     try:
         running = Node(config).start()

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from chestaid.core.errors import describe
+from chestaid.store import DATABASE_ERRORS
 
 log = logging.getLogger("chestaid.node")
 PROBE_TIMEOUT = 5.0  # seconds each check may take
@@ -101,24 +101,18 @@ class Health:
         return _check(True, "the store's folder takes durable writes")
 
     def _database(self) -> dict:
-        uri = f"{self.node.store.db_path.resolve().as_uri()}?mode=rw"
+        store = self.node.store
         try:
-            db = sqlite3.connect(uri, uri=True, timeout=PROBE_TIMEOUT, isolation_level=None)
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("SELECT 1 FROM instances LIMIT 1").fetchall()
-                db.execute("ROLLBACK")
-            finally:
-                db.close()
-        except sqlite3.Error as e:
-            return _check(False, f"the database does not answer or takes no write lock within {PROBE_TIMEOUT:g} s "
-                                 f"({describe(e)})")
-        return _check(True, "the database answers and takes writes")
+            store.probe(PROBE_TIMEOUT)
+        except (OSError, *DATABASE_ERRORS) as e:
+            return _check(False, f"the database ({store.database_kind}) does not answer or takes no writes within "
+                                 f"{PROBE_TIMEOUT:g} s ({describe(e)})")
+        return _check(True, f"the database ({store.database_kind}) answers and takes writes")
 
     def _outbox(self) -> dict:
         try:
             oldest = self.node.store.oldest_pending()
-        except sqlite3.Error as e:
+        except (OSError, *DATABASE_ERRORS) as e:
             return _check(False, f"the outbox cannot be read ({describe(e)})")
         age = time.time() - oldest if oldest is not None else 0.0
         if self.max_pending_age is not None and age > self.max_pending_age:

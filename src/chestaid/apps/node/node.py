@@ -8,6 +8,7 @@ it. Nothing in a restart depends on how the previous process ended (kill -9 incl
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +17,13 @@ from chestaid.apps.node.notices import NoticeSettings
 from chestaid.apps.node.receiver import Receiver
 from chestaid.apps.node.results import Algorithm
 from chestaid.apps.node.outputs import Destination
+from chestaid.apps.node.periodic import Periodic
 from chestaid.apps.node.sender import Sender
 from chestaid.apps.node.tls import TlsSettings, server_context
-from chestaid.core.errors import ChestaidError
+from chestaid.core.errors import ChestaidError, describe
 from chestaid.core.run_paths import RunPaths
-from chestaid.store import Store
+from chestaid.store import DATABASE_ERRORS, Store
+from chestaid.store.nodes import BEAT
 from chestaid.apps.node.worker import Worker
 
 log = logging.getLogger("chestaid.node")
@@ -58,6 +61,8 @@ class NodeConfig:
     health_port: int | None = None  # /healthz and /readyz (chestaid.apps.node.health); None: none
     health_host: str = "127.0.0.1"
     ready_max_pending_age: float | None = None  # /readyz unready when a result has been pending longer; None: never
+    database: str | None = None  # a postgresql:// URL: a store shared by several nodes (chestaid.store.postgres)
+    node_name: str | None = None  # this node among those sharing the store; None: AE title @ host : port
 
 
 def algorithm_of(run: Path, backend: str = "torch") -> Algorithm:
@@ -69,6 +74,20 @@ def algorithm_of(run: Path, backend: str = "torch") -> Algorithm:
     return Algorithm(__version__, identity["run"], identity["weights_sha256"], calibrated, identity)
 
 
+class Heartbeat(Periodic):
+    """This node's beat in the store: while it beats, what it claimed stays its own (chestaid.store.nodes)."""
+
+    name = "chestaid-node-heartbeat"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        super().__init__(BEAT)
+
+    def run_once(self) -> int:
+        self.store.beat()
+        return 1
+
+
 class Node:
     """`Node(config).start()` listens and works in background threads; `stop()` ends them."""
 
@@ -76,9 +95,9 @@ class Node:
         self.config = config
         self.destinations = [str(Destination.parse(d)) for d in config.send_to] + [
             str(Destination.parse(f"fhir:{url}")) for url in config.fhir_url]
-        self.store = Store(config.store)
+        self.store = Store(config.store, database=config.database)
         self.receiver = self.worker = self.sender = self.stow = self.metrics = self.health = self.studies = None
-        self.escalator = None
+        self.escalator = self.heartbeat = None
         self.stopped = threading.Event()
 
     def start(self) -> "Node":
@@ -86,7 +105,9 @@ class Node:
 
         config = self.config
         recovered = self.store.recover()
-        log.info("store %s: %s", config.store, ", ".join(f"{k} {v}" for k, v in recovered.items()))
+        log.info("store %s (%s): %s", config.store, self.store.database,
+                 ", ".join(f"{k} {v}" for k, v in recovered.items()))
+
         predictor = Predictor.load(config.run, config.device)
         algorithm = algorithm_of(config.run, predictor.backend)
         rules = self._rules(list(predictor.task.labels), algorithm.identity)  # a mistake stops the start: a line each
@@ -121,6 +142,9 @@ class Node:
             self.studies = StudyAssembler(self.store, self.worker.algorithm, self.worker.labels,
                                           predictor.thresholds.values, self.destinations, config.study_quiet_period,
                                           rules=rules, notify=self._notices(rules))
+        if self.store.shared:  # other nodes may hold claims on this store: beat, so that they know this one lives
+            self.store.register(config.node_name or f"{config.ae_title}@{socket.gethostname()}:{config.port}")
+            self.heartbeat = Heartbeat(self.store).start()
         self.worker.start()
         self.sender.start()
         if self.studies is not None:
@@ -217,9 +241,15 @@ class Node:
         for server in (self.health, self.receiver, self.stow, self.metrics):
             if server is not None:
                 server.stop()
-        for part in (self.escalator, self.studies, self.worker, self.sender):
+        for part in (self.escalator, self.studies, self.worker, self.sender, self.heartbeat):
             if part is not None:
                 part.stop()
+        if self.heartbeat is not None:
+            try:
+                self.store.unregister()  # what it had not finished is the other nodes' at once
+            except DATABASE_ERRORS as e:
+                log.warning("node %s: not unregistered from the store (%s); the others wait for it to time out",
+                            self.config.ae_title, describe(e))
         self.store.close()
         self.stopped.set()
         log.info("node %s stopped", self.config.ae_title)

@@ -96,24 +96,28 @@ def accept(store: Store, instance: Instance, data, peer: str) -> str:
 
 
 def _accept(store: Store, instance: Instance, data, peer: str) -> str:
+    if not store.has(instance.sop_uid) and store.receive(instance, data() if callable(data) else data):
+        log.info("instance %s (study %s, series %s, %s, %s) from %s: stored, %s", instance.sop_uid,
+                 instance.study_uid, instance.series_uid, instance.modality or "no modality",
+                 instance.transfer_syntax, peer,
+                 instance.state if instance.state != "queued" else "queued for scoring")
+        return "stored"
+    return _known(store, instance, data, peer)  # stored before, or meanwhile (another node sharing the store)
+
+
+def _known(store: Store, instance: Instance, data, peer: str) -> str:
+    """An instance whose SOPInstanceUID the store holds: a duplicate, or a conflict kept apart."""
     sop_uid = instance.sop_uid
-    if store.has(sop_uid):
-        differs = store.other_content(instance)
-        if not differs:
-            log.info("instance %s from %s: duplicate SOPInstanceUID, acknowledged, not stored again", sop_uid, peer)
-            return "duplicate"
-        earlier = store.instance(sop_uid)
-        reason = (f"SOPInstanceUID reused with other content ({differs} differ): the earlier instance of study "
-                  f"{earlier['study_uid']} keeps the UID; this one (study {instance.study_uid}) is kept, not scored")
-        store.conflict(instance, data() if callable(data) else data, reason)
-        log.warning("instance %s from %s: %s", sop_uid, peer, reason)
-        return "conflict"
-    if not store.receive(instance, data() if callable(data) else data):
-        return "duplicate"  # the same UID stored meanwhile by another association
-    log.info("instance %s (study %s, series %s, %s, %s) from %s: stored, %s", sop_uid, instance.study_uid,
-             instance.series_uid, instance.modality or "no modality", instance.transfer_syntax, peer,
-             instance.state if instance.state != "queued" else "queued for scoring")
-    return "stored"
+    differs = store.other_content(instance)
+    if not differs:
+        log.info("instance %s from %s: duplicate SOPInstanceUID, acknowledged, not stored again", sop_uid, peer)
+        return "duplicate"
+    earlier = store.instance(sop_uid)
+    reason = (f"SOPInstanceUID reused with other content ({differs} differ): the earlier instance of study "
+              f"{earlier['study_uid']} keeps the UID; this one (study {instance.study_uid}) is kept, not scored")
+    store.conflict(instance, data() if callable(data) else data, reason)
+    log.warning("instance %s from %s: %s", sop_uid, peer, reason)
+    return "conflict"
 
 
 class Receiver:

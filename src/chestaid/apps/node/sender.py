@@ -22,7 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from chestaid.apps.node.outputs import TRANSPORTS, Destination
 from chestaid.apps.node.tls import TlsSettings, client_context
-from chestaid.store import Store
+from chestaid.store import DATABASE_ERRORS, Store
 from chestaid.core.errors import describe
 
 log = logging.getLogger("chestaid.node")
@@ -93,21 +93,33 @@ class Sender:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            rows = self.store.due(horizon=self.max_delay)
-            if not rows:
-                due = self.store.next_due()
+            try:
+                due = self._pass()
+            except DATABASE_ERRORS as e:  # a shared database away: what was claimed is tried again
+                log.error("sender: cannot reach the store's database (%s); retrying in 5 s", describe(e))
+                self._stop.wait(5)
+                continue
+            if due is not False:
                 self._wake.wait(1.0 if due is None else min(1.0, max(0.05, due - time.time())))
                 self._wake.clear()
-                continue
-            groups: dict[str, list] = {}
-            for row in rows:
-                groups.setdefault(row["destination"], []).append(row)
-            for destination, group in groups.items():
-                try:
-                    self.send(Destination.parse(destination), group)
-                except Exception as e:  # noqa: BLE001 - one bad destination must not stop the sender
-                    for row in group:
-                        self.record_failure(row, describe(e))
+
+    def _pass(self) -> float | None | bool:
+        """Send one batch of due results: False when there was one, else when the next is due (None: none)."""
+        rows = self.store.claim_due(horizon=self.max_delay)
+        if not rows:
+            return self.store.next_due()
+        groups: dict[str, list] = {}
+        for row in rows:
+            groups.setdefault(row["destination"], []).append(row)
+        for destination, group in groups.items():
+            try:
+                self.send(Destination.parse(destination), group)
+            except DATABASE_ERRORS:
+                raise
+            except Exception as e:  # noqa: BLE001 - one bad destination must not stop the sender
+                for row in group:
+                    self.record_failure(row, describe(e))
+        return False
 
     def _retry_at(self, attempts: int, down: bool = False) -> float | None:
         if attempts + 1 >= self.tries and not down:

@@ -90,9 +90,11 @@ class StudyAssembler(Periodic):
                 uid = uid or made.uid
                 rows += queue_made(store, made, self.destinations)
                 replaced += [kind.value] if writer.replaces else []
-        store.study_reported(due["study_uid"], result.version, uid, due["instances"], rows, replaced,
-                             self._notice(result), result.triage.level if result.triage else "")
         self._failed.pop(due["study_uid"], None)
+        if not store.study_reported(due["study_uid"], result.version, uid, due["instances"], rows, replaced,
+                                    self._notice(result), result.triage.level if result.triage else ""):
+            log.debug("study %s: version %d reported by another node", due["study_uid"], result.version)
+            return
         log.info("study %s: result version %d (%d of %d instance(s) read)%s%s", due["study_uid"], result.version,
                  len(read), len(due["instances"]), "; supersedes the previous" if previous is not None else "",
                  f"; triage {result.triage.level}" if result.triage else "")

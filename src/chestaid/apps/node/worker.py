@@ -11,7 +11,6 @@ re-scores the instance at the next start and makes the same objects again (deter
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 
@@ -20,7 +19,7 @@ import numpy as np
 from chestaid.apps.node.outputs import KEPT, WRITERS, Destination, Writer, queue_made
 from chestaid.apps.node.result_types import ImageResult, ResultObject
 from chestaid.apps.node.results import Algorithm
-from chestaid.store import NO_RESULT_OBJECTS, Store
+from chestaid.store import DATABASE_ERRORS, NO_RESULT_OBJECTS, Store
 from chestaid.core.errors import describe
 from chestaid.core.refusals import Refusal
 from chestaid.data.patient import read_header, tag_values
@@ -73,14 +72,19 @@ class Worker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            rows = self.store.queued(self.batch_size)
+            try:
+                rows = self.store.claim_queued(self.batch_size)
+            except DATABASE_ERRORS as e:  # a shared database away: nothing claimed, tried again
+                log.error("worker: cannot reach the store's database (%s); retrying in 5 s", describe(e))
+                self._stop.wait(5)
+                continue
             if not rows:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
             try:
                 self.process(rows)
-            except (OSError, sqlite3.Error) as e:  # the store's disk full or gone, its database locked
+            except (OSError, *DATABASE_ERRORS) as e:  # the store's disk full or gone, its database locked or away
                 log.error("worker: batch of %d not recorded (%s); the instances stay queued, retrying in 5 s",
                           len(rows), describe(e))
                 self._stop.wait(5)
@@ -156,8 +160,9 @@ class Worker:
             raise  # the store cannot write now: stay queued rather than finish without the result
         except Exception as e:  # noqa: BLE001
             note = f"; no SR ({describe(e)})"
-        self.store.finish(sop_uid, state, reason + note, results=results, model=self.algorithm.identity,
-                          distance=distance, meta=monitored_meta(source), refusal=refusal)
+        if not self.store.finish(sop_uid, state, reason + note, results=results, model=self.algorithm.identity,
+                                 distance=distance, meta=monitored_meta(source), refusal=refusal):
+            return  # another node finished it first (this one was taken for gone)
         log.info("instance %s: %s (%s)", sop_uid, state, reason + note)
 
     def _scored(self, row, s, cam: np.ndarray | None) -> None:
@@ -177,8 +182,9 @@ class Worker:
             raise  # the store cannot write now: stay queued rather than finish without the results
         except Exception as e:  # noqa: BLE001
             results, note = [], f"{NO_RESULT_OBJECTS} ({describe(e)})"
-        self.store.finish(sop_uid, "scored", note, risk=float(s.risk[top]), top=self.labels[top],
-                          flagged=flagged, scores=scores, results=results, model=self.algorithm.identity,
-                          distance=s.distance, meta=monitored_meta(source))
+        if not self.store.finish(sop_uid, "scored", note, risk=float(s.risk[top]), top=self.labels[top],
+                                 flagged=flagged, scores=scores, results=results, model=self.algorithm.identity,
+                                 distance=s.distance, meta=monitored_meta(source)):
+            return  # another node finished it first (this one was taken for gone)
         log.info("instance %s: scored, risk %.4f (%s), flagged: %s%s", sop_uid, float(s.risk[top]),
                  self.labels[top], flagged or "none", f"; {note}" if note else "")

@@ -1,0 +1,66 @@
+"""The node processes sharing a store. Each registers at start under its name with a token for this start, beats
+every few seconds, and claims by that token what it scores and what it sends. A claim holds while its holder
+beats: a node killed with kill -9 loses its claims to the others after `LIVENESS` seconds (at once when it restarts
+under its name, or stops). Clocks: each beat is the node's own time; nodes on several machines keep NTP time."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+log = logging.getLogger("chestaid.node")
+
+NODES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    token TEXT PRIMARY KEY, name TEXT NOT NULL, host TEXT NOT NULL DEFAULT '', pid INTEGER NOT NULL DEFAULT 0,
+    started_at REAL NOT NULL, seen_at REAL NOT NULL
+);
+"""
+BEAT = 5.0  # seconds between a node's beats
+LIVENESS = 30.0  # a node not seen for this long is gone: what it claimed is free
+
+
+class NodesMixin:
+    """The nodes half of `Store` (it provides `_tx`, `_query` and `claimant`, this process's token)."""
+
+    claimant: str
+
+    def register(self, name: str) -> None:
+        """This process, a node named `name`, starts: an earlier start under the name is gone (its claims free)."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("DELETE FROM nodes WHERE name = ?", (name,))
+            db.execute("INSERT INTO nodes (token, name, host, pid, started_at, seen_at) VALUES (?,?,?,?,?,?)",
+                       (self.claimant, name, socket.gethostname()[:64], os.getpid(), now, now))
+        self._node_name = name
+
+    def beat(self) -> None:
+        """This node is alive (re-registered when another start under the same name replaced it)."""
+        with self._tx() as db:
+            if db.execute("UPDATE nodes SET seen_at = ? WHERE token = ?", (time.time(), self.claimant)).rowcount:
+                return
+            name = getattr(self, "_node_name", "")
+            now = time.time()
+            db.execute("INSERT INTO nodes (token, name, host, pid, started_at, seen_at) VALUES (?,?,?,?,?,?)",
+                       (self.claimant, name, socket.gethostname()[:64], os.getpid(), now, now))
+        log.warning("node %s: another node registered under this name; give each node its own --node-name", name)
+
+    def unregister(self) -> None:
+        """This node stops: its row and its claims go (what it had not finished is free for the others at once)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM nodes WHERE token = ?", (self.claimant,))
+            db.execute("UPDATE instances SET claimed_by = '' WHERE claimed_by = ?", (self.claimant,))
+            db.execute("UPDATE outbox SET claimed_by = '' WHERE claimed_by = ?", (self.claimant,))
+
+    def nodes(self) -> list[dict]:
+        """The nodes registered on the store, each with `alive` (seen within `LIVENESS` s), newest start first."""
+        now = time.time()
+        return [{**dict(r), "alive": now - r["seen_at"] < LIVENESS}
+                for r in self._query("SELECT name, host, pid, started_at, seen_at FROM nodes ORDER BY started_at DESC")]
+
+    def _free(self) -> tuple[str, tuple]:
+        """SQL (and its arguments) for a row that this process may claim: unclaimed, its own, or a gone node's."""
+        return ("(claimed_by IN ('', ?) OR claimed_by NOT IN (SELECT token FROM nodes WHERE seen_at >= ?))",
+                (self.claimant, time.time() - LIVENESS))
