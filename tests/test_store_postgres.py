@@ -195,6 +195,39 @@ def test_a_gone_nodes_claims_are_taken_over_and_a_restart_or_a_stop_frees_them_a
         b.close()
 
 
+@pytest.mark.parametrize("engine", ["PostgreSQL", "SQLite"])
+def test_a_node_taken_for_gone_that_finishes_late_records_nothing_and_a_study_version_is_recorded_once(
+        engine, pg, tmp_path):
+    from chestaid.store.nodes import LIVENESS
+
+    database = pg.new_database(f"late{next(_names)}") if engine == "PostgreSQL" else None
+    slow, other = Store(tmp_path / "store", database=database), Store(tmp_path / "store", database=database)
+    try:
+        slow.receive(Instance(sop_uid="1.1", study_uid="9.1"), b"DICM")
+        slow.register("slow")
+        other.register("other")
+        assert [r["sop_uid"] for r in slow.claim_queued(5)] == ["1.1"]
+        with slow._tx() as db:  # slow misses its beats (a long pause): the other node takes its instance over
+            db.execute("UPDATE nodes SET seen_at = ? WHERE name = 'slow'", (time.time() - LIVENESS - 1,))
+        assert [r["sop_uid"] for r in other.claim_queued(5)] == ["1.1"]
+        made = lambda uid: [{"kind": "sr", "uid": uid, "sop_class": "1.2", "path": "x",  # noqa: E731
+                             "destination": "A@h:1"}]
+        assert other.finish("1.1", "scored", risk=0.3, results=made("2.25.1"))
+        assert not slow.finish("1.1", "scored", risk=0.9, results=made("2.25.2"))  # too late: nothing recorded
+        assert other.instance("1.1")["risk"] == 0.3 and [r["result_uid"] for r in other.outbox()] == ["2.25.1"]
+        due = other.studies_due(0, now=time.time() + 1)
+        assert [d["study_uid"] for d in due] == ["9.1"] == [d["study_uid"] for d in slow.studies_due(0)]
+        assert other.study_reported("9.1", 1, "2.25.10", ["1.1"], made("2.25.10"),
+                                    notice=("critical", {}, made("2.25.11")))
+        assert not slow.study_reported("9.1", 1, "2.25.20", ["1.1"], made("2.25.20"),
+                                       notice=("critical", {}, made("2.25.21")))  # the same version: nothing
+        assert [r["result_uid"] for r in other.outbox()] == ["2.25.1", "2.25.10", "2.25.11"]
+        assert other.studies()[0]["result_uid"] == "2.25.10" and len(other.notifications()) == 1
+    finally:
+        slow.close()
+        other.close()
+
+
 def test_the_folder_remembers_its_database_without_a_password_and_refuses_another(url, pg, tmp_path):
     root = tmp_path / "store"
     with_password = url.replace("chestaid@", "chestaid:s3cret@")
