@@ -13,6 +13,7 @@ import re
 import signal
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from chestaid.apps.cli import app
+from chestaid.apps.page.worklist_cells import nodes_text
 from chestaid.store import Store
 from node_helpers import DCMTK, ORTHANC, Orthanc, dcmsend, free_port, node_process, phantom, phantoms
 from postgres_helpers import PostgresServer, postgres_bin
@@ -87,7 +89,9 @@ def test_three_nodes_on_one_postgresql_store_survive_kill_9_mid_burst(run, pg, t
     args = ["--database", url, "--host", "127.0.0.1", "--send-to", f"ORTHANC@127.0.0.1:{orthanc.dicom}",
             "--study-quiet-period", "5", "--no-heat-maps", "--retry-delay", "0.5", "--max-retry-delay", "2"]
     logs = [tmp_path / f"node{k}.log" for k in range(3)]
-    nodes = [node_process(Path(run.root), store_dir, p, *args, "--node-name", f"node{k}", log=logs[k])
+    metrics = free_port()
+    nodes = [node_process(Path(run.root), store_dir, p, *args, "--node-name", f"node{k}",
+                          *(["--metrics-port", str(metrics)] if k == 0 else []), log=logs[k])
              for k, (p, log) in enumerate(zip(ports, logs))]
     studies = _burst(tmp_path / "burst")
     files = [f for fs in studies.values() for f in fs]
@@ -105,6 +109,8 @@ def test_three_nodes_on_one_postgresql_store_survive_kill_9_mid_burst(run, pg, t
         nodes[1].send_signal(signal.SIGKILL)  # mid-burst: its associations cut, its claims left behind
         nodes[1].wait(30)
         killed_at = time.time()
+        wait_for(lambda: 'chestaid_nodes{state="gone"} 1.0' in _metrics(metrics), 90, 1, "node 1 gone in the metrics")
+        assert re.search(r"node1 on \S+: GONE since", nodes_text(watcher)), nodes_text(watcher)  # the page's line
         for s in senders:
             s.join(900)
         from node_helpers import read_report
@@ -129,6 +135,11 @@ def test_three_nodes_on_one_postgresql_store_survive_kill_9_mid_burst(run, pg, t
     finally:
         watcher.close()
         orthanc.stop()
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        return r.read().decode()
 
 
 def _uid(path: Path) -> str:

@@ -45,6 +45,13 @@ class StoreCollector:
                                 "Age of the oldest result not yet delivered (0: none pending); alert when it grows",
                                 value=max(0.0, time.time() - oldest) if oldest is not None else 0.0)
         yield from self._notifications()
+        if self.store.shared:
+            nodes = GaugeMetricFamily("chestaid_nodes", "Node processes sharing the store (gone: not seen for 30 s; "
+                                      "alert on it)", labels=["state"])
+            found = self.store.nodes()
+            for state, alive in (("alive", True), ("gone", False)):
+                nodes.add_metric([state], sum(n["alive"] is alive for n in found))
+            yield nodes
         tier = self.store.tier()
         if tier is not None:
             state = GaugeMetricFamily("chestaid_likely_normal_tier", "The likely-normal tier's state (1: current)",

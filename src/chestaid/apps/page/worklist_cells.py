@@ -166,3 +166,13 @@ def tier_text(node: Store) -> str:
             "shadow": "shadow: recorded, never applied (chestaid triage report shows its evidence)",
             "off": "OFF"}.get(tier["state"], tier["state"])
     return f"{said}{': ' + plain(tier['reason'], 300) if tier['reason'] else ''} (since {_when(tier['at'])})"
+
+
+def nodes_text(node: Store) -> str:
+    """The node processes sharing the store, each alive or gone (what a gone one claimed is the others' now)."""
+    found = node.nodes()
+    if not found:
+        return "no node registered (a node on a shared store registers when it starts)"
+    return "; ".join(f"{plain(n['name'], 80)} on {plain(n['host'], 64)}: "
+                     + ("alive" if n["alive"] else f"GONE since {_when(n['seen_at'])} (its work taken over)")
+                     for n in found)

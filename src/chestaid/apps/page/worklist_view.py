@@ -17,8 +17,9 @@ from chestaid.store import PRIORITY, PRIORITY_VERDICTS, VERDICTS, Store
 from chestaid.apps.page.display import heat_map_html, picture_html, score_text, user_of
 from chestaid.apps.page.inputs import plain
 from chestaid.apps.page.worklist_cells import (STUDY_WIDTHS, _cleared, _when, findings_frame, header_text,
-                                               heat_map_refusal, images_frame, images_summary, notifications_frame,
-                                               study_members, studies_frame, tier_text, verdict_id, verdicts_text)
+                                               heat_map_refusal, images_frame, images_summary, nodes_text,
+                                               notifications_frame, study_members, studies_frame, tier_text,
+                                               verdict_id, verdicts_text)
 
 log = logging.getLogger(__name__)
 NO_VERDICT = "Give a verdict on at least one finding (present, absent or can't tell), or on the priority."
@@ -34,7 +35,7 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
         return {**given, PRIORITY: priority} if priority else given
 
     def refresh():
-        return studies_frame(node), notifications_frame(node), tier_text(node)
+        return studies_frame(node), notifications_frame(node), tier_text(node), nodes_text(node) if node.shared else ""
 
     def acknowledge(study_uid: str, request: gr.Request):
         study_uid = (study_uid or "").strip()
@@ -150,6 +151,8 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
                                     elem_id="notifications", wrap=True, max_height=200)
         tier = gr.Textbox(tier_text(node), label="Likely-normal tier", interactive=False, elem_id="tier-status",
                           max_lines=2)
+        nodes = gr.Textbox(nodes_text(node) if node.shared else "", label="Nodes sharing this store",
+                           interactive=False, elem_id="nodes-status", max_lines=3, visible=node.shared)
         table = gr.Dataframe(studies_frame(node), interactive=False, elem_id="worklist", wrap=True,
                              column_widths=STUDY_WIDTHS, max_height=420)
         with gr.Row():
@@ -188,7 +191,7 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
                 verdicts = gr.Textbox(label="Verdicts (latest counts; every one is kept)", interactive=False,
                                       elem_id="verdicts", lines=3)
         opened = [chosen, status, image, findings, heat, *grid, priority, verdicts]
-        gr.Timer(refresh_s).tick(refresh, None, [table, open_notices, tier], api_name=False, show_progress="hidden")
+        gr.Timer(refresh_s).tick(refresh, None, [table, open_notices, tier, nodes], api_name=False, show_progress="hidden")
         ack_button.click(acknowledge, [study_uid], [study_status, open_notices], api_name=False)
         open_button.click(open_one, [chosen], opened, api_name=False)
         chosen.submit(open_one, [chosen], opened, api_name=False)
