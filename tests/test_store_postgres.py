@@ -6,6 +6,7 @@ operation fails in one line, does nothing, and works again when the server is ba
 from __future__ import annotations
 
 import itertools
+import re
 import stat
 import threading
 import time
@@ -190,6 +191,12 @@ def test_a_gone_nodes_claims_are_taken_over_and_a_restart_or_a_stop_frees_them_a
         restarted.unregister()  # a clean stop frees its claims at once
         assert len(a.claim_queued(100)) == 10
         restarted.close()
+        from chestaid.store.nodes import FORGOTTEN
+
+        with a._tx() as db:  # b gone for more than an hour, holding nothing: forgotten at the next beat
+            db.execute("UPDATE nodes SET seen_at = ? WHERE name = 'b'", (time.time() - FORGOTTEN - 1,))
+        a.beat()
+        assert [n["name"] for n in a.nodes()] == ["a"]
     finally:
         a.close()
         b.close()
@@ -223,6 +230,9 @@ def test_a_node_taken_for_gone_that_finishes_late_records_nothing_and_a_study_ve
                                        notice=("critical", {}, made("2.25.21")))  # the same version: nothing
         assert [r["result_uid"] for r in other.outbox()] == ["2.25.1", "2.25.10", "2.25.11"]
         assert other.studies()[0]["result_uid"] == "2.25.10" and len(other.notifications()) == 1
+        claimed = other.claim_due(10)
+        slow.failed(claimed[0]["id"], "a late failure", None)  # never counts against what another node holds
+        assert other.outbox("pending")[0]["attempts"] == 0 and other.outbox("dead") == []
     finally:
         slow.close()
         other.close()
@@ -230,18 +240,28 @@ def test_a_node_taken_for_gone_that_finishes_late_records_nothing_and_a_study_ve
 
 def test_the_folder_remembers_its_database_without_a_password_and_refuses_another(url, pg, tmp_path):
     root = tmp_path / "store"
-    with_password = url.replace("chestaid@", "chestaid:s3cret@")
+    with_password = url.replace("chestaid@", "chestaid:s3cret@") + "?password=s3cret&application_name=node"
     Store(root, database=with_password).close()
     recorded = (root / URL_FILE).read_text().strip()
-    assert recorded == url and "s3cret" not in recorded and stat.S_IMODE((root / URL_FILE).stat().st_mode) == 0o600
+    assert recorded == url + "?application_name=node" and "s3cret" not in recorded
+    assert stat.S_IMODE((root / URL_FILE).stat().st_mode) == 0o600
+    url = recorded
     opened = Store.open(root)  # the page, monitor and worklist: from the folder alone
     assert opened.database_kind == "PostgreSQL" and "s3cret" not in opened.database
     opened.receive(Instance(sop_uid="1.1", study_uid="9.1"), b"DICM")
+    assert opened.receive(Instance(sop_uid="1.2", study_uid="9.1", patient_id="P\x00X"), b"DICM")  # (a NUL inside)
+    assert opened.instance("1.2")["patient_id"] == "PX"
     opened.close()
     listed = CliRunner().invoke(app, ["worklist", str(root), "--json"])
     assert listed.exit_code == 0 and '"9.1"' in listed.stdout, listed.output
+    with pytest.raises(ChestaidError, match="already holds a store whose folder is elsewhere.*is the shared storage "
+                                            "mounted here"):
+        Store(tmp_path / "empty-mount-point", database=url)  # a node whose shared folder is not mounted
+    (root / "store.id").write_text("another\n")
+    with pytest.raises(ChestaidError, match="not the folder of the store in"):
+        Store.open(root)
     other = pg.new_database(f"other{next(_names)}")
-    with pytest.raises(ChestaidError, match=f"this store's database is {url}, not {other}"):
+    with pytest.raises(ChestaidError, match=re.escape(f"this store's database is {url}, not {other}")):
         Store(root, database=other)
     Store(tmp_path / "lite").close()
     with pytest.raises(ChestaidError, match="this store's database is SQLite"):

@@ -4,7 +4,8 @@ outbox: embedded SQLite (WAL) by default, or PostgreSQL shared by several nodes 
 STORE/chestaid-node.sqlite   instances (one row per SOPInstanceUID: what arrived, its state and reason, its
                              scores) and outbox (one row per result object and destination: pending → sent, or
                              dead with the last error after N tries)
-STORE/database.url           instead, the PostgreSQL database holding the tables (no password)
+STORE/database.url           instead, the PostgreSQL database holding the tables (no password), and
+STORE/store.id               the store's id, which that database holds too (engine.py)
 STORE/instances/ab/<sha>.dcm the received bytes, exactly as sent (named by hashes of the SOPInstanceUID and bytes)
 STORE/results/ab/<uid>.dcm   the result objects (SR, Secondary Capture heat map), named by their own UID
 STORE/incoming/              STOW-RS uploads while they arrive (a file per part, deleted when the request ends)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from chestaid.store.schema import ADDED, SCHEMA_VERSION, TABLES
 
 DB_NAME = "chestaid-node.sqlite"
 URL_FILE = "database.url"
+ID_FILE = "store.id"  # a PostgreSQL store's id, also held by its database (the folder and the database agree)
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, DatabaseError)
 
 
@@ -56,7 +58,8 @@ class SqliteEngine:
         return f"SQLite {self.path.name}"
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, side: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction (`side`: the same connection; a beat has no other node to wait for here)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -104,9 +107,33 @@ def open_engine(root: Path, database: str | None, create: bool):
                                 "give the PostgreSQL nodes a new folder")
         if recorded is not None and recorded != without_password(database):
             raise ChestaidError(f"{root}: this store's database is {recorded}, not {without_password(database)}")
-        if recorded is None:
-            if not create:
-                raise ChestaidError(f"{root}: not a chestaid node store (no {URL_FILE})")
-            root.mkdir(parents=True, exist_ok=True)
-            atomic_write(url_file, lambda f: f.write(without_password(database).encode() + b"\n"), mode=0o600)
-    return PostgresEngine(database or recorded)
+        if recorded is None and not create:
+            raise ChestaidError(f"{root}: not a chestaid node store (no {URL_FILE})")
+    engine = PostgresEngine(database or recorded)
+    try:
+        _same_store(root, engine, joining=recorded is None)
+    except BaseException:
+        engine.close()
+        raise
+    return engine
+
+
+def _same_store(root: Path, engine: PostgresEngine, joining: bool) -> None:
+    """The folder and the database are one store's (their ids agree): a node whose shared storage is not mounted
+    never joins the database with an empty folder (it would take the others' work and find none of their files)."""
+    held, id_file = engine.store_id(), root / ID_FILE
+    if joining:
+        if held is not None:
+            raise ChestaidError(f"{root}: {engine.where()} already holds a store whose folder is elsewhere: give "
+                                "--store the folder the other nodes use (is the shared storage mounted here?)")
+        made = uuid.uuid4().hex
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write(id_file, lambda f: f.write(made.encode() + b"\n"), mode=0o600)
+        atomic_write(root / URL_FILE, lambda f: f.write(without_password(engine.url).encode() + b"\n"), mode=0o600)
+        held = engine.store_id(adopt=made)
+    folder_id = id_file.read_text().strip() if id_file.is_file() else None
+    if held is None and folder_id is not None:
+        held = engine.store_id(adopt=folder_id)  # made, then stopped before the database recorded its id
+    if folder_id is None or held != folder_id:
+        raise ChestaidError(f"{root}: not the folder of the store in {engine.where()} (their ids differ: is the "
+                            "shared storage mounted here?)")

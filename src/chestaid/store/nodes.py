@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS nodes (
 """
 BEAT = 5.0  # seconds between a node's beats
 LIVENESS = 30.0  # a node not seen for this long is gone: what it claimed is free
+FORGOTTEN = 3600.0  # a gone node holding no claims is no longer listed after this long
 
 
 class NodesMixin:
@@ -34,18 +35,30 @@ class NodesMixin:
             db.execute("DELETE FROM nodes WHERE name = ?", (name,))
             db.execute("INSERT INTO nodes (token, name, host, pid, started_at, seen_at) VALUES (?,?,?,?,?,?)",
                        (self.claimant, name, socket.gethostname()[:64], os.getpid(), now, now))
-        self._node_name = name
+        self._node_name, self._beaten_at = name, now
 
     def beat(self) -> None:
-        """This node is alive (re-registered when another start under the same name replaced it)."""
-        with self._tx() as db:
-            if db.execute("UPDATE nodes SET seen_at = ? WHERE token = ?", (time.time(), self.claimant)).rowcount:
-                return
-            name = getattr(self, "_node_name", "")
-            now = time.time()
-            db.execute("INSERT INTO nodes (token, name, host, pid, started_at, seen_at) VALUES (?,?,?,?,?,?)",
-                       (self.claimant, name, socket.gethostname()[:64], os.getpid(), now, now))
-        log.warning("node %s: another node registered under this name; give each node its own --node-name", name)
+        """This node is alive (re-registered when another start under the same name replaced it), on the beat's
+        own connection; gone nodes that hold nothing are forgotten after an hour."""
+        began = time.time()
+        name = getattr(self, "_node_name", "")
+        with self._engine.transaction(side=True) as db:
+            replaced = not db.execute("UPDATE nodes SET seen_at = ? WHERE token = ?", (began, self.claimant)).rowcount
+            if replaced:
+                db.execute("INSERT INTO nodes (token, name, host, pid, started_at, seen_at) VALUES (?,?,?,?,?,?)",
+                           (self.claimant, name, socket.gethostname()[:64], os.getpid(), began, began))
+            db.execute("DELETE FROM nodes WHERE seen_at < ? AND NOT EXISTS (SELECT 1 FROM instances WHERE "
+                       "claimed_by = nodes.token AND state = 'queued') AND NOT EXISTS (SELECT 1 FROM outbox WHERE "
+                       "claimed_by = nodes.token AND state = 'pending')", (began - FORGOTTEN,))
+        self._beaten_at = began
+        if replaced:
+            log.warning("node %s: another node registered under this name; give each node its own --node-name", name)
+
+    def claims_held(self) -> bool:
+        """Whether what this node claimed is still its own: it beat recently enough that no other node may have
+        taken it over (a node cut off from the database stops sending rather than send twice)."""
+        beaten = getattr(self, "_beaten_at", None)
+        return beaten is None or time.time() - beaten < LIVENESS - 2 * BEAT
 
     def unregister(self) -> None:
         """This node stops: its row and its claims go (what it had not finished is free for the others at once)."""

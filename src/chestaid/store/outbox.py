@@ -62,19 +62,21 @@ class OutboxMixin:
 
     def failed(self, outbox_id: int, error: str, retry_at: float | None, down: bool = False) -> None:
         """One failed try: pending again at `retry_at`, or dead (retry_at None) keeping the last error. A result
-        already sent stays sent. `down`: the destination could not be reached: counted apart (`down_tries`), so a
-        long outage never spends the tries a destination that answers gets."""
+        already sent stays sent, and one another node has claimed since is its (never its tries counted twice).
+        `down`: the destination could not be reached: counted apart (`down_tries`), so a long outage never spends
+        the tries a destination that answers gets."""
+        mine = "claimed_by IN ('', ?)"
         with self._tx() as db:
             if down:
                 db.execute("UPDATE outbox SET down_tries=down_tries+1, last_error=?, next_at=?, claimed_by='' "
-                           "WHERE id=? AND state='pending'", (error, retry_at, outbox_id))
+                           f"WHERE id=? AND state='pending' AND {mine}", (error, retry_at, outbox_id, self.claimant))
                 return
             if retry_at is None:
                 db.execute("UPDATE outbox SET state='dead', attempts=attempts+1, last_error=?, claimed_by='' "
-                           "WHERE id=? AND state='pending'", (error, outbox_id))
+                           f"WHERE id=? AND state='pending' AND {mine}", (error, outbox_id, self.claimant))
             else:
                 db.execute("UPDATE outbox SET attempts=attempts+1, last_error=?, next_at=?, claimed_by='' "
-                           "WHERE id=? AND state='pending'", (error, retry_at, outbox_id))
+                           f"WHERE id=? AND state='pending' AND {mine}", (error, retry_at, outbox_id, self.claimant))
 
     def outbox(self, state: str | None = None) -> list[dict]:
         where, args = ("WHERE state = ?", (state,)) if state else ("", ())

@@ -21,7 +21,9 @@ from chestaid.store.schema import ADDED, SCHEMA_VERSION, TABLES
 
 SETUP_LOCK = 0x63686573  # the advisory lock that makes concurrent starts create and migrate the schema one at a time
 CONNECT_TIMEOUT = 10  # seconds
-KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+STATEMENT_TIMEOUT = 120  # seconds any one statement may take (a lock held by a stuck session ends, never the node)
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+             "tcp_user_timeout": 30_000}  # ms: a request unanswered this long (a network cut) fails, the lock freed
 
 
 class DatabaseError(Exception):
@@ -29,13 +31,26 @@ class DatabaseError(Exception):
 
 
 def without_password(url: str) -> str:
-    """`url` with its password left out (what is recorded in the folder and written to logs)."""
+    """`url` with its password left out, in the user part or the query (what is recorded and logged)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = urllib.parse.quote(parts.username or "", safe="")
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+    query = urllib.parse.urlencode([(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+                                    if k not in ("password", "sslpassword")])
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]  # as written (percent-encoded), never quoted twice
+        netloc = f"{user}@{host}" if user else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _secrets(url: str) -> list[str]:
+    """The password as written in `url` and decoded (to scrub from error messages that quote it)."""
+    parts = urllib.parse.urlsplit(url)
+    found = [v for k, v in urllib.parse.parse_qsl(parts.query) if k in ("password", "sslpassword")]
+    if "@" in parts.netloc and ":" in parts.netloc.rsplit("@", 1)[0]:
+        raw = parts.netloc.rsplit("@", 1)[0].split(":", 1)[1]
+        found += [raw, urllib.parse.unquote(raw)]
+    return [f for f in found if f]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -53,6 +68,11 @@ def schema_of(sql: str) -> str:
     return re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)
 
 
+def _values(args) -> tuple:
+    """Arguments as PostgreSQL takes them: text holds no NUL there (SQLite keeps one inside a header's value)."""
+    return tuple(a.replace("\x00", "") if isinstance(a, str) else a for a in args)
+
+
 class _Connection:
     """A psycopg connection inside a transaction, taking the store's SQLite statements."""
 
@@ -60,18 +80,19 @@ class _Connection:
         self._conn = conn
 
     def execute(self, sql: str, args: tuple = ()):
-        return self._conn.execute(translate(sql), tuple(args))
+        return self._conn.execute(translate(sql), _values(args))
 
     def executemany(self, sql: str, rows) -> None:
-        rows = [tuple(r) for r in rows]
+        rows = [_values(r) for r in rows]
         if rows:
             with self._conn.cursor() as cursor:
                 cursor.executemany(translate(sql), rows)
 
 
 class PostgresEngine:
-    """One connection per store object (operations serialised by a lock, as with SQLite); claims lock their rows
-    with FOR UPDATE SKIP LOCKED so that nodes never take the same row."""
+    """One connection per store object for its operations (serialised by a lock, as with SQLite) and one for the
+    node's beat (never queued behind a slow query); claims lock their rows with FOR UPDATE SKIP LOCKED so that
+    nodes never take the same row. The schema is made or migrated only when its recorded version is older."""
 
     name = "PostgreSQL"
     lock_rows = " FOR UPDATE SKIP LOCKED"
@@ -82,22 +103,49 @@ class PostgresEngine:
         except ImportError as e:
             raise ChestaidError("a PostgreSQL store needs psycopg: pip install 'chestaid[postgres]'") from e
         self.url = url
-        self._lock = threading.RLock()
-        self._conn = None
+        self._secrets = _secrets(url)
+        self._lock, self._side_lock = threading.RLock(), threading.Lock()
+        self._conn = self._side = None
+        self._closed = False
         with self.transaction() as db:
-            raw = db._conn
-            raw.execute("SELECT pg_advisory_xact_lock(%s)", (SETUP_LOCK,))
-            raw.execute("CREATE TABLE IF NOT EXISTS chestaid_schema (version INTEGER NOT NULL)")
-            found = raw.execute("SELECT max(version) AS v FROM chestaid_schema").fetchone()["v"] or SCHEMA_VERSION
-            if found > SCHEMA_VERSION:
-                raise ChestaidError(f"{self.where()}: made by a newer chestaid (store schema {found}; this one reads "
-                                    f"up to {SCHEMA_VERSION}): upgrade chestaid to open it")
-            raw.execute(schema_of(TABLES))
-            for table, added in ADDED.items():
-                for column, kind in added.items():
-                    raw.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {schema_of(kind)}")
-            raw.execute("DELETE FROM chestaid_schema")
-            raw.execute("INSERT INTO chestaid_schema (version) VALUES (%s)", (max(found, SCHEMA_VERSION),))
+            found = self._version(db._conn)
+        if found != SCHEMA_VERSION:
+            with self.transaction() as db:
+                self._make(db._conn)
+
+    def _version(self, raw) -> int | None:
+        """The schema version the database records (None: no store yet); a newer one is refused."""
+        if raw.execute("SELECT to_regclass('chestaid_schema') AS t").fetchone()["t"] is None:
+            return None
+        found = raw.execute("SELECT max(version) AS v FROM chestaid_schema").fetchone()["v"]
+        if found is not None and found > SCHEMA_VERSION:
+            raise ChestaidError(f"{self.where()}: made by a newer chestaid (store schema {found}; this one reads "
+                                f"up to {SCHEMA_VERSION}): upgrade chestaid to open it")
+        return found
+
+    def _make(self, raw) -> None:
+        """Create or migrate the tables, one starting node at a time, never waiting long for a table's lock."""
+        raw.execute("SELECT pg_advisory_xact_lock(%s)", (SETUP_LOCK,))
+        raw.execute("SET LOCAL lock_timeout = '10s'")
+        if self._version(raw) == SCHEMA_VERSION:
+            return  # another node made it while this one waited
+        raw.execute("CREATE TABLE IF NOT EXISTS chestaid_schema (version INTEGER NOT NULL)")
+        raw.execute("CREATE TABLE IF NOT EXISTS chestaid_store (id TEXT NOT NULL)")  # the folder's id (engine.py)
+        raw.execute(schema_of(TABLES))
+        for table, added in ADDED.items():
+            for column, kind in added.items():
+                raw.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {schema_of(kind)}")
+        raw.execute("DELETE FROM chestaid_schema")
+        raw.execute("INSERT INTO chestaid_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+
+    def store_id(self, adopt: str | None = None) -> str | None:
+        """The id of the store this database holds (None: none yet); `adopt` records it when there is none."""
+        with self.transaction() as db:
+            if adopt is not None:
+                db.execute("INSERT INTO chestaid_store (id) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM chestaid_store)",
+                           (adopt,))
+            rows = db.execute("SELECT id FROM chestaid_store").fetchall()
+        return rows[0]["id"] if rows else None
 
     def where(self) -> str:
         return f"PostgreSQL {without_password(self.url)}"
@@ -107,15 +155,22 @@ class PostgresEngine:
         from psycopg.rows import dict_row
 
         return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=max(1, int(timeout)),
-                               **KEEPALIVE)
+                               options=f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}", **KEEPALIVE)
 
-    def _connection(self):
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            self._conn = self._connect()
-        return self._conn
+    def _connection(self, side: bool = False):
+        """The open connection (the beat's own with `side`), opened again when it broke."""
+        if self._closed:
+            raise DatabaseError(f"{self.where()}: the store was closed")
+        conn = self._side if side else self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            conn = self._connect()
+            if side:
+                self._side = conn
+            else:
+                self._conn = conn
+        return conn
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -125,18 +180,21 @@ class PostgresEngine:
             yield
         except psycopg.Error as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DatabaseError(f"{self.where()}: {first}") from e
+            for secret in self._secrets:  # libpq may quote a malformed password back
+                first = first.replace(secret, "***")
+            raise DatabaseError(f"{self.where()}: {first}") from None
 
     @contextmanager
-    def transaction(self) -> Iterator[_Connection]:
-        with self._lock, self._errors():
-            conn = self._connection()
+    def transaction(self, side: bool = False) -> Iterator[_Connection]:
+        """A transaction on the store's connection (`side`: on the node's beat's own)."""
+        with self._side_lock if side else self._lock, self._errors():
+            conn = self._connection(side)
             with conn.transaction():
                 yield _Connection(conn)
 
     def query(self, sql: str, args: tuple = ()) -> list[dict]:
         with self._lock, self._errors():
-            return self._connection().execute(translate(sql), tuple(args)).fetchall()
+            return self._connection().execute(translate(sql), _values(args)).fetchall()
 
     def probe(self, timeout: float) -> None:
         """Raise unless a fresh connection within `timeout` s reads the store on a server that takes writes."""
@@ -147,7 +205,9 @@ class PostgresEngine:
                 raise DatabaseError(f"{self.where()}: a standby in recovery (takes no writes)")
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        with self._lock, self._side_lock:
+            self._closed = True
+            for conn in (self._conn, self._side):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._side = None

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at REAL NOT NULL, sent_at REAL, UNIQUE(result_uid, destination)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
+CREATE INDEX IF NOT EXISTS outbox_source ON outbox(source_uid);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at REAL NOT NULL, "user" TEXT NOT NULL,
                                   action TEXT NOT NULL, sop_uid TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS verdicts (

@@ -32,7 +32,7 @@ from chestaid.apps.node.receiver import accept, described
 from chestaid.apps.node.tls import server_handshake
 from chestaid.apps.node.upload import SpooledParts, boundary_of, iter_chunked, iter_length
 from chestaid.core.errors import ChestaidError, describe
-from chestaid.store import Instance, Store
+from chestaid.store import DATABASE_ERRORS, Instance, Store
 
 log = logging.getLogger("chestaid.node")
 PROCESSING_FAILURE, OUT_OF_RESOURCES, NOT_THIS_STUDY = 0x0110, 0xA700, 0xA900
@@ -119,7 +119,10 @@ class StowServer:
             if outcome == "stored" and self.on_stored is not None:
                 self.on_stored()
         if study and referenced:  # a request addressed to one study carries that study: complete once it is read
-            self.store.force_study(study)
+            try:
+                self.store.force_study(study)
+            except DATABASE_ERRORS as e:  # stored all the same: the quiet period completes it
+                log.error("study %s: not completed at once (%s); its quiet period will", study, describe(e))
         return referenced, failed
 
     def _handler(self):

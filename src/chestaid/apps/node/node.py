@@ -244,7 +244,7 @@ class Node:
         for part in (self.escalator, self.studies, self.worker, self.sender, self.heartbeat):
             if part is not None:
                 part.stop()
-        if self.heartbeat is not None:
+        if self.heartbeat is not None and not any(p is not None and p.is_alive() for p in (self.worker, self.sender)):
             try:
                 self.store.unregister()  # what it had not finished is the other nodes' at once
             except DATABASE_ERRORS as e:

@@ -102,6 +102,8 @@ class Worker:
 
     def _process(self, rows) -> None:
         by_path = {str(self.store.file_of(r)): r for r in rows}
+        if any(not p.is_file() for p in map(self.store.file_of, rows)) and not (self.store.root / "instances").is_dir():
+            raise OSError(f"{self.store.root}: the store's folder holds no instances (shared storage not mounted?)")
         scored, failed = self.predictor.score_files(list(by_path), self.batch_size, keep_images=True)
         for path, reason in failed:
             self._not_analysed(by_path[path], "unreadable", reason)
