@@ -1,7 +1,7 @@
 """Several nodes on one PostgreSQL store (issue 42's acceptance): three node processes share a store (one folder,
 one real PostgreSQL) and receive a burst of 540 instances (180 three-image studies) from six DCMTK senders; one
-node is killed with kill -9 mid-burst and its senders' unacknowledged images are sent again to another node, as a
-PACS retries. Every acknowledged instance is stored once and scored once (no node logs a second score), every
+node is killed with kill -9 mid-burst, then PostgreSQL crashes (an immediate stop) for 3 s under the two others,
+and the senders' unacknowledged images are sent again to a living node, as a PACS retries. Every acknowledged instance is stored once and scored once (no node logs a second score), every
 study's current SR reaches a real Orthanc once per version and references every acknowledged image of its study,
 and `chestaid worklist` reads the same database. And /readyz turns unready when PostgreSQL goes away (a C-STORE
 then fails: nothing unrecorded is acknowledged) and ready again when it returns, the node carrying on by itself."""
@@ -109,6 +109,9 @@ def test_three_nodes_on_one_postgresql_store_survive_kill_9_mid_burst(run, pg, t
         nodes[1].send_signal(signal.SIGKILL)  # mid-burst: its associations cut, its claims left behind
         nodes[1].wait(30)
         killed_at = time.time()
+        pg.stop("immediate")  # and the database crashes under the two others, still receiving
+        time.sleep(3)
+        pg.start()
         wait_for(lambda: 'chestaid_nodes{state="gone"} 1.0' in _metrics(metrics), 90, 1, "node 1 gone in the metrics")
         assert re.search(r"node1 on \S+: GONE since", nodes_text(watcher)), nodes_text(watcher)  # the page's line
         for s in senders:

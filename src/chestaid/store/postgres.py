@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from chestaid.store.schema import ADDED, SCHEMA_VERSION, TABLES
 
 SETUP_LOCK = 0x63686573  # the advisory lock that makes concurrent starts create and migrate the schema one at a time
 CONNECT_TIMEOUT = 10  # seconds
+PING_AFTER = 1.0  # seconds idle after which a connection is checked before use
 STATEMENT_TIMEOUT = 120  # seconds any one statement may take (a lock held by a stuck session ends, never the node)
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
              "tcp_user_timeout": 30_000}  # ms: a request unanswered this long (a network cut) fails, the lock freed
@@ -106,7 +108,7 @@ class PostgresEngine:
         self._secrets = _secrets(url)
         self._lock, self._side_lock = threading.RLock(), threading.Lock()
         self._conn = self._side = None
-        self._closed = False
+        self._closed, self._used_at = False, {False: 0.0, True: 0.0}
         with self.transaction() as db:
             found = self._version(db._conn)
         if found != SCHEMA_VERSION:
@@ -158,10 +160,18 @@ class PostgresEngine:
                                options=f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}", **KEEPALIVE)
 
     def _connection(self, side: bool = False):
-        """The open connection (the beat's own with `side`), opened again when it broke."""
+        """The open connection (the beat's own with `side`), opened again when it broke (checked after a pause)."""
+        import psycopg
+
         if self._closed:
             raise DatabaseError(f"{self.where()}: the store was closed")
         conn = self._side if side else self._conn
+        idle, self._used_at[side] = time.monotonic() - self._used_at[side], time.monotonic()
+        if conn is not None and not (conn.closed or conn.broken) and idle > PING_AFTER:
+            try:  # a server restarted since: found now, not by the caller's first statement
+                conn.execute("SELECT 1")
+            except psycopg.Error:
+                conn.close()
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
                 conn.close()
