@@ -18,6 +18,7 @@ STUDY_COLUMNS = ["risk", "top finding", "flagged", "PatientID", "AccessionNumber
                  "reviewed", "received", "StudyInstanceUID"]
 STUDY_WIDTHS = ["80px", "140px", "180px", "110px", "120px", "100px", "220px", "90px", "150px", "150px", "300px"]
 IMAGE_COLUMNS = ["view", "state", "risk", "top finding", "reason", "model", "SOPInstanceUID"]
+FINDING_COLUMNS = ["finding", "risk score", "threshold", "decision"]
 
 
 def _when(t: float | None) -> str:
@@ -46,7 +47,7 @@ def findings_frame(instance: dict, own: dict) -> pd.DataFrame:
     rows = [{"finding": name, "risk score": score_text(v.risk),
              "threshold": f"{thresholds[name]:.3f}" if name in thresholds else "unknown",
              "decision": "flag" if v.decision else "–"} for name, v in ordered]
-    return pd.DataFrame(rows, columns=["finding", "risk score", "threshold", "decision"])
+    return pd.DataFrame(rows, columns=FINDING_COLUMNS)
 
 
 def study_date(instance: dict) -> str:

@@ -16,10 +16,10 @@ import pandas as pd
 from chestaid.store import PRIORITY, PRIORITY_VERDICTS, VERDICTS, Store
 from chestaid.apps.page.display import heat_map_html, picture_html, score_text, user_of
 from chestaid.apps.page.inputs import plain
-from chestaid.apps.page.worklist_cells import (STUDY_WIDTHS, _cleared, _when, findings_frame, header_text,
-                                               heat_map_refusal, images_frame, images_summary, nodes_text,
-                                               notifications_frame, study_members, studies_frame, tier_text,
-                                               verdict_id, verdicts_text)
+from chestaid.apps.page.worklist_cells import (FINDING_COLUMNS, STUDY_WIDTHS, _cleared, _when, findings_frame,
+                                               header_text, heat_map_refusal, images_frame, images_summary,
+                                               nodes_text, notifications_frame, study_members, studies_frame,
+                                               tier_text, verdict_id, verdicts_text)
 
 log = logging.getLogger(__name__)
 NO_VERDICT = "Give a verdict on at least one finding (present, absent or can't tell), or on the priority."
@@ -60,7 +60,8 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
         sop_uid = (sop_uid or "").strip()
         instance = node.instance(sop_uid) if sop_uid else None
         if instance is None or instance["state"] == "ignored":
-            return sop_uid, "No such image in the worklist.", "", None, "", *_cleared(labels), ""
+            return (sop_uid, "No such image in the worklist.", "", pd.DataFrame(columns=FINDING_COLUMNS), "",
+                    *_cleared(labels), "")
         node.audit(user_of(request), "view", sop_uid)
         log.info("worklist: opened SOPInstanceUID %s", sop_uid)
         image, _why = predictor.read(str(node.file_of(instance)))
@@ -77,7 +78,7 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
         study_uid = (study_uid or "").strip()
         members = study_members(node).get(study_uid) if study_uid else None
         if not members:
-            return (study_uid, pd.DataFrame(), "No such study in the worklist.", *open_one("", request))
+            return (study_uid, images_frame([], own), "No such study in the worklist.", *open_one("", request))
         scored = [i for i in members if i["state"] == "scored" and i["risk"] is not None]
         first = max(scored, key=lambda i: i["risk"]) if scored else members[0]
         return (study_uid, images_frame(members, own), f"Study {plain(study_uid, 64)}: {images_summary(members)}",
@@ -161,8 +162,8 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
         with gr.Row():
             study_status = gr.Textbox(label="Study", interactive=False, elem_id="study-status", scale=3)
             ack_button = gr.Button("Acknowledge critical finding", variant="stop", elem_id="notification-ack", scale=1)
-        images = gr.Dataframe(label="Its images (select one to open it)", interactive=False, elem_id="study-images",
-                              wrap=True, max_height=240)
+        images = gr.Dataframe(images_frame([], own), label="Its images (select one to open it)", interactive=False,
+                              elem_id="study-images", wrap=True, max_height=240)
         with gr.Row():
             chosen = gr.Textbox(label="SOPInstanceUID", max_lines=1, elem_id="worklist-uid", scale=3)
             open_button = gr.Button("Open image", elem_id="worklist-open", scale=1)
@@ -171,8 +172,8 @@ def worklist_tab(node: Store, predictor, explainer, own: dict, refresh_s: float 
             with gr.Column():
                 image = gr.HTML(elem_id="worklist-image")
             with gr.Column():
-                findings = gr.Dataframe(label=f"Per finding: {predictor.score_name} and decision", interactive=False,
-                                        elem_id="worklist-findings")
+                findings = gr.Dataframe(pd.DataFrame(columns=FINDING_COLUMNS), label=f"Per finding: {predictor.score_name} and "
+                                        "decision", interactive=False, elem_id="worklist-findings")
                 heat_button = gr.Button("Show heat map (qualitative explanation)", elem_id="worklist-heat")
                 heat = gr.HTML(elem_id="worklist-heatmap")
                 review_button = gr.Button("Mark reviewed", variant="primary", elem_id="worklist-review")
