@@ -185,6 +185,12 @@ def test_a_gone_nodes_claims_are_taken_over_and_a_restart_or_a_stop_frees_them_a
         assert [n["alive"] for n in sorted(b.nodes(), key=lambda n: n["name"])] == [False, True]
         a.beat()  # it was only slow: it beats again, and takes back nothing b holds now
         assert not a.claim_queued(100)
+        real = time.time
+        with pytest.MonkeyPatch.context() as clock:  # a's machine two minutes behind: judged by the database's
+            clock.setattr(time, "time", lambda: real() - 120)  # clock, its beat is as fresh as b's
+            a.beat()
+            assert all(n["alive"] for n in a.nodes())
+        assert {n["name"]: n["alive"] for n in b.nodes()} == {"a": True, "b": True}
         restarted = Store(tmp_path / "store", database=url)  # b restarts (a new process) under its name:
         restarted.register("b")  # what its earlier start claimed is free at once
         assert len(restarted.claim_queued(100)) == 10

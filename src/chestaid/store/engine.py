@@ -32,6 +32,7 @@ class SqliteEngine:
 
     name = "SQLite"
     lock_rows = ""  # BEGIN IMMEDIATE already makes claims one at a time
+    now_sql = "((julianday('now') - 2440587.5) * 86400.0)"  # seconds since 1970, the database's clock
 
     def __init__(self, path: Path) -> None:
         self.path = path

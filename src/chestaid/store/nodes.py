@@ -1,7 +1,8 @@
 """The node processes sharing a store. Each registers at start under its name with a token for this start, beats
 every few seconds, and claims by that token what it scores and what it sends. A claim holds while its holder
 beats: a node killed with kill -9 loses its claims to the others after `LIVENESS` seconds (at once when it restarts
-under its name, or stops). Clocks: each beat is the node's own time; nodes on several machines keep NTP time."""
+under its name, or stops). Beats are stamped and judged by the database's clock, so machines whose clocks disagree
+never take each other for gone."""
 
 from __future__ import annotations
 
@@ -24,32 +25,32 @@ FORGOTTEN = 3600.0  # a gone node holding no claims is no longer listed after th
 
 
 class NodesMixin:
-    """The nodes half of `Store` (it provides `_tx`, `_query` and `claimant`, this process's token)."""
+    """The nodes half of `Store` (it provides `_tx`, `_query`, `_engine` and `claimant`, this process's token)."""
 
     claimant: str
 
     def register(self, name: str) -> None:
         """This process, a node named `name`, starts: an earlier start under the name is gone (its claims free)."""
-        now = time.time()
+        now = self._engine.now_sql
         with self._tx() as db:
             db.execute("DELETE FROM nodes WHERE name = ?", (name,))
-            db.execute("INSERT INTO nodes (token, name, host, pid, started_at, seen_at) VALUES (?,?,?,?,?,?)",
-                       (self.claimant, name, socket.gethostname()[:64], os.getpid(), now, now))
-        self._node_name, self._beaten_at = name, now
+            db.execute(f"INSERT INTO nodes (token, name, host, pid, started_at, seen_at) VALUES (?,?,?,?,{now},{now})",
+                       (self.claimant, name, socket.gethostname()[:64], os.getpid()))
+        self._node_name, self._beaten_at = name, time.monotonic()
 
     def beat(self) -> None:
         """This node is alive (re-registered when another start under the same name replaced it), on the beat's
         own connection; gone nodes that hold nothing are forgotten after an hour."""
-        began = time.time()
+        began, now = time.monotonic(), self._engine.now_sql
         name = getattr(self, "_node_name", "")
         with self._engine.transaction(side=True) as db:
-            replaced = not db.execute("UPDATE nodes SET seen_at = ? WHERE token = ?", (began, self.claimant)).rowcount
+            replaced = not db.execute(f"UPDATE nodes SET seen_at = {now} WHERE token = ?", (self.claimant,)).rowcount
             if replaced:
-                db.execute("INSERT INTO nodes (token, name, host, pid, started_at, seen_at) VALUES (?,?,?,?,?,?)",
-                           (self.claimant, name, socket.gethostname()[:64], os.getpid(), began, began))
-            db.execute("DELETE FROM nodes WHERE seen_at < ? AND NOT EXISTS (SELECT 1 FROM instances WHERE "
+                db.execute(f"INSERT INTO nodes (token, name, host, pid, started_at, seen_at) VALUES "
+                           f"(?,?,?,?,{now},{now})", (self.claimant, name, socket.gethostname()[:64], os.getpid()))
+            db.execute(f"DELETE FROM nodes WHERE seen_at < {now} - ? AND NOT EXISTS (SELECT 1 FROM instances WHERE "
                        "claimed_by = nodes.token AND state = 'queued') AND NOT EXISTS (SELECT 1 FROM outbox WHERE "
-                       "claimed_by = nodes.token AND state = 'pending')", (began - FORGOTTEN,))
+                       "claimed_by = nodes.token AND state = 'pending')", (FORGOTTEN,))
         self._beaten_at = began
         if replaced:
             log.warning("node %s: another node registered under this name; give each node its own --node-name", name)
@@ -58,7 +59,7 @@ class NodesMixin:
         """Whether what this node claimed is still its own: it beat recently enough that no other node may have
         taken it over (a node cut off from the database stops sending rather than send twice)."""
         beaten = getattr(self, "_beaten_at", None)
-        return beaten is None or time.time() - beaten < LIVENESS - 2 * BEAT
+        return beaten is None or time.monotonic() - beaten < LIVENESS - 2 * BEAT
 
     def unregister(self) -> None:
         """This node stops: its row and its claims go (what it had not finished is free for the others at once)."""
@@ -69,11 +70,11 @@ class NodesMixin:
 
     def nodes(self) -> list[dict]:
         """The nodes registered on the store, each with `alive` (seen within `LIVENESS` s), newest start first."""
-        now = time.time()
-        return [{**dict(r), "alive": now - r["seen_at"] < LIVENESS}
-                for r in self._query("SELECT name, host, pid, started_at, seen_at FROM nodes ORDER BY started_at DESC")]
+        rows = self._query(f"SELECT name, host, pid, started_at, seen_at, {self._engine.now_sql} - seen_at AS quiet "
+                           "FROM nodes ORDER BY started_at DESC")
+        return [{**{k: v for k, v in dict(r).items() if k != "quiet"}, "alive": r["quiet"] < LIVENESS} for r in rows]
 
     def _free(self) -> tuple[str, tuple]:
         """SQL (and its arguments) for a row that this process may claim: unclaimed, its own, or a gone node's."""
-        return ("(claimed_by IN ('', ?) OR claimed_by NOT IN (SELECT token FROM nodes WHERE seen_at >= ?))",
-                (self.claimant, time.time() - LIVENESS))
+        return (f"(claimed_by IN ('', ?) OR claimed_by NOT IN (SELECT token FROM nodes WHERE seen_at >= "
+                f"{self._engine.now_sql} - ?))", (self.claimant, LIVENESS))

@@ -98,6 +98,7 @@ class PostgresEngine:
 
     name = "PostgreSQL"
     lock_rows = " FOR UPDATE SKIP LOCKED"
+    now_sql = "extract(epoch from clock_timestamp())::double precision"  # the server's clock (store.nodes)
 
     def __init__(self, url: str) -> None:
         try:
