@@ -85,7 +85,7 @@ class Store(ConflictsMixin, NodesMixin, NotificationsMixin, OutboxMixin, Reviews
             self._engine = open_engine(self.root, database, create)
         except (OSError, *DATABASE_ERRORS) as e:
             raise ChestaidError(f"{self.root}: cannot open the node store ({e})") from e
-        self.shared = self._engine.lock_rows != ""  # other node processes may use this store at the same time
+        self.shared = self._engine.shared  # other node processes may use this store at the same time
         self.claimant = uuid.uuid4().hex  # this process's token for what it claims (store.nodes)
         self._lock = threading.RLock()
         self._claims: dict[str, list] = {}  # SOPInstanceUID → [lock, holders] (claim)
@@ -183,16 +183,7 @@ class Store(ConflictsMixin, NodesMixin, NotificationsMixin, OutboxMixin, Reviews
     def claim_queued(self, limit: int) -> list[dict]:
         """At most `limit` queued instances, oldest first, claimed for this process to score (one no other node
         holds: see store.nodes); `finish` releases each."""
-        free, args = self._free()
-        if not self._query(f"SELECT 1 FROM instances WHERE state = 'queued' AND {free} LIMIT 1", args):
-            return []  # (a read: an idle worker never waits for the write lock)
-        with self._tx() as db:
-            rows = [dict(r) for r in db.execute(
-                f"SELECT * FROM instances WHERE state = 'queued' AND {free} ORDER BY received_at LIMIT ?"
-                + self._engine.lock_rows, (*args, limit)).fetchall()]
-            db.executemany("UPDATE instances SET claimed_by = ? WHERE sop_uid = ?",
-                           [(self.claimant, r["sop_uid"]) for r in rows])
-        return rows
+        return self._claim("instances", "sop_uid", "state = 'queued'", (), "received_at", limit)
 
     def file_of(self, row: dict) -> Path:
         return self.root / row["path"]

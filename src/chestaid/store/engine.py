@@ -31,6 +31,7 @@ class SqliteEngine:
     """The store's embedded database (WAL, synchronous=FULL): one writer at a time, readers beside it."""
 
     name = "SQLite"
+    shared = False  # one node's store (the page and the CLI read beside it)
     lock_rows = ""  # BEGIN IMMEDIATE already makes claims one at a time
     now_sql = "((julianday('now') - 2440587.5) * 86400.0)"  # seconds since 1970, the database's clock
 

@@ -70,11 +70,25 @@ class NodesMixin:
 
     def nodes(self) -> list[dict]:
         """The nodes registered on the store, each with `alive` (seen within `LIVENESS` s), newest start first."""
-        rows = self._query(f"SELECT name, host, pid, started_at, seen_at, {self._engine.now_sql} - seen_at AS quiet "
-                           "FROM nodes ORDER BY started_at DESC")
-        return [{**{k: v for k, v in dict(r).items() if k != "quiet"}, "alive": r["quiet"] < LIVENESS} for r in rows]
+        rows = self._query(f"SELECT name, host, pid, started_at, seen_at, seen_at >= {self._engine.now_sql} - ? AS "
+                           "alive FROM nodes ORDER BY started_at DESC", (LIVENESS,))
+        return [{**dict(r), "alive": bool(r["alive"])} for r in rows]
 
     def _free(self) -> tuple[str, tuple]:
         """SQL (and its arguments) for a row that this process may claim: unclaimed, its own, or a gone node's."""
         return (f"(claimed_by IN ('', ?) OR claimed_by NOT IN (SELECT token FROM nodes WHERE seen_at >= "
                 f"{self._engine.now_sql} - ?))", (self.claimant, LIVENESS))
+
+    def _claim(self, table: str, key: str, where: str, args: tuple, order: str, limit: int) -> list[dict]:
+        """At most `limit` rows of `table` matching `where` that this process may claim, in `order`, claimed by
+        it (one no other node holds). A read first: an idle worker or sender never waits for the write lock."""
+        free, mine = self._free()
+        where, args = f"{where} AND {free}", (*args, *mine)
+        if not self._query(f"SELECT 1 FROM {table} WHERE {where} LIMIT 1", args):
+            return []
+        with self._tx() as db:
+            rows = [dict(r) for r in db.execute(f"SELECT * FROM {table} WHERE {where} ORDER BY {order} LIMIT ?"
+                                                + self._engine.lock_rows, (*args, limit)).fetchall()]
+            db.executemany(f"UPDATE {table} SET claimed_by = ? WHERE {key} = ?",
+                           [(self.claimant, r[key]) for r in rows])
+        return rows

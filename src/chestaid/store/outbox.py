@@ -12,7 +12,7 @@ OUTBOX_ADDED = {"down_tries": "INTEGER NOT NULL DEFAULT 0",  # tries while the d
 
 
 class OutboxMixin:
-    """The outbox half of `Store` (it provides `_tx`, `_query`, `_engine` and the claims' `_free`)."""
+    """The outbox half of `Store` (it provides `_tx`, `_query` and the claims' `_claim` and `_free`)."""
 
     @staticmethod
     def _queue(db, source_uid: str, results: list[dict], now: float) -> None:
@@ -30,15 +30,8 @@ class OutboxMixin:
         not wait out the step."""
         now = time.time()
         late = now + horizon if horizon is not None else float("inf")
-        free, args = self._free()
-        due = f"state = 'pending' AND (next_at <= ? OR next_at > ?) AND {free}"
-        if not self._query(f"SELECT 1 FROM outbox WHERE {due} LIMIT 1", (now, late, *args)):
-            return []  # (a read: an idle sender never waits for the write lock)
-        with self._tx() as db:
-            rows = [dict(r) for r in db.execute(f"SELECT * FROM outbox WHERE {due} ORDER BY id LIMIT ?"
-                                                + self._engine.lock_rows, (now, late, *args, limit)).fetchall()]
-            db.executemany("UPDATE outbox SET claimed_by = ? WHERE id = ?", [(self.claimant, r["id"]) for r in rows])
-        return rows
+        return self._claim("outbox", "id", "state = 'pending' AND (next_at <= ? OR next_at > ?)", (now, late), "id",
+                           limit)
 
     def next_due(self) -> float | None:
         """When the next pending result this process may claim is due (None: none)."""

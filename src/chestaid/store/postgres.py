@@ -97,6 +97,7 @@ class PostgresEngine:
     nodes never take the same row. The schema is made or migrated only when its recorded version is older."""
 
     name = "PostgreSQL"
+    shared = True  # several node processes, on one machine or several
     lock_rows = " FOR UPDATE SKIP LOCKED"
     now_sql = "extract(epoch from clock_timestamp())::double precision"  # the server's clock (store.nodes)
 
